@@ -1,0 +1,154 @@
+//! Request and response bodies of the REST endpoints, and the `json` payload of the WebSocket connect URL.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{ChannelStateResponse, JsonMap, User};
+
+/// The `json` query parameter of `GET /connect`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ConnectPayload {
+    pub user_id: String,
+    /// The user object given to `connectUser`, applied as a partial update on connect.
+    #[serde(default)]
+    pub user_details: JsonMap,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_request_id: Option<String>,
+}
+
+/// `POST /users`: full-replace upsert, keyed by user id.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct UpsertUsersRequest {
+    pub users: BTreeMap<String, JsonMap>,
+}
+
+/// One element of `PATCH /users`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct PartialUserUpdate {
+    pub id: String,
+    #[serde(default)]
+    pub set: JsonMap,
+    #[serde(default)]
+    pub unset: Vec<String>,
+}
+
+/// `PATCH /users`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct PartialUpdateUsersRequest {
+    pub users: Vec<PartialUserUpdate>,
+}
+
+/// The answer to `POST /users` and `PATCH /users`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct UpdateUsersResponse {
+    pub users: BTreeMap<String, User>,
+    #[serde(default)]
+    pub membership_deletion_task_id: String,
+    #[serde(default)]
+    pub duration: String,
+}
+
+/// One sort key; `direction` is 1 (ascending) or -1 (descending).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SortParam {
+    pub field: String,
+    #[serde(default = "ascending")]
+    pub direction: i64,
+}
+
+fn ascending() -> i64 {
+    1
+}
+
+/// The `payload` query parameter of `GET /users`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct QueryUsersPayload {
+    pub filter_conditions: JsonMap,
+    #[serde(default)]
+    pub sort: Vec<SortParam>,
+    #[serde(default)]
+    pub presence: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_id: Option<String>,
+}
+
+/// The answer to `GET /users`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct QueryUsersResponse {
+    pub users: Vec<User>,
+    #[serde(default)]
+    pub duration: String,
+}
+
+/// Pagination of members or watchers inside a channel query.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct Pagination {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+}
+
+/// `POST /channels/{type}/{id}/query` and `POST /channels/{type}/query`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ChannelQueryRequest {
+    /// Channel data for creation: `members` (ids or `{user_id}` objects) and custom fields.
+    #[serde(default)]
+    pub data: JsonMap,
+    #[serde(default)]
+    pub state: bool,
+    #[serde(default)]
+    pub watch: bool,
+    #[serde(default)]
+    pub presence: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub members: Option<Pagination>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watchers: Option<Pagination>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_id: Option<String>,
+}
+
+/// `POST /channels`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct QueryChannelsRequest {
+    pub filter_conditions: JsonMap,
+    #[serde(default)]
+    pub sort: Vec<SortParam>,
+    #[serde(default)]
+    pub state: bool,
+    #[serde(default)]
+    pub watch: bool,
+    #[serde(default)]
+    pub presence: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member_limit: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_id: Option<String>,
+}
+
+/// The answer to `POST /channels`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct QueryChannelsResponse {
+    pub channels: Vec<ChannelStateResponse>,
+    #[serde(default)]
+    pub duration: String,
+}
+
+/// A body that carries only `duration` (stop-watching).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct DurationResponse {
+    #[serde(default)]
+    pub duration: String,
+}
