@@ -1,1 +1,225 @@
-fn main() {}
+//! `presence-server`: a Stream Chat v1 compatible presence server (REST + WebSocket, SQLite storage), and a
+//! token minting command for scripts and tests.
+
+mod app;
+mod auth;
+mod db;
+mod error;
+mod fields;
+mod filter;
+mod hub;
+mod model;
+mod rest;
+mod ws;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::app::{App, Config};
+use crate::auth::TokenVerifier;
+use crate::hub::{Hub, HubConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "presence-server",
+    version,
+    about = "User presence over the Stream Chat v1 wire protocol",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print a signed token: a user token for USER_ID, or with --server a server-side token.
+    Token(TokenArgs),
+}
+
+#[derive(Args)]
+struct TokenArgs {
+    /// The user the token is for.
+    #[arg(required_unless_present = "server")]
+    user_id: Option<String>,
+    /// Mint a server-side token (`{"server": true}`) instead of a user token.
+    #[arg(long, conflicts_with = "user_id")]
+    server: bool,
+    #[arg(long, env = "PRESENCE_API_SECRET")]
+    api_secret: String,
+    /// Make the user token expire this many seconds from now.
+    #[arg(long, env = "PRESENCE_TOKEN_EXP_SECS")]
+    exp_secs: Option<i64>,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, env = "PRESENCE_ADDR", default_value = "127.0.0.1:7070")]
+    addr: SocketAddr,
+    /// SQLite database file, or :memory:.
+    #[arg(long, env = "PRESENCE_DB", default_value = "presence.db")]
+    db: String,
+    /// The app's API key; requests must carry it as `api_key`.
+    #[arg(long, env = "PRESENCE_API_KEY")]
+    api_key: Option<String>,
+    /// The app's API secret: signs and checks HS256 tokens.
+    #[arg(long, env = "PRESENCE_API_SECRET")]
+    api_secret: Option<String>,
+    /// Accept development tokens (signature `devtoken`). Never in production.
+    #[arg(long, env = "PRESENCE_DEV_TOKENS")]
+    dev_tokens: bool,
+    /// Serve this folder's files at `/` (the demo page).
+    #[arg(long, env = "PRESENCE_STATIC_DIR")]
+    static_dir: Option<PathBuf>,
+    /// How long a user whose last connection ended abnormally still counts as online.
+    #[arg(long, env = "PRESENCE_OFFLINE_GRACE_MS", default_value_t = 3000)]
+    offline_grace_ms: u64,
+    /// How often the server sends a WebSocket Ping to each connection.
+    #[arg(long, env = "PRESENCE_PING_INTERVAL_MS", default_value_t = 5000)]
+    ping_interval_ms: u64,
+    /// A connection silent this long (no pong, no frame) is closed with 4002.
+    #[arg(long, env = "PRESENCE_PONG_TIMEOUT_MS", default_value_t = 10000)]
+    pong_timeout_ms: u64,
+    /// Any watch of a channel subscribes to its members' presence, even without `presence: true`.
+    #[arg(long, env = "PRESENCE_WATCH_IMPLIES_PRESENCE")]
+    watch_implies_presence: bool,
+    /// Frames a connection may have queued before it is closed as too slow (4003).
+    #[arg(long, env = "PRESENCE_SEND_QUEUE", default_value_t = 1024)]
+    send_queue: usize,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Token(args)) => {
+            let token = if args.server {
+                auth::mint_server_token(&args.api_secret)
+            } else {
+                let exp = args
+                    .exp_secs
+                    .map(|secs| chrono::Utc::now().timestamp() + secs);
+                auth::mint_user_token(&args.api_secret, args.user_id.as_deref().unwrap_or(""), exp)
+            };
+            println!("{token}");
+            ExitCode::SUCCESS
+        }
+        None => serve(cli.serve),
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let (Some(api_key), Some(api_secret)) = (args.api_key.clone(), args.api_secret.clone()) else {
+        eprintln!("presence-server: --api-key and --api-secret are required (or PRESENCE_API_KEY / PRESENCE_API_SECRET)");
+        return ExitCode::from(2);
+    };
+    if args.ping_interval_ms == 0 || args.pong_timeout_ms < args.ping_interval_ms {
+        eprintln!("presence-server: --ping-interval-ms must be > 0 and --pong-timeout-ms at least as long");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("presence-server: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args, api_key, api_secret)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("presence-server: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: ServeArgs, api_key: String, api_secret: String) -> Result<(), String> {
+    let (db, loaded, writer) =
+        db::open(&args.db).map_err(|e| format!("cannot open database {}: {e}", args.db))?;
+    tracing::info!(
+        db = %args.db,
+        users = loaded.users.len(),
+        channels = loaded.channels.len(),
+        "database loaded"
+    );
+    let hub = Hub::new(
+        HubConfig {
+            offline_grace: Duration::from_millis(args.offline_grace_ms),
+            watch_implies_presence: args.watch_implies_presence,
+        },
+        db,
+        loaded,
+    );
+    let app = Arc::new(App {
+        config: Config {
+            api_key,
+            ping_interval: Duration::from_millis(args.ping_interval_ms),
+            pong_timeout: Duration::from_millis(args.pong_timeout_ms),
+            send_queue: args.send_queue.max(1),
+            static_dir: args.static_dir.clone(),
+        },
+        verifier: TokenVerifier::new(&api_secret, args.dev_tokens),
+        hub: Arc::clone(&hub),
+    });
+    let listener = tokio::net::TcpListener::bind(args.addr)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.addr))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| format!("cannot read the bound address: {e}"))?;
+    println!("listening on http://{local}");
+    let _ = std::io::stdout().flush();
+    let shutdown_hub = Arc::clone(&hub);
+    axum::serve(listener, app::router(app))
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            shutdown_hub.shutdown();
+        })
+        .await
+        .map_err(|e| format!("server error: {e}"))?;
+    // Let evicted connections send their close frames, then make every write durable.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let flushed = hub.flush().await;
+    drop(hub);
+    drop(writer);
+    flushed.map_err(|e| e.message)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,246 @@
+//! Token checks (protocol section 2): HS256 user and server JWTs, development tokens, and minting for the CLI.
+
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+use base64::engine::DecodePaddingMode;
+use base64::Engine;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use presence_protocol::codes::error_code;
+use serde_json::Value;
+
+use crate::error::Failure;
+
+/// Who a request or connection acts as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// A server-side token: may do everything.
+    Server,
+    /// A user token for this user id.
+    User(String),
+}
+
+/// Clock skew accepted for `iat` and `nbf`, in seconds. None for `exp`.
+const LEEWAY_SECS: i64 = 5;
+
+const DEV_SIGNATURE: &str = "devtoken";
+
+pub struct TokenVerifier {
+    decoding_key: DecodingKey,
+    validation: Validation,
+    dev_tokens: bool,
+}
+
+impl TokenVerifier {
+    pub fn new(secret: &str, dev_tokens: bool) -> Self {
+        // jsonwebtoken checks the shape, the algorithm and the signature; the time claims are checked here so
+        // that each failure gets its own protocol code.
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.required_spec_claims.clear();
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.validate_aud = false;
+        TokenVerifier {
+            decoding_key: DecodingKey::from_secret(secret.as_bytes()),
+            validation,
+            dev_tokens,
+        }
+    }
+
+    /// Checks a raw token (no `Bearer ` prefix) at `now` (Unix seconds) and says who it belongs to.
+    pub fn verify(&self, token: &str, now: i64) -> Result<Caller, Failure> {
+        if token.is_empty() {
+            return Err(Failure::auth(
+                error_code::AUTHENTICATION,
+                "JWTAuth error: token is missing",
+            ));
+        }
+        let segments: Vec<&str> = token.split('.').collect();
+        if segments.len() != 3 {
+            return Err(malformed("token does not have 3 segments"));
+        }
+        let claims = if segments[2] == DEV_SIGNATURE {
+            if !self.dev_tokens {
+                return Err(Failure::auth(
+                    error_code::TOKEN_SIGNATURE_INVALID,
+                    "JWTAuth error: signature is not valid (development tokens are disabled)",
+                ));
+            }
+            decode_dev_payload(segments[1])?
+        } else {
+            let header = jsonwebtoken::decode_header(token)
+                .map_err(|e| malformed(&format!("token header is invalid: {e}")))?;
+            if header.alg != Algorithm::HS256 {
+                return Err(Failure::auth(
+                    error_code::TOKEN_SIGNATURE_INVALID,
+                    format!(
+                        "JWTAuth error: signature is not valid (algorithm {:?} is not accepted)",
+                        header.alg
+                    ),
+                ));
+            }
+            match jsonwebtoken::decode::<Value>(token, &self.decoding_key, &self.validation) {
+                Ok(data) => data.claims,
+                Err(e) => {
+                    return Err(match e.kind() {
+                        jsonwebtoken::errors::ErrorKind::InvalidSignature
+                        | jsonwebtoken::errors::ErrorKind::InvalidAlgorithm => Failure::auth(
+                            error_code::TOKEN_SIGNATURE_INVALID,
+                            "JWTAuth error: signature is not valid",
+                        ),
+                        _ => malformed(&e.to_string()),
+                    })
+                }
+            }
+        };
+        check_claims(&claims, now)
+    }
+}
+
+fn malformed(detail: &str) -> Failure {
+    Failure::auth(
+        error_code::AUTHENTICATION,
+        format!("JWTAuth error: token is malformed: {detail}"),
+    )
+}
+
+/// The payload of a development token: base64 of either alphabet, padding optional; bytes that are not UTF-8
+/// are read as Latin-1, the way the SDK produced them.
+fn decode_dev_payload(segment: &str) -> Result<Value, Failure> {
+    let engine = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    );
+    let normalized: String = segment
+        .chars()
+        .map(|c| match c {
+            '-' => '+',
+            '_' => '/',
+            c => c,
+        })
+        .collect();
+    let bytes = engine
+        .decode(normalized)
+        .map_err(|e| malformed(&format!("payload is not base64: {e}")))?;
+    let text = match String::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(e) => e.into_bytes().iter().map(|&b| b as char).collect(),
+    };
+    serde_json::from_str(&text).map_err(|e| malformed(&format!("payload is not JSON: {e}")))
+}
+
+fn check_claims(claims: &Value, now: i64) -> Result<Caller, Failure> {
+    let Some(claims) = claims.as_object() else {
+        return Err(malformed("payload is not an object"));
+    };
+    let number = |name: &str| -> Result<Option<i64>, Failure> {
+        match claims.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v
+                .as_f64()
+                .map(|f| Some(f as i64))
+                .ok_or_else(|| malformed(&format!("claim {name} is not a number"))),
+        }
+    };
+    if let Some(exp) = number("exp")? {
+        if now >= exp {
+            return Err(Failure::auth(
+                error_code::TOKEN_EXPIRED,
+                "JWTAuth error: token is expired",
+            ));
+        }
+    }
+    if let Some(nbf) = number("nbf")? {
+        if now + LEEWAY_SECS < nbf {
+            return Err(Failure::auth(
+                error_code::TOKEN_NOT_VALID_YET,
+                "JWTAuth error: token is not valid yet",
+            ));
+        }
+    }
+    if let Some(iat) = number("iat")? {
+        if iat > now + LEEWAY_SECS {
+            return Err(Failure::auth(
+                error_code::TOKEN_USED_BEFORE_ISSUED_AT,
+                "JWTAuth error: token used before issued at (iat)",
+            ));
+        }
+    }
+    if let Some(user_id) = claims.get("user_id") {
+        return match user_id.as_str() {
+            Some(id) if !id.is_empty() => Ok(Caller::User(id.to_string())),
+            _ => Err(malformed("claim user_id is not a non-empty string")),
+        };
+    }
+    if claims.get("server") == Some(&Value::Bool(true)) {
+        return Ok(Caller::Server);
+    }
+    Err(Failure::auth(
+        error_code::AUTHENTICATION,
+        "JWTAuth error: token has neither user_id nor server claim",
+    ))
+}
+
+/// Signs a user token `{"user_id": id}` (plus `exp` when given), as Stream's server SDKs mint them.
+pub fn mint_user_token(secret: &str, user_id: &str, exp: Option<i64>) -> String {
+    let mut claims = serde_json::Map::new();
+    claims.insert("user_id".into(), Value::String(user_id.to_string()));
+    if let Some(exp) = exp {
+        claims.insert("exp".into(), Value::from(exp));
+    }
+    sign(secret, &Value::Object(claims))
+}
+
+/// Signs the server-side token `{"server": true}`.
+pub fn mint_server_token(secret: &str) -> String {
+    sign(secret, &serde_json::json!({ "server": true }))
+}
+
+fn sign(secret: &str, claims: &Value) -> String {
+    // HS256 over an in-memory JSON value cannot fail.
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_800_000_000;
+
+    #[test]
+    fn minted_tokens_verify_and_name_their_user() {
+        let v = TokenVerifier::new("s3cret", false);
+        let t = mint_user_token("s3cret", "john", None);
+        assert_eq!(v.verify(&t, NOW), Ok(Caller::User("john".into())));
+        assert_eq!(
+            v.verify(&mint_server_token("s3cret"), NOW),
+            Ok(Caller::Server)
+        );
+    }
+
+    #[test]
+    fn each_failure_has_its_code() {
+        let v = TokenVerifier::new("s3cret", false);
+        let code = |t: &str| v.verify(t, NOW).unwrap_err().code;
+        assert_eq!(code(&mint_user_token("other", "john", None)), 43);
+        assert_eq!(code(&mint_user_token("s3cret", "john", Some(NOW))), 40);
+        assert_eq!(code("abc"), 5);
+        assert_eq!(code(""), 5);
+        let sdk_dev = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJ1c2VyX2lkIjoiam9obiJ9.devtoken";
+        assert_eq!(code(sdk_dev), 43);
+    }
+
+    #[test]
+    fn dev_tokens_decode_both_alphabets_with_or_without_padding() {
+        let v = TokenVerifier::new("s3cret", true);
+        for t in [
+            "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJ1c2VyX2lkIjoiYWxpY2UifQ==.devtoken",
+            "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJ1c2VyX2lkIjoiYWxpY2UifQ.devtoken",
+        ] {
+            assert_eq!(v.verify(t, NOW), Ok(Caller::User("alice".into())));
+        }
+    }
+}

@@ -1,0 +1,262 @@
+//! SQLite persistence. Everything is loaded into memory at start; writes go to one writer thread that commits
+//! whatever has queued up in a single transaction, so bursts cost one fsync. Callers that must know their write
+//! is durable (REST writes) wait on a barrier.
+
+use std::sync::mpsc;
+use std::thread;
+
+use chrono::{DateTime, Utc};
+use presence_protocol::JsonMap;
+use rusqlite::{params, Connection};
+use tokio::sync::oneshot;
+
+use crate::model::{ChannelRecord, MemberRecord, UserRecord};
+
+pub enum DbOp {
+    SaveUser(Box<UserRecord>),
+    TouchLastActive(String, DateTime<Utc>),
+    SaveChannel(Box<ChannelRecord>),
+    /// Answered once every op queued before it is committed (or failed).
+    Barrier(oneshot::Sender<Result<(), String>>),
+}
+
+/// Where ops are sent. Cheap to clone.
+#[derive(Clone)]
+pub struct DbHandle {
+    tx: mpsc::Sender<DbOp>,
+}
+
+pub struct Loaded {
+    pub users: Vec<UserRecord>,
+    pub channels: Vec<ChannelRecord>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS users (
+    id TEXT PRIMARY KEY,
+    role TEXT NOT NULL,
+    teams TEXT NOT NULL,
+    invisible INTEGER NOT NULL,
+    data TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    last_active TEXT,
+    frozen_last_active TEXT
+);
+CREATE TABLE IF NOT EXISTS channels (
+    cid TEXT PRIMARY KEY,
+    type TEXT NOT NULL,
+    id TEXT NOT NULL,
+    data TEXT NOT NULL,
+    created_by TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS members (
+    cid TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    channel_role TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (cid, user_id)
+);
+";
+
+/// Opens (or creates) the database; `:memory:` keeps everything in memory for the life of the process.
+pub fn open(path: &str) -> rusqlite::Result<(DbHandle, Loaded, thread::JoinHandle<()>)> {
+    let conn = if path == ":memory:" {
+        Connection::open_in_memory()?
+    } else {
+        Connection::open(path)?
+    };
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.execute_batch(SCHEMA)?;
+    let loaded = load(&conn)?;
+    let (tx, rx) = mpsc::channel();
+    let writer = thread::Builder::new()
+        .name("sqlite-writer".into())
+        .spawn(move || write_loop(conn, rx))
+        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+    Ok((DbHandle { tx }, loaded, writer))
+}
+
+impl DbHandle {
+    pub fn send(&self, op: DbOp) {
+        // The writer only stops when every handle is gone, so a send cannot fail while one exists.
+        let _ = self.tx.send(op);
+    }
+
+    /// Resolves when everything sent before it is committed.
+    pub async fn barrier(&self) -> Result<(), String> {
+        let (tx, rx) = oneshot::channel();
+        self.send(DbOp::Barrier(tx));
+        rx.await
+            .unwrap_or_else(|_| Err("the database writer stopped".to_string()))
+    }
+}
+
+fn write_loop(mut conn: Connection, rx: mpsc::Receiver<DbOp>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while let Ok(op) = rx.try_recv() {
+            batch.push(op);
+            if batch.len() >= 4096 {
+                break;
+            }
+        }
+        let result = commit(&mut conn, &batch).map_err(|e| e.to_string());
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "database write failed");
+        }
+        for op in batch {
+            if let DbOp::Barrier(ack) = op {
+                let _ = ack.send(result.clone());
+            }
+        }
+    }
+}
+
+fn commit(conn: &mut Connection, batch: &[DbOp]) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    for op in batch {
+        match op {
+            DbOp::SaveUser(u) => save_user(&tx, u)?,
+            DbOp::TouchLastActive(id, at) => {
+                tx.execute(
+                    "UPDATE users SET last_active = ?2 WHERE id = ?1",
+                    params![id, at.to_rfc3339()],
+                )?;
+            }
+            DbOp::SaveChannel(c) => save_channel(&tx, c)?,
+            DbOp::Barrier(_) => {}
+        }
+    }
+    tx.commit()
+}
+
+fn json_text(v: &impl serde::Serialize) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "null".to_string())
+}
+
+fn save_user(tx: &rusqlite::Transaction, u: &UserRecord) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO users (id, role, teams, invisible, data, created_at, updated_at, last_active, frozen_last_active)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+         ON CONFLICT(id) DO UPDATE SET role = excluded.role, teams = excluded.teams, invisible = excluded.invisible,
+           data = excluded.data, updated_at = excluded.updated_at, last_active = excluded.last_active,
+           frozen_last_active = excluded.frozen_last_active",
+        params![
+            u.id,
+            u.role,
+            json_text(&u.teams),
+            u.invisible,
+            json_text(&u.data),
+            u.created_at.to_rfc3339(),
+            u.updated_at.to_rfc3339(),
+            u.last_active.map(|t| t.to_rfc3339()),
+            u.frozen_last_active.map(|t| t.to_rfc3339()),
+        ],
+    )?;
+    Ok(())
+}
+
+fn save_channel(tx: &rusqlite::Transaction, c: &ChannelRecord) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO channels (cid, type, id, data, created_by, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT(cid) DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at",
+        params![
+            c.cid,
+            c.channel_type,
+            c.id,
+            json_text(&c.data),
+            c.created_by,
+            c.created_at.to_rfc3339(),
+            c.updated_at.to_rfc3339(),
+        ],
+    )?;
+    tx.execute("DELETE FROM members WHERE cid = ?1", params![c.cid])?;
+    for m in &c.members {
+        tx.execute(
+            "INSERT INTO members (cid, user_id, channel_role, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                c.cid,
+                m.user_id,
+                m.channel_role,
+                m.created_at.to_rfc3339(),
+                m.updated_at.to_rfc3339()
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+fn parse_time(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_default()
+}
+
+fn load(conn: &Connection) -> rusqlite::Result<Loaded> {
+    let mut users = Vec::new();
+    let mut stmt = conn.prepare(
+        "SELECT id, role, teams, invisible, data, created_at, updated_at, last_active, frozen_last_active FROM users",
+    )?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let teams: String = row.get(2)?;
+        let data: String = row.get(4)?;
+        let created: String = row.get(5)?;
+        let updated: String = row.get(6)?;
+        let last_active: Option<String> = row.get(7)?;
+        let frozen: Option<String> = row.get(8)?;
+        users.push(UserRecord {
+            id: row.get(0)?,
+            role: row.get(1)?,
+            teams: serde_json::from_str(&teams).unwrap_or_default(),
+            invisible: row.get(3)?,
+            data: serde_json::from_str::<JsonMap>(&data).unwrap_or_default(),
+            created_at: parse_time(&created),
+            updated_at: parse_time(&updated),
+            last_active: last_active.as_deref().map(parse_time),
+            frozen_last_active: frozen.as_deref().map(parse_time),
+        });
+    }
+    let mut channels = Vec::new();
+    let mut stmt = conn.prepare(
+        "SELECT cid, type, id, data, created_by, created_at, updated_at FROM channels ORDER BY created_at",
+    )?;
+    let mut rows = stmt.query([])?;
+    let mut members_stmt = conn.prepare(
+        "SELECT user_id, channel_role, created_at, updated_at FROM members WHERE cid = ?1 ORDER BY created_at, user_id",
+    )?;
+    while let Some(row) = rows.next()? {
+        let cid: String = row.get(0)?;
+        let data: String = row.get(3)?;
+        let created: String = row.get(5)?;
+        let updated: String = row.get(6)?;
+        let members = members_stmt
+            .query_map(params![cid], |m| {
+                let c: String = m.get(2)?;
+                let u: String = m.get(3)?;
+                Ok(MemberRecord {
+                    user_id: m.get(0)?,
+                    channel_role: m.get(1)?,
+                    created_at: parse_time(&c),
+                    updated_at: parse_time(&u),
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        channels.push(ChannelRecord {
+            cid: cid.clone(),
+            channel_type: row.get(1)?,
+            id: row.get(2)?,
+            data: serde_json::from_str::<JsonMap>(&data).unwrap_or_default(),
+            created_by: row.get(4)?,
+            created_at: parse_time(&created),
+            updated_at: parse_time(&updated),
+            members,
+        });
+    }
+    Ok(Loaded { users, channels })
+}

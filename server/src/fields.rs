@@ -1,0 +1,112 @@
+//! Which user fields a write may touch, and applying a write to a stored user.
+
+use presence_protocol::user::RESERVED_USER_FIELDS;
+use presence_protocol::JsonMap;
+use serde_json::Value;
+
+use crate::error::Failure;
+use crate::model::UserRecord;
+
+/// Fields only a server-side token may write.
+const SERVER_ONLY_FIELDS: &[&str] = &["role", "teams"];
+
+/// How a write reached the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteSource {
+    /// `user_details` on connect: forbidden and malformed fields are dropped silently.
+    Connect,
+    /// A REST write with a user token.
+    User,
+    /// A REST write with a server token.
+    Server,
+}
+
+fn reserved(user_id: &str, field: &str) -> Failure {
+    Failure::input(format!("users[{user_id}].{field} is a reserved field"))
+}
+
+/// Checks one field of a REST write (`set` key, upsert key or `unset` name).
+pub fn check_field(
+    user_id: &str,
+    field: &str,
+    value: Option<&Value>,
+    source: WriteSource,
+) -> Result<(), Failure> {
+    if RESERVED_USER_FIELDS.contains(&field)
+        || (source != WriteSource::Server && SERVER_ONLY_FIELDS.contains(&field))
+    {
+        return Err(reserved(user_id, field));
+    }
+    let Some(value) = value else { return Ok(()) };
+    let ok = match field {
+        "name" | "image" | "language" | "role" => value.is_string() || value.is_null(),
+        "teams" => value
+            .as_array()
+            .is_some_and(|a| a.iter().all(Value::is_string)),
+        "invisible" => value.is_boolean(),
+        "privacy_settings" => value.is_object() || value.is_null(),
+        _ => true,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(Failure::input(format!(
+            "users[{user_id}].{field} has the wrong type"
+        )))
+    }
+}
+
+/// Sets one field on a record; the caller has checked it (or the source is `Connect`, where bad fields are
+/// skipped). Returns whether anything changed.
+pub fn set_field(rec: &mut UserRecord, field: &str, value: &Value, source: WriteSource) -> bool {
+    if field == "id"
+        || check_field(&rec.id, field, Some(value), source).is_err()
+        || field == "invisible"
+    {
+        return false;
+    }
+    match field {
+        "role" => {
+            let role = value.as_str().unwrap_or("user").to_string();
+            std::mem::replace(&mut rec.role, role) != rec.role
+        }
+        "teams" => {
+            let teams: Vec<String> = value
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|t| t.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            std::mem::replace(&mut rec.teams, teams) != rec.teams
+        }
+        _ if value.is_null() => rec.data.remove(field).is_some(),
+        _ => rec.data.insert(field.to_string(), value.clone()).as_ref() != Some(value),
+    }
+}
+
+/// Removes one field (`unset`). `invisible` is handled by the caller.
+pub fn unset_field(rec: &mut UserRecord, field: &str) -> bool {
+    match field {
+        "role" => std::mem::replace(&mut rec.role, "user".to_string()) != "user",
+        "teams" => !std::mem::take(&mut rec.teams).is_empty(),
+        _ => rec.data.remove(field).is_some(),
+    }
+}
+
+/// Replaces every writable field of a record with those of `obj` (upsert). `role` and `teams` are kept unless the
+/// object names them; `invisible` is handled by the caller.
+pub fn replace_fields(rec: &mut UserRecord, obj: &JsonMap, source: WriteSource) -> bool {
+    let before = rec.clone();
+    rec.data.clear();
+    for (field, value) in obj {
+        set_field(rec, field, value, source);
+    }
+    *rec != before
+}
+
+/// The `invisible` value a write asks for: only an explicit boolean changes it.
+pub fn requested_invisible(obj: &JsonMap) -> Option<bool> {
+    obj.get("invisible").and_then(Value::as_bool)
+}

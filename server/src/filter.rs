@@ -1,0 +1,360 @@
+//! Query filters and sorting (protocol section 5.7), evaluated over JSON views of users and channels.
+
+use std::cmp::Ordering;
+
+use chrono::{DateTime, FixedOffset};
+use presence_protocol::{JsonMap, SortParam};
+use serde_json::Value;
+
+use crate::error::Failure;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Filter {
+    And(Vec<Filter>),
+    Or(Vec<Filter>),
+    Nor(Vec<Filter>),
+    Field { field: String, cond: Condition },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Condition {
+    Eq(Value),
+    Ne(Value),
+    Gt(Value),
+    Gte(Value),
+    Lt(Value),
+    Lte(Value),
+    In(Vec<Value>),
+    Nin(Vec<Value>),
+    Exists(bool),
+    Autocomplete(String),
+    Query(String),
+    Contains(Value),
+}
+
+/// Looks up a field of the object being filtered.
+pub trait Fields {
+    fn field(&self, name: &str) -> Option<Value>;
+}
+
+impl Fields for JsonMap {
+    fn field(&self, name: &str) -> Option<Value> {
+        self.get(name).cloned()
+    }
+}
+
+impl Filter {
+    /// Parses `filter_conditions`. `allowed` says which fields may be filtered on (`None`: any field).
+    pub fn parse(raw: &JsonMap, allowed: Option<&[&str]>) -> Result<Filter, Failure> {
+        let mut all = Vec::new();
+        for (key, value) in raw {
+            all.push(parse_entry(key, value, allowed)?);
+        }
+        Ok(if all.len() == 1 {
+            all.remove(0)
+        } else {
+            Filter::And(all)
+        })
+    }
+
+    /// Whether the object passes the filter.
+    pub fn matches(&self, obj: &impl Fields) -> bool {
+        match self {
+            Filter::And(all) => all.iter().all(|f| f.matches(obj)),
+            Filter::Or(any) => any.iter().any(|f| f.matches(obj)),
+            Filter::Nor(none) => !none.iter().any(|f| f.matches(obj)),
+            Filter::Field { field, cond } => cond.holds(obj.field(field).as_ref()),
+        }
+    }
+}
+
+fn parse_entry(key: &str, value: &Value, allowed: Option<&[&str]>) -> Result<Filter, Failure> {
+    let sub_filters = |min: usize| -> Result<Vec<Filter>, Failure> {
+        let items = value
+            .as_array()
+            .ok_or_else(|| Failure::input(format!("{key} expects an array of filters")))?;
+        if items.len() < min {
+            return Err(Failure::input(format!(
+                "{key} expects at least {min} filter(s)"
+            )));
+        }
+        items
+            .iter()
+            .map(|item| match item {
+                Value::Object(map) => Filter::parse(map, allowed),
+                _ => Err(Failure::input(format!("{key} expects an array of objects"))),
+            })
+            .collect()
+    };
+    match key {
+        "$and" => return Ok(Filter::And(sub_filters(1)?)),
+        "$or" => return Ok(Filter::Or(sub_filters(2)?)),
+        "$nor" => return Ok(Filter::Nor(sub_filters(1)?)),
+        _ if key.starts_with('$') => {
+            return Err(Failure::input(format!("unknown logical operator {key}")))
+        }
+        _ => {}
+    }
+    if let Some(allowed) = allowed {
+        if !allowed.contains(&key) {
+            return Err(Failure::input(format!(
+                "field {key} is not supported in this filter"
+            )));
+        }
+    }
+    let field = key.to_string();
+    let Value::Object(ops) = value else {
+        return Ok(Filter::Field {
+            field,
+            cond: Condition::Eq(value.clone()),
+        });
+    };
+    if ops.is_empty() || !ops.keys().all(|k| k.starts_with('$')) {
+        // A plain object value compares as a whole.
+        return Ok(Filter::Field {
+            field,
+            cond: Condition::Eq(value.clone()),
+        });
+    }
+    let mut conds = Vec::with_capacity(ops.len());
+    for (op, arg) in ops {
+        let list = || -> Result<Vec<Value>, Failure> {
+            arg.as_array()
+                .cloned()
+                .ok_or_else(|| Failure::input(format!("operator {op} on {key} expects an array")))
+        };
+        let text = || -> Result<String, Failure> {
+            arg.as_str()
+                .map(str::to_string)
+                .ok_or_else(|| Failure::input(format!("operator {op} on {key} expects a string")))
+        };
+        let cond = match op.as_str() {
+            "$eq" => Condition::Eq(arg.clone()),
+            "$ne" => Condition::Ne(arg.clone()),
+            "$gt" => Condition::Gt(arg.clone()),
+            "$gte" => Condition::Gte(arg.clone()),
+            "$lt" => Condition::Lt(arg.clone()),
+            "$lte" => Condition::Lte(arg.clone()),
+            "$in" => Condition::In(list()?),
+            "$nin" => Condition::Nin(list()?),
+            "$exists" => Condition::Exists(arg.as_bool().ok_or_else(|| {
+                Failure::input(format!("operator $exists on {key} expects a boolean"))
+            })?),
+            "$autocomplete" => Condition::Autocomplete(text()?.to_lowercase()),
+            "$q" => Condition::Query(text()?.to_lowercase()),
+            "$contains" => Condition::Contains(arg.clone()),
+            _ => {
+                return Err(Failure::input(format!(
+                    "unknown operator {op} on field {key}"
+                )))
+            }
+        };
+        conds.push(Filter::Field {
+            field: field.clone(),
+            cond,
+        });
+    }
+    Ok(if conds.len() == 1 {
+        conds.remove(0)
+    } else {
+        Filter::And(conds)
+    })
+}
+
+impl Condition {
+    fn holds(&self, actual: Option<&Value>) -> bool {
+        let present = actual.filter(|v| !v.is_null());
+        match self {
+            Condition::Exists(want) => present.is_some() == *want,
+            Condition::Ne(v) => present.is_none_or(|a| !equal(a, v)),
+            Condition::Nin(vs) => present.is_none_or(|a| !vs.iter().any(|v| equal(a, v))),
+            Condition::Eq(Value::Null) => present.is_none(),
+            _ => {
+                let Some(a) = present else { return false };
+                match self {
+                    Condition::Eq(v) => equal(a, v),
+                    Condition::In(vs) => vs.iter().any(|v| equal(a, v)),
+                    Condition::Gt(v) => compare(a, v) == Some(Ordering::Greater),
+                    Condition::Gte(v) => {
+                        matches!(compare(a, v), Some(Ordering::Greater | Ordering::Equal))
+                    }
+                    Condition::Lt(v) => compare(a, v) == Some(Ordering::Less),
+                    Condition::Lte(v) => {
+                        matches!(compare(a, v), Some(Ordering::Less | Ordering::Equal))
+                    }
+                    Condition::Autocomplete(prefix) => a.as_str().is_some_and(|s| {
+                        s.to_lowercase()
+                            .split(|c: char| !c.is_alphanumeric())
+                            .any(|word| word.starts_with(prefix.as_str()))
+                            || s.to_lowercase().starts_with(prefix.as_str())
+                    }),
+                    Condition::Query(q) => a.as_str().is_some_and(|s| {
+                        let s = s.to_lowercase();
+                        q.split_whitespace().all(|term| s.contains(term))
+                    }),
+                    Condition::Contains(v) => a
+                        .as_array()
+                        .is_some_and(|items| items.iter().any(|item| equal(item, v))),
+                    Condition::Ne(_) | Condition::Nin(_) | Condition::Exists(_) => false,
+                }
+            }
+        }
+    }
+}
+
+fn as_time(v: &Value) -> Option<DateTime<FixedOffset>> {
+    v.as_str()
+        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+}
+
+/// Equality that treats two RFC 3339 strings naming the same instant as equal, and an array field as equal to a
+/// value it contains (`teams: "red"`).
+fn equal(a: &Value, b: &Value) -> bool {
+    if let (Some(x), Some(y)) = (as_time(a), as_time(b)) {
+        return x == y;
+    }
+    if let (Some(x), Some(y)) = (a.as_f64(), b.as_f64()) {
+        return x == y;
+    }
+    if let (Value::Array(items), false) = (a, b.is_array()) {
+        return items.contains(b);
+    }
+    a == b
+}
+
+/// Ordered comparison of numbers, dates (as instants) and strings; `None` for values of different kinds.
+pub fn compare(a: &Value, b: &Value) -> Option<Ordering> {
+    if let (Some(x), Some(y)) = (as_time(a), as_time(b)) {
+        return Some(x.cmp(&y));
+    }
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x.as_f64()?.partial_cmp(&y.as_f64()?),
+        (Value::String(x), Value::String(y)) => Some(x.cmp(y)),
+        (Value::Bool(x), Value::Bool(y)) => Some(x.cmp(y)),
+        _ => None,
+    }
+}
+
+/// Checks sort keys: `direction` must be 1 or -1; `allowed` limits the fields (`None`: any).
+pub fn check_sort(sort: &[SortParam], allowed: Option<&[&str]>) -> Result<(), Failure> {
+    for key in sort {
+        if key.direction != 1 && key.direction != -1 {
+            return Err(Failure::input(format!(
+                "sort direction for {} must be 1 or -1",
+                key.field
+            )));
+        }
+        if let Some(allowed) = allowed {
+            if !allowed.contains(&key.field.as_str()) {
+                return Err(Failure::input(format!(
+                    "sorting by {} is not supported",
+                    key.field
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Orders two objects by the sort keys; objects missing a key sort after those that have it, in either direction.
+pub fn sort_order(sort: &[SortParam], a: &impl Fields, b: &impl Fields) -> Ordering {
+    for key in sort {
+        let (x, y) = (a.field(&key.field), b.field(&key.field));
+        let ord = match (
+            x.as_ref().filter(|v| !v.is_null()),
+            y.as_ref().filter(|v| !v.is_null()),
+        ) {
+            (None, None) => Ordering::Equal,
+            (None, Some(_)) => Ordering::Greater,
+            (Some(_), None) => Ordering::Less,
+            (Some(x), Some(y)) => {
+                let ord = compare(x, y).unwrap_or(Ordering::Equal);
+                if key.direction < 0 {
+                    ord.reverse()
+                } else {
+                    ord
+                }
+            }
+        };
+        if ord != Ordering::Equal {
+            return ord;
+        }
+    }
+    Ordering::Equal
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obj(v: Value) -> JsonMap {
+        v.as_object().cloned().unwrap()
+    }
+
+    fn parse(v: Value) -> Result<Filter, Failure> {
+        Filter::parse(&obj(v), None)
+    }
+
+    #[test]
+    fn operators_select_what_they_say() {
+        let bob = obj(
+            json!({"id":"bob","name":"Bob Marley","age":30,"teams":["red"],"last_active":"2024-05-01T10:00:00.5Z"}),
+        );
+        let yes = [
+            json!({"id":"bob"}),
+            json!({"id":{"$in":["x","bob"]}}),
+            json!({"id":{"$nin":["x"]}}),
+            json!({"age":{"$gt":29,"$lte":30}}),
+            json!({"name":{"$autocomplete":"mar"}}),
+            json!({"name":{"$q":"bob"}}),
+            json!({"teams":{"$contains":"red"}}),
+            json!({"status":{"$exists":false}}),
+            json!({"last_active":{"$gt":"2024-05-01T10:00:00Z"}}),
+            json!({"$or":[{"id":"x"},{"age":30}]}),
+            json!({"$nor":[{"id":"x"}]}),
+            json!({"role":{"$ne":"admin"}}),
+        ];
+        for f in yes {
+            assert!(parse(f.clone()).unwrap().matches(&bob), "{f}");
+        }
+        let no = [
+            json!({"id":"alice"}),
+            json!({"age":{"$lt":30}}),
+            json!({"name":{"$autocomplete":"xyz"}}),
+            json!({"last_active":{"$lt":"2024-05-01T10:00:00Z"}}),
+            json!({"$and":[{"id":"bob"},{"age":31}]}),
+        ];
+        for f in no {
+            assert!(!parse(f.clone()).unwrap().matches(&bob), "{f}");
+        }
+    }
+
+    #[test]
+    fn bad_filters_are_input_errors() {
+        for f in [
+            json!({"id":{"$regex":"b"}}),
+            json!({"$or":[{"id":"a"}]}),
+            json!({"$xor":[]}),
+            json!({"id":{"$in":"bob"}}),
+            json!({"status":{"$exists":"yes"}}),
+        ] {
+            assert_eq!(parse(f.clone()).unwrap_err().code, 4, "{f}");
+        }
+    }
+
+    #[test]
+    fn sort_puts_missing_last_and_respects_direction() {
+        let a = obj(json!({"id":"a","n":1}));
+        let b = obj(json!({"id":"b","n":2}));
+        let c = obj(json!({"id":"c"}));
+        let desc = [SortParam {
+            field: "n".into(),
+            direction: -1,
+        }];
+        let mut v = [&a, &c, &b];
+        v.sort_by(|x, y| sort_order(&desc, *x, *y));
+        let ids: Vec<_> = v.iter().map(|o| o["id"].as_str().unwrap()).collect();
+        assert_eq!(ids, ["b", "a", "c"]);
+    }
+}

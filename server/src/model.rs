@@ -1,0 +1,117 @@
+//! Stored records: users, channels and members, and how a user record becomes a wire `User`.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use presence_protocol::user::BUILT_IN_USER_FIELDS;
+use presence_protocol::{JsonMap, User};
+use serde_json::Value;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserRecord {
+    pub id: String,
+    pub role: String,
+    pub teams: Vec<String>,
+    pub invisible: bool,
+    /// Client-writable fields: `name`, `image`, `language`, `privacy_settings` and custom fields, flat.
+    pub data: JsonMap,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub last_active: Option<DateTime<Utc>>,
+    /// While invisible: the `last_active` others see, frozen when invisibility began.
+    pub frozen_last_active: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemberRecord {
+    pub user_id: String,
+    pub channel_role: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChannelRecord {
+    pub cid: String,
+    pub channel_type: String,
+    pub id: String,
+    /// Custom channel data, flat.
+    pub data: JsonMap,
+    pub created_by: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub members: Vec<MemberRecord>,
+}
+
+/// Stored times go out with microseconds, event times with nanoseconds, both in UTC with `Z`.
+pub fn record_time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+pub fn event_time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Nanos, true)
+}
+
+impl UserRecord {
+    pub fn new(id: &str, now: DateTime<Utc>) -> Self {
+        UserRecord {
+            id: id.to_string(),
+            role: "user".to_string(),
+            teams: Vec::new(),
+            invisible: false,
+            data: JsonMap::new(),
+            created_at: now,
+            updated_at: now,
+            last_active: None,
+            frozen_last_active: None,
+        }
+    }
+
+    /// The user as others see them: `online` is their visible presence, invisibility and own-only fields hidden,
+    /// `last_active` frozen while invisible.
+    pub fn public_view(&self, visible_online: bool) -> User {
+        let last_active = if self.invisible {
+            self.frozen_last_active
+        } else {
+            self.last_active
+        };
+        self.view(visible_online, last_active)
+    }
+
+    /// The user as their own connections see them: true connection state, `invisible`, and the own-only lists.
+    pub fn own_view(&self, connected: bool) -> User {
+        let mut user = self.view(connected, self.last_active);
+        user.invisible = Some(self.invisible);
+        user.privacy_settings = self.data.get("privacy_settings").cloned();
+        user.devices = Some(Vec::new());
+        user.mutes = Some(Vec::new());
+        user.channel_mutes = Some(Vec::new());
+        user.unread_count = Some(0);
+        user.total_unread_count = Some(0);
+        user.unread_channels = Some(0);
+        user.unread_threads = Some(0);
+        user
+    }
+
+    fn view(&self, online: bool, last_active: Option<DateTime<Utc>>) -> User {
+        let text = |k: &str| self.data.get(k).and_then(Value::as_str).map(str::to_string);
+        let custom = self
+            .data
+            .iter()
+            .filter(|(k, _)| !BUILT_IN_USER_FIELDS.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        User {
+            id: self.id.clone(),
+            name: text("name"),
+            image: text("image"),
+            role: self.role.clone(),
+            language: text("language").unwrap_or_default(),
+            teams: self.teams.clone(),
+            online,
+            last_active: last_active.map(record_time),
+            created_at: Some(record_time(self.created_at)),
+            updated_at: Some(record_time(self.updated_at)),
+            custom,
+            ..User::default()
+        }
+    }
+}
