@@ -113,6 +113,18 @@ struct UserEntry {
 }
 
 impl UserEntry {
+    /// A user with no connections, announced offline.
+    fn new(rec: UserRecord) -> Self {
+        UserEntry {
+            rec,
+            presence: Presence {
+                conns: Vec::new(),
+                grace: None,
+                announced: false,
+            },
+        }
+    }
+
     fn connected(&self) -> bool {
         !self.presence.conns.is_empty() || self.presence.grace.is_some()
     }
@@ -269,15 +281,7 @@ impl Hub {
     pub fn new(config: HubConfig, db: DbHandle, loaded: Loaded) -> Arc<Hub> {
         let mut state = State::default();
         for rec in loaded.users {
-            let entry = UserEntry {
-                rec,
-                presence: Presence {
-                    conns: Vec::new(),
-                    grace: None,
-                    announced: false,
-                },
-            };
-            state.users.insert(entry.rec.id.clone(), entry);
+            state.users.insert(rec.id.clone(), UserEntry::new(rec));
         }
         for rec in loaded.channels {
             for m in &rec.members {
@@ -342,14 +346,7 @@ impl Hub {
             let entry = st
                 .users
                 .entry(user_id.clone())
-                .or_insert_with(|| UserEntry {
-                    rec: UserRecord::new(&user_id, now),
-                    presence: Presence {
-                        conns: Vec::new(),
-                        grace: None,
-                        announced: false,
-                    },
-                });
+                .or_insert_with(|| UserEntry::new(UserRecord::new(&user_id, now)));
             let mut changed = false;
             for (field, value) in details {
                 changed |= fields::set_field(&mut entry.rec, field, value, WriteSource::Connect);
@@ -625,14 +622,10 @@ impl Hub {
         {
             let mut st = self.lock();
             for (id, obj) in users {
-                let entry = st.users.entry(id.clone()).or_insert_with(|| UserEntry {
-                    rec: UserRecord::new(id, now),
-                    presence: Presence {
-                        conns: Vec::new(),
-                        grace: None,
-                        announced: false,
-                    },
-                });
+                let entry = st
+                    .users
+                    .entry(id.clone())
+                    .or_insert_with(|| UserEntry::new(UserRecord::new(id, now)));
                 fields::replace_fields(&mut entry.rec, obj, source);
                 let invisible = fields::requested_invisible(obj);
                 self.finish_user_write(&mut st, id, invisible, now, &mut outbox, &mut result);
