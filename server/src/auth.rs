@@ -64,18 +64,22 @@ impl TokenVerifier {
                     "JWTAuth error: signature is not valid (development tokens are disabled)",
                 ));
             }
-            decode_dev_payload(segments[1])?
+            decode_segment(segments[1], true)?
         } else {
-            let header = jsonwebtoken::decode_header(token)
-                .map_err(|e| malformed(&format!("token header is invalid: {e}")))?;
-            if header.alg != Algorithm::HS256 {
-                return Err(Failure::auth(
-                    error_code::TOKEN_SIGNATURE_INVALID,
-                    format!(
-                        "JWTAuth error: signature is not valid (algorithm {:?} is not accepted)",
-                        header.alg
+            // The header is read here rather than by jsonwebtoken, which cannot even parse algorithms it does not
+            // know (such as `none`): any algorithm but HS256 is a signature failure, not a malformed token.
+            let header = decode_segment(segments[0], false)?;
+            match header.get("alg").and_then(Value::as_str) {
+                Some("HS256") => {}
+                Some(alg) => {
+                    return Err(Failure::auth(
+                        error_code::TOKEN_SIGNATURE_INVALID,
+                        format!(
+                        "JWTAuth error: signature is not valid (algorithm {alg} is not accepted)"
                     ),
-                ));
+                    ))
+                }
+                None => return Err(malformed("token header has no alg")),
             }
             match jsonwebtoken::decode::<Value>(token, &self.decoding_key, &self.validation) {
                 Ok(data) => data.claims,
@@ -102,9 +106,9 @@ fn malformed(detail: &str) -> Failure {
     )
 }
 
-/// The payload of a development token: base64 of either alphabet, padding optional; bytes that are not UTF-8
-/// are read as Latin-1, the way the SDK produced them.
-fn decode_dev_payload(segment: &str) -> Result<Value, Failure> {
+/// A JSON token segment in base64 of either alphabet, padding optional (development tokens use standard base64
+/// with padding). With `latin1`, bytes that are not UTF-8 are read as Latin-1, the way the SDK encodes dev tokens.
+fn decode_segment(segment: &str, latin1: bool) -> Result<Value, Failure> {
     let engine = GeneralPurpose::new(
         &base64::alphabet::STANDARD,
         GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
@@ -119,12 +123,13 @@ fn decode_dev_payload(segment: &str) -> Result<Value, Failure> {
         .collect();
     let bytes = engine
         .decode(normalized)
-        .map_err(|e| malformed(&format!("payload is not base64: {e}")))?;
+        .map_err(|e| malformed(&format!("segment is not base64: {e}")))?;
     let text = match String::from_utf8(bytes) {
         Ok(text) => text,
-        Err(e) => e.into_bytes().iter().map(|&b| b as char).collect(),
+        Err(e) if latin1 => e.into_bytes().iter().map(|&b| b as char).collect(),
+        Err(_) => return Err(malformed("segment is not UTF-8")),
     };
-    serde_json::from_str(&text).map_err(|e| malformed(&format!("payload is not JSON: {e}")))
+    serde_json::from_str(&text).map_err(|e| malformed(&format!("segment is not JSON: {e}")))
 }
 
 fn check_claims(claims: &Value, now: i64) -> Result<Caller, Failure> {
@@ -229,6 +234,11 @@ mod tests {
         assert_eq!(code(&mint_user_token("s3cret", "john", Some(NOW))), 40);
         assert_eq!(code("abc"), 5);
         assert_eq!(code(""), 5);
+        // {"alg":"none","typ":"JWT"} . {"user_id":"john"} . (no signature)
+        assert_eq!(
+            code("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJ1c2VyX2lkIjoiam9obiJ9."),
+            43
+        );
         let sdk_dev = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJ1c2VyX2lkIjoiam9obiJ9.devtoken";
         assert_eq!(code(sdk_dev), 43);
     }

@@ -9,9 +9,13 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
+use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use presence_protocol::codes::{close_code, error_code, event_type};
 use presence_protocol::{ConnectPayload, Event, JsonMap};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::app::App;
@@ -121,7 +125,7 @@ async fn reject(mut socket: WebSocket, failure: Failure) {
         .await;
 }
 
-/// Why the loop below stopped.
+/// Why the read loop stopped.
 enum Stop {
     /// The client closed the socket, with this code if it sent one.
     ClientClosed(Option<u16>),
@@ -131,25 +135,23 @@ enum Stop {
     Close(u16, &'static str),
 }
 
+/// How long a connection that is being closed may take to get its close frame out before the socket is dropped.
+const CLOSE_WRITE_BUDGET: Duration = Duration::from_secs(1);
+
+/// One connection. Reading and writing run apart: a writer stuck on a peer that stopped reading must not keep
+/// the reader from noticing eviction or the pong deadline, or the user from going offline.
 async fn serve(app: Arc<App>, socket: WebSocket, user_id: String, details: JsonMap) {
-    let (handle, mut queue) = ConnHandle::new(&user_id, app.config.send_queue);
+    let (handle, queue) = ConnHandle::new(&user_id, app.config.send_queue);
     app.hub.connect(&handle, &details);
     tracing::debug!(user = %user_id, conn = %handle.id, "connected");
-    let (mut sink, mut stream) = socket.split();
+    let (sink, mut stream) = socket.split();
+    let (close_tx, close_rx) = oneshot::channel();
+    let mut writer = tokio::spawn(write_loop(sink, queue, close_rx, app.config.ping_interval));
     let pong_timeout = app.config.pong_timeout;
-    let mut ping = tokio::time::interval_at(
-        Instant::now() + app.config.ping_interval,
-        app.config.ping_interval,
-    );
     let mut last_heard = Instant::now();
     let stop = loop {
         tokio::select! {
             code = handle.evicted() => break Stop::Close(code, "closed by the server"),
-            Some(frame) = queue.recv() => {
-                if sink.send(Message::Text(frame)).await.is_err() {
-                    break Stop::Lost;
-                }
-            }
             msg = stream.next() => {
                 let msg = match msg {
                     Some(Ok(msg)) => msg,
@@ -170,31 +172,66 @@ async fn serve(app: Arc<App>, socket: WebSocket, user_id: String, details: JsonM
                     Message::Close(frame) => break Stop::ClientClosed(frame.map(|f| f.code)),
                 }
             }
-            _ = ping.tick() => {
-                if sink.send(Message::Ping(Default::default())).await.is_err() {
-                    break Stop::Lost;
-                }
-            }
             _ = tokio::time::sleep_until(last_heard + pong_timeout) => {
                 break Stop::Close(close_code::PONG_TIMEOUT, "no pong within the timeout");
             }
+            _ = &mut writer => break Stop::Lost,
         }
     };
-    let ending = match stop {
-        Stop::ClientClosed(Some(close_code::NORMAL)) => Ending::Explicit,
-        Stop::ClientClosed(_) | Stop::Lost => Ending::Abnormal,
-        Stop::Close(code, reason) => {
-            let _ = sink
-                .send(Message::Close(Some(CloseFrame {
-                    code,
-                    reason: Utf8Bytes::from_static(reason),
-                })))
-                .await;
-            Ending::Abnormal
-        }
+    let (ending, close_frame) = match stop {
+        Stop::ClientClosed(Some(close_code::NORMAL)) => (Ending::Explicit, None),
+        Stop::ClientClosed(_) | Stop::Lost => (Ending::Abnormal, None),
+        Stop::Close(code, reason) => (
+            Ending::Abnormal,
+            Some(CloseFrame {
+                code,
+                reason: Utf8Bytes::from_static(reason),
+            }),
+        ),
     };
+    // The writer sends the close frame if there is one, and stops either way.
+    match close_frame {
+        Some(frame) => {
+            let _ = close_tx.send(frame);
+        }
+        None => drop(close_tx),
+    }
     tracing::debug!(user = %user_id, conn = %handle.id, ?ending, "disconnected");
     app.hub.disconnect(&handle.id, ending);
+    if !writer.is_finished()
+        && tokio::time::timeout(CLOSE_WRITE_BUDGET, &mut writer)
+            .await
+            .is_err()
+    {
+        writer.abort();
+    }
+}
+
+/// Writes queued frames and protocol pings until told to close (or the socket fails); then sends the close frame.
+async fn write_loop(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut queue: mpsc::Receiver<Utf8Bytes>,
+    mut close: oneshot::Receiver<CloseFrame>,
+    ping_interval: Duration,
+) {
+    let mut ping = tokio::time::interval_at(Instant::now() + ping_interval, ping_interval);
+    loop {
+        let sent = tokio::select! {
+            biased;
+            frame = &mut close => {
+                // Dropped without a frame: the client closed or the socket is gone.
+                if let Ok(frame) = frame {
+                    let _ = sink.send(Message::Close(Some(frame))).await;
+                }
+                return;
+            }
+            Some(frame) = queue.recv() => sink.send(Message::Text(frame)).await,
+            _ = ping.tick() => sink.send(Message::Ping(Default::default())).await,
+        };
+        if sent.is_err() {
+            return;
+        }
+    }
 }
 
 /// A text frame from the client. The only one with meaning is the keep-alive `health.check`, sent as a one-element
