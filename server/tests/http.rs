@@ -1,0 +1,253 @@
+//! Cross-cutting HTTP behaviour: health, CORS and CORP on every response, preflight, metrics, static files.
+
+mod common;
+
+use common::*;
+use presence_protocol::codes::error_code;
+use reqwest::Method;
+use serde_json::json;
+
+const ORIGIN: &str = "http://localhost:8123";
+
+fn assert_cors(r: &Resp) {
+    let allow = r.header("access-control-allow-origin").unwrap_or_else(|| {
+        panic!(
+            "{}: no Access-Control-Allow-Origin (HTTP {})",
+            r.desc, r.status
+        )
+    });
+    assert!(
+        allow == "*" || allow == ORIGIN,
+        "{}: Access-Control-Allow-Origin {allow:?}",
+        r.desc
+    );
+    assert_eq!(
+        r.header("cross-origin-resource-policy").as_deref(),
+        Some("cross-origin"),
+        "{}: Cross-Origin-Resource-Policy (HTTP {})",
+        r.desc,
+        r.status
+    );
+}
+
+#[tokio::test]
+async fn healthz() {
+    let s = Server::start().await;
+    let r = s.get("/healthz").no_api_key().send().await;
+    assert_eq!(r.status, 200, "{}", r.text);
+}
+
+#[tokio::test]
+async fn cors_headers_on_success_and_error_responses() {
+    let s = Server::start().await;
+    let responses = vec![
+        s.get("/healthz")
+            .no_api_key()
+            .header("Origin", ORIGIN)
+            .send()
+            .await,
+        s.get("/metrics")
+            .no_api_key()
+            .header("Origin", ORIGIN)
+            .send()
+            .await,
+        s.post("/users")
+            .auth(&Auth::Server)
+            .header("Origin", ORIGIN)
+            .json(json!({ "users": { "a": { "id": "a" } } }))
+            .send()
+            .await,
+        s.get("/users")
+            .auth(&Auth::Server)
+            .header("Origin", ORIGIN)
+            .query("payload", r#"{"filter_conditions":{}}"#)
+            .send()
+            .await,
+        // 401 (api key), 401 (token), 400, 404, 413, unknown route.
+        s.get("/users")
+            .api_key("wrong")
+            .auth(&Auth::Server)
+            .header("Origin", ORIGIN)
+            .query("payload", "{}")
+            .send()
+            .await,
+        s.get("/users")
+            .auth(&Auth::Token("junk".into()))
+            .header("Origin", ORIGIN)
+            .query("payload", "{}")
+            .send()
+            .await,
+        s.post("/users")
+            .auth(&Auth::Server)
+            .header("Origin", ORIGIN)
+            .raw_json("{oops")
+            .send()
+            .await,
+        s.post("/channels/messaging/none/stop-watching")
+            .auth(&Auth::Server)
+            .header("Origin", ORIGIN)
+            .json(json!({}))
+            .send()
+            .await,
+        s.post("/users")
+            .auth(&Auth::Server)
+            .header("Origin", ORIGIN)
+            .json(json!({ "users": { "b": { "id": "b", "blob": "z".repeat(1100 * 1024) } } }))
+            .send()
+            .await,
+        s.get("/no/such/route")
+            .header("Origin", ORIGIN)
+            .send()
+            .await,
+    ];
+    let statuses: Vec<u16> = responses.iter().map(|r| r.status).collect();
+    assert_eq!(
+        statuses,
+        vec![200, 200, 201, 200, 401, 401, 400, 404, 413, 404]
+    );
+    for r in &responses {
+        assert_cors(r);
+    }
+    responses[4].err(401, error_code::ACCESS_KEY);
+    responses[7].err(404, error_code::DOES_NOT_EXIST);
+    responses[8].err(413, error_code::PAYLOAD_TOO_BIG);
+}
+
+#[tokio::test]
+async fn preflight_allows_the_sdk_headers() {
+    let s = Server::start().await;
+    for (path, method) in [
+        ("/users", "PATCH"),
+        ("/users", "POST"),
+        ("/channels/messaging/c1/query", "POST"),
+        ("/users", "GET"),
+    ] {
+        let r = s
+            .call(Method::OPTIONS, path)
+            .no_api_key()
+            .header("Origin", ORIGIN)
+            .header("Access-Control-Request-Method", method)
+            .header(
+                "Access-Control-Request-Headers",
+                "authorization,content-type,stream-auth-type,x-client-request-id,x-stream-client",
+            )
+            .send()
+            .await;
+        assert!(
+            (200..300).contains(&r.status),
+            "preflight {method} {path}: HTTP {} {}",
+            r.status,
+            r.text
+        );
+        let allow_origin = r.header("access-control-allow-origin").unwrap_or_default();
+        assert!(
+            allow_origin == "*" || allow_origin == ORIGIN,
+            "allow-origin {allow_origin:?}"
+        );
+        let headers = r
+            .header("access-control-allow-headers")
+            .unwrap_or_default()
+            .to_lowercase();
+        let listed: Vec<&str> = headers.split(',').map(|h| h.trim()).collect();
+        // `*` does not cover Authorization in browsers, so it must be named.
+        assert!(
+            listed.contains(&"authorization"),
+            "allow-headers {headers:?}"
+        );
+        for h in [
+            "content-type",
+            "stream-auth-type",
+            "x-client-request-id",
+            "x-stream-client",
+        ] {
+            assert!(
+                listed.contains(&h) || listed.contains(&"*"),
+                "allow-headers {headers:?} lacks {h}"
+            );
+        }
+        let methods = r
+            .header("access-control-allow-methods")
+            .unwrap_or_default()
+            .to_uppercase();
+        assert!(
+            methods.contains(method) || methods.trim() == "*",
+            "allow-methods {methods:?} lacks {method}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn metrics_reflect_connections_and_events() {
+    let s = Server::start().await;
+    let text = s.metrics().await;
+    for name in [
+        "presence_open_connections",
+        "presence_online_users",
+        "presence_events_sent_total",
+        "presence_auth_failures_total",
+    ] {
+        assert!(
+            metric_value(&text, name).is_some(),
+            "metric {name} missing:\n{text}"
+        );
+    }
+    assert_eq!(s.metric("presence_open_connections").await, 0.0);
+    assert_eq!(s.metric("presence_online_users").await, 0.0);
+
+    s.upsert(&[json!({ "id": "alice" }), json!({ "id": "bob" })])
+        .await;
+    let mut bob = s.connect("bob").await;
+    s.subscribe_users(&bob, &["alice"]).await;
+    let events_before = s.metric("presence_events_sent_total").await;
+    let a1 = s.connect("alice").await;
+    let a2 = s.connect("alice").await;
+    s.wait_metric("presence_open_connections", 3.0).await;
+    s.wait_metric("presence_online_users", 2.0).await;
+    bob.wait_presence("alice", true, WAIT).await;
+    let events_after = s.metric("presence_events_sent_total").await;
+    assert!(
+        events_after > events_before,
+        "presence_events_sent_total did not grow ({events_before} -> {events_after}) after a presence event"
+    );
+
+    a1.close(1000).await;
+    s.wait_metric("presence_open_connections", 2.0).await;
+    assert_eq!(s.metric("presence_online_users").await, 2.0);
+    a2.close(1000).await;
+    s.wait_metric("presence_open_connections", 1.0).await;
+    s.wait_metric("presence_online_users", 1.0).await;
+    bob.close(1000).await;
+    s.wait_metric("presence_open_connections", 0.0).await;
+    s.wait_metric("presence_online_users", 0.0).await;
+}
+
+#[tokio::test]
+async fn static_dir_is_served_beside_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("index.html"),
+        "<!doctype html><title>demo page</title>",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("app.js"), "console.log('demo');").unwrap();
+    let s = Server::start_with(ServerOpts::default().static_dir(dir.path())).await;
+    let r = s.get("/index.html").no_api_key().send().await;
+    assert_eq!(r.status, 200);
+    assert!(r.text.contains("demo page"));
+    let r = s.get("/").no_api_key().send().await;
+    assert_eq!(r.status, 200, "GET / serves index.html");
+    assert!(r.text.contains("demo page"));
+    let r = s
+        .get("/app.js")
+        .no_api_key()
+        .header("Origin", ORIGIN)
+        .send()
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text, "console.log('demo');");
+    assert_cors(&r);
+    // The API is still there.
+    let r = s.get("/healthz").no_api_key().send().await;
+    assert_eq!(r.status, 200);
+    s.upsert(&[json!({ "id": "x" })]).await;
+}

@@ -1,0 +1,167 @@
+//! Persistence: stop the server with SIGTERM, start it again on the same database file, nothing is lost.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+
+async fn all_users(s: &Server) -> Value {
+    let r = s
+        .query_users(
+            &Auth::Server,
+            None,
+            json!({ "filter_conditions": {}, "sort": [{ "field": "id", "direction": 1 }], "limit": 100 }),
+        )
+        .await;
+    r.ok(200)["users"].clone()
+}
+
+async fn all_channels(s: &Server) -> Value {
+    let r = s
+        .query_channels(
+            &Auth::Server,
+            None,
+            json!({ "filter_conditions": {}, "state": true, "limit": 30 }),
+        )
+        .await;
+    let mut channels: Vec<Value> = r.ok(201)["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let mut members: Vec<String> = c["members"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["user_id"].as_str().unwrap().to_string())
+                .collect();
+            members.sort();
+            let mut channel = c["channel"].clone();
+            // Per-request fields, not stored state.
+            if let Value::Object(m) = &mut channel {
+                m.remove("own_capabilities");
+            }
+            json!({ "channel": channel, "members": members })
+        })
+        .collect();
+    channels.sort_by_key(|c| c["channel"]["cid"].as_str().unwrap().to_string());
+    Value::Array(channels)
+}
+
+#[tokio::test]
+async fn everything_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("presence.db");
+    let opts = ServerOpts::default().db(&db);
+
+    let mut s = Server::start_with(opts.clone()).await;
+    s.upsert(&[
+        json!({ "id": "alice", "name": "Alice", "image": "http://img/a", "status": "busy", "color": "red", "prefs": { "theme": "dark", "n": [1, 2] } }),
+        json!({ "id": "bob", "name": "Bob", "role": "admin", "teams": ["red", "blue"] }),
+        json!({ "id": "carol", "status": "away" }),
+    ])
+    .await;
+    s.partial_update(&Auth::Server, "alice", json!({ "invisible": true }), &[])
+        .await
+        .ok(200);
+    // carol was online once: she has a last_active stamped at disconnect.
+    let carol = s
+        .connect_with("carol", json!({ "id": "carol", "language": "fr" }))
+        .await;
+    sleep_ms(300).await;
+    carol.close(1000).await;
+    s.create_channel(
+        "messaging",
+        "c1",
+        &["alice", "bob"],
+        json!({ "color": "blue", "topic": { "x": 1 } }),
+    )
+    .await;
+    s.create_channel("team", "t1", &["bob", "carol"], json!({}))
+        .await;
+    let distinct = s
+        .query_channel(
+            &Auth::Server,
+            None,
+            "messaging",
+            None,
+            json!({ "data": { "members": ["alice", "carol"] }, "state": true }),
+        )
+        .await
+        .ok(201)["channel"]["id"]
+        .clone();
+
+    // Let the offline transition settle, then snapshot.
+    sleep_ms(200).await;
+    let users_before = all_users(&s).await;
+    let channels_before = all_channels(&s).await;
+    assert_eq!(users_before.as_array().unwrap().len(), 3);
+    assert!(
+        users_before[2]["last_active"].is_string(),
+        "carol has a last_active: {users_before}"
+    );
+
+    let status = s.terminate().await;
+    assert!(status.success(), "SIGTERM exit status {status:?}");
+
+    let s = Server::start_with(opts).await;
+    let users_after = all_users(&s).await;
+    assert_eq!(users_after, users_before, "users changed across a restart");
+    assert_eq!(
+        all_channels(&s).await,
+        channels_before,
+        "channels changed across a restart"
+    );
+    assert_eq!(users_after[1]["role"], "admin");
+    assert_eq!(
+        users_after[0]["prefs"],
+        json!({ "theme": "dark", "n": [1, 2] })
+    );
+
+    // The distinct channel resolves to the same id.
+    let again = s
+        .query_channel(
+            &Auth::Server,
+            None,
+            "messaging",
+            None,
+            json!({ "data": { "members": ["carol", "alice"] }, "state": true }),
+        )
+        .await;
+    assert_eq!(again.ok(201)["channel"]["id"], distinct);
+
+    // alice is still invisible: her own connection says so, others see her offline.
+    let mut bob = s.connect("bob").await;
+    s.subscribe_users(&bob, &["alice"]).await;
+    let alice = s.connect("alice").await;
+    assert_eq!(alice.me()["invisible"], true);
+    assert_eq!(alice.me()["status"], "busy");
+    assert_eq!(alice.me()["color"], "red");
+    bob.expect_no_presence("alice", QUIET).await;
+    assert_eq!(
+        s.user_as(&Auth::user("bob"), "alice").await["online"],
+        false
+    );
+}
+
+#[tokio::test]
+async fn users_connected_at_shutdown_come_back_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("presence.db");
+    let opts = ServerOpts::default().db(&db);
+    let mut s = Server::start_with(opts.clone()).await;
+    let alice = s
+        .connect_with("alice", json!({ "id": "alice", "status": "here" }))
+        .await;
+    let connected = time(&alice.me()["last_active"]);
+    sleep_ms(1200).await;
+    s.terminate().await;
+    drop(alice);
+
+    let s = Server::start_with(opts).await;
+    let u = s.user_as(&Auth::Server, "alice").await;
+    assert_eq!(u["online"], false, "{u}");
+    assert_eq!(u["status"], "here");
+    assert!(time(&u["last_active"]) >= connected, "{u}");
+    assert!(s.user_ids(json!({ "online": true })).await.is_empty());
+}

@@ -1,0 +1,299 @@
+// The official `stream-chat` SDK (9.53.0) against presence-server, with only `baseURL` pointed at it.
+// Run from the repository root: node --test server/tests/sdk/
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { StreamChat } from 'stream-chat';
+
+const BIN = path.resolve(process.env.PRESENCE_SERVER_BIN || 'target/debug/presence-server');
+const KEY = 'sdk-test-key';
+const SECRET = 'sdk-test-secret-0123456789abcdef';
+const GRACE_MS = 3000;
+const WAIT_MS = 5000;
+
+const servers = [];
+const clients = [];
+
+/** Start the server; resolves with its base URL once it prints `listening on http://...`. */
+function startServer(extra = []) {
+  assert.ok(existsSync(BIN), `server binary not found at ${BIN} (build it or set PRESENCE_SERVER_BIN)`);
+  const args = [
+    '--addr', '127.0.0.1:0', '--db', ':memory:', '--api-key', KEY, '--api-secret', SECRET,
+    '--offline-grace-ms', String(GRACE_MS), ...extra,
+  ];
+  const proc = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  servers.push(proc);
+  let stderr = '';
+  proc.stderr.on('data', (d) => {
+    stderr = (stderr + d.toString()).slice(-4000);
+  });
+  return new Promise((resolve, reject) => {
+    let out = '';
+    const timer = setTimeout(() => reject(new Error(`server did not start within 30 s; stderr:\n${stderr}`)), 30000);
+    proc.on('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`server exited early with ${code}; stderr:\n${stderr}`));
+    });
+    proc.stdout.on('data', (d) => {
+      out += d.toString();
+      const m = out.match(/listening on (http:\/\/127\.0\.0\.1:\d+)/);
+      if (m) {
+        clearTimeout(timer);
+        resolve(m[1]);
+      }
+    });
+  });
+}
+
+function stopServer(proc) {
+  return new Promise((resolve) => {
+    if (proc.exitCode !== null || proc.signalCode !== null) return resolve();
+    const kill = setTimeout(() => proc.kill('SIGKILL'), 5000);
+    proc.once('exit', () => {
+      clearTimeout(kill);
+      resolve();
+    });
+    proc.kill('SIGTERM');
+  });
+}
+
+/** A browser-like client: no secret, pointed at our server. */
+function newClient(baseURL) {
+  const client = new StreamChat(KEY, { baseURL, allowServerSideConnect: true, timeout: 5000 });
+  client.logger = () => {};
+  clients.push(client);
+  return client;
+}
+
+/** A server-side client (signs server tokens, mints user tokens). */
+function newServerClient(baseURL) {
+  const client = new StreamChat(KEY, SECRET, { baseURL, timeout: 5000 });
+  client.logger = () => {};
+  return client;
+}
+
+/** Resolve with the first event of `type` satisfying `pred`, or reject after `ms`. Listen before acting. */
+function nextEvent(client, type, pred = () => true, ms = WAIT_MS) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      sub.unsubscribe();
+      reject(new Error(`no ${type} within ${ms} ms`));
+    }, ms);
+    const sub = client.on(type, (event) => {
+      if (pred(event)) {
+        clearTimeout(timer);
+        sub.unsubscribe();
+        resolve(event);
+      }
+    });
+  });
+}
+
+/** Collect events of `type` satisfying `pred` for `ms`. */
+async function eventsDuring(client, type, pred, ms) {
+  const got = [];
+  const sub = client.on(type, (event) => {
+    if (pred(event)) got.push(event);
+  });
+  await new Promise((r) => setTimeout(r, ms));
+  sub.unsubscribe();
+  return got;
+}
+
+const presenceOf = (id, online) => (e) => e.user?.id === id && (online === undefined || e.user.online === online);
+
+let baseURL; // --dev-tokens server
+let strictURL; // no dev tokens
+let server;
+
+before(async () => {
+  [baseURL, strictURL] = await Promise.all([startServer(['--dev-tokens']), startServer()]);
+  server = newServerClient(baseURL);
+  await server.upsertUsers([
+    { id: 'alice', name: 'Alice', status: 'busy' },
+    { id: 'bob', name: 'Bob' },
+    { id: 'carol', name: 'Carol' },
+    { id: 'dave', name: 'Dave' },
+  ]);
+});
+
+after(async () => {
+  await Promise.allSettled(clients.map((c) => (c.userID ? c.disconnectUser(500) : null)));
+  await Promise.all(servers.map(stopServer));
+});
+
+test('connectUser with a JWT', { timeout: 20000 }, async () => {
+  const alice = newClient(baseURL);
+  const res = await alice.connectUser({ id: 'alice', name: 'Alice', status: 'busy' }, server.createToken('alice'));
+  assert.equal(res.type, 'health.check');
+  assert.ok(res.connection_id, 'connection_id');
+  assert.equal(res.me.id, 'alice');
+  assert.ok(Array.isArray(res.me.mutes) && Array.isArray(res.me.channel_mutes));
+  assert.equal(alice.user.online, true);
+  assert.equal(alice.user.status, 'busy');
+  assert.equal(alice.user.invisible, false);
+  assert.equal(alice._getConnectionID(), res.connection_id);
+  // REST calls authenticate with the same token.
+  const { users } = await alice.queryUsers({ id: { $in: ['alice', 'bob'] } }, [{ id: 1 }]);
+  assert.deepEqual(users.map((u) => u.id), ['alice', 'bob']);
+  assert.equal(users[0].online, true);
+  await alice.disconnectUser();
+});
+
+test('connectUser with a dev token, only where dev tokens are enabled', { timeout: 20000 }, async () => {
+  const dev = newClient(baseURL);
+  const res = await dev.connectUser({ id: 'dave' }, dev.devToken('dave'));
+  assert.equal(res.me.id, 'dave');
+  assert.equal(res.me.name, 'Dave');
+  await dev.disconnectUser();
+
+  const strict = newClient(strictURL);
+  const started = Date.now();
+  await assert.rejects(strict.connectUser({ id: 'dave' }, strict.devToken('dave')), (err) => {
+    const body = JSON.parse(err.message);
+    assert.equal(body.code, 43);
+    assert.equal(body.StatusCode, 401);
+    assert.equal(body.isWSFailure, false, 'an auth failure, not a network failure');
+    return true;
+  });
+  assert.ok(Date.now() - started < 5000, 'the rejection is immediate (connection.error + close 1000), not a retry loop');
+});
+
+test('a second client sees connect and disconnect via queryUsers presence', { timeout: 20000 }, async () => {
+  const bob = newClient(baseURL);
+  await bob.connectUser({ id: 'bob' }, server.createToken('bob'));
+  const { users } = await bob.queryUsers({ id: { $in: ['alice'] } }, [], { presence: true });
+  assert.equal(users[0].online, false);
+
+  const alice = newClient(baseURL);
+  const online = nextEvent(bob, 'user.presence.changed', presenceOf('alice', true));
+  await alice.connectUser({ id: 'alice' }, server.createToken('alice'));
+  const ev = await online;
+  assert.equal(ev.user.name, 'Alice');
+  assert.equal(ev.user.status, 'busy');
+  assert.ok(ev.user.last_active);
+  assert.equal(bob.state.users.alice.online, true, 'the SDK applied the event to its user cache');
+
+  const offline = nextEvent(bob, 'user.presence.changed', presenceOf('alice', false));
+  const t0 = Date.now();
+  await alice.disconnectUser();
+  await offline;
+  const took = Date.now() - t0;
+  assert.ok(took < GRACE_MS / 2, `disconnectUser is an explicit close: offline after ${took} ms (grace ${GRACE_MS} ms)`);
+  assert.equal(bob.state.users.alice.online, false);
+  await bob.disconnectUser();
+});
+
+test('upsertUser invisible and visible', { timeout: 25000 }, async () => {
+  const bob = newClient(baseURL);
+  await bob.connectUser({ id: 'bob' }, server.createToken('bob'));
+  await bob.queryUsers({ id: 'carol' }, [], { presence: true });
+  const carol = newClient(baseURL);
+  const online = nextEvent(bob, 'user.presence.changed', presenceOf('carol', true));
+  await carol.connectUser({ id: 'carol', name: 'Carol' }, server.createToken('carol'));
+  await online;
+
+  // Invisible through a server-side upsert: bob sees carol go offline, carol sees herself invisible.
+  const offline = nextEvent(bob, 'user.presence.changed', presenceOf('carol', false));
+  const ownUpdate = nextEvent(carol, 'user.updated', (e) => e.user?.id === 'carol' && e.user.invisible === true);
+  const res = await server.upsertUser({ id: 'carol', name: 'Carol', invisible: true });
+  assert.equal(res.users.carol.invisible, true);
+  const off = await offline;
+  assert.equal(off.user.invisible, undefined, 'the flag itself is not shown to others');
+  await ownUpdate;
+  assert.equal(carol.user.invisible, true);
+  let seen = await bob.queryUsers({ id: 'carol' });
+  assert.equal(seen.users[0].online, false);
+  seen = await bob.queryUsers({ online: true });
+  assert.ok(!seen.users.some((u) => u.id === 'carol'), 'online:true filter hides invisible carol');
+
+  // Reconnecting keeps her invisible.
+  await carol.disconnectUser();
+  const carol2 = newClient(baseURL);
+  const quiet = eventsDuring(bob, 'user.presence.changed', presenceOf('carol'), 1000);
+  const again = await carol2.connectUser({ id: 'carol', name: 'Carol' }, server.createToken('carol'));
+  assert.equal(again.me.invisible, true);
+  assert.deepEqual(await quiet, [], 'an invisible user connecting tells nobody');
+
+  // Visible again, through the user's own upsert.
+  const back = nextEvent(bob, 'user.presence.changed', presenceOf('carol', true));
+  await carol2.upsertUser({ id: 'carol', name: 'Carol', invisible: false });
+  await back;
+  seen = await bob.queryUsers({ id: 'carol' });
+  assert.equal(seen.users[0].online, true);
+
+  // And with a partial update.
+  const hidden = nextEvent(bob, 'user.presence.changed', presenceOf('carol', false));
+  await carol2.partialUpdateUser({ id: 'carol', set: { invisible: true } });
+  await hidden;
+  const shown = nextEvent(bob, 'user.presence.changed', presenceOf('carol', true));
+  await carol2.partialUpdateUser({ id: 'carol', set: { invisible: false, status: 'back' } });
+  const ev = await shown;
+  assert.equal(ev.user.status, 'back');
+  await carol2.disconnectUser();
+  await bob.disconnectUser();
+});
+
+test('channel watch with presence', { timeout: 25000 }, async () => {
+  const bob = newClient(baseURL);
+  await bob.connectUser({ id: 'bob' }, server.createToken('bob'));
+  const channel = bob.channel('messaging', 'sdk-room', { members: ['alice', 'bob'] });
+  const state = await channel.watch({ presence: true });
+  assert.equal(state.channel.cid, 'messaging:sdk-room');
+  assert.deepEqual(state.members.map((m) => m.user_id).sort(), ['alice', 'bob']);
+  assert.equal(channel.state.members.alice.user.online, false);
+  assert.equal(channel.state.watcher_count, 1);
+
+  const alice = newClient(baseURL);
+  const online = nextEvent(bob, 'user.presence.changed', presenceOf('alice', true));
+  await alice.connectUser({ id: 'alice' }, server.createToken('alice'));
+  await online;
+  assert.equal(channel.state.members.alice.user.online, true, 'member state updated by the event');
+  assert.equal(channel.state.members.alice.user.name, 'Alice', 'the complete user object replaced the member');
+
+  // alice starts watching too: bob's channel hears it.
+  const watching = new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('no user.watching.start')), WAIT_MS);
+    const sub = channel.on('user.watching.start', (e) => {
+      if (e.user?.id === 'alice') {
+        clearTimeout(timer);
+        sub.unsubscribe();
+        resolve(e);
+      }
+    });
+  });
+  await alice.channel('messaging', 'sdk-room').watch();
+  const w = await watching;
+  assert.equal(w.watcher_count, 2);
+  assert.equal(channel.state.watcher_count, 2);
+
+  const offline = nextEvent(bob, 'user.presence.changed', presenceOf('alice', false));
+  await alice.disconnectUser();
+  await offline;
+  assert.equal(channel.state.members.alice.user.online, false);
+  await bob.disconnectUser();
+});
+
+test('distinct channels and queryChannels as the SDK sends them', { timeout: 20000 }, async () => {
+  const bob = newClient(baseURL);
+  await bob.connectUser({ id: 'bob' }, server.createToken('bob'));
+  const distinct = bob.channel('messaging', { members: ['bob', 'dave'] });
+  await distinct.watch({ presence: true });
+  assert.ok(distinct.id.startsWith('!members-'), distinct.id);
+  // The SDK's own recovery query shape (sort on last_message_at) and a presence subscription.
+  const channels = await bob.queryChannels(
+    { members: { $in: ['bob'] } },
+    [{ last_message_at: -1 }],
+    { watch: true, presence: true, limit: 30 },
+  );
+  assert.ok(channels.some((c) => c.cid === distinct.cid));
+  const dave = newClient(baseURL);
+  const online = nextEvent(bob, 'user.presence.changed', presenceOf('dave', true));
+  await dave.connectUser({ id: 'dave' }, server.createToken('dave'));
+  await online;
+  await distinct.stopWatching();
+  await dave.disconnectUser();
+  await bob.disconnectUser();
+});
