@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Builds the npm package's wasm and JS glue into pkg/ and prints their size (raw and gzip -9).
+# Needs: rustup target wasm32-unknown-unknown, wasm-bindgen CLI of the version pinned in Cargo.toml.
+# Optional: npm binaryen's wasm-opt and npm esbuild (minifies the glue); Debian's binaryen is never used (it
+# miscompiles).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+target_dir="${CARGO_TARGET_DIR:-target}"
+cargo build --release --target wasm32-unknown-unknown -p presence-client
+wasm-bindgen --target web --remove-name-section --remove-producers-section --out-dir pkg \
+  "$target_dir/wasm32-unknown-unknown/release/presence_client.wasm"
+
+# Optional shrinking with npm tools (binaryen's wasm-opt, esbuild); override their paths with WASM_OPT / ESBUILD.
+wasm_opt="${WASM_OPT:-node_modules/.bin/wasm-opt}"
+esbuild="${ESBUILD:-node_modules/.bin/esbuild}"
+if [ -x "$wasm_opt" ]; then
+  "$wasm_opt" -Oz --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
+    --enable-mutable-globals --enable-reference-types --enable-multivalue \
+    pkg/presence_client_bg.wasm -o pkg/presence_client_bg.opt.wasm
+  mv pkg/presence_client_bg.opt.wasm pkg/presence_client_bg.wasm
+  echo "wasm-opt: npm binaryen applied"
+fi
+if [ -x "$esbuild" ]; then
+  "$esbuild" pkg/presence_client.js --minify --format=esm --log-level=warning --outfile=pkg/presence_client.min.js
+  mv pkg/presence_client.min.js pkg/presence_client.js
+  echo "esbuild: JS glue minified"
+fi
+
+# The package ships its own precise TypeScript types (types/index.d.ts); the generated ones are not published.
+rm -f pkg/.gitignore pkg/package.json
+
+size() { wc -c <"$1" | tr -d ' '; }
+gz() { gzip -9 -c "$1" | wc -c | tr -d ' '; }
+wasm=pkg/presence_client_bg.wasm
+glue=pkg/presence_client.js
+total_raw=$(($(size "$wasm") + $(size "$glue")))
+total_gz=$(($(gz "$wasm") + $(gz "$glue")))
+printf '%-28s %9s %9s\n' file raw gzip-9
+printf '%-28s %9d %9d\n' "$wasm" "$(size "$wasm")" "$(gz "$wasm")"
+printf '%-28s %9d %9d\n' "$glue" "$(size "$glue")" "$(gz "$glue")"
+printf '%-28s %9d %9d\n' "total (budget 51200 gzip)" "$total_raw" "$total_gz"
+if [ "$total_gz" -ge 51200 ]; then
+  echo "size budget exceeded: $total_gz bytes gzip >= 50 KB" >&2
+  exit 1
+fi

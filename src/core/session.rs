@@ -1,0 +1,770 @@
+//! The connection state machine of one client: connect, keep-alive, dead-socket detection, reconnect with
+//! backoff, page lifecycle, `last_active` refresh, and state recovery after a reconnect.
+//!
+//! Time is an argument (`handle_*(now)`), the next deadline a query ([`Session::poll_timeout`]) and the output a
+//! queue of [`Effect`]s. Every deadline is computed from recorded instants, never from counting timer ticks, so
+//! throttled timers (background tabs fire at most once a minute) only make the client late, never wrong.
+
+use std::collections::VecDeque;
+
+use presence_protocol::codes::{close_code, error_code, event_type, timing};
+use presence_protocol::event::HealthCheckPing;
+use presence_protocol::{ApiError, Event};
+
+use crate::core::{
+    client_code, uuid_v4, Backoff, ClientError, Millis, Subscription, Subscriptions, UserPresence,
+    UserStore,
+};
+
+/// Timing of the session; defaults follow the protocol.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// A ping goes out this long after the last `health.check` received (or the last ping sent).
+    pub ping_interval: Millis,
+    /// A socket that answers nothing this long after a ping is dead (25 s + 10 s = the protocol's 35 s).
+    pub pong_timeout: Millis,
+    /// `connection.changed {online:false}` waits this long, and is dropped if the socket recovered meanwhile.
+    pub offline_event_delay: Millis,
+    /// While connected, `last_active` is refreshed this often.
+    pub last_active_refresh: Millis,
+    /// One connection attempt must produce its first frame within this.
+    pub attempt_timeout: Millis,
+    /// `connectUser` gives up when no attempt succeeded within this.
+    pub connect_budget: Millis,
+    /// Delay of the retry triggered by the browser going online or the page coming back.
+    pub wake_retry: Millis,
+    pub backoff_base: Millis,
+    pub backoff_cap: Millis,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            ping_interval: timing::CLIENT_PING_INTERVAL_MS,
+            pong_timeout: timing::CLIENT_DEAD_AFTER_MS - timing::CLIENT_PING_INTERVAL_MS,
+            offline_event_delay: timing::OFFLINE_EVENT_DELAY_MS,
+            last_active_refresh: timing::LAST_ACTIVE_REFRESH_MS,
+            attempt_timeout: 10_000,
+            connect_budget: 15_000,
+            wake_retry: 10,
+            backoff_base: 500,
+            backoff_cap: timing::MAX_RECONNECT_DELAY_MS,
+        }
+    }
+}
+
+/// Names one WebSocket the session asked for; events of older sockets are ignored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SocketId(u64);
+
+/// What the embedding layer must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Open a WebSocket to `/connect` (fresh `client_request_id`); ask the token provider again first when
+    /// `reload_token` is set.
+    OpenSocket {
+        socket: SocketId,
+        reload_token: bool,
+    },
+    /// Close that socket; `None` closes without a code (an abandoned socket).
+    CloseSocket {
+        socket: SocketId,
+        code: Option<u16>,
+        reason: &'static str,
+    },
+    /// Send a text frame on that socket.
+    Send { socket: SocketId, text: String },
+    /// Emit the local `connection.changed` event.
+    ConnectionChanged { online: bool },
+    /// The pending `connectUser` succeeds with the frame being handled.
+    ConnectResolved,
+    /// The pending `connectUser` fails.
+    ConnectRejected(ClientError),
+    /// The connection is new: make every subscription again, then report each answer with
+    /// [`Session::handle_recovery_answer`] and this generation.
+    Resubscribe {
+        generation: u64,
+        requests: Vec<Subscription>,
+    },
+    /// The user's visible presence changed while the socket was down: emit `user.presence.changed` for them.
+    PresenceChanged { user_id: String },
+    /// Emit the local `connection.recovered` event.
+    ConnectionRecovered,
+}
+
+/// What the session needs to know of an incoming frame.
+#[derive(Debug, Clone, Default)]
+pub struct Frame<'a> {
+    pub kind: &'a str,
+    pub connection_id: Option<&'a str>,
+    /// The `error` of a `connection.error` frame.
+    pub error: Option<Rejection>,
+    /// The subject of `user.presence.changed` / `user.updated`, whose state replaces the cached one.
+    pub user: Option<UserPresence>,
+    /// The connected user's own object, when the frame carries it.
+    pub me: Option<UserPresence>,
+}
+
+impl<'a> Frame<'a> {
+    /// The session's view of a parsed wire event.
+    pub fn from_event(event: &'a Event) -> Self {
+        let carries_user = event.kind == event_type::USER_PRESENCE_CHANGED
+            || event.kind == event_type::USER_UPDATED;
+        Frame {
+            kind: &event.kind,
+            connection_id: event.connection_id.as_deref(),
+            error: event.error.as_ref().map(Rejection::from),
+            user: event
+                .user
+                .as_ref()
+                .filter(|_| carries_user)
+                .map(UserPresence::from),
+            me: event.me.as_ref().map(UserPresence::from),
+        }
+    }
+}
+
+/// Why a server refused a handshake: the `error` of a `connection.error` frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub code: i64,
+    pub status: u16,
+    pub message: String,
+}
+
+impl From<&ApiError> for Rejection {
+    fn from(error: &ApiError) -> Self {
+        Rejection {
+            code: error.code,
+            status: error.status_code,
+            message: error.message.clone(),
+        }
+    }
+}
+
+/// Whether the embedding layer should hand a frame to the app's listeners.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameVerdict {
+    /// Dispatch it.
+    Dispatch,
+    /// A frame of a superseded socket, or a handshake error: drop it.
+    Ignore,
+}
+
+#[derive(Debug)]
+enum Phase {
+    /// No user, or given up.
+    Idle,
+    /// A socket is opening; it must produce its first frame by `deadline`.
+    Connecting {
+        socket: SocketId,
+        deadline: Millis,
+    },
+    Open(Open),
+    /// Between attempts.
+    Waiting {
+        retry_at: Millis,
+    },
+    /// The page was hidden (`pagehide`): no socket, no timers, until the page shows again.
+    Suspended,
+}
+
+#[derive(Debug)]
+struct Open {
+    socket: SocketId,
+    connection_id: String,
+    last_frame: Millis,
+    last_health: Millis,
+    /// The last ping sent, if any.
+    ping_sent: Option<Millis>,
+    /// Whether a frame arrived since that ping.
+    answered: bool,
+    refresh_at: Millis,
+}
+
+impl Open {
+    fn next_ping(&self, config: &Config) -> Millis {
+        self.last_health
+            .max(self.ping_sent.unwrap_or(0))
+            .saturating_add(config.ping_interval)
+    }
+
+    /// When the socket counts as dead: a ping nothing has answered since.
+    fn dead_at(&self, config: &Config) -> Option<Millis> {
+        self.ping_sent
+            .filter(|_| !self.answered)
+            .map(|sent| sent.saturating_add(config.pong_timeout))
+    }
+}
+
+#[derive(Debug)]
+struct Recovery {
+    generation: u64,
+    pending: usize,
+    fresh: Vec<UserPresence>,
+    /// Users whose state arrived live since the requests went out: newer than any answer, they are kept.
+    live: Vec<String>,
+}
+
+/// One client's connection and the state that must survive reconnects.
+#[derive(Debug)]
+pub struct Session {
+    config: Config,
+    phase: Phase,
+    rng: fastrand::Rng,
+    backoff: Backoff,
+    user_id: Option<String>,
+    client_id: String,
+    ping_frame: String,
+    token_provider: bool,
+    reload_token: bool,
+    /// A connection succeeded since `connect`: the next one is a recovery.
+    connected_before: bool,
+    /// Set while `connectUser` is pending.
+    connect_deadline: Option<Millis>,
+    healthy: bool,
+    offline_event_at: Option<Millis>,
+    next_socket: u64,
+    users: UserStore,
+    subscriptions: Subscriptions,
+    recovery: Option<Recovery>,
+    recovery_generation: u64,
+    effects: VecDeque<Effect>,
+}
+
+impl Session {
+    pub fn new(config: Config, seed: u64) -> Self {
+        let backoff = Backoff::new(config.backoff_base, config.backoff_cap);
+        Session {
+            config,
+            phase: Phase::Idle,
+            rng: fastrand::Rng::with_seed(seed),
+            backoff,
+            user_id: None,
+            client_id: String::new(),
+            ping_frame: String::new(),
+            token_provider: false,
+            reload_token: false,
+            connected_before: false,
+            connect_deadline: None,
+            healthy: false,
+            offline_event_at: None,
+            next_socket: 0,
+            users: UserStore::default(),
+            subscriptions: Subscriptions::default(),
+            recovery: None,
+            recovery_generation: 0,
+            effects: VecDeque::new(),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// A fresh random UUID from the session's generator.
+    pub fn uuid(&mut self) -> String {
+        uuid_v4(&mut self.rng)
+    }
+
+    /// Starts connecting `user_id`. `token_provider` says whether the token can be asked for again (an expired
+    /// token, code 40, then leads to a retry instead of a failure).
+    pub fn connect(
+        &mut self,
+        now: Millis,
+        user_id: &str,
+        token_provider: bool,
+    ) -> Result<(), ClientError> {
+        if user_id.is_empty() {
+            return Err(ClientError::invalid_argument(
+                "connectUser() needs a user with a non-empty id",
+            ));
+        }
+        if self.user_id.is_some() {
+            return Err(ClientError::invalid_argument(
+                "connectUser() was already called: call disconnectUser() before connecting again",
+            ));
+        }
+        self.user_id = Some(user_id.to_string());
+        self.client_id = format!("{user_id}--{}", uuid_v4(&mut self.rng));
+        let ping = [HealthCheckPing {
+            kind: event_type::HEALTH_CHECK.to_string(),
+            client_id: self.client_id.clone(),
+        }];
+        self.ping_frame = serde_json::to_string(&ping).unwrap_or_default();
+        self.token_provider = token_provider;
+        self.connect_deadline = Some(now.saturating_add(self.config.connect_budget));
+        self.start_attempt(now);
+        Ok(())
+    }
+
+    /// `disconnectUser()`: closes with 1000 so peers see the user offline at once, forgets the user, the
+    /// subscriptions and the cache, and stops every timer.
+    pub fn disconnect(&mut self, _now: Millis) {
+        if let Some(socket) = self.current_socket() {
+            self.effects.push_back(Effect::CloseSocket {
+                socket,
+                code: Some(close_code::NORMAL),
+                reason: "Manually closed connection by calling client.disconnect()",
+            });
+        }
+        if self.connect_deadline.take().is_some() {
+            self.effects
+                .push_back(Effect::ConnectRejected(ClientError::new(
+                    client_code::DISCONNECTED,
+                    "connectUser() was cancelled by disconnectUser()",
+                )));
+        }
+        self.phase = Phase::Idle;
+        self.user_id = None;
+        self.client_id.clear();
+        self.ping_frame.clear();
+        self.token_provider = false;
+        self.reload_token = false;
+        self.connected_before = false;
+        self.healthy = false;
+        self.offline_event_at = None;
+        self.users.clear();
+        self.subscriptions.clear();
+        self.recovery = None;
+        self.backoff.reset();
+    }
+
+    /// An incoming text frame on `socket`, already parsed.
+    pub fn handle_frame(
+        &mut self,
+        now: Millis,
+        socket: SocketId,
+        frame: &Frame<'_>,
+    ) -> FrameVerdict {
+        match &mut self.phase {
+            Phase::Connecting { socket: s, .. } if *s == socket => {
+                if let Some(error) = &frame.error {
+                    self.handshake_rejected(now, socket, error);
+                    return FrameVerdict::Ignore;
+                }
+                self.phase = Phase::Open(Open {
+                    socket,
+                    connection_id: frame.connection_id.unwrap_or_default().to_string(),
+                    last_frame: now,
+                    last_health: now,
+                    ping_sent: None,
+                    answered: true,
+                    refresh_at: now.saturating_add(self.config.last_active_refresh),
+                });
+                self.backoff.reset();
+                self.set_healthy();
+                self.observe_frame_users(frame);
+                if self.connect_deadline.take().is_some() {
+                    self.effects.push_back(Effect::ConnectResolved);
+                }
+                if self.connected_before {
+                    self.start_recovery();
+                }
+                self.connected_before = true;
+                FrameVerdict::Dispatch
+            }
+            Phase::Open(open) if open.socket == socket => {
+                open.last_frame = now;
+                open.answered = true;
+                if frame.kind == event_type::HEALTH_CHECK {
+                    open.last_health = now;
+                }
+                self.observe_frame_users(frame);
+                FrameVerdict::Dispatch
+            }
+            _ => FrameVerdict::Ignore,
+        }
+    }
+
+    /// The socket closed (or failed: browsers follow `error` with `close`, so both may be reported).
+    pub fn handle_socket_closed(&mut self, now: Millis, socket: SocketId, code: u16) {
+        match self.phase {
+            Phase::Connecting { socket: s, .. } if s == socket => {
+                if code == close_code::NORMAL {
+                    // A server closes a handshake with 1000 only to refuse it for good.
+                    self.give_up(ClientError::new(
+                        client_code::CONNECTION_FAILED,
+                        "the server closed the connection during the handshake",
+                    ));
+                } else {
+                    self.retry_later(now);
+                }
+            }
+            Phase::Open(ref open) if open.socket == socket => self.retry_later(now),
+            _ => {}
+        }
+    }
+
+    /// The WebSocket reported an error.
+    pub fn handle_socket_error(&mut self, now: Millis, socket: SocketId) {
+        if self.current_socket() == Some(socket) {
+            self.retry_later(now);
+        }
+    }
+
+    /// Runs everything due at `now`. Call it when the deadline of [`Session::poll_timeout`] passes (late is fine).
+    pub fn handle_timeout(&mut self, now: Millis) {
+        if let Some(deadline) = self.connect_deadline {
+            if now >= deadline
+                && !matches!(self.phase, Phase::Open(_) | Phase::Suspended | Phase::Idle)
+            {
+                self.give_up(ClientError::new(
+                    client_code::CONNECTION_FAILED,
+                    "initial WS connection could not be established",
+                ));
+                return;
+            }
+        }
+        if let Some(at) = self.offline_event_at {
+            if now >= at {
+                self.offline_event_at = None;
+                if !self.healthy {
+                    self.effects
+                        .push_back(Effect::ConnectionChanged { online: false });
+                }
+            }
+        }
+        match &mut self.phase {
+            Phase::Connecting { deadline, .. } if now >= *deadline => self.retry_later(now),
+            Phase::Waiting { retry_at } if now >= *retry_at => self.start_attempt(now),
+            Phase::Open(open) => {
+                if open.dead_at(&self.config).is_some_and(|dead| now >= dead) {
+                    self.retry_later(now);
+                    return;
+                }
+                let mut ping = now >= open.next_ping(&self.config);
+                if now >= open.refresh_at {
+                    open.refresh_at = now.saturating_add(self.config.last_active_refresh);
+                    ping = true;
+                }
+                if ping {
+                    open.ping_sent = Some(now);
+                    open.answered = false;
+                    let socket = open.socket;
+                    self.send_ping(socket);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The browser went online, the page became visible, or `pageshow` fired: retry soon if the socket is down,
+    /// probe it if it has been silent.
+    pub fn handle_wake(&mut self, now: Millis) {
+        let soon = now.saturating_add(self.config.wake_retry);
+        match &mut self.phase {
+            Phase::Waiting { retry_at } => *retry_at = (*retry_at).min(soon),
+            Phase::Suspended => {
+                if let Some(deadline) = &mut self.connect_deadline {
+                    *deadline = now.saturating_add(self.config.connect_budget);
+                }
+                self.phase = Phase::Waiting { retry_at: soon };
+            }
+            Phase::Open(open) => {
+                let outstanding = open.dead_at(&self.config).is_some();
+                if !outstanding && now.saturating_sub(open.last_frame) >= self.config.ping_interval
+                {
+                    open.ping_sent = Some(now);
+                    open.answered = false;
+                    let socket = open.socket;
+                    self.send_ping(socket);
+                }
+            }
+            Phase::Connecting { .. } | Phase::Idle => {}
+        }
+    }
+
+    /// `pagehide`: close like a navigation (4001, which the server treats as going away, so its grace window
+    /// hides a reload from peers) and stay quiet until the page shows again.
+    pub fn handle_page_hide(&mut self, _now: Millis) {
+        if let Some(socket) = self.current_socket() {
+            self.effects.push_back(Effect::CloseSocket {
+                socket,
+                code: Some(close_code::CLIENT_GOING_AWAY),
+                reason: "page hidden",
+            });
+        }
+        if !matches!(self.phase, Phase::Idle) {
+            self.phase = Phase::Suspended;
+            self.healthy = false;
+            self.offline_event_at = None;
+            self.recovery = None;
+        }
+    }
+
+    /// Users from a REST answer the app asked for (queryUsers, watch, queryChannels): the cache follows them.
+    pub fn observe_users(&mut self, users: impl IntoIterator<Item = UserPresence>) {
+        for user in users {
+            self.observe_user(user);
+        }
+    }
+
+    /// The answer to one request of [`Effect::Resubscribe`] (an empty list when it failed).
+    pub fn handle_recovery_answer(&mut self, generation: u64, users: Vec<UserPresence>) {
+        let Some(recovery) = &mut self.recovery else {
+            return;
+        };
+        if recovery.generation != generation {
+            return;
+        }
+        recovery.fresh.extend(users);
+        recovery.pending = recovery.pending.saturating_sub(1);
+        if recovery.pending == 0 {
+            self.finish_recovery();
+        }
+    }
+
+    pub fn watch_channel(&mut self, channel_type: &str, id: &str, presence: bool) {
+        self.subscriptions.watch_channel(channel_type, id, presence);
+    }
+
+    pub fn stop_watching(&mut self, channel_type: &str, id: &str) {
+        self.subscriptions.stop_watching(channel_type, id);
+    }
+
+    /// Records a `queryUsers` made with `presence:true` (payload JSON without `connection_id`).
+    pub fn add_user_query(&mut self, payload: String) {
+        self.subscriptions.add_user_query(payload);
+    }
+
+    pub fn subscriptions(&self) -> &Subscriptions {
+        &self.subscriptions
+    }
+
+    pub fn users(&self) -> &UserStore {
+        &self.users
+    }
+
+    pub fn user_id(&self) -> Option<&str> {
+        self.user_id.as_deref()
+    }
+
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    /// The server's id of the open connection.
+    pub fn connection_id(&self) -> Option<&str> {
+        match &self.phase {
+            Phase::Open(open) => Some(&open.connection_id),
+            _ => None,
+        }
+    }
+
+    pub fn is_connected(&self) -> bool {
+        matches!(self.phase, Phase::Open(_))
+    }
+
+    /// Whether `connectUser` is still pending.
+    pub fn is_connecting(&self) -> bool {
+        self.connect_deadline.is_some()
+    }
+
+    /// Whether `socket` is the one the session currently uses (for work that awaited something in between).
+    pub fn is_current(&self, socket: SocketId) -> bool {
+        self.current_socket() == Some(socket)
+    }
+
+    /// The earliest deadline, if any; call [`Session::handle_timeout`] once it has passed.
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        let phase = match &self.phase {
+            Phase::Idle | Phase::Suspended => return None,
+            Phase::Connecting { deadline, .. } => Some(*deadline),
+            Phase::Waiting { retry_at } => Some(*retry_at),
+            Phase::Open(open) => {
+                let ping = open.next_ping(&self.config).min(open.refresh_at);
+                Some(
+                    open.dead_at(&self.config)
+                        .map_or(ping, |dead| dead.min(ping)),
+                )
+            }
+        };
+        let connect = self
+            .connect_deadline
+            .filter(|_| !matches!(self.phase, Phase::Open(_)));
+        [phase, connect, self.offline_event_at]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    pub fn poll_effect(&mut self) -> Option<Effect> {
+        self.effects.pop_front()
+    }
+
+    fn current_socket(&self) -> Option<SocketId> {
+        match &self.phase {
+            Phase::Connecting { socket, .. } => Some(*socket),
+            Phase::Open(open) => Some(open.socket),
+            _ => None,
+        }
+    }
+
+    fn start_attempt(&mut self, now: Millis) {
+        self.next_socket += 1;
+        let socket = SocketId(self.next_socket);
+        self.phase = Phase::Connecting {
+            socket,
+            deadline: now.saturating_add(self.config.attempt_timeout),
+        };
+        self.effects.push_back(Effect::OpenSocket {
+            socket,
+            reload_token: std::mem::take(&mut self.reload_token),
+        });
+    }
+
+    /// The current socket failed or died: abandon it and wait a backoff delay.
+    fn retry_later(&mut self, now: Millis) {
+        if let Some(socket) = self.current_socket() {
+            self.effects.push_back(Effect::CloseSocket {
+                socket,
+                code: None,
+                reason: "",
+            });
+        }
+        self.set_unhealthy(now);
+        self.recovery = None;
+        let delay = self.backoff.next_delay(&mut self.rng);
+        self.phase = Phase::Waiting {
+            retry_at: now.saturating_add(delay),
+        };
+    }
+
+    fn handshake_rejected(&mut self, now: Millis, socket: SocketId, error: &Rejection) {
+        if error.code == error_code::TOKEN_EXPIRED && self.token_provider {
+            self.reload_token = true;
+            self.retry_later(now);
+            return;
+        }
+        self.effects.push_back(Effect::CloseSocket {
+            socket,
+            code: None,
+            reason: "",
+        });
+        self.give_up(ClientError {
+            code: error.code,
+            status: (error.status != 0).then_some(error.status),
+            message: format!(
+                "WS failed with code {} and reason - {}",
+                error.code, error.message
+            ),
+        });
+    }
+
+    /// Stops trying: fails a pending `connectUser`, or reports the connection down for good.
+    fn give_up(&mut self, error: ClientError) {
+        if let Some(socket) = self.current_socket() {
+            self.effects.push_back(Effect::CloseSocket {
+                socket,
+                code: None,
+                reason: "",
+            });
+        }
+        self.phase = Phase::Idle;
+        self.recovery = None;
+        self.offline_event_at = None;
+        if self.connect_deadline.take().is_some() {
+            self.user_id = None;
+            self.connected_before = false;
+            self.healthy = false;
+            self.effects.push_back(Effect::ConnectRejected(error));
+        } else if self.connected_before {
+            self.healthy = false;
+            self.effects
+                .push_back(Effect::ConnectionChanged { online: false });
+        }
+    }
+
+    fn set_healthy(&mut self) {
+        self.offline_event_at = None;
+        if !self.healthy {
+            self.healthy = true;
+            self.effects
+                .push_back(Effect::ConnectionChanged { online: true });
+        }
+    }
+
+    fn set_unhealthy(&mut self, now: Millis) {
+        if self.healthy {
+            self.healthy = false;
+            self.offline_event_at = Some(now.saturating_add(self.config.offline_event_delay));
+        }
+    }
+
+    fn send_ping(&mut self, socket: SocketId) {
+        self.effects.push_back(Effect::Send {
+            socket,
+            text: self.ping_frame.clone(),
+        });
+    }
+
+    fn observe_frame_users(&mut self, frame: &Frame<'_>) {
+        if let Some(user) = &frame.user {
+            self.observe_user(user.clone());
+        }
+        if let Some(me) = &frame.me {
+            self.observe_user(me.clone());
+        }
+    }
+
+    fn observe_user(&mut self, user: UserPresence) {
+        if let Some(recovery) = &mut self.recovery {
+            // What arrives after the recovery requests went out is taken as newer than their answers.
+            if !recovery.live.contains(&user.id) {
+                recovery.live.push(user.id.clone());
+            }
+        }
+        self.users.apply(&user.id, user.state);
+    }
+
+    fn start_recovery(&mut self) {
+        self.recovery_generation += 1;
+        let requests = self.subscriptions.all().to_vec();
+        self.recovery = Some(Recovery {
+            generation: self.recovery_generation,
+            pending: requests.len(),
+            fresh: Vec::new(),
+            live: Vec::new(),
+        });
+        let empty = requests.is_empty();
+        self.effects.push_back(Effect::Resubscribe {
+            generation: self.recovery_generation,
+            requests,
+        });
+        if empty {
+            self.finish_recovery();
+        }
+    }
+
+    /// Compares the fresh answers with the cache: every known user whose visible presence changed while the
+    /// socket was down gets an event, then `connection.recovered`.
+    fn finish_recovery(&mut self) {
+        let Some(recovery) = self.recovery.take() else {
+            return;
+        };
+        // One state per user, the last answer naming them wins; events follow the order of the answers.
+        let mut latest = UserStore::default();
+        for user in &recovery.fresh {
+            latest.apply(&user.id, user.state.clone());
+        }
+        for user in recovery.fresh {
+            let Some(state) = latest.remove(&user.id) else {
+                continue;
+            };
+            if recovery.live.contains(&user.id) {
+                continue;
+            }
+            let known = self.users.get(&user.id).is_some();
+            if self.users.apply(&user.id, state) && known {
+                self.effects
+                    .push_back(Effect::PresenceChanged { user_id: user.id });
+            }
+        }
+        self.effects.push_back(Effect::ConnectionRecovered);
+    }
+}
+
+#[cfg(test)]
+#[path = "session_tests.rs"]
+mod tests;

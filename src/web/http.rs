@@ -1,0 +1,98 @@
+//! REST calls over the global `fetch`: JSON in, JSON out, the API error envelope turned into a `ClientError`,
+//! and a timeout through `AbortController`.
+
+use gloo_timers::callback::Timeout;
+use wasm_bindgen::JsCast;
+use wasm_bindgen::JsValue;
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{AbortController, Headers, Request, RequestInit, Response};
+
+use crate::core::{client_code, ClientError};
+use crate::web::js;
+
+/// The `X-Stream-Client` value this client identifies with.
+pub const CLIENT_NAME: &str = concat!("presence-client-v", env!("CARGO_PKG_VERSION"), "-browser");
+
+pub struct Call<'a> {
+    /// Names the operation in error messages.
+    pub name: &'a str,
+    pub method: &'a str,
+    pub url: &'a str,
+    pub token: Option<&'a str>,
+    pub body: Option<&'a str>,
+    pub timeout_ms: u32,
+}
+
+fn network(call: &Call<'_>, detail: &str) -> ClientError {
+    ClientError::new(
+        client_code::NETWORK,
+        format!("{} failed: no answer from the server ({detail})", call.name),
+    )
+}
+
+pub async fn fetch_json(call: Call<'_>) -> Result<JsValue, ClientError> {
+    let build = || -> Result<Request, JsValue> {
+        let headers = Headers::new()?;
+        match call.token {
+            Some(token) => {
+                headers.set("Authorization", token)?;
+                headers.set("stream-auth-type", "jwt")?;
+            }
+            None => headers.set("stream-auth-type", "anonymous")?,
+        }
+        headers.set("X-Stream-Client", CLIENT_NAME)?;
+        let init = RequestInit::new();
+        init.set_method(call.method);
+        if let Some(body) = call.body {
+            headers.set("Content-Type", "application/json")?;
+            init.set_body(&JsValue::from_str(body));
+        }
+        init.set_headers(&headers);
+        Request::new_with_str_and_init(call.url, &init)
+    };
+    let controller = AbortController::new().ok();
+    let request = match &controller {
+        Some(controller) => {
+            let request = build().map_err(|e| network(&call, &js::describe(&e)))?;
+            // A request carrying the signal; `Request::new_with_request_and_init` keeps everything else.
+            let init = RequestInit::new();
+            init.set_signal(Some(&controller.signal()));
+            Request::new_with_request_and_init(&request, &init)
+                .map_err(|e| network(&call, &js::describe(&e)))?
+        }
+        None => build().map_err(|e| network(&call, &js::describe(&e)))?,
+    };
+    let _deadline =
+        controller.map(|controller| Timeout::new(call.timeout_ms, move || controller.abort()));
+    let response = JsFuture::from(js::fetch_request(&request))
+        .await
+        .map_err(|e| network(&call, &js::describe(&e)))?;
+    let response: Response = response.dyn_into().map_err(|_| {
+        ClientError::new(
+            client_code::BAD_RESPONSE,
+            format!("{} failed: not a response", call.name),
+        )
+    })?;
+    let status = response.status();
+    let body = match response.json() {
+        Ok(promise) => JsFuture::from(promise).await.ok(),
+        Err(_) => None,
+    };
+    if response.ok() {
+        return body.filter(JsValue::is_object).ok_or_else(|| {
+            ClientError::new(
+                client_code::BAD_RESPONSE,
+                format!("{} failed: the answer is not a JSON object", call.name),
+            )
+        });
+    }
+    let error = js::rejection_of(&body.unwrap_or(JsValue::UNDEFINED), status);
+    Err(ClientError {
+        code: error.code,
+        status: Some(error.status),
+        message: format!(
+            "{} failed with error code {}: {}",
+            call.name, error.code, error.message
+        ),
+    })
+}

@@ -1,0 +1,38 @@
+//! The browser layer: the exported JS API (`Client`, `Channel`), and the only code that touches JS. It turns
+//! socket frames, timers and page events into core inputs, and carries out the core's effects.
+
+mod alloc;
+pub mod channel;
+pub mod client;
+mod http;
+mod js;
+mod page;
+mod socket;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::core::ClientError;
+
+#[global_allocator]
+static ALLOCATOR: alloc::SizeClassAlloc = alloc::SizeClassAlloc::new();
+
+/// The one future type handed to JS as a Promise (one instantiation of the executor glue keeps the bundle small).
+type Task = Pin<Box<dyn Future<Output = Result<wasm_bindgen::JsValue, ClientError>>>>;
+
+/// Runs `task` as a JS Promise; its error becomes a JS `Error` with `code`.
+fn promise(task: Task) -> js_sys::Promise {
+    wasm_bindgen_futures::future_to_promise(
+        async move { task.await.map_err(|e| js::to_js_error(&e)) },
+    )
+}
+
+/// Runs `task` in the background.
+fn spawn(task: Pin<Box<dyn Future<Output = ()>>>) {
+    wasm_bindgen_futures::spawn_local(task);
+}
+
+/// Drops `value` once the current JS task has returned: for handlers and timers that may be running right now.
+fn drop_later(value: Box<dyn std::any::Any>) {
+    spawn(Box::pin(async move { drop(value) }));
+}

@@ -1,0 +1,63 @@
+//! The page lifecycle events the connection follows: `online`, `pageshow` and `visibilitychange` (to visible)
+//! wake it, `pagehide` suspends it. Listeners are removed when `PageEvents` is dropped.
+
+use wasm_bindgen::prelude::*;
+use web_sys::{EventTarget, VisibilityState};
+
+type Listener = Closure<dyn FnMut(web_sys::Event)>;
+
+pub struct PageEvents {
+    registered: Vec<(EventTarget, &'static str, Listener)>,
+}
+
+impl PageEvents {
+    /// Installs the listeners; `None` outside a window (workers have no page lifecycle).
+    pub fn install(
+        on_wake: impl Fn() + Clone + 'static,
+        on_hide: impl Fn() + 'static,
+    ) -> Option<PageEvents> {
+        let window = web_sys::window()?;
+        let document = window.document();
+        let mut events = PageEvents {
+            registered: Vec::with_capacity(4),
+        };
+        let target: &EventTarget = window.as_ref();
+        for name in ["online", "pageshow"] {
+            let wake = on_wake.clone();
+            events.add(target, name, Closure::new(move |_: web_sys::Event| wake()));
+        }
+        events.add(
+            target,
+            "pagehide",
+            Closure::new(move |_: web_sys::Event| on_hide()),
+        );
+        if let Some(document) = document {
+            let doc = document.clone();
+            let listener = Closure::new(move |_: web_sys::Event| {
+                if doc.visibility_state() == VisibilityState::Visible {
+                    on_wake();
+                }
+            });
+            events.add(document.as_ref(), "visibilitychange", listener);
+        }
+        Some(events)
+    }
+
+    fn add(&mut self, target: &EventTarget, name: &'static str, listener: Listener) {
+        if target
+            .add_event_listener_with_callback(name, listener.as_ref().unchecked_ref())
+            .is_ok()
+        {
+            self.registered.push((target.clone(), name, listener));
+        }
+    }
+}
+
+impl Drop for PageEvents {
+    fn drop(&mut self) {
+        for (target, name, listener) in &self.registered {
+            let _ =
+                target.remove_event_listener_with_callback(name, listener.as_ref().unchecked_ref());
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! One browser WebSocket and its handlers. The handlers live exactly as long as the `Socket`: dropping it
+//! detaches them and closes the socket if it is still open.
+
+use wasm_bindgen::prelude::*;
+use web_sys::{CloseEvent, MessageEvent, WebSocket};
+
+use crate::core::SocketId;
+
+pub struct Socket {
+    pub id: SocketId,
+    ws: WebSocket,
+    _on_message: Closure<dyn FnMut(MessageEvent)>,
+    _on_close: Closure<dyn FnMut(CloseEvent)>,
+    _on_error: Closure<dyn FnMut(web_sys::Event)>,
+}
+
+impl Socket {
+    pub fn open(
+        id: SocketId,
+        url: &str,
+        on_message: impl FnMut(MessageEvent) + 'static,
+        on_close: impl FnMut(CloseEvent) + 'static,
+        on_error: impl FnMut(web_sys::Event) + 'static,
+    ) -> Result<Socket, JsValue> {
+        let ws = WebSocket::new(url)?;
+        let on_message = Closure::<dyn FnMut(MessageEvent)>::new(on_message);
+        let on_close = Closure::<dyn FnMut(CloseEvent)>::new(on_close);
+        let on_error = Closure::<dyn FnMut(web_sys::Event)>::new(on_error);
+        ws.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+        ws.set_onclose(Some(on_close.as_ref().unchecked_ref()));
+        ws.set_onerror(Some(on_error.as_ref().unchecked_ref()));
+        Ok(Socket {
+            id,
+            ws,
+            _on_message: on_message,
+            _on_close: on_close,
+            _on_error: on_error,
+        })
+    }
+
+    pub fn send(&self, text: &str) {
+        // A socket that is not open drops the frame; the session's deadlines notice a dead socket.
+        let _ = self.ws.send_with_str(text);
+    }
+
+    /// Closes with `code` (`None`: without a code, as for an abandoned socket) and detaches the handlers.
+    /// Returns the socket, whose `close` event can still be awaited.
+    pub fn close(&self, code: Option<u16>, reason: &str) -> WebSocket {
+        self.detach();
+        let _ = match code {
+            Some(code) => self.ws.close_with_code_and_reason(code, reason),
+            None => self.ws.close(),
+        };
+        self.ws.clone()
+    }
+
+    fn detach(&self) {
+        self.ws.set_onmessage(None);
+        self.ws.set_onclose(None);
+        self.ws.set_onerror(None);
+    }
+}
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        self.detach();
+        if self.ws.ready_state() <= WebSocket::OPEN {
+            let _ = self.ws.close();
+        }
+    }
+}

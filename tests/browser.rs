@@ -1,0 +1,619 @@
+//! Browser tests of the JS API in headless Chromium, against the real server started by
+//! `scripts/test-browser.sh` (its address arrives at compile time in `PRESENCE_TEST_SERVER`, the restart/token
+//! supervisor's in `PRESENCE_TEST_CONTROL`).
+#![cfg(target_arch = "wasm32")]
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use js_sys::{Array, Function, Promise, Reflect};
+use presence_client::web::channel::Channel;
+use presence_client::web::client::{Client, EventSubscription};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
+use wasm_bindgen_test::*;
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+const SERVER: &str = match option_env!("PRESENCE_TEST_SERVER") {
+    Some(url) => url,
+    None => "http://127.0.0.1:7070",
+};
+const CONTROL: &str = match option_env!("PRESENCE_TEST_CONTROL") {
+    Some(url) => url,
+    None => "http://127.0.0.1:7071",
+};
+const API_KEY: &str = match option_env!("PRESENCE_TEST_API_KEY") {
+    Some(key) => key,
+    None => "test-key",
+};
+
+fn json(text: &str) -> JsValue {
+    js_sys::JSON::parse(text).expect("valid JSON in a test")
+}
+
+fn get(value: &JsValue, path: &str) -> JsValue {
+    path.split('.').fold(value.clone(), |v, key| {
+        if v.is_object() || v.is_function() {
+            Reflect::get(&v, &JsValue::from_str(key)).unwrap_or(JsValue::UNDEFINED)
+        } else {
+            JsValue::UNDEFINED
+        }
+    })
+}
+
+/// A user id no other test (or earlier run against the same database) uses.
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", (js_sys::Math::random() * 1e12) as u64)
+}
+
+fn new_client(extra_options: &str) -> Client {
+    let options = format!(r#"{{"baseURL":"{SERVER}"{extra_options}}}"#);
+    Client::new(JsValue::from_str(API_KEY), json(&options)).expect("client")
+}
+
+async fn settle(promise: Promise) -> Result<JsValue, JsValue> {
+    JsFuture::from(promise).await
+}
+
+async fn sleep(ms: u32) {
+    gloo_timers::future::TimeoutFuture::new(ms).await;
+}
+
+async fn fetch_text(url: &str, method: &str) -> String {
+    let init = web_sys::RequestInit::new();
+    init.set_method(method);
+    let request = web_sys::Request::new_with_str_and_init(url, &init).unwrap();
+    let window = web_sys::window().unwrap();
+    let response: web_sys::Response = JsFuture::from(window.fetch_with_request(&request))
+        .await
+        .expect("the supervisor answers")
+        .unchecked_into();
+    assert!(response.ok(), "{method} {url}: HTTP {}", response.status());
+    JsFuture::from(response.text().unwrap())
+        .await
+        .unwrap()
+        .as_string()
+        .unwrap()
+}
+
+/// A JWT for `user_id`, signed with the app secret (or with `secret`).
+async fn jwt(user_id: &str, secret: Option<&str>) -> String {
+    let mut url = format!("{CONTROL}/token?user_id={user_id}");
+    if let Some(secret) = secret {
+        url.push_str("&secret=");
+        url.push_str(secret);
+    }
+    fetch_text(&url, "GET").await
+}
+
+/// Connects a new client as `user` (a JSON object) with a JWT; returns it and the connectUser result.
+async fn connect(user: &str, extra_options: &str) -> (Client, JsValue) {
+    let user = json(user);
+    let id = get(&user, "id").as_string().unwrap();
+    let client = new_client(extra_options);
+    let token = jwt(&id, None).await;
+    let open = settle(client.connect_user(user, JsValue::from_str(&token)))
+        .await
+        .expect("connectUser resolves");
+    (client, open)
+}
+
+/// Records the events a listener receives.
+struct Recorder {
+    events: Rc<RefCell<Vec<JsValue>>>,
+    closure: Closure<dyn FnMut(JsValue)>,
+}
+
+impl Recorder {
+    fn new() -> Self {
+        let events = Rc::new(RefCell::new(Vec::new()));
+        let sink = events.clone();
+        let closure =
+            Closure::<dyn FnMut(JsValue)>::new(move |event: JsValue| sink.borrow_mut().push(event));
+        Recorder { events, closure }
+    }
+
+    fn function(&self) -> Function {
+        self.closure.as_ref().unchecked_ref::<Function>().clone()
+    }
+
+    fn listen(&self, client: &Client, event_type: &str) -> EventSubscription {
+        client
+            .on(JsValue::from_str(event_type), Some(self.function()))
+            .expect("on()")
+    }
+
+    fn count(&self, pred: impl Fn(&JsValue) -> bool) -> usize {
+        self.events.borrow().iter().filter(|e| pred(e)).count()
+    }
+
+    /// Waits until an event matching `pred` arrives; panics after `timeout_ms`.
+    async fn wait_for(
+        &self,
+        what: &str,
+        timeout_ms: u32,
+        pred: impl Fn(&JsValue) -> bool,
+    ) -> JsValue {
+        let mut waited = 0;
+        loop {
+            if let Some(event) = self.events.borrow().iter().find(|e| pred(e)).cloned() {
+                return event;
+            }
+            assert!(waited < timeout_ms, "no {what} within {timeout_ms} ms");
+            sleep(50).await;
+            waited += 50;
+        }
+    }
+}
+
+fn presence_of(user_id: &str, online: bool) -> impl Fn(&JsValue) -> bool + '_ {
+    move |event| {
+        get(event, "type").as_string().as_deref() == Some("user.presence.changed")
+            && get(event, "user.id").as_string().as_deref() == Some(user_id)
+            && get(event, "user.online").as_bool() == Some(online)
+    }
+}
+
+/// Makes sure the user exists on the server (channels accept only existing members, and presence queries only
+/// subscribe to users they return): connect once and leave.
+async fn ensure_user(id: &str) {
+    let (client, _) = connect(&format!(r#"{{"id":"{id}"}}"#), "").await;
+    disconnect(&client).await;
+}
+
+async fn disconnect(client: &Client) {
+    settle(client.disconnect_user(None))
+        .await
+        .expect("disconnectUser resolves");
+}
+
+async fn watch_users(client: &Client, ids: &[&str]) -> JsValue {
+    let filter = json(&format!(
+        r#"{{"id":{{"$in":{}}}}}"#,
+        serde_json::to_string(ids).unwrap()
+    ));
+    settle(client.query_users(filter, JsValue::UNDEFINED, json(r#"{"presence":true}"#)))
+        .await
+        .expect("queryUsers resolves")
+}
+
+#[wasm_bindgen_test]
+async fn connects_with_a_jwt_and_resolves_to_the_first_health_check() {
+    let id = unique("jwt");
+    let (client, open) = connect(&format!(r#"{{"id":"{id}","name":"Jay"}}"#), "").await;
+    assert_eq!(
+        get(&open, "type").as_string().as_deref(),
+        Some("health.check")
+    );
+    assert!(get(&open, "connection_id")
+        .as_string()
+        .is_some_and(|c| !c.is_empty()));
+    assert_eq!(get(&open, "me.id").as_string(), Some(id.clone()));
+    assert_eq!(get(&client.user(), "id").as_string(), Some(id.clone()));
+    assert_eq!(get(&client.user(), "online").as_bool(), Some(true));
+    assert!(get(&client.user(), "last_active").is_string());
+    assert_eq!(
+        get(&client.state(), &format!("users.{id}.name"))
+            .as_string()
+            .as_deref(),
+        Some("Jay")
+    );
+    assert_eq!(client.user_id(), Some(id));
+    disconnect(&client).await;
+    assert!(client.user().is_undefined());
+    assert!(client.user_id().is_none());
+}
+
+#[wasm_bindgen_test]
+async fn connects_with_a_dev_token() {
+    let id = unique("dev");
+    let client = new_client("");
+    let token = client.dev_token(JsValue::from_str(&id)).unwrap();
+    assert!(token.ends_with(".devtoken"));
+    let open = settle(client.connect_user(
+        json(&format!(r#"{{"id":"{id}"}}"#)),
+        JsValue::from_str(&token),
+    ))
+    .await
+    .expect("dev token accepted");
+    assert_eq!(get(&open, "me.id").as_string(), Some(id));
+    disconnect(&client).await;
+}
+
+#[wasm_bindgen_test]
+async fn dev_tokens_match_the_reference_encoding() {
+    let client = new_client("");
+    assert_eq!(
+        client.dev_token(JsValue::from_str("john")).unwrap(),
+        "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJ1c2VyX2lkIjoiam9obiJ9.devtoken"
+    );
+    assert_eq!(
+        client.dev_token(JsValue::from_str("ab")).unwrap(),
+        "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJ1c2VyX2lkIjoiYWIifQ==.devtoken"
+    );
+}
+
+#[wasm_bindgen_test]
+async fn a_token_provider_is_called_for_the_token() {
+    let id = unique("provider");
+    let token = jwt(&id, None).await;
+    let calls = Rc::new(RefCell::new(0));
+    let counter = calls.clone();
+    let provider = Closure::<dyn FnMut() -> Promise>::new(move || {
+        *counter.borrow_mut() += 1;
+        Promise::resolve(&JsValue::from_str(&token))
+    });
+    let client = new_client("");
+    settle(client.connect_user(
+        json(&format!(r#"{{"id":"{id}"}}"#)),
+        provider.as_ref().clone(),
+    ))
+    .await
+    .expect("connects with a provider");
+    assert_eq!(*calls.borrow(), 1);
+    disconnect(&client).await;
+}
+
+#[wasm_bindgen_test]
+async fn connects_invisible_with_a_status() {
+    let id = unique("ghost");
+    let (client, open) = connect(
+        &format!(r#"{{"id":"{id}","invisible":true,"status":"Eating a veggie burger..."}}"#),
+        "",
+    )
+    .await;
+    assert_eq!(get(&open, "me.invisible").as_bool(), Some(true));
+    assert_eq!(
+        get(&open, "me.status").as_string().as_deref(),
+        Some("Eating a veggie burger...")
+    );
+    // Others see the user offline, with the status.
+    let (peer, _) = connect(&format!(r#"{{"id":"{}"}}"#, unique("peer")), "").await;
+    let answer = watch_users(&peer, &[&id]).await;
+    let seen = Array::from(&get(&answer, "users")).get(0);
+    assert_eq!(get(&seen, "online").as_bool(), Some(false));
+    assert_eq!(
+        get(&seen, "status").as_string().as_deref(),
+        Some("Eating a veggie burger...")
+    );
+    disconnect(&client).await;
+    disconnect(&peer).await;
+}
+
+#[wasm_bindgen_test]
+async fn going_invisible_and_back_is_seen_by_peers() {
+    let id = unique("shy");
+    let (client, _) = connect(&format!(r#"{{"id":"{id}"}}"#), "").await;
+    let (peer, _) = connect(&format!(r#"{{"id":"{}"}}"#, unique("peer")), "").await;
+    let events = Recorder::new();
+    let _sub = events.listen(&peer, "user.presence.changed");
+    let answer = watch_users(&peer, &[&id]).await;
+    assert_eq!(
+        get(&Array::from(&get(&answer, "users")).get(0), "online").as_bool(),
+        Some(true)
+    );
+
+    let update = json(&format!(r#"{{"id":"{id}","invisible":true}}"#));
+    let answer = settle(client.upsert_user(update))
+        .await
+        .expect("upsertUser resolves");
+    assert_eq!(
+        get(&answer, &format!("users.{id}.invisible")).as_bool(),
+        Some(true)
+    );
+    events
+        .wait_for("the offline event", 5_000, presence_of(&id, false))
+        .await;
+    assert_eq!(
+        get(&peer.state(), &format!("users.{id}.online")).as_bool(),
+        Some(false)
+    );
+
+    let update = json(&format!(r#"{{"id":"{id}","set":{{"invisible":false}}}}"#));
+    settle(client.partial_update_user(update))
+        .await
+        .expect("partialUpdateUser resolves");
+    events
+        .wait_for("the online event", 5_000, presence_of(&id, true))
+        .await;
+    assert_eq!(
+        get(&peer.state(), &format!("users.{id}.online")).as_bool(),
+        Some(true)
+    );
+    disconnect(&client).await;
+    disconnect(&peer).await;
+}
+
+#[wasm_bindgen_test]
+async fn watching_with_presence_delivers_peer_connects_and_disconnects() {
+    let me = unique("watcher");
+    let other = unique("member");
+    ensure_user(&other).await;
+    let (client, _) = connect(&format!(r#"{{"id":"{me}"}}"#), "").await;
+    let events = Recorder::new();
+    let _sub = events.listen(&client, "user.presence.changed");
+    let channel: Channel = client
+        .channel(
+            JsValue::from_str("messaging"),
+            JsValue::from_str(&unique("room")),
+            json(&format!(r#"{{"members":["{me}","{other}"]}}"#)),
+        )
+        .unwrap();
+    let state = settle(channel.watch(json(r#"{"presence":true}"#)))
+        .await
+        .expect("watch resolves");
+    assert_eq!(Array::from(&get(&state, "members")).length(), 2);
+    assert_eq!(
+        get(&channel.state(), &format!("members.{other}.user.online")).as_bool(),
+        Some(false)
+    );
+
+    let (peer, _) = connect(&format!(r#"{{"id":"{other}","status":"here"}}"#), "").await;
+    let event = events
+        .wait_for("the online event", 5_000, presence_of(&other, true))
+        .await;
+    assert_eq!(
+        get(&event, "user.status").as_string().as_deref(),
+        Some("here")
+    );
+    assert_eq!(
+        get(&client.state(), &format!("users.{other}.online")).as_bool(),
+        Some(true)
+    );
+    assert_eq!(
+        get(&channel.state(), &format!("members.{other}.user.online")).as_bool(),
+        Some(true)
+    );
+
+    disconnect(&peer).await;
+    events
+        .wait_for("the offline event", 5_000, presence_of(&other, false))
+        .await;
+    assert_eq!(
+        get(&channel.state(), &format!("members.{other}.user.online")).as_bool(),
+        Some(false)
+    );
+
+    settle(channel.stop_watching())
+        .await
+        .expect("stopWatching resolves");
+    disconnect(&client).await;
+}
+
+#[wasm_bindgen_test]
+async fn query_channels_returns_channels_with_presence() {
+    let me = unique("lister");
+    let other = unique("listed");
+    ensure_user(&other).await;
+    let (client, _) = connect(&format!(r#"{{"id":"{me}"}}"#), "").await;
+    let room = unique("room");
+    let channel = client
+        .channel(
+            JsValue::from_str("messaging"),
+            JsValue::from_str(&room),
+            json(&format!(r#"{{"members":["{me}","{other}"]}}"#)),
+        )
+        .unwrap();
+    settle(channel.query(JsValue::UNDEFINED))
+        .await
+        .expect("channel created");
+    let channels = settle(client.query_channels(
+        json(&format!(
+            r#"{{"type":"messaging","members":{{"$in":["{me}"]}}}}"#
+        )),
+        json("[]"),
+        json(r#"{"presence":true,"limit":10,"offset":0}"#),
+    ))
+    .await
+    .expect("queryChannels resolves");
+    let channels = Array::from(&channels);
+    assert_eq!(channels.length(), 1);
+    let found = channels.get(0);
+    assert_eq!(
+        get(&found, "cid").as_string(),
+        Some(format!("messaging:{room}"))
+    );
+    assert_eq!(
+        get(&found, &format!("state.members.{other}.user.online")).as_bool(),
+        Some(false)
+    );
+
+    let events = Recorder::new();
+    let _sub = events.listen(&client, "user.presence.changed");
+    let (peer, _) = connect(&format!(r#"{{"id":"{other}"}}"#), "").await;
+    events
+        .wait_for("the online event", 5_000, presence_of(&other, true))
+        .await;
+    disconnect(&peer).await;
+    disconnect(&client).await;
+}
+
+#[wasm_bindgen_test]
+async fn unsubscribe_stops_delivery() {
+    let other = unique("chatty");
+    ensure_user(&other).await;
+    let (client, _) = connect(&format!(r#"{{"id":"{}"}}"#, unique("listener")), "").await;
+    watch_users(&client, &[&other]).await;
+    let kept = Recorder::new();
+    let dropped = Recorder::new();
+    let removed_with_off = Recorder::new();
+    let _kept = kept.listen(&client, "user.presence.changed");
+    let sub = dropped.listen(&client, "user.presence.changed");
+    client.on(removed_with_off.function().into(), None).unwrap();
+    sub.unsubscribe();
+    client.off(removed_with_off.function().into(), None);
+
+    let (peer, _) = connect(&format!(r#"{{"id":"{other}"}}"#), "").await;
+    kept.wait_for("the online event", 5_000, presence_of(&other, true))
+        .await;
+    sleep(200).await;
+    assert_eq!(dropped.count(|_| true), 0);
+    assert_eq!(removed_with_off.count(|_| true), 0);
+    disconnect(&peer).await;
+    disconnect(&client).await;
+}
+
+#[wasm_bindgen_test]
+async fn a_throwing_listener_does_not_stop_the_others() {
+    let other = unique("loud");
+    ensure_user(&other).await;
+    let (client, _) = connect(&format!(r#"{{"id":"{}"}}"#, unique("listener")), "").await;
+    watch_users(&client, &[&other]).await;
+    let thrower = Closure::<dyn FnMut(JsValue)>::new(|_: JsValue| {
+        wasm_bindgen::throw_str("listener failure");
+    });
+    client
+        .on(
+            JsValue::from_str("user.presence.changed"),
+            Some(thrower.as_ref().clone().unchecked_into()),
+        )
+        .unwrap();
+    let events = Recorder::new();
+    let _sub = events.listen(&client, "user.presence.changed");
+    let (peer, _) = connect(&format!(r#"{{"id":"{other}"}}"#), "").await;
+    events
+        .wait_for("the online event", 5_000, presence_of(&other, true))
+        .await;
+    disconnect(&peer).await;
+    events
+        .wait_for("the offline event", 5_000, presence_of(&other, false))
+        .await;
+    disconnect(&client).await;
+}
+
+#[wasm_bindgen_test]
+async fn a_wrong_token_rejects_with_code_43() {
+    let id = unique("intruder");
+    let client = new_client("");
+    let token = jwt(&id, Some("not-the-secret")).await;
+    let error = settle(client.connect_user(
+        json(&format!(r#"{{"id":"{id}"}}"#)),
+        JsValue::from_str(&token),
+    ))
+    .await
+    .expect_err("connectUser rejects");
+    assert!(error.is_instance_of::<js_sys::Error>(), "a real Error");
+    assert_eq!(get(&error, "code").as_f64(), Some(43.0));
+    assert_eq!(get(&error, "StatusCode").as_f64(), Some(401.0));
+    assert!(client.user().is_undefined());
+}
+
+#[wasm_bindgen_test]
+async fn bad_arguments_reject_at_once() {
+    let client = new_client("");
+    let error = settle(client.query_users(
+        json(r#"{"id":"x"}"#),
+        JsValue::UNDEFINED,
+        JsValue::UNDEFINED,
+    ))
+    .await
+    .expect_err("queryUsers before connectUser rejects");
+    assert_eq!(get(&error, "code").as_f64(), Some(1001.0));
+    let error = settle(client.query_users(
+        JsValue::from_str("nope"),
+        JsValue::UNDEFINED,
+        JsValue::UNDEFINED,
+    ))
+    .await
+    .expect_err("a string filter rejects");
+    assert_eq!(get(&error, "code").as_f64(), Some(1000.0));
+    assert!(get(&error, "message")
+        .as_string()
+        .unwrap()
+        .contains("filter"));
+    let error = settle(client.connect_user(json(r#"{"name":"no id"}"#), JsValue::from_str("t")))
+        .await
+        .expect_err("a user without id rejects");
+    assert_eq!(get(&error, "code").as_f64(), Some(1000.0));
+    let error = settle(client.upsert_user(json(r#"{"name":"no id"}"#)))
+        .await
+        .expect_err("upsert without id rejects");
+    assert_eq!(get(&error, "code").as_f64(), Some(1000.0));
+    // A static token must name the user.
+    let token = jwt("someone-else", None).await;
+    let error = settle(client.connect_user(json(r#"{"id":"me"}"#), JsValue::from_str(&token)))
+        .await
+        .expect_err("a token for another user rejects");
+    assert_eq!(get(&error, "code").as_f64(), Some(1000.0));
+}
+
+#[wasm_bindgen_test]
+async fn last_active_is_refreshed_on_the_configured_interval() {
+    let id = unique("active");
+    let (client, open) = connect(
+        &format!(r#"{{"id":"{id}"}}"#),
+        r#","lastActiveRefreshInterval":1100"#,
+    )
+    .await;
+    let first = get(&open, "me.last_active").as_string().unwrap();
+    let mut waited = 0;
+    loop {
+        let now = get(&client.user(), "last_active")
+            .as_string()
+            .unwrap_or_default();
+        if now > first {
+            break;
+        }
+        assert!(
+            waited < 6_000,
+            "client.user.last_active never moved past {first}"
+        );
+        sleep(100).await;
+        waited += 100;
+    }
+    disconnect(&client).await;
+}
+
+#[wasm_bindgen_test]
+async fn after_a_server_restart_the_client_reconnects_and_events_flow_again() {
+    let me = unique("survivor");
+    let peer_id = unique("peer");
+    let late_id = unique("late");
+    ensure_user(&late_id).await;
+    let (client, _) = connect(&format!(r#"{{"id":"{me}"}}"#), "").await;
+    let (peer, _) = connect(&format!(r#"{{"id":"{peer_id}"}}"#), "").await;
+    let presence = Recorder::new();
+    let recovered = Recorder::new();
+    let changed = Recorder::new();
+    let _p = presence.listen(&client, "user.presence.changed");
+    let _r = recovered.listen(&client, "connection.recovered");
+    let _c = changed.listen(&client, "connection.changed");
+    watch_users(&client, &[&peer_id, &late_id]).await;
+    let before = client.connection_id();
+
+    fetch_text(&format!("{CONTROL}/restart"), "POST").await;
+
+    recovered
+        .wait_for("connection.recovered", 20_000, |_| true)
+        .await;
+    assert_ne!(client.connection_id(), before, "a new connection");
+    assert!(changed.count(|e| get(e, "online").as_bool() == Some(true)) >= 1);
+    // The presence query was made again on the new connection: events flow without the app doing anything.
+    let (late, _) = connect(&format!(r#"{{"id":"{late_id}"}}"#), "").await;
+    presence
+        .wait_for(
+            "the late user's online event",
+            10_000,
+            presence_of(&late_id, true),
+        )
+        .await;
+    // The peer reconnected by itself too; its disconnect is seen.
+    let mut waited = 0;
+    while peer.connection_id().is_none() {
+        assert!(waited < 20_000, "the peer never reconnected");
+        sleep(100).await;
+        waited += 100;
+    }
+    disconnect(&peer).await;
+    presence
+        .wait_for(
+            "the peer's offline event",
+            10_000,
+            presence_of(&peer_id, false),
+        )
+        .await;
+    disconnect(&late).await;
+    disconnect(&client).await;
+}
