@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting and lints, native tests (wire types, server, client core), the official
-# stream-chat SDK against the server, the wasm package build with its size, and the browser tests.
+# stream-chat SDK against the server, the wasm package build with its size, the client's browser tests and the
+# demo's end-to-end tests.
 # Installs what is missing first. Every server it starts is stopped again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,17 +17,16 @@ step "cargo clippy (native, all targets)"
 cargo clippy --workspace --all-targets -- -D warnings
 
 step "native tests"
-cargo test --workspace
+cargo test --workspace --no-fail-fast
 
 step "stream-chat SDK against presence-server"
 PRESENCE_SERVER_BIN=target/debug/presence-server timeout 300 node --test --test-timeout=60000 server/tests/sdk/
 
-if [ -x scripts/build-wasm.sh ] || [ -f scripts/build-wasm.sh ]; then
-  step "wasm package"
-  bash scripts/build-wasm.sh
-fi
+step "wasm package (size printed below)"
+bash scripts/build-wasm.sh
 
-if [ -f scripts/test-browser.sh ]; then
-  step "browser tests (headless Chromium)"
-  bash scripts/test-browser.sh
-fi
+step "browser tests of the client (wasm-bindgen-test, headless Chromium)"
+bash scripts/test-browser.sh
+
+step "end-to-end tests of the demo (Playwright, headless Chromium)"
+PRESENCE_SERVER_BIN=target/debug/presence-server bash scripts/test-e2e.sh
