@@ -7,9 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 target_dir="${CARGO_TARGET_DIR:-target}"
-cargo build --release --target wasm32-unknown-unknown -p presence-client
+cargo build --profile wasm-release --target wasm32-unknown-unknown -p presence-client
 wasm-bindgen --target web --remove-name-section --remove-producers-section --out-dir pkg \
-  "$target_dir/wasm32-unknown-unknown/release/presence_client.wasm"
+  "$target_dir/wasm32-unknown-unknown/wasm-release/presence_client.wasm"
 
 # Optional shrinking with npm tools (binaryen's wasm-opt, esbuild); override their paths with WASM_OPT / ESBUILD.
 wasm_opt="${WASM_OPT:-node_modules/.bin/wasm-opt}"
