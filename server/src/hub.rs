@@ -530,7 +530,8 @@ impl Hub {
     }
 
     /// Sends a user-level event about `user_id` to their own connections (own view) and to every connection
-    /// following their presence (public view), once per connection.
+    /// following their presence (public view), once per connection. `user.updated` about an invisible user
+    /// goes to their own connections only.
     fn user_event(
         &self,
         st: &State,
@@ -558,6 +559,12 @@ impl Hub {
             }
         }
         audience.retain(|c| !own.contains(c));
+        if kind == event_type::USER_UPDATED && entry.rec.invisible {
+            // A live update would tell others that an invisible user is active right now: while invisible,
+            // updates reach only the user's own connections (others read the new fields from queries, or from
+            // the presence event when the user becomes visible again).
+            audience.clear();
+        }
         if !audience.is_empty() {
             let mut ev = event(kind, now);
             ev.user = Some(entry.rec.public_view(entry.visible_online()));

@@ -251,15 +251,34 @@ async fn toggling_invisible_while_connected_flips_presence_for_others() {
             ws.connection_id
         );
     }
-    // Others' user.updated does not reveal anything.
-    let upd = bob
-        .wait_for("user.updated about alice", WAIT, |v| {
-            is_type_of(v, event_type::USER_UPDATED, "alice")
+    assert_looks_offline(&s, "bob", None).await;
+
+    // While invisible, her updates reach only her own connections: a live user.updated would tell others she
+    // is active right now.
+    bob.drain(ms(200)).await;
+    carol.drain(ms(50)).await;
+    s.partial_update(
+        &Auth::user("alice"),
+        "alice",
+        json!({ "status": "secretly here" }),
+        &[],
+    )
+    .await
+    .ok(200);
+    for ws in [&mut tab1, &mut tab2] {
+        let upd = ws
+            .wait_for("own user.updated", WAIT, |v| {
+                is_type_of(v, event_type::USER_UPDATED, "alice")
+            })
+            .await;
+        assert_eq!(upd["user"]["status"], "secretly here", "{upd}");
+    }
+    for ws in [&mut bob, &mut carol] {
+        ws.expect_none("any event about alice", QUIET, |v| {
+            v["user"]["id"] == "alice"
         })
         .await;
-    assert_eq!(upd["user"]["online"], false, "{upd}");
-    assert_public_user(&upd["user"], "alice");
-    assert_looks_offline(&s, "bob", None).await;
+    }
 
     // Back to visible.
     s.partial_update(
@@ -375,14 +394,12 @@ async fn last_active_seen_by_others_is_frozen_while_invisible() {
     )
     .await
     .ok(200);
-    let upd = bob
-        .wait_for("user.updated about alice", WAIT, |v| {
-            is_type_of(v, event_type::USER_UPDATED, "alice")
-        })
-        .await;
-    assert_eq!(upd["user"]["online"], false, "{upd}");
-    assert_eq!(time(&upd["user"]["last_active"]), time(&frozen), "{upd}");
-    bob.expect_no_presence("alice", ms(300)).await;
+    // Her update is not broadcast to others while she is invisible; what they can read still says offline.
+    bob.expect_none("any event about invisible alice", QUIET, |v| {
+        v["user"]["id"] == "alice"
+    })
+    .await;
+    assert_looks_offline(&s, "bob", Some(&frozen)).await;
 
     // Visible again: a fresh last_active comes with the online event.
     s.partial_update(
