@@ -597,12 +597,7 @@ impl Hub {
     ) -> Result<BTreeMap<String, User>, Failure> {
         const OP: &str = "UpdateUsers";
         let source = source_of(caller);
-        if users.is_empty() {
-            return Err(Failure::input("users must not be empty").in_operation(OP));
-        }
-        if users.len() > 100 {
-            return Err(Failure::input("at most 100 users per request").in_operation(OP));
-        }
+        check_batch(users.len()).map_err(|e| e.in_operation(OP))?;
         for (id, obj) in users {
             if let Some(given) = obj.get("id") {
                 if given.as_str() != Some(id.as_str()) {
@@ -651,12 +646,7 @@ impl Hub {
     ) -> Result<BTreeMap<String, User>, Failure> {
         const OP: &str = "UpdateUsersPartial";
         let source = source_of(caller);
-        if updates.is_empty() {
-            return Err(Failure::input("users must not be empty").in_operation(OP));
-        }
-        if updates.len() > 100 {
-            return Err(Failure::input("at most 100 users per request").in_operation(OP));
-        }
+        check_batch(updates.len()).map_err(|e| e.in_operation(OP))?;
         for u in updates {
             permit_write(caller, &u.id)?;
             for (field, value) in &u.set {
@@ -1287,6 +1277,15 @@ fn set_invisible(rec: &mut UserRecord, invisible: bool, connected: bool, now: Da
         rec.frozen_last_active = rec.last_active;
     } else {
         rec.frozen_last_active = None;
+    }
+}
+
+/// A user write names between 1 and 100 users.
+fn check_batch(len: usize) -> Result<(), Failure> {
+    match len {
+        0 => Err(Failure::input("users must not be empty")),
+        1..=100 => Ok(()),
+        _ => Err(Failure::input("at most 100 users per request")),
     }
 }
 

@@ -1,6 +1,6 @@
 //! REST endpoints: request decoding, authentication, and the success and error envelopes.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,7 +16,7 @@ use presence_protocol::codes::error_code;
 use presence_protocol::{
     ChannelQueryRequest, DurationResponse, PartialUpdateUsersRequest, QueryChannelsRequest,
     QueryChannelsResponse, QueryUsersPayload, QueryUsersResponse, UpdateUsersResponse,
-    UpsertUsersRequest,
+    UpsertUsersRequest, User,
 };
 use serde::de::DeserializeOwned;
 
@@ -114,11 +114,7 @@ pub async fn upsert_users(
     let caller = authenticate(&app, &headers, &q)?;
     let req: UpsertUsersRequest = body(b)?;
     let users = app.hub.upsert_users(&caller, &req.users).await?;
-    Ok(created(UpdateUsersResponse {
-        users,
-        membership_deletion_task_id: String::new(),
-        duration: duration(),
-    }))
+    Ok(users_reply(StatusCode::CREATED, users))
 }
 
 pub async fn partial_update_users(
@@ -131,12 +127,17 @@ pub async fn partial_update_users(
     let caller = authenticate(&app, &headers, &q)?;
     let req: PartialUpdateUsersRequest = body(b)?;
     let users = app.hub.partial_update_users(&caller, &req.users).await?;
-    Ok(Json(UpdateUsersResponse {
+    Ok(users_reply(StatusCode::OK, users))
+}
+
+/// The answer to both user writes: the users as written, keyed by id.
+fn users_reply(status: StatusCode, users: BTreeMap<String, User>) -> Response {
+    let body = UpdateUsersResponse {
         users,
         membership_deletion_task_id: String::new(),
         duration: duration(),
-    })
-    .into_response())
+    };
+    (status, Json(body)).into_response()
 }
 
 pub async fn query_users(
