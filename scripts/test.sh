@@ -16,6 +16,10 @@ cargo fmt --all -- --check
 step "cargo clippy (native, all targets)"
 cargo clippy --workspace --all-targets -- -D warnings
 
+step "cargo clippy (the client's browser layer, wasm32)"
+cargo clippy -p presence-client --target wasm32-unknown-unknown --all-targets -- -D warnings \
+  -W clippy::await_holding_refcell_ref
+
 step "native tests"
 cargo test --workspace --no-fail-fast
 
