@@ -14,12 +14,20 @@ wasm-bindgen --target web --remove-name-section --remove-producers-section --out
 # Optional shrinking with npm tools (binaryen's wasm-opt, esbuild); override their paths with WASM_OPT / ESBUILD.
 wasm_opt="${WASM_OPT:-node_modules/.bin/wasm-opt}"
 esbuild="${ESBUILD:-node_modules/.bin/esbuild}"
+features=(--enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext --enable-mutable-globals
+  --enable-reference-types --enable-multivalue)
 if [ -x "$wasm_opt" ]; then
-  "$wasm_opt" -Oz --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
-    --enable-mutable-globals --enable-reference-types --enable-multivalue \
-    pkg/presence_client_bg.wasm -o pkg/presence_client_bg.opt.wasm
+  "$wasm_opt" -Oz "${features[@]}" pkg/presence_client_bg.wasm -o pkg/presence_client_bg.opt.wasm
   mv pkg/presence_client_bg.opt.wasm pkg/presence_client_bg.wasm
   echo "wasm-opt: npm binaryen applied"
+  # Import and export names down to a letter or two (wasm-bindgen's carry 16 hex digits each, written twice);
+  # the glue is rewritten to match and checked against the module.
+  "$wasm_opt" "${features[@]}" --minify-imports-and-exports-and-modules pkg/presence_client_bg.wasm \
+    -o pkg/presence_client_bg.min.wasm >pkg/names.json
+  node scripts/minify-names.mjs pkg/names.json pkg/presence_client_bg.min.wasm pkg/presence_client.js
+  mv pkg/presence_client_bg.min.wasm pkg/presence_client_bg.wasm
+  rm pkg/names.json
+  echo "wasm-opt: import and export names minified"
 fi
 if [ -x "$esbuild" ]; then
   "$esbuild" pkg/presence_client.js --minify --format=esm --log-level=warning --outfile=pkg/presence_client.min.js
