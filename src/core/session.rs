@@ -12,8 +12,8 @@ use presence_protocol::event::HealthCheckPing;
 use presence_protocol::{ApiError, Event};
 
 use crate::core::{
-    client_code, uuid_v4, Backoff, ClientError, Millis, Subscription, Subscriptions, UserPresence,
-    UserStore,
+    client_code, decimal, uuid_v4, Backoff, ClientError, Millis, Subscription, Subscriptions,
+    UserPresence, UserStore,
 };
 
 /// Timing of the session; defaults follow the protocol.
@@ -286,7 +286,7 @@ impl Session {
             ));
         }
         self.user_id = Some(user_id.to_string());
-        self.client_id = format!("{user_id}--{}", uuid_v4(&mut self.rng));
+        self.client_id = [user_id, "--", &uuid_v4(&mut self.rng)].concat();
         let ping = [HealthCheckPing {
             kind: event_type::HEALTH_CHECK.to_string(),
             client_id: self.client_id.clone(),
@@ -645,10 +645,13 @@ impl Session {
         self.give_up(ClientError {
             code: error.code,
             status: (error.status != 0).then_some(error.status),
-            message: format!(
-                "WS failed with code {} and reason - {}",
-                error.code, error.message
-            ),
+            message: [
+                "WS failed with code ",
+                &decimal(error.code),
+                " and reason - ",
+                &error.message,
+            ]
+            .concat(),
         });
     }
 

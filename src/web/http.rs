@@ -7,7 +7,7 @@ use wasm_bindgen::JsValue;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{AbortController, Headers, Request, RequestInit, Response};
 
-use crate::core::{client_code, ClientError};
+use crate::core::{client_code, decimal, ClientError};
 use crate::web::js;
 
 /// The `X-Stream-Client` value this client identifies with.
@@ -26,7 +26,13 @@ pub struct Call<'a> {
 fn network(call: &Call<'_>, detail: &str) -> ClientError {
     ClientError::new(
         client_code::NETWORK,
-        format!("{} failed: no answer from the server ({detail})", call.name),
+        [
+            call.name,
+            " failed: no answer from the server (",
+            detail,
+            ")",
+        ]
+        .concat(),
     )
 }
 
@@ -70,7 +76,7 @@ pub async fn fetch_json(call: Call<'_>) -> Result<JsValue, ClientError> {
     let response: Response = response.dyn_into().map_err(|_| {
         ClientError::new(
             client_code::BAD_RESPONSE,
-            format!("{} failed: not a response", call.name),
+            [call.name, " failed: not a response"].concat(),
         )
     })?;
     let status = response.status();
@@ -82,7 +88,7 @@ pub async fn fetch_json(call: Call<'_>) -> Result<JsValue, ClientError> {
         return body.filter(JsValue::is_object).ok_or_else(|| {
             ClientError::new(
                 client_code::BAD_RESPONSE,
-                format!("{} failed: the answer is not a JSON object", call.name),
+                [call.name, " failed: the answer is not a JSON object"].concat(),
             )
         });
     }
@@ -90,9 +96,13 @@ pub async fn fetch_json(call: Call<'_>) -> Result<JsValue, ClientError> {
     Err(ClientError {
         code: error.code,
         status: Some(error.status),
-        message: format!(
-            "{} failed with error code {}: {}",
-            call.name, error.code, error.message
-        ),
+        message: [
+            call.name,
+            " failed with error code ",
+            &decimal(error.code),
+            ": ",
+            &error.message,
+        ]
+        .concat(),
     })
 }

@@ -6,11 +6,12 @@ use js_sys::{Object, Reflect};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 
-use crate::core::{client_code, ClientError, PresenceState, Rejection, UserPresence};
+use crate::core::{client_code, decimal, ClientError, PresenceState, Rejection, UserPresence};
 
 #[wasm_bindgen]
 extern "C" {
-    /// Any object that came from the wire or from the app: read through plain property access.
+    /// Any object that came from the wire or from the app: the fields of the frame path are read through plain
+    /// property access (one import each); the rest through `get`.
     pub type Wire;
 
     #[wasm_bindgen(method, getter, js_name = type)]
@@ -33,30 +34,8 @@ extern "C" {
     pub fn cid(this: &Wire) -> JsValue;
     #[wasm_bindgen(method, getter)]
     pub fn error(this: &Wire) -> JsValue;
-    #[wasm_bindgen(method, getter)]
-    pub fn code(this: &Wire) -> JsValue;
-    #[wasm_bindgen(method, getter)]
-    pub fn message(this: &Wire) -> JsValue;
-    #[wasm_bindgen(method, getter, js_name = StatusCode)]
-    pub fn status_code(this: &Wire) -> JsValue;
-    #[wasm_bindgen(method, getter)]
-    pub fn users(this: &Wire) -> JsValue;
-    #[wasm_bindgen(method, getter)]
-    pub fn channels(this: &Wire) -> JsValue;
-    #[wasm_bindgen(method, getter)]
-    pub fn channel(this: &Wire) -> JsValue;
-    #[wasm_bindgen(method, getter)]
-    pub fn members(this: &Wire) -> JsValue;
-    #[wasm_bindgen(method, getter)]
-    pub fn watchers(this: &Wire) -> JsValue;
-    #[wasm_bindgen(method, getter)]
-    pub fn watcher_count(this: &Wire) -> JsValue;
-    #[wasm_bindgen(method, getter)]
-    pub fn user_id(this: &Wire) -> JsValue;
     #[wasm_bindgen(method, setter)]
     pub fn set_received_at(this: &Wire, value: &JsValue);
-    #[wasm_bindgen(method, setter)]
-    pub fn set_user(this: &Wire, value: &JsValue);
 
     /// `JSON.parse` on a JS string, which stays on the JS side.
     #[wasm_bindgen(js_namespace = JSON, js_name = parse, catch)]
@@ -146,16 +125,17 @@ pub fn invalid(message: impl Into<String>) -> ClientError {
 pub fn rejection_of(body: &JsValue, http_status: u16) -> Rejection {
     let (code, message, status) = match wire(body) {
         Some(body) => (
-            body.code().as_f64().map(|c| c as i64),
-            body.message().as_string(),
-            body.status_code().as_f64().map(|s| s as u16),
+            get(body, "code").as_f64().map(|c| c as i64),
+            get(body, "message").as_string(),
+            get(body, "StatusCode").as_f64().map(|s| s as u16),
         ),
         None => (None, None, None),
     };
     Rejection {
         code: code.unwrap_or(-1),
         status: status.unwrap_or(http_status),
-        message: message.unwrap_or_else(|| format!("HTTP status {http_status}")),
+        message: message
+            .unwrap_or_else(|| ["HTTP status ", &decimal(i64::from(http_status))].concat()),
     }
 }
 
