@@ -195,10 +195,10 @@ impl Client {
         let base_url = js::get(&options, "baseURL")
             .as_string()
             .unwrap_or_else(|| "https://chat.stream-io-api.com".to_string());
-        let base_url = base_url.trim_end_matches('/').to_string();
+        let base_url = without_trailing_slashes(base_url);
         let ws_url = js::get(&options, "wsBaseURL")
             .as_string()
-            .map(|u| u.trim_end_matches('/').to_string())
+            .map(without_trailing_slashes)
             .unwrap_or_else(|| match base_url.strip_prefix("http") {
                 Some(rest) => ["ws", rest].concat(),
                 None => base_url.clone(),
@@ -385,6 +385,13 @@ impl Client {
     pub fn off(&self, type_or_handler: JsValue, handler: Option<Function>) {
         unsubscribe(&self.inner.listeners, type_or_handler, handler);
     }
+}
+
+fn without_trailing_slashes(mut url: String) -> String {
+    while url.as_bytes().last() == Some(&b'/') {
+        url.pop();
+    }
+    url
 }
 
 fn valid_channel_part(value: &str, allow_bang: bool) -> bool {
@@ -1484,10 +1491,13 @@ pub(crate) fn channel_query_call(
 
 /// A static token must name the connecting user, as the reference SDK checks before any network call.
 fn check_token_user(token: &str, user_id: &str) -> Result<(), ClientError> {
-    let payload = token
-        .split_once('.')
-        .and_then(|(_, rest)| rest.split_once('.'))
-        .map_or("", |(payload, _)| payload);
+    // The middle one of the three dot-separated parts. A byte search and `get` (which cannot panic) keep the str
+    // pattern and slice-panic machinery out of the bundle.
+    let after_dot = |s: &str| s.bytes().position(|b| b == b'.');
+    let payload = after_dot(token)
+        .and_then(|first| token.get(first + 1..))
+        .and_then(|rest| after_dot(rest).and_then(|second| rest.get(..second)))
+        .unwrap_or("");
     // base64url without padding → standard base64 with padding, for atob.
     let mut standard = String::with_capacity(payload.len() + 3);
     for c in payload.chars() {
