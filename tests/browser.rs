@@ -548,6 +548,8 @@ async fn last_active_is_refreshed_on_the_configured_interval() {
     )
     .await;
     let first = get(&open, "me.last_active").as_string().unwrap();
+    let connection = client.connection_id();
+    assert!(connection.is_some());
     let mut waited = 0;
     loop {
         let now = get(&client.user(), "last_active")
@@ -563,6 +565,8 @@ async fn last_active_is_refreshed_on_the_configured_interval() {
         sleep(100).await;
         waited += 100;
     }
+    // The refresh is a ping the server answered on the same connection (a frame it refused would have closed it).
+    assert_eq!(client.connection_id(), connection);
     disconnect(&client).await;
 }
 

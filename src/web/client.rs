@@ -652,9 +652,10 @@ impl ClientInner {
             } => {
                 self.close_socket(socket, code, reason);
             }
-            Effect::Send { socket, text } => {
+            Effect::Ping { socket } => {
+                let frame = self.ping_frame();
                 if let Some(current) = self.socket.borrow().as_ref().filter(|s| s.id == socket) {
-                    current.send(&text);
+                    current.send(&frame);
                 }
             }
             Effect::ConnectionChanged { online } => {
@@ -702,6 +703,14 @@ impl ClientInner {
                 self.emit_client(event_type::CONNECTION_RECOVERED, &event.into());
             }
         }
+    }
+
+    /// The keep-alive frame: `[{"type":"health.check","client_id":…}]`.
+    fn ping_frame(&self) -> String {
+        let ping = local_event(event_type::HEALTH_CHECK);
+        let client_id = JsValue::from_str(self.session.borrow().client_id());
+        js::set(&ping, "client_id", &client_id);
+        js::to_json(&Array::of1(&ping))
     }
 
     fn emit_client(&self, event_type: &str, event: &JsValue) {
