@@ -159,18 +159,18 @@ fn client_gone() -> ClientError {
 #[wasm_bindgen]
 impl Channel {
     #[wasm_bindgen(getter, js_name = type)]
-    pub fn channel_type(&self) -> String {
-        self.inner.channel_type.clone()
+    pub fn channel_type(&self) -> JsValue {
+        JsValue::from_str(&self.inner.channel_type)
     }
 
     #[wasm_bindgen(getter)]
-    pub fn id(&self) -> Option<String> {
-        self.inner.id()
+    pub fn id(&self) -> JsValue {
+        js::string_or_undefined(self.inner.id().as_deref())
     }
 
     #[wasm_bindgen(getter)]
-    pub fn cid(&self) -> Option<String> {
-        self.inner.cid()
+    pub fn cid(&self) -> JsValue {
+        js::string_or_undefined(self.inner.cid().as_deref())
     }
 
     /// The channel object of the last answer (before any: the data given to `client.channel()`).

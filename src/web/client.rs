@@ -247,8 +247,8 @@ impl Client {
     }
 
     #[wasm_bindgen(getter, js_name = userID)]
-    pub fn user_id(&self) -> Option<String> {
-        self.inner.session.borrow().user_id().map(str::to_string)
+    pub fn user_id(&self) -> JsValue {
+        js::string_or_undefined(self.inner.session.borrow().user_id())
     }
 
     /// `{ users }`: every user the client has seen, by id, replaced by each event about them.
@@ -259,17 +259,13 @@ impl Client {
 
     /// The id the server gave the open connection.
     #[wasm_bindgen(getter, js_name = connectionId)]
-    pub fn connection_id(&self) -> Option<String> {
-        self.inner
-            .session
-            .borrow()
-            .connection_id()
-            .map(str::to_string)
+    pub fn connection_id(&self) -> JsValue {
+        js::string_or_undefined(self.inner.session.borrow().connection_id())
     }
 
     /// A development token (accepted only by servers with auth checks disabled).
     #[wasm_bindgen(js_name = devToken)]
-    pub fn dev_token(&self, user_id: JsValue) -> Result<String, JsValue> {
+    pub fn dev_token(&self, user_id: JsValue) -> Result<JsValue, JsValue> {
         let user_id = user_id
             .as_string()
             .filter(|id| !id.is_empty())
@@ -283,7 +279,8 @@ impl Client {
             .collect();
         let encoded =
             js::btoa(&bytes).map_err(|e| js::to_js_error(&js::invalid(js::describe(&e))))?;
-        Ok([DEV_TOKEN_HEADER, ".", &encoded, ".devtoken"].concat())
+        let token = [DEV_TOKEN_HEADER, ".", &encoded, ".devtoken"].concat();
+        Ok(JsValue::from_str(&token))
     }
 
     /// Connects `user` with a token or an async token provider; resolves to the first `health.check` event.

@@ -75,6 +75,12 @@ pub fn to_json(value: &JsValue) -> String {
         .unwrap_or_else(|| "null".to_string())
 }
 
+/// A JS string, or `undefined`. Exported getters return strings this way: a `JsValue` crosses the boundary
+/// as is, where an `Option<String>` return needs its own copy-out code in the module and in the glue.
+pub fn string_or_undefined(value: Option<&str>) -> JsValue {
+    value.map_or(JsValue::UNDEFINED, JsValue::from_str)
+}
+
 /// A shallow copy of an object (`{...value}`).
 pub fn shallow_copy(value: &JsValue) -> Object {
     let copy = Object::new();
