@@ -20,7 +20,7 @@ use crate::web::http::{self, Call, CLIENT_NAME};
 use crate::web::js::{self, wire};
 use crate::web::page::PageEvents;
 use crate::web::socket::Socket;
-use crate::web::{drop_later, promise, spawn};
+use crate::web::{drop_later, promise, spawn, timeout};
 
 const DEFAULT_TIMEOUT_MS: u32 = 10_000;
 /// The header segment of every HS256 JWT, and so of dev tokens.
@@ -563,9 +563,12 @@ impl ClientInner {
                 let mut deadline = None;
                 let closed = Promise::new(&mut |resolve, _| {
                     let _ = ws.add_event_listener_with_callback("close", &resolve);
-                    deadline = Some(Timeout::new(timeout_ms, move || {
-                        let _ = resolve.call0(&JsValue::UNDEFINED);
-                    }));
+                    deadline = Some(timeout(
+                        timeout_ms,
+                        Box::new(move || {
+                            let _ = resolve.call0(&JsValue::UNDEFINED);
+                        }),
+                    ));
                 });
                 let _ = JsFuture::from(closed).await;
                 drop(deadline);
@@ -616,15 +619,18 @@ impl ClientInner {
         let replacement = next.map(|at| {
             let weak = self.me.clone();
             let delay = at.saturating_sub(js::now()).min(u64::from(u32::MAX / 2)) as u32;
-            let timeout = Timeout::new(delay, move || {
-                if let Some(inner) = weak.upgrade() {
-                    let fired = inner.timer.borrow_mut().take();
-                    drop_later(Box::new(fired));
-                    inner.session.borrow_mut().handle_timeout(js::now());
-                    inner.pump(None);
-                }
-            });
-            (at, timeout)
+            let timer = timeout(
+                delay,
+                Box::new(move || {
+                    if let Some(inner) = weak.upgrade() {
+                        let fired = inner.timer.borrow_mut().take();
+                        drop_later(Box::new(fired));
+                        inner.session.borrow_mut().handle_timeout(js::now());
+                        inner.pump(None);
+                    }
+                }),
+            );
+            (at, timer)
         });
         let old = self.timer.replace(replacement);
         drop(old);

@@ -1,14 +1,13 @@
 //! REST calls over the global `fetch`: JSON in, JSON out, the API error envelope turned into a `ClientError`,
 //! and a timeout through `AbortController`.
 
-use gloo_timers::callback::Timeout;
 use wasm_bindgen::JsCast;
 use wasm_bindgen::JsValue;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{AbortController, Headers, Request, RequestInit, Response};
 
 use crate::core::{client_code, decimal, ClientError};
-use crate::web::js;
+use crate::web::{js, timeout};
 
 /// The `X-Stream-Client` value this client identifies with.
 pub const CLIENT_NAME: &str = concat!("presence-client-v", env!("CARGO_PKG_VERSION"), "-browser");
@@ -69,7 +68,7 @@ pub async fn fetch_json(call: Call<'_>) -> Result<JsValue, ClientError> {
         None => build().map_err(|e| network(&call, &js::describe(&e)))?,
     };
     let _deadline =
-        controller.map(|controller| Timeout::new(call.timeout_ms, move || controller.abort()));
+        controller.map(|controller| timeout(call.timeout_ms, Box::new(move || controller.abort())));
     let response = JsFuture::from(js::fetch_request(&request))
         .await
         .map_err(|e| network(&call, &js::describe(&e)))?;

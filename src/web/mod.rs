@@ -32,6 +32,12 @@ fn spawn(task: Pin<Box<dyn Future<Output = ()>>>) {
     wasm_bindgen_futures::spawn_local(task);
 }
 
+/// A timer running `callback` once after `ms`, cancelled when dropped. The callback is boxed so that every
+/// timer of the client shares one instance of the closure glue (gloo's `Timeout` is generic over it).
+fn timeout(ms: u32, callback: Box<dyn FnOnce()>) -> gloo_timers::callback::Timeout {
+    gloo_timers::callback::Timeout::new(ms, callback)
+}
+
 /// Drops `value` once the current JS task has returned: for handlers and timers that may be running right now.
 fn drop_later(value: Box<dyn std::any::Any>) {
     spawn(Box::pin(async move { drop(value) }));
