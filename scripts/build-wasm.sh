@@ -21,9 +21,10 @@ if [ -x "$wasm_opt" ]; then
   mv pkg/presence_client_bg.opt.wasm pkg/presence_client_bg.wasm
   echo "wasm-opt: npm binaryen applied"
   # Import and export names down to a letter or two (wasm-bindgen's carry 16 hex digits each, written twice);
-  # the glue is rewritten to match and checked against the module.
-  "$wasm_opt" "${features[@]}" --minify-imports-and-exports-and-modules pkg/presence_client_bg.wasm \
-    -o pkg/presence_client_bg.min.wasm >pkg/names.json
+  # the glue is rewritten to match and checked against the module. The target_features section, which only
+  # tools read and wasm-bindgen already has, goes too.
+  "$wasm_opt" "${features[@]}" --minify-imports-and-exports-and-modules --strip-target-features \
+    pkg/presence_client_bg.wasm -o pkg/presence_client_bg.min.wasm >pkg/names.json
   node scripts/minify-names.mjs pkg/names.json pkg/presence_client_bg.min.wasm pkg/presence_client.js
   mv pkg/presence_client_bg.min.wasm pkg/presence_client_bg.wasm
   rm pkg/names.json
