@@ -21,6 +21,11 @@ pub mod client_code {
     pub const TOKEN_PROVIDER: i64 = 1006;
 }
 
+/// A code or status in decimal, for messages. `to_string` on integers does not go through `format!`.
+pub fn decimal(n: i64) -> String {
+    n.to_string()
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientError {
     pub code: i64,
@@ -45,7 +50,7 @@ impl ClientError {
     pub fn not_connected(call: &str) -> Self {
         Self::new(
             client_code::NOT_CONNECTED,
-            format!("{call}() needs a connected user: call connectUser() first"),
+            [call, "() needs a connected user: call connectUser() first"].concat(),
         )
     }
 
@@ -54,10 +59,14 @@ impl ClientError {
         ClientError {
             code: error.code,
             status: (error.status_code != 0).then_some(error.status_code),
-            message: format!(
-                "{context} failed with code {}: {}",
-                error.code, error.message
-            ),
+            message: [
+                context,
+                " failed with code ",
+                &decimal(error.code),
+                ": ",
+                &error.message,
+            ]
+            .concat(),
         }
     }
 }

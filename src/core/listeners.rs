@@ -14,7 +14,7 @@ pub struct ListenerId(u64);
 struct Entry<L> {
     id: ListenerId,
     /// `None` for listeners of every event.
-    event_type: Option<Box<str>>,
+    event_type: Option<String>,
     listener: L,
 }
 
@@ -38,7 +38,7 @@ impl<L: Clone> Listeners<L> {
     pub fn add(&mut self, event_type: Option<&str>, listener: L) -> ListenerId {
         self.next_id += 1;
         let id = ListenerId(self.next_id);
-        let event_type = event_type.filter(|t| *t != ALL_EVENTS).map(Box::from);
+        let event_type = event_type.filter(|t| *t != ALL_EVENTS).map(String::from);
         self.entries.push(Entry {
             id,
             event_type,

@@ -12,7 +12,7 @@ pub mod store;
 pub mod subscriptions;
 
 pub use backoff::Backoff;
-pub use error::{client_code, ClientError};
+pub use error::{client_code, decimal, ClientError};
 pub use listeners::{dispatch, ListenerId, Listeners};
 pub use session::{Config, Effect, Frame, FrameVerdict, Rejection, Session, SocketId};
 pub use store::{PresenceState, UserPresence, UserStore};

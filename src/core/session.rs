@@ -5,15 +5,12 @@
 //! queue of [`Effect`]s. Every deadline is computed from recorded instants, never from counting timer ticks, so
 //! throttled timers (background tabs fire at most once a minute) only make the client late, never wrong.
 
-use std::collections::VecDeque;
-
 use presence_protocol::codes::{close_code, error_code, event_type, timing};
-use presence_protocol::event::HealthCheckPing;
 use presence_protocol::{ApiError, Event};
 
 use crate::core::{
-    client_code, uuid_v4, Backoff, ClientError, Millis, Subscription, Subscriptions, UserPresence,
-    UserStore,
+    client_code, decimal, uuid_v4, Backoff, ClientError, Millis, Subscription, Subscriptions,
+    UserPresence, UserStore,
 };
 
 /// Timing of the session; defaults follow the protocol.
@@ -72,8 +69,9 @@ pub enum Effect {
         code: Option<u16>,
         reason: &'static str,
     },
-    /// Send a text frame on that socket.
-    Send { socket: SocketId, text: String },
+    /// Send the keep-alive frame on that socket: `[{"type":"health.check","client_id":…}]` with
+    /// [`Session::client_id`] (serialized by the embedding layer, which has a JSON serializer at hand).
+    Ping { socket: SocketId },
     /// Emit the local `connection.changed` event.
     ConnectionChanged { online: bool },
     /// The pending `connectUser` succeeds with the frame being handled.
@@ -215,7 +213,6 @@ pub struct Session {
     backoff: Backoff,
     user_id: Option<String>,
     client_id: String,
-    ping_frame: String,
     token_provider: bool,
     reload_token: bool,
     /// A connection succeeded since `connect`: the next one is a recovery.
@@ -229,7 +226,9 @@ pub struct Session {
     subscriptions: Subscriptions,
     recovery: Option<Recovery>,
     recovery_generation: u64,
-    effects: VecDeque<Effect>,
+    /// A FIFO queue; a Vec rather than a VecDeque because it holds a handful of effects at most, and each
+    /// collection type adds its own code to the wasm bundle.
+    effects: Vec<Effect>,
 }
 
 impl Session {
@@ -242,7 +241,6 @@ impl Session {
             backoff,
             user_id: None,
             client_id: String::new(),
-            ping_frame: String::new(),
             token_provider: false,
             reload_token: false,
             connected_before: false,
@@ -254,7 +252,7 @@ impl Session {
             subscriptions: Subscriptions::default(),
             recovery: None,
             recovery_generation: 0,
-            effects: VecDeque::new(),
+            effects: Vec::new(),
         }
     }
 
@@ -286,12 +284,7 @@ impl Session {
             ));
         }
         self.user_id = Some(user_id.to_string());
-        self.client_id = format!("{user_id}--{}", uuid_v4(&mut self.rng));
-        let ping = [HealthCheckPing {
-            kind: event_type::HEALTH_CHECK.to_string(),
-            client_id: self.client_id.clone(),
-        }];
-        self.ping_frame = serde_json::to_string(&ping).unwrap_or_default();
+        self.client_id = [user_id, "--", &uuid_v4(&mut self.rng)].concat();
         self.token_provider = token_provider;
         self.connect_deadline = Some(now.saturating_add(self.config.connect_budget));
         self.start_attempt(now);
@@ -302,23 +295,21 @@ impl Session {
     /// subscriptions and the cache, and stops every timer.
     pub fn disconnect(&mut self, _now: Millis) {
         if let Some(socket) = self.current_socket() {
-            self.effects.push_back(Effect::CloseSocket {
+            self.effects.push(Effect::CloseSocket {
                 socket,
                 code: Some(close_code::NORMAL),
                 reason: "Manually closed connection by calling client.disconnect()",
             });
         }
         if self.connect_deadline.take().is_some() {
-            self.effects
-                .push_back(Effect::ConnectRejected(ClientError::new(
-                    client_code::DISCONNECTED,
-                    "connectUser() was cancelled by disconnectUser()",
-                )));
+            self.effects.push(Effect::ConnectRejected(ClientError::new(
+                client_code::DISCONNECTED,
+                "connectUser() was cancelled by disconnectUser()",
+            )));
         }
         self.phase = Phase::Idle;
         self.user_id = None;
         self.client_id.clear();
-        self.ping_frame.clear();
         self.token_provider = false;
         self.reload_token = false;
         self.connected_before = false;
@@ -356,7 +347,7 @@ impl Session {
                 self.set_healthy();
                 self.observe_frame_users(frame);
                 if self.connect_deadline.take().is_some() {
-                    self.effects.push_back(Effect::ConnectResolved);
+                    self.effects.push(Effect::ConnectResolved);
                 }
                 if self.connected_before {
                     self.start_recovery();
@@ -421,7 +412,7 @@ impl Session {
                 self.offline_event_at = None;
                 if !self.healthy {
                     self.effects
-                        .push_back(Effect::ConnectionChanged { online: false });
+                        .push(Effect::ConnectionChanged { online: false });
                 }
             }
         }
@@ -479,7 +470,7 @@ impl Session {
     /// hides a reload from peers) and stay quiet until the page shows again.
     pub fn handle_page_hide(&mut self, _now: Millis) {
         if let Some(socket) = self.current_socket() {
-            self.effects.push_back(Effect::CloseSocket {
+            self.effects.push(Effect::CloseSocket {
                 socket,
                 code: Some(close_code::CLIENT_GOING_AWAY),
                 reason: "page hidden",
@@ -590,7 +581,11 @@ impl Session {
     }
 
     pub fn poll_effect(&mut self) -> Option<Effect> {
-        self.effects.pop_front()
+        if self.effects.is_empty() {
+            None
+        } else {
+            Some(self.effects.remove(0))
+        }
     }
 
     fn current_socket(&self) -> Option<SocketId> {
@@ -608,7 +603,7 @@ impl Session {
             socket,
             deadline: now.saturating_add(self.config.attempt_timeout),
         };
-        self.effects.push_back(Effect::OpenSocket {
+        self.effects.push(Effect::OpenSocket {
             socket,
             reload_token: std::mem::take(&mut self.reload_token),
         });
@@ -617,7 +612,7 @@ impl Session {
     /// The current socket failed or died: abandon it and wait a backoff delay.
     fn retry_later(&mut self, now: Millis) {
         if let Some(socket) = self.current_socket() {
-            self.effects.push_back(Effect::CloseSocket {
+            self.effects.push(Effect::CloseSocket {
                 socket,
                 code: None,
                 reason: "",
@@ -637,7 +632,7 @@ impl Session {
             self.retry_later(now);
             return;
         }
-        self.effects.push_back(Effect::CloseSocket {
+        self.effects.push(Effect::CloseSocket {
             socket,
             code: None,
             reason: "",
@@ -645,17 +640,20 @@ impl Session {
         self.give_up(ClientError {
             code: error.code,
             status: (error.status != 0).then_some(error.status),
-            message: format!(
-                "WS failed with code {} and reason - {}",
-                error.code, error.message
-            ),
+            message: [
+                "WS failed with code ",
+                &decimal(error.code),
+                " and reason - ",
+                &error.message,
+            ]
+            .concat(),
         });
     }
 
     /// Stops trying: fails a pending `connectUser`, or reports the connection down for good.
     fn give_up(&mut self, error: ClientError) {
         if let Some(socket) = self.current_socket() {
-            self.effects.push_back(Effect::CloseSocket {
+            self.effects.push(Effect::CloseSocket {
                 socket,
                 code: None,
                 reason: "",
@@ -668,11 +666,11 @@ impl Session {
             self.user_id = None;
             self.connected_before = false;
             self.healthy = false;
-            self.effects.push_back(Effect::ConnectRejected(error));
+            self.effects.push(Effect::ConnectRejected(error));
         } else if self.connected_before {
             self.healthy = false;
             self.effects
-                .push_back(Effect::ConnectionChanged { online: false });
+                .push(Effect::ConnectionChanged { online: false });
         }
     }
 
@@ -681,7 +679,7 @@ impl Session {
         if !self.healthy {
             self.healthy = true;
             self.effects
-                .push_back(Effect::ConnectionChanged { online: true });
+                .push(Effect::ConnectionChanged { online: true });
         }
     }
 
@@ -693,10 +691,7 @@ impl Session {
     }
 
     fn send_ping(&mut self, socket: SocketId) {
-        self.effects.push_back(Effect::Send {
-            socket,
-            text: self.ping_frame.clone(),
-        });
+        self.effects.push(Effect::Ping { socket });
     }
 
     fn observe_frame_users(&mut self, frame: &Frame<'_>) {
@@ -728,7 +723,7 @@ impl Session {
             live: Vec::new(),
         });
         let empty = requests.is_empty();
-        self.effects.push_back(Effect::Resubscribe {
+        self.effects.push(Effect::Resubscribe {
             generation: self.recovery_generation,
             requests,
         });
@@ -758,10 +753,10 @@ impl Session {
             let known = self.users.get(&user.id).is_some();
             if self.users.apply(&user.id, state) && known {
                 self.effects
-                    .push_back(Effect::PresenceChanged { user_id: user.id });
+                    .push(Effect::PresenceChanged { user_id: user.id });
             }
         }
-        self.effects.push_back(Effect::ConnectionRecovered);
+        self.effects.push(Effect::ConnectionRecovered);
     }
 }
 

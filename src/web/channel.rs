@@ -59,7 +59,7 @@ impl ChannelInner {
     }
 
     pub(crate) fn cid(&self) -> Option<String> {
-        self.id().map(|id| format!("{}:{id}", self.channel_type))
+        self.id().map(|id| [&self.channel_type, ":", &id].concat())
     }
 
     /// Takes members, watchers and counts from a channel answer; returns the member users for the cache.
@@ -67,7 +67,7 @@ impl ChannelInner {
         let Some(answer) = wire(answer) else {
             return Vec::new();
         };
-        let channel = answer.channel();
+        let channel = js::get(answer, "channel");
         if channel.is_object() {
             if self.id.borrow().is_none() {
                 *self.id.borrow_mut() = js::get(&channel, "id").as_string();
@@ -76,7 +76,7 @@ impl ChannelInner {
         }
         let members = Object::new();
         let users = Array::new();
-        let list = answer.members();
+        let list = js::get(answer, "members");
         if Array::is_array(&list) {
             for member in Array::from(&list).iter() {
                 let user = js::get(&member, "user");
@@ -90,7 +90,7 @@ impl ChannelInner {
             }
         }
         js::set(&self.state, "members", &members);
-        let list = answer.watchers();
+        let list = js::get(answer, "watchers");
         if Array::is_array(&list) {
             let watchers = Object::new();
             for user in Array::from(&list).iter() {
@@ -100,7 +100,7 @@ impl ChannelInner {
             }
             js::set(&self.state, "watchers", &watchers);
         }
-        let count = answer.watcher_count();
+        let count = js::get(answer, "watcher_count");
         if count.as_f64().is_some() {
             js::set(&self.state, "watcher_count", &count);
         }
@@ -110,8 +110,8 @@ impl ChannelInner {
     /// A user event replaced the cached user: members and watchers follow.
     pub(crate) fn replace_user(&self, id: &str, user: &JsValue) {
         let member = js::get(&js::get(&self.state, "members"), id);
-        if let Some(member) = wire(&member) {
-            member.set_user(user);
+        if member.is_object() {
+            js::set(&member, "user", user);
         }
         let watchers = js::get(&self.state, "watchers");
         if js::get(&watchers, id).is_object() {
@@ -159,18 +159,18 @@ fn client_gone() -> ClientError {
 #[wasm_bindgen]
 impl Channel {
     #[wasm_bindgen(getter, js_name = type)]
-    pub fn channel_type(&self) -> String {
-        self.inner.channel_type.clone()
+    pub fn channel_type(&self) -> JsValue {
+        JsValue::from_str(&self.inner.channel_type)
     }
 
     #[wasm_bindgen(getter)]
-    pub fn id(&self) -> Option<String> {
-        self.inner.id()
+    pub fn id(&self) -> JsValue {
+        js::string_or_undefined(self.inner.id().as_deref())
     }
 
     #[wasm_bindgen(getter)]
-    pub fn cid(&self) -> Option<String> {
-        self.inner.cid()
+    pub fn cid(&self) -> JsValue {
+        js::string_or_undefined(self.inner.cid().as_deref())
     }
 
     /// The channel object of the last answer (before any: the data given to `client.channel()`).
@@ -220,7 +220,7 @@ impl Channel {
         type_or_handler: JsValue,
         handler: Option<Function>,
     ) -> Result<EventSubscription, JsValue> {
-        subscribe(&self.inner, type_or_handler, handler)
+        subscribe(self.inner.clone(), type_or_handler, handler)
     }
 
     pub fn off(&self, type_or_handler: JsValue, handler: Option<Function>) {

@@ -20,7 +20,7 @@ use crate::web::http::{self, Call, CLIENT_NAME};
 use crate::web::js::{self, wire};
 use crate::web::page::PageEvents;
 use crate::web::socket::Socket;
-use crate::web::{drop_later, promise, spawn};
+use crate::web::{drop_later, promise, spawn, timeout};
 
 const DEFAULT_TIMEOUT_MS: u32 = 10_000;
 /// The header segment of every HS256 JWT, and so of dev tokens.
@@ -101,8 +101,8 @@ impl ListenerRegistry for ClientInner {
 }
 
 /// `on(handler)` / `on(type, handler)`.
-pub(crate) fn subscribe<R: ListenerRegistry + 'static>(
-    owner: &Rc<R>,
+pub(crate) fn subscribe(
+    owner: Rc<dyn ListenerRegistry>,
     type_or_handler: JsValue,
     handler: Option<Function>,
 ) -> Result<EventSubscription, JsValue> {
@@ -126,9 +126,8 @@ pub(crate) fn subscribe<R: ListenerRegistry + 'static>(
         .listeners()
         .borrow_mut()
         .add(event_type.as_deref(), handler);
-    let registry: Rc<dyn ListenerRegistry> = owner.clone();
     Ok(EventSubscription {
-        registry: Rc::downgrade(&registry),
+        registry: Rc::downgrade(&owner),
         id,
     })
 }
@@ -196,12 +195,12 @@ impl Client {
         let base_url = js::get(&options, "baseURL")
             .as_string()
             .unwrap_or_else(|| "https://chat.stream-io-api.com".to_string());
-        let base_url = base_url.trim_end_matches('/').to_string();
+        let base_url = without_trailing_slashes(base_url);
         let ws_url = js::get(&options, "wsBaseURL")
             .as_string()
-            .map(|u| u.trim_end_matches('/').to_string())
+            .map(without_trailing_slashes)
             .unwrap_or_else(|| match base_url.strip_prefix("http") {
-                Some(rest) => format!("ws{rest}"),
+                Some(rest) => ["ws", rest].concat(),
                 None => base_url.clone(),
             });
         let mut config = Config::default();
@@ -248,8 +247,8 @@ impl Client {
     }
 
     #[wasm_bindgen(getter, js_name = userID)]
-    pub fn user_id(&self) -> Option<String> {
-        self.inner.session.borrow().user_id().map(str::to_string)
+    pub fn user_id(&self) -> JsValue {
+        js::string_or_undefined(self.inner.session.borrow().user_id())
     }
 
     /// `{ users }`: every user the client has seen, by id, replaced by each event about them.
@@ -260,17 +259,13 @@ impl Client {
 
     /// The id the server gave the open connection.
     #[wasm_bindgen(getter, js_name = connectionId)]
-    pub fn connection_id(&self) -> Option<String> {
-        self.inner
-            .session
-            .borrow()
-            .connection_id()
-            .map(str::to_string)
+    pub fn connection_id(&self) -> JsValue {
+        js::string_or_undefined(self.inner.session.borrow().connection_id())
     }
 
     /// A development token (accepted only by servers with auth checks disabled).
     #[wasm_bindgen(js_name = devToken)]
-    pub fn dev_token(&self, user_id: JsValue) -> Result<String, JsValue> {
+    pub fn dev_token(&self, user_id: JsValue) -> Result<JsValue, JsValue> {
         let user_id = user_id
             .as_string()
             .filter(|id| !id.is_empty())
@@ -284,16 +279,16 @@ impl Client {
             .collect();
         let encoded =
             js::btoa(&bytes).map_err(|e| js::to_js_error(&js::invalid(js::describe(&e))))?;
-        Ok(format!("{DEV_TOKEN_HEADER}.{encoded}.devtoken"))
+        let token = [DEV_TOKEN_HEADER, ".", &encoded, ".devtoken"].concat();
+        Ok(JsValue::from_str(&token))
     }
 
     /// Connects `user` with a token or an async token provider; resolves to the first `health.check` event.
     #[wasm_bindgen(js_name = connectUser)]
     pub fn connect_user(&self, user: JsValue, token: JsValue) -> Promise {
-        let inner = self.inner.clone();
-        promise(Box::pin(
-            async move { inner.connect_user(user, token).await },
-        ))
+        self.inner
+            .connect_user(user, token)
+            .unwrap_or_else(|error| Promise::reject(&js::to_js_error(&error)))
     }
 
     /// Closes the connection with 1000 (peers see the user offline at once) and forgets the user.
@@ -381,12 +376,19 @@ impl Client {
         type_or_handler: JsValue,
         handler: Option<Function>,
     ) -> Result<EventSubscription, JsValue> {
-        subscribe(&self.inner, type_or_handler, handler)
+        subscribe(self.inner.clone(), type_or_handler, handler)
     }
 
     pub fn off(&self, type_or_handler: JsValue, handler: Option<Function>) {
         unsubscribe(&self.inner.listeners, type_or_handler, handler);
     }
+}
+
+fn without_trailing_slashes(mut url: String) -> String {
+    while url.as_bytes().last() == Some(&b'/') {
+        url.pop();
+    }
+    url
 }
 
 fn valid_channel_part(value: &str, allow_bang: bool) -> bool {
@@ -447,6 +449,17 @@ fn require_object(value: &JsValue, message: &'static str) -> Result<(), ClientEr
     }
 }
 
+/// `/channels/{type}/{id}/query`, or `/channels/{type}/query` for a distinct channel.
+fn channel_path(channel_type: &str, id: Option<&str>) -> String {
+    let mut path = ["/channels/", &url_part(channel_type), "/"].concat();
+    if let Some(id) = id {
+        path.push_str(&url_part(id));
+        path.push('/');
+    }
+    path.push_str("query");
+    path
+}
+
 fn url_part(value: &str) -> String {
     String::from(js_sys::encode_uri_component(value))
 }
@@ -470,11 +483,9 @@ impl ClientInner {
 
     // ---- connecting -------------------------------------------------------------------------------------
 
-    async fn connect_user(
-        self: Rc<Self>,
-        user: JsValue,
-        token: JsValue,
-    ) -> Result<JsValue, ClientError> {
+    /// Starts connecting; the Promise settles with the first frame of the connection (or its error, a JS `Error`
+    /// with `code`). Nothing here waits, so the promise is handed back as it is.
+    fn connect_user(&self, user: JsValue, token: JsValue) -> Result<Promise, ClientError> {
         let user_id = wire(&user)
             .and_then(|u| u.id().as_string())
             .filter(|id| !id.is_empty())
@@ -514,19 +525,7 @@ impl ClientInner {
         }
         self.install_page_events();
         self.pump(None);
-        JsFuture::from(waiting).await.map_err(|thrown| {
-            let code = wire(&thrown)
-                .and_then(|e| e.code().as_f64())
-                .map_or(client_code::CONNECTION_FAILED, |c| c as i64);
-            let status = wire(&thrown)
-                .and_then(|e| e.status_code().as_f64())
-                .map(|s| s as u16);
-            ClientError {
-                code,
-                status,
-                message: js::describe(&thrown),
-            }
-        })
+        Ok(waiting)
     }
 
     async fn disconnect_user(self: Rc<Self>, timeout_ms: u32) {
@@ -564,9 +563,12 @@ impl ClientInner {
                 let mut deadline = None;
                 let closed = Promise::new(&mut |resolve, _| {
                     let _ = ws.add_event_listener_with_callback("close", &resolve);
-                    deadline = Some(Timeout::new(timeout_ms, move || {
-                        let _ = resolve.call0(&JsValue::UNDEFINED);
-                    }));
+                    deadline = Some(timeout(
+                        timeout_ms,
+                        Box::new(move || {
+                            let _ = resolve.call0(&JsValue::UNDEFINED);
+                        }),
+                    ));
                 });
                 let _ = JsFuture::from(closed).await;
                 drop(deadline);
@@ -617,15 +619,18 @@ impl ClientInner {
         let replacement = next.map(|at| {
             let weak = self.me.clone();
             let delay = at.saturating_sub(js::now()).min(u64::from(u32::MAX / 2)) as u32;
-            let timeout = Timeout::new(delay, move || {
-                if let Some(inner) = weak.upgrade() {
-                    let fired = inner.timer.borrow_mut().take();
-                    drop_later(Box::new(fired));
-                    inner.session.borrow_mut().handle_timeout(js::now());
-                    inner.pump(None);
-                }
-            });
-            (at, timeout)
+            let timer = timeout(
+                delay,
+                Box::new(move || {
+                    if let Some(inner) = weak.upgrade() {
+                        let fired = inner.timer.borrow_mut().take();
+                        drop_later(Box::new(fired));
+                        inner.session.borrow_mut().handle_timeout(js::now());
+                        inner.pump(None);
+                    }
+                }),
+            );
+            (at, timer)
         });
         let old = self.timer.replace(replacement);
         drop(old);
@@ -650,9 +655,10 @@ impl ClientInner {
             } => {
                 self.close_socket(socket, code, reason);
             }
-            Effect::Send { socket, text } => {
+            Effect::Ping { socket } => {
+                let frame = self.ping_frame();
                 if let Some(current) = self.socket.borrow().as_ref().filter(|s| s.id == socket) {
-                    current.send(&text);
+                    current.send(&frame);
                 }
             }
             Effect::ConnectionChanged { online } => {
@@ -702,6 +708,14 @@ impl ClientInner {
         }
     }
 
+    /// The keep-alive frame: `[{"type":"health.check","client_id":…}]`.
+    fn ping_frame(&self) -> String {
+        let ping = local_event(event_type::HEALTH_CHECK);
+        let client_id = JsValue::from_str(self.session.borrow().client_id());
+        js::set(&ping, "client_id", &client_id);
+        js::to_json(&Array::of1(&ping))
+    }
+
     fn emit_client(&self, event_type: &str, event: &JsValue) {
         emit(&self.listeners, event_type, event);
     }
@@ -742,7 +756,7 @@ impl ClientInner {
         let failed = |detail: String| {
             ClientError::new(
                 client_code::TOKEN_PROVIDER,
-                format!("the token provider failed: {detail}"),
+                ["the token provider failed: ", &detail].concat(),
             )
         };
         let returned = provider
@@ -792,14 +806,18 @@ impl ClientInner {
         };
         let request_id = self.session.borrow_mut().uuid();
         js::set(&url, "client_request_id", &JsValue::from_str(&request_id));
-        let url = format!(
-            "{}/connect?json={}&api_key={}&authorization={}&stream-auth-type=jwt&X-Stream-Client={}",
-            self.ws_url,
-            url_part(&js::to_json(&url)),
-            url_part(&self.api_key),
-            url_part(&token),
-            url_part(CLIENT_NAME),
-        );
+        let url = [
+            &self.ws_url,
+            "/connect?json=",
+            &url_part(&js::to_json(&url)),
+            "&api_key=",
+            &url_part(&self.api_key),
+            "&authorization=",
+            &url_part(&token),
+            "&stream-auth-type=jwt&X-Stream-Client=",
+            &url_part(CLIENT_NAME),
+        ]
+        .concat();
         let (on_message, on_close, on_error) = (self.me.clone(), self.me.clone(), self.me.clone());
         let opened = Socket::open(
             socket,
@@ -953,7 +971,7 @@ impl ClientInner {
         };
         let channel = self.find_channel(&cid);
         if let Some(channel) = channel {
-            channel.apply_watching(&event.user(), &event.watcher_count(), start);
+            channel.apply_watching(&event.user(), &js::get(event, "watcher_count"), start);
         }
     }
 
@@ -979,7 +997,7 @@ impl ClientInner {
             JsFuture::from(pending).await.map_err(|e| {
                 ClientError::new(
                     client_code::NOT_CONNECTED,
-                    format!("{call}() failed: {}", js::describe(&e)),
+                    [call, "() failed: ", &js::describe(&e)].concat(),
                 )
             })?;
         }
@@ -1023,9 +1041,7 @@ impl ClientInner {
         match after {
             After::Nothing => answer,
             After::Users { presence } => {
-                let users = wire(&answer)
-                    .map(|a| a.users())
-                    .unwrap_or(JsValue::UNDEFINED);
+                let users = js::get(&answer, "users");
                 let presences = self.store_users(&users);
                 let mut session = self.session.borrow_mut();
                 session.observe_users(presences);
@@ -1035,15 +1051,11 @@ impl ClientInner {
                 answer
             }
             After::Channels { presence } => {
-                let list = wire(&answer)
-                    .map(|a| a.channels())
-                    .unwrap_or(JsValue::UNDEFINED);
+                let list = js::get(&answer, "channels");
                 let result = Array::new();
                 if Array::is_array(&list) {
                     for state in Array::from(&list).iter() {
-                        let channel = wire(&state)
-                            .map(|s| s.channel())
-                            .unwrap_or(JsValue::UNDEFINED);
+                        let channel = js::get(&state, "channel");
                         let channel_type = js::get(&channel, "type").as_string();
                         let id = js::get(&channel, "id").as_string();
                         let (Some(channel_type), Some(id)) = (channel_type, id) else {
@@ -1065,9 +1077,7 @@ impl ClientInner {
                 let presences = match self.recovered_channel(&answer) {
                     Some(channel) => channel.apply_state(&answer, self),
                     None => {
-                        let users = wire(&answer)
-                            .map(|a| a.users())
-                            .unwrap_or(JsValue::UNDEFINED);
+                        let users = js::get(&answer, "users");
                         self.store_users(&users)
                     }
                 };
@@ -1097,7 +1107,7 @@ impl ClientInner {
     }
 
     fn recovered_channel(&self, answer: &JsValue) -> Option<Rc<ChannelInner>> {
-        let channel = wire(answer).map(|a| a.channel())?;
+        let channel = js::get(answer, "channel");
         let cid = js::get(&channel, "cid").as_string()?;
         self.find_channel(&cid)
     }
@@ -1117,7 +1127,7 @@ impl ClientInner {
         loop {
             attempts += 1;
             let token = self.current_token(reload).await?;
-            let mut url = format!("{}{}?", self.base_url, path);
+            let mut url = [&self.base_url, path, "?"].concat();
             {
                 let session = self.session.borrow();
                 if let Some(user_id) = session.user_id() {
@@ -1184,7 +1194,7 @@ impl ClientInner {
         data: JsValue,
     ) -> Rc<ChannelInner> {
         if let Some(id) = &id {
-            let cid = format!("{channel_type}:{id}");
+            let cid = [&channel_type, ":", id].concat();
             if let Some(existing) = self.find_channel(&cid) {
                 return existing;
             }
@@ -1217,11 +1227,14 @@ impl ClientInner {
             api: "stopWatching",
             name: "StopWatching",
             method: "POST",
-            path: format!(
-                "/channels/{}/{}/stop-watching",
-                url_part(&channel.channel_type),
-                url_part(&id)
-            ),
+            path: [
+                "/channels/",
+                &url_part(&channel.channel_type),
+                "/",
+                &url_part(&id),
+                "/stop-watching",
+            ]
+            .concat(),
             payload: None,
             body: Some(Object::new()),
             default_watch: false,
@@ -1258,11 +1271,7 @@ impl ClientInner {
                     api: "watch",
                     name: "GetOrCreateChannel",
                     method: "POST",
-                    path: format!(
-                        "/channels/{}/{}/query",
-                        url_part(&channel_type),
-                        url_part(&id)
-                    ),
+                    path: channel_path(&channel_type, Some(&id)),
                     payload: None,
                     body: Some(body),
                     default_watch: false,
@@ -1476,14 +1485,7 @@ pub(crate) fn channel_query_call(
         Object::assign(&body, options);
     }
     let presence = js::get(&body, "presence").as_bool() == Some(true);
-    let path = match channel.id() {
-        Some(id) => format!(
-            "/channels/{}/{}/query",
-            url_part(&channel.channel_type),
-            url_part(&id)
-        ),
-        None => format!("/channels/{}/query", url_part(&channel.channel_type)),
-    };
+    let path = channel_path(&channel.channel_type, channel.id().as_deref());
     Ok(RestCall {
         api: "watch",
         name: "GetOrCreateChannel",
@@ -1501,10 +1503,13 @@ pub(crate) fn channel_query_call(
 
 /// A static token must name the connecting user, as the reference SDK checks before any network call.
 fn check_token_user(token: &str, user_id: &str) -> Result<(), ClientError> {
-    let payload = token
-        .split_once('.')
-        .and_then(|(_, rest)| rest.split_once('.'))
-        .map_or("", |(payload, _)| payload);
+    // The middle one of the three dot-separated parts. A byte search and `get` (which cannot panic) keep the str
+    // pattern and slice-panic machinery out of the bundle.
+    let after_dot = |s: &str| s.bytes().position(|b| b == b'.');
+    let payload = after_dot(token)
+        .and_then(|first| token.get(first + 1..))
+        .and_then(|rest| after_dot(rest).and_then(|second| rest.get(..second)))
+        .unwrap_or("");
     // base64url without padding → standard base64 with padding, for atob.
     let mut standard = String::with_capacity(payload.len() + 3);
     for c in payload.chars() {

@@ -1,14 +1,13 @@
 //! REST calls over the global `fetch`: JSON in, JSON out, the API error envelope turned into a `ClientError`,
 //! and a timeout through `AbortController`.
 
-use gloo_timers::callback::Timeout;
 use wasm_bindgen::JsCast;
 use wasm_bindgen::JsValue;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{AbortController, Headers, Request, RequestInit, Response};
 
-use crate::core::{client_code, ClientError};
-use crate::web::js;
+use crate::core::{client_code, decimal, ClientError};
+use crate::web::{js, timeout};
 
 /// The `X-Stream-Client` value this client identifies with.
 pub const CLIENT_NAME: &str = concat!("presence-client-v", env!("CARGO_PKG_VERSION"), "-browser");
@@ -26,7 +25,13 @@ pub struct Call<'a> {
 fn network(call: &Call<'_>, detail: &str) -> ClientError {
     ClientError::new(
         client_code::NETWORK,
-        format!("{} failed: no answer from the server ({detail})", call.name),
+        [
+            call.name,
+            " failed: no answer from the server (",
+            detail,
+            ")",
+        ]
+        .concat(),
     )
 }
 
@@ -63,14 +68,14 @@ pub async fn fetch_json(call: Call<'_>) -> Result<JsValue, ClientError> {
         None => build().map_err(|e| network(&call, &js::describe(&e)))?,
     };
     let _deadline =
-        controller.map(|controller| Timeout::new(call.timeout_ms, move || controller.abort()));
+        controller.map(|controller| timeout(call.timeout_ms, Box::new(move || controller.abort())));
     let response = JsFuture::from(js::fetch_request(&request))
         .await
         .map_err(|e| network(&call, &js::describe(&e)))?;
     let response: Response = response.dyn_into().map_err(|_| {
         ClientError::new(
             client_code::BAD_RESPONSE,
-            format!("{} failed: not a response", call.name),
+            [call.name, " failed: not a response"].concat(),
         )
     })?;
     let status = response.status();
@@ -82,7 +87,7 @@ pub async fn fetch_json(call: Call<'_>) -> Result<JsValue, ClientError> {
         return body.filter(JsValue::is_object).ok_or_else(|| {
             ClientError::new(
                 client_code::BAD_RESPONSE,
-                format!("{} failed: the answer is not a JSON object", call.name),
+                [call.name, " failed: the answer is not a JSON object"].concat(),
             )
         });
     }
@@ -90,9 +95,13 @@ pub async fn fetch_json(call: Call<'_>) -> Result<JsValue, ClientError> {
     Err(ClientError {
         code: error.code,
         status: Some(error.status),
-        message: format!(
-            "{} failed with error code {}: {}",
-            call.name, error.code, error.message
-        ),
+        message: [
+            call.name,
+            " failed with error code ",
+            &decimal(error.code),
+            ": ",
+            &error.message,
+        ]
+        .concat(),
     })
 }

@@ -6,11 +6,12 @@ use js_sys::{Object, Reflect};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 
-use crate::core::{client_code, ClientError, PresenceState, Rejection, UserPresence};
+use crate::core::{client_code, decimal, ClientError, PresenceState, Rejection, UserPresence};
 
 #[wasm_bindgen]
 extern "C" {
-    /// Any object that came from the wire or from the app: read through plain property access.
+    /// Any object that came from the wire or from the app: the fields of the frame path are read through plain
+    /// property access (one import each); the rest through `get`.
     pub type Wire;
 
     #[wasm_bindgen(method, getter, js_name = type)]
@@ -33,30 +34,8 @@ extern "C" {
     pub fn cid(this: &Wire) -> JsValue;
     #[wasm_bindgen(method, getter)]
     pub fn error(this: &Wire) -> JsValue;
-    #[wasm_bindgen(method, getter)]
-    pub fn code(this: &Wire) -> JsValue;
-    #[wasm_bindgen(method, getter)]
-    pub fn message(this: &Wire) -> JsValue;
-    #[wasm_bindgen(method, getter, js_name = StatusCode)]
-    pub fn status_code(this: &Wire) -> JsValue;
-    #[wasm_bindgen(method, getter)]
-    pub fn users(this: &Wire) -> JsValue;
-    #[wasm_bindgen(method, getter)]
-    pub fn channels(this: &Wire) -> JsValue;
-    #[wasm_bindgen(method, getter)]
-    pub fn channel(this: &Wire) -> JsValue;
-    #[wasm_bindgen(method, getter)]
-    pub fn members(this: &Wire) -> JsValue;
-    #[wasm_bindgen(method, getter)]
-    pub fn watchers(this: &Wire) -> JsValue;
-    #[wasm_bindgen(method, getter)]
-    pub fn watcher_count(this: &Wire) -> JsValue;
-    #[wasm_bindgen(method, getter)]
-    pub fn user_id(this: &Wire) -> JsValue;
     #[wasm_bindgen(method, setter)]
     pub fn set_received_at(this: &Wire, value: &JsValue);
-    #[wasm_bindgen(method, setter)]
-    pub fn set_user(this: &Wire, value: &JsValue);
 
     /// `JSON.parse` on a JS string, which stays on the JS side.
     #[wasm_bindgen(js_namespace = JSON, js_name = parse, catch)]
@@ -94,6 +73,12 @@ pub fn to_json(value: &JsValue) -> String {
         .ok()
         .and_then(|s| s.as_string())
         .unwrap_or_else(|| "null".to_string())
+}
+
+/// A JS string, or `undefined`. Exported getters return strings this way: a `JsValue` crosses the boundary
+/// as is, where an `Option<String>` return needs its own copy-out code in the module and in the glue.
+pub fn string_or_undefined(value: Option<&str>) -> JsValue {
+    value.map_or(JsValue::UNDEFINED, JsValue::from_str)
 }
 
 /// A shallow copy of an object (`{...value}`).
@@ -146,16 +131,17 @@ pub fn invalid(message: impl Into<String>) -> ClientError {
 pub fn rejection_of(body: &JsValue, http_status: u16) -> Rejection {
     let (code, message, status) = match wire(body) {
         Some(body) => (
-            body.code().as_f64().map(|c| c as i64),
-            body.message().as_string(),
-            body.status_code().as_f64().map(|s| s as u16),
+            get(body, "code").as_f64().map(|c| c as i64),
+            get(body, "message").as_string(),
+            get(body, "StatusCode").as_f64().map(|s| s as u16),
         ),
         None => (None, None, None),
     };
     Rejection {
         code: code.unwrap_or(-1),
         status: status.unwrap_or(http_status),
-        message: message.unwrap_or_else(|| format!("HTTP status {http_status}")),
+        message: message
+            .unwrap_or_else(|| ["HTTP status ", &decimal(i64::from(http_status))].concat()),
     }
 }
 

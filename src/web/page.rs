@@ -2,7 +2,9 @@
 //! wake it, `pagehide` suspends it. Listeners are removed when `PageEvents` is dropped.
 
 use wasm_bindgen::prelude::*;
-use web_sys::{EventTarget, VisibilityState};
+use web_sys::EventTarget;
+
+use crate::web::js;
 
 type Listener = Closure<dyn FnMut(web_sys::Event)>;
 
@@ -34,7 +36,8 @@ impl PageEvents {
         if let Some(document) = document {
             let doc = document.clone();
             let listener = Closure::new(move |_: web_sys::Event| {
-                if doc.visibility_state() == VisibilityState::Visible {
+                // Read as a string: the typed getter brings an enum table to the glue and a panic path here.
+                if js::get(&doc, "visibilityState").as_string().as_deref() == Some("visible") {
                     on_wake();
                 }
             });

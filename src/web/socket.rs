@@ -2,30 +2,33 @@
 //! detaches them and closes the socket if it is still open.
 
 use wasm_bindgen::prelude::*;
-use web_sys::{CloseEvent, MessageEvent, WebSocket};
+use web_sys::{CloseEvent, Event, MessageEvent, WebSocket};
+
+/// Every handler has this one type, as have the page listeners: each closure type costs its own glue.
+type Handler = Closure<dyn FnMut(Event)>;
 
 use crate::core::SocketId;
 
 pub struct Socket {
     pub id: SocketId,
     ws: WebSocket,
-    _on_message: Closure<dyn FnMut(MessageEvent)>,
-    _on_close: Closure<dyn FnMut(CloseEvent)>,
-    _on_error: Closure<dyn FnMut(web_sys::Event)>,
+    _on_message: Handler,
+    _on_close: Handler,
+    _on_error: Handler,
 }
 
 impl Socket {
     pub fn open(
         id: SocketId,
         url: &str,
-        on_message: impl FnMut(MessageEvent) + 'static,
-        on_close: impl FnMut(CloseEvent) + 'static,
-        on_error: impl FnMut(web_sys::Event) + 'static,
+        mut on_message: impl FnMut(MessageEvent) + 'static,
+        mut on_close: impl FnMut(CloseEvent) + 'static,
+        on_error: impl FnMut(Event) + 'static,
     ) -> Result<Socket, JsValue> {
         let ws = WebSocket::new(url)?;
-        let on_message = Closure::<dyn FnMut(MessageEvent)>::new(on_message);
-        let on_close = Closure::<dyn FnMut(CloseEvent)>::new(on_close);
-        let on_error = Closure::<dyn FnMut(web_sys::Event)>::new(on_error);
+        let on_message = Handler::new(move |event: Event| on_message(event.unchecked_into()));
+        let on_close = Handler::new(move |event: Event| on_close(event.unchecked_into()));
+        let on_error = Handler::new(on_error);
         ws.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
         ws.set_onclose(Some(on_close.as_ref().unchecked_ref()));
         ws.set_onerror(Some(on_error.as_ref().unchecked_ref()));
