@@ -10,8 +10,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
+use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
-use presence_protocol::codes::{close_code, event_type};
+use presence_protocol::codes::{close_code, error_code, event_type};
 use presence_protocol::{
     ChannelConfig, ChannelMember, ChannelQueryRequest, ChannelResponse, ChannelStateResponse,
     Event, JsonMap, PartialUserUpdate, QueryChannelsRequest, QueryUsersPayload, SortParam, User,
@@ -97,6 +98,7 @@ pub enum Ending {
 pub struct HubConfig {
     pub offline_grace: Duration,
     pub watch_implies_presence: bool,
+    pub max_connections_per_user: usize,
 }
 
 struct Presence {
@@ -337,12 +339,28 @@ impl Hub {
 
     /// Registers a new connection for `user_id`, applying `details` as on connect, and queues the first
     /// `health.check` frame on it before any other frame can reach it.
-    pub fn connect(self: &Arc<Self>, handle: &Arc<ConnHandle>, details: &JsonMap) {
+    /// Refused (code 71) when the user already holds the maximum number of connections.
+    pub fn connect(
+        self: &Arc<Self>,
+        handle: &Arc<ConnHandle>,
+        details: &JsonMap,
+    ) -> Result<(), Failure> {
         let now = Utc::now();
         let mut outbox = Outbox::default();
         {
             let mut st = self.lock();
             let user_id = handle.user_id.clone();
+            let open = st.users.get(&user_id).map_or(0, |u| u.presence.conns.len());
+            if open >= self.config.max_connections_per_user {
+                return Err(Failure::new(
+                    error_code::TOO_MANY_CONNECTIONS,
+                    StatusCode::TOO_MANY_REQUESTS,
+                    format!(
+                        "user {user_id} already has {open} open connections (the limit is {})",
+                        self.config.max_connections_per_user
+                    ),
+                ));
+            }
             let entry = st
                 .users
                 .entry(user_id.clone())
@@ -392,6 +410,7 @@ impl Hub {
             }
             self.dispatch(outbox);
         }
+        Ok(())
     }
 
     /// Forgets a connection. The user goes offline at once after an explicit close, otherwise after the grace

@@ -92,6 +92,9 @@ struct ServeArgs {
     /// Any watch of a channel subscribes to its members' presence, even without `presence: true`.
     #[arg(long, env = "PRESENCE_WATCH_IMPLIES_PRESENCE")]
     watch_implies_presence: bool,
+    /// Open connections one user may hold (tabs, devices); one more is refused with code 71.
+    #[arg(long, env = "PRESENCE_MAX_CONNECTIONS_PER_USER", default_value_t = 50)]
+    max_connections_per_user: usize,
     /// Frames a connection may have queued before it is closed as too slow (4003).
     #[arg(long, env = "PRESENCE_SEND_QUEUE", default_value_t = 1024)]
     send_queue: usize,
@@ -161,6 +164,7 @@ async fn run(args: ServeArgs, api_key: String, api_secret: String) -> Result<(),
         HubConfig {
             offline_grace: Duration::from_millis(args.offline_grace_ms),
             watch_implies_presence: args.watch_implies_presence,
+            max_connections_per_user: args.max_connections_per_user,
         },
         db,
         loaded,

@@ -142,7 +142,10 @@ const CLOSE_WRITE_BUDGET: Duration = Duration::from_secs(1);
 /// the reader from noticing eviction or the pong deadline, or the user from going offline.
 async fn serve(app: Arc<App>, socket: WebSocket, user_id: String, details: JsonMap) {
     let (handle, queue) = ConnHandle::new(&user_id, app.config.send_queue);
-    app.hub.connect(&handle, &details);
+    if let Err(failure) = app.hub.connect(&handle, &details) {
+        reject(socket, failure).await;
+        return;
+    }
     tracing::debug!(user = %user_id, conn = %handle.id, "connected");
     let (sink, mut stream) = socket.split();
     let (close_tx, close_rx) = oneshot::channel();
