@@ -68,6 +68,28 @@ impl Filter {
     }
 }
 
+impl Filter {
+    /// When every object passing the filter must have one of a few `id`s (`id: x`, `id: {$in: [...]}`, possibly
+    /// inside `$and`), those ids, deduplicated; `None` when the filter does not pin `id`.
+    pub fn id_candidates(&self) -> Option<Vec<&str>> {
+        let mut ids: Vec<&str> = match self {
+            Filter::Field { field, cond } if field == "id" => match cond {
+                Condition::Eq(Value::String(id)) => vec![id.as_str()],
+                Condition::In(values) => values.iter().filter_map(Value::as_str).collect(),
+                _ => return None,
+            },
+            Filter::And(all) => all
+                .iter()
+                .filter_map(Filter::id_candidates)
+                .min_by_key(Vec::len)?,
+            _ => return None,
+        };
+        ids.sort_unstable();
+        ids.dedup();
+        Some(ids)
+    }
+}
+
 fn parse_entry(key: &str, value: &Value, allowed: Option<&[&str]>) -> Result<Filter, Failure> {
     let sub_filters = |min: usize| -> Result<Vec<Filter>, Failure> {
         let items = value
@@ -328,6 +350,28 @@ mod tests {
         for f in no {
             assert!(!parse(f.clone()).unwrap().matches(&bob), "{f}");
         }
+    }
+
+    #[test]
+    fn filters_pinning_id_name_their_candidates() {
+        let ids = |v: Value| {
+            parse(v)
+                .unwrap()
+                .id_candidates()
+                .map(|ids| ids.into_iter().map(str::to_string).collect::<Vec<_>>())
+        };
+        assert_eq!(ids(json!({"id":"bob"})), Some(vec!["bob".to_string()]));
+        assert_eq!(
+            ids(json!({"id":{"$in":["b","a","b"]},"online":true})),
+            Some(vec!["a".to_string(), "b".to_string()])
+        );
+        assert_eq!(
+            ids(json!({"$and":[{"id":{"$in":["a","b"]}},{"id":"a"}]})),
+            Some(vec!["a".to_string()])
+        );
+        assert_eq!(ids(json!({"$or":[{"id":"a"},{"id":"b"}]})), None);
+        assert_eq!(ids(json!({"id":{"$ne":"a"}})), None);
+        assert_eq!(ids(json!({"name":"a"})), None);
     }
 
     #[test]

@@ -772,9 +772,12 @@ impl Hub {
             &[("id", 1)]
         }));
         let mut st = self.lock();
-        let mut matched: Vec<(JsonMap, &UserEntry)> = st
-            .users
-            .values()
+        // A filter that pins `id` (the usual presence query) only needs those users looked at.
+        let candidates: Box<dyn Iterator<Item = &UserEntry>> = match filter.id_candidates() {
+            Some(ids) => Box::new(ids.into_iter().filter_map(|id| st.users.get(id))),
+            None => Box::new(st.users.values()),
+        };
+        let mut matched: Vec<(JsonMap, &UserEntry)> = candidates
             .filter_map(|entry| {
                 let view = entry.view_for(viewer);
                 let map = match serde_json::to_value(&view) {
