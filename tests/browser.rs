@@ -633,3 +633,43 @@ async fn after_a_server_restart_the_client_reconnects_and_events_flow_again() {
     disconnect(&late).await;
     disconnect(&client).await;
 }
+
+#[wasm_bindgen_test]
+async fn the_browser_going_offline_drops_the_socket_and_online_reconnects_with_subscriptions() {
+    let me = unique("roamer");
+    let peer_id = unique("peer");
+    ensure_user(&peer_id).await;
+    let (client, _) = connect(&format!(r#"{{"id":"{me}"}}"#), "").await;
+    let presence = Recorder::new();
+    let recovered = Recorder::new();
+    let _p = presence.listen(&client, "user.presence.changed");
+    let _r = recovered.listen(&client, "connection.recovered");
+    watch_users(&client, &[&peer_id]).await;
+    let before = client.connection_id();
+
+    let window = web_sys::window().expect("a window");
+    let offline = web_sys::Event::new("offline").expect("an event");
+    window.dispatch_event(&offline).expect("dispatch offline");
+    let online = web_sys::Event::new("online").expect("an event");
+    window.dispatch_event(&online).expect("dispatch online");
+
+    recovered
+        .wait_for("connection.recovered", 10_000, |_| true)
+        .await;
+    assert_ne!(
+        client.connection_id(),
+        before,
+        "the old socket was dropped for a new one"
+    );
+    // The presence query was made again on the new connection.
+    let (peer, _) = connect(&format!(r#"{{"id":"{peer_id}"}}"#), "").await;
+    presence
+        .wait_for(
+            "the peer's online event",
+            10_000,
+            presence_of(&peer_id, true),
+        )
+        .await;
+    disconnect(&peer).await;
+    disconnect(&client).await;
+}

@@ -466,6 +466,16 @@ impl Session {
         }
     }
 
+    /// The browser reports the network gone (`offline`): the socket cannot be trusted, so it is abandoned and the
+    /// connection takes the usual retry path at once instead of waiting for the dead-socket deadline; `online`
+    /// then brings the next attempt within `wake_retry`. Peers see nothing unless the outage outlasts the
+    /// server's grace window.
+    pub fn handle_offline(&mut self, now: Millis) {
+        if matches!(self.phase, Phase::Open(_) | Phase::Connecting { .. }) {
+            self.retry_later(now);
+        }
+    }
+
     /// `pagehide`: close like a navigation (4001, which the server treats as going away, so its grace window
     /// hides a reload from peers) and stay quiet until the page shows again.
     pub fn handle_page_hide(&mut self, _now: Millis) {

@@ -365,6 +365,41 @@ fn online_visible_and_pageshow_retry_within_100ms() {
 }
 
 #[test]
+fn going_offline_abandons_the_socket_and_online_retries_at_once() {
+    let mut h = Harness::new(Config::default());
+    h.session.handle_offline(h.now);
+    assert!(
+        h.drain().is_empty(),
+        "offline before connecting does nothing"
+    );
+    h.connect();
+    let old = h.socket.expect("a socket");
+    h.session.handle_offline(h.now);
+    let effects = h.drain();
+    assert!(
+        effects.iter().any(|e| matches!(
+            e,
+            Effect::CloseSocket { socket, code: None, .. } if *socket == old
+        )),
+        "the socket is abandoned without a close code: {effects:?}"
+    );
+    assert!(!h.session.is_connected());
+    // Attempts made while the network is gone fail at once; the backoff grows.
+    for _ in 0..8 {
+        h.wait_for_attempt();
+        let socket = h.socket.expect("an attempt");
+        h.session.handle_socket_error(h.now, socket);
+        h.drain();
+    }
+    // The network is back: the next attempt comes within 100 ms, not at the end of the backoff.
+    h.session.handle_wake(h.now);
+    let at = h.session.poll_timeout().unwrap();
+    assert!(at - h.now <= 100, "retry in {} ms", at - h.now);
+    let effects = h.advance_to(at);
+    assert!(matches!(effects.last(), Some(Effect::OpenSocket { .. })));
+}
+
+#[test]
 fn pagehide_closes_with_4001_and_stops_timers_until_pageshow() {
     let mut h = Harness::new(Config::default());
     h.connect();

@@ -578,11 +578,18 @@ impl ClientInner {
 
     fn install_page_events(&self) {
         let wake = self.me.clone();
+        let offline = self.me.clone();
         let hide = self.me.clone();
         let events = PageEvents::install(
             move || {
                 if let Some(inner) = wake.upgrade() {
                     inner.session.borrow_mut().handle_wake(js::now());
+                    inner.pump(None);
+                }
+            },
+            move || {
+                if let Some(inner) = offline.upgrade() {
+                    inner.session.borrow_mut().handle_offline(js::now());
                     inner.pump(None);
                 }
             },

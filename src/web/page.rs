@@ -1,5 +1,6 @@
 //! The page lifecycle events the connection follows: `online`, `pageshow` and `visibilitychange` (to visible)
-//! wake it, `pagehide` suspends it. Listeners are removed when `PageEvents` is dropped.
+//! wake it, `offline` drops its socket, `pagehide` suspends it. Listeners are removed when `PageEvents` is
+//! dropped.
 
 use wasm_bindgen::prelude::*;
 use web_sys::EventTarget;
@@ -16,18 +17,24 @@ impl PageEvents {
     /// Installs the listeners; `None` outside a window (workers have no page lifecycle).
     pub fn install(
         on_wake: impl Fn() + Clone + 'static,
+        on_offline: impl Fn() + 'static,
         on_hide: impl Fn() + 'static,
     ) -> Option<PageEvents> {
         let window = web_sys::window()?;
         let document = window.document();
         let mut events = PageEvents {
-            registered: Vec::with_capacity(4),
+            registered: Vec::with_capacity(5),
         };
         let target: &EventTarget = window.as_ref();
         for name in ["online", "pageshow"] {
             let wake = on_wake.clone();
             events.add(target, name, Closure::new(move |_: web_sys::Event| wake()));
         }
+        events.add(
+            target,
+            "offline",
+            Closure::new(move |_: web_sys::Event| on_offline()),
+        );
         events.add(
             target,
             "pagehide",
