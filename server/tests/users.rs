@@ -402,16 +402,27 @@ async fn query_users_sort() {
         .await,
         strs(&["cat", "dov", "ben", "ann"])
     );
-    // Sort by creation time follows creation order.
+    // Sort by creation time follows creation order, in both directions. The newest user's id sorts last, so
+    // neither the id tie-break nor insertion order can produce these orders by themselves; the four fixture users
+    // share one creation time (one upsert) and fall back to id ascending.
     sleep_ms(1100).await;
-    s.upsert(&[json!({ "id": "aaa-newest" })]).await;
-    let by_created = s
-        .user_ids_as(
+    s.upsert(&[json!({ "id": "zzz-newest" })]).await;
+    assert_eq!(
+        s.user_ids_as(
             &Auth::Server,
             q(json!([{ "field": "created_at", "direction": -1 }])),
         )
-        .await;
-    assert_eq!(by_created[0], "aaa-newest");
+        .await,
+        strs(&["zzz-newest", "ann", "ben", "cat", "dov"])
+    );
+    assert_eq!(
+        s.user_ids_as(
+            &Auth::Server,
+            q(json!([{ "field": "created_at", "direction": 1 }])),
+        )
+        .await,
+        strs(&["ann", "ben", "cat", "dov", "zzz-newest"])
+    );
 }
 
 #[tokio::test]
