@@ -266,11 +266,17 @@ async fn ws_without_json_payload_is_rejected_not_dropped() {
     match ws.next(WAIT).await {
         Some(Incoming::Json(v)) => {
             assert_eq!(v["type"], event_type::CONNECTION_ERROR, "{v}");
-            assert!(v["error"]["code"].is_i64(), "{v}");
+            // A malformed request (code 4, HTTP 400), not an authentication failure.
+            assert_eq!(v["error"]["code"], error_code::INPUT, "{v}");
+            assert_eq!(v["error"]["StatusCode"], 400, "{v}");
         }
         other => panic!("expected connection.error, got {other:?}"),
     }
-    ws.wait_closed(WAIT).await;
+    assert_eq!(
+        ws.wait_closed(WAIT).await,
+        Closed::Frame(Some(close_code::NORMAL)),
+        "a rejected handshake closes with 1000 after the error frame"
+    );
     // The server is still fine.
     s.connect("alice").await;
 }
@@ -501,8 +507,9 @@ async fn auth_failures_are_counted() {
         .err(401, error_code::AUTHENTICATION);
     expect_ws_rejected(&s, "alice", "garbage", API_KEY, error_code::AUTHENTICATION).await;
     let after = s.metric("presence_auth_failures_total").await;
-    assert!(
-        after >= before + 2.0,
+    assert_eq!(
+        after,
+        before + 2.0,
         "presence_auth_failures_total went from {before} to {after} after two failures"
     );
 }
