@@ -154,14 +154,26 @@ async fn users_connected_at_shutdown_come_back_offline() {
         .connect_with("alice", json!({ "id": "alice", "status": "here" }))
         .await;
     let connected = time(&alice.me()["last_active"]);
+    // A gap between connecting and shutting down tells the shutdown stamp apart from the connect stamp.
     sleep_ms(1200).await;
-    s.terminate().await;
+    let stopping = now();
+    let status = s.terminate().await;
+    assert!(status.success(), "SIGTERM exit status {status:?}");
+    let stopped = now();
     drop(alice);
 
     let s = Server::start_with(opts).await;
     let u = s.user_as(&Auth::Server, "alice").await;
     assert_eq!(u["online"], false, "{u}");
     assert_eq!(u["status"], "here");
-    assert!(time(&u["last_active"]) >= connected, "{u}");
+    let last_active = time(&u["last_active"]);
+    assert!(
+        last_active >= connected + chrono::Duration::milliseconds(1100),
+        "last_active {last_active} is the connect stamp ({connected}), not the shutdown: {u}"
+    );
+    assert!(
+        last_active >= stopping - chrono::Duration::milliseconds(50) && last_active <= stopped,
+        "last_active {last_active} is not the shutdown time (SIGTERM between {stopping} and {stopped}): {u}"
+    );
     assert!(s.user_ids(json!({ "online": true })).await.is_empty());
 }
