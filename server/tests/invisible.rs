@@ -133,14 +133,32 @@ async fn invisible_at_connect_looks_offline_everywhere() {
     // Own view: invisible and actually connected.
     assert_eq!(alice.me()["invisible"], true);
     assert_eq!(alice.me()["online"], true);
-    // Watching does not reveal her either.
+    // Watching does not reveal her either: she is not counted, bob stays the only watcher.
     let w = s.watch(&alice, "messaging", "c1", true).await;
-    assert!(w["watcher_count"].as_u64().unwrap() >= 1);
+    assert_eq!(w["watcher_count"], 1, "{w}");
     let pong = alice.health_ping().await;
     assert_eq!(pong["me"]["invisible"], true);
 
-    bob.expect_none("any event revealing alice", ms(900), reveals_alice)
-        .await;
+    // In the same window a visible member doing the same is announced to bob: events do flow to him.
+    let carol = s.connect("carol").await;
+    s.watch(&carol, "messaging", "c1", true).await;
+    let got = bob.collect(ms(900), |v| v["user"]["id"].is_string()).await;
+    let revealing: Vec<&Value> = got.iter().filter(|v| reveals_alice(v)).collect();
+    assert!(
+        revealing.is_empty(),
+        "events revealing invisible alice reached bob: {revealing:?}"
+    );
+    for kind in [
+        event_type::USER_PRESENCE_CHANGED,
+        event_type::USER_WATCHING_START,
+    ] {
+        assert!(
+            got.iter().any(|v| is_type_of(v, kind, "carol")),
+            "bob got no {kind} about visible carol in the same window: {got:?}"
+        );
+    }
+    carol.close(1000).await;
+    bob.drain(ms(200)).await;
     assert_looks_offline(&s, "bob", None).await;
     assert_looks_offline(&s, "carol", None).await;
 
@@ -327,8 +345,15 @@ async fn going_invisible_while_watching_stops_watching_for_others() {
     )
     .await
     .ok(200);
-    // Whatever the server tells bob, the watcher list and count must not reveal alice any more.
-    sleep_ms(300).await;
+    // To bob she stops watching, with the count she no longer adds to.
+    let ev = bob
+        .wait_for("alice's watching.stop", WAIT, |v| {
+            is_type_of(v, event_type::USER_WATCHING_STOP, "alice")
+        })
+        .await;
+    assert_eq!(ev["watcher_count"], 1, "{ev}");
+    assert_eq!(ev["cid"], "messaging:c1", "{ev}");
+    // The watcher list and count must not reveal alice any more.
     assert_looks_offline(&s, "bob", None).await;
     // And an invisible user starting to watch announces nothing.
     let alice2 = s.connect("alice").await;
