@@ -302,11 +302,23 @@ async fn query_channels_filters_and_sort() {
 #[tokio::test]
 async fn stop_watching_known_and_unknown_channel() {
     let s = Server::start().await;
-    s.upsert(&[json!({ "id": "alice" })]).await;
-    s.create_channel("messaging", "c1", &["alice"], json!({}))
+    s.upsert(&[
+        json!({ "id": "alice" }),
+        json!({ "id": "bob" }),
+        json!({ "id": "carol" }),
+    ])
+    .await;
+    s.create_channel("messaging", "c1", &["alice", "bob", "carol"], json!({}))
         .await;
-    let ws = s.connect("alice").await;
+    let mut ws = s.connect("alice").await;
     s.watch(&ws, "messaging", "c1", false).await;
+    // While watching, alice hears bob start watching.
+    let mut bob = s.connect("bob").await;
+    s.watch(&bob, "messaging", "c1", false).await;
+    ws.wait_for("bob's user.watching.start", WAIT, |v| {
+        is_watching(v, event_type::USER_WATCHING_START, "bob")
+    })
+    .await;
     let r = s
         .stop_watching(
             &Auth::user("alice"),
@@ -316,6 +328,24 @@ async fn stop_watching_known_and_unknown_channel() {
         )
         .await;
     r.ok(201);
+    // After stop-watching she hears nothing of the channel's watchers any more, while bob, still watching, does.
+    bob.wait_for("alice's user.watching.stop", WAIT, |v| {
+        is_watching(v, event_type::USER_WATCHING_STOP, "alice")
+    })
+    .await;
+    let carol = s.connect("carol").await;
+    s.watch(&carol, "messaging", "c1", false).await;
+    bob.wait_for("carol's user.watching.start", WAIT, |v| {
+        is_watching(v, event_type::USER_WATCHING_START, "carol")
+    })
+    .await;
+    ws.expect_none("watching events after stop-watching", QUIET, |v| {
+        v["type"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("user.watching")
+    })
+    .await;
     let r = s
         .stop_watching(
             &Auth::user("alice"),
@@ -450,7 +480,8 @@ async fn watching_events_and_watchers() {
     assert_eq!(ev["watcher_count"], 2, "{ev}");
     assert_eq!(ev["cid"], "messaging:c1");
 
-    // Closing the socket stops watching too.
+    // Closing the socket stops watching too. bob hears it; alice, who stopped watching on both tabs, does not.
+    alice.drain(ms(100)).await;
     carol.close(1000).await;
     let ev = bob
         .wait_for("carol's user.watching.stop", WAIT, |v| {
@@ -458,6 +489,14 @@ async fn watching_events_and_watchers() {
         })
         .await;
     assert_eq!(ev["watcher_count"], 1, "{ev}");
+    alice
+        .expect_none("watching events after stop-watching", ms(300), |v| {
+            v["type"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("user.watching")
+        })
+        .await;
     let r = s
         .query_channel(
             &Auth::Server,
@@ -476,16 +515,29 @@ async fn watching_events_and_watchers() {
 #[tokio::test]
 async fn watchers_of_other_channels_hear_nothing() {
     let s = Server::start().await;
-    s.upsert(&[json!({ "id": "alice" }), json!({ "id": "bob" })])
+    s.upsert(&[
+        json!({ "id": "alice" }),
+        json!({ "id": "bob" }),
+        json!({ "id": "carol" }),
+    ])
+    .await;
+    s.create_channel("messaging", "c1", &["alice", "bob", "carol"], json!({}))
         .await;
-    s.create_channel("messaging", "c1", &["alice", "bob"], json!({}))
-        .await;
-    s.create_channel("messaging", "c2", &["alice", "bob"], json!({}))
+    s.create_channel("messaging", "c2", &["alice", "bob", "carol"], json!({}))
         .await;
     let mut bob = s.connect("bob").await;
     s.watch(&bob, "messaging", "c2", false).await;
+    let mut carol = s.connect("carol").await;
+    s.watch(&carol, "messaging", "c1", false).await;
     let alice = s.connect("alice").await;
     s.watch(&alice, "messaging", "c1", false).await;
+    // carol watches c1 and hears alice start watching it; bob, on c2, hears nothing.
+    let ev = carol
+        .wait_for("alice's user.watching.start on c1", WAIT, |v| {
+            is_watching(v, event_type::USER_WATCHING_START, "alice")
+        })
+        .await;
+    assert_eq!(ev["cid"], "messaging:c1", "{ev}");
     bob.expect_none(
         "watching events of a channel bob does not watch",
         QUIET,

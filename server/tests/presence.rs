@@ -349,9 +349,30 @@ async fn subscriptions_end_with_their_connection() {
     s.subscribe_users(&bob1, &["alice"]).await;
     bob1.close(1000).await;
     let mut bob2 = s.connect("bob").await;
+    // bob's new connection follows dave only; carol follows alice.
+    s.subscribe_users(&bob2, &["dave"]).await;
+    let mut carol = s.connect("carol").await;
+    s.subscribe_users(&carol, &["alice"]).await;
     let alice = s.connect("alice").await;
-    bob2.expect_no_presence("alice", QUIET).await;
-    drop(alice);
+    let dave = s.connect("dave").await;
+    // In the same window: alice's online event is emitted (carol gets it) and bob2's socket carries events
+    // (dave's), but the subscription to alice ended with bob1.
+    carol.wait_presence("alice", true, WAIT).await;
+    let got = bob2
+        .collect(QUIET, |v| {
+            v["type"] == event_type::USER_PRESENCE_CHANGED && v["user"]["id"] != "bob"
+        })
+        .await;
+    let ids: Vec<&str> = got
+        .iter()
+        .filter_map(|v| v["user"]["id"].as_str())
+        .collect();
+    assert_eq!(
+        ids,
+        ["dave"],
+        "bob's new connection must hear dave (followed) and not alice (followed by the closed one): {got:?}"
+    );
+    drop((alice, dave));
 }
 
 #[tokio::test]
