@@ -186,7 +186,7 @@ async fn frozen_client_is_dropped_after_pong_timeout_and_goes_offline() {
 #[tokio::test]
 async fn frozen_client_with_a_full_socket_buffer_still_times_out() {
     // A pong timeout long enough for the buffers to fill first even on a loaded machine.
-    let (ping, pong, grace) = (500, 12_000, 300);
+    let (ping, pong, grace) = (500, 20_000, 300);
     let s = Server::start_with(ServerOpts::default().ping(ping, pong).grace(grace)).await;
     let (mut alice, _) = RawWs::connect_with_recv_buffer(&s, "alice", Some(16 * 1024)).await;
     let frozen_at = Instant::now();
