@@ -9,14 +9,20 @@ const USER: &str = "john";
 struct Harness {
     session: Session,
     now: Millis,
+    /// The socket the session opened and nobody closed yet: set by `OpenSocket`, cleared by a `CloseSocket` of
+    /// that socket or by [`Harness::close`].
     socket: Option<SocketId>,
     effects: Vec<Effect>,
 }
 
 impl Harness {
     fn new(config: Config) -> Self {
+        Harness::with_seed(config, 0x5eed)
+    }
+
+    fn with_seed(config: Config, seed: u64) -> Self {
         Harness {
-            session: Session::new(config, 0x5eed),
+            session: Session::new(config, seed),
             now: 1_000_000,
             socket: None,
             effects: Vec::new(),
@@ -25,8 +31,12 @@ impl Harness {
 
     fn drain(&mut self) -> Vec<Effect> {
         while let Some(effect) = self.session.poll_effect() {
-            if let Effect::OpenSocket { socket, .. } = effect {
-                self.socket = Some(socket);
+            match effect {
+                Effect::OpenSocket { socket, .. } => self.socket = Some(socket),
+                Effect::CloseSocket { socket, .. } if self.socket == Some(socket) => {
+                    self.socket = None;
+                }
+                _ => {}
             }
             self.effects.push(effect);
         }
@@ -73,8 +83,9 @@ impl Harness {
         effects
     }
 
+    /// The open socket closes with `code` (the server or the network closed it).
     fn close(&mut self, code: u16) -> Vec<Effect> {
-        let socket = self.socket.expect("a socket");
+        let socket = self.socket.take().expect("a socket");
         self.session.handle_socket_closed(self.now, socket, code);
         self.drain()
     }
@@ -82,8 +93,7 @@ impl Harness {
     /// Drops the socket and fires deadlines until a new socket is asked for.
     fn reconnect(&mut self, connection_id: &str) -> Vec<Effect> {
         let mut effects = self.close(1006);
-        let old = self.socket;
-        while self.socket == old {
+        while self.socket.is_none() {
             let deadline = self.session.poll_timeout().expect("a retry is scheduled");
             effects.extend(self.advance_to(deadline));
         }
@@ -266,19 +276,21 @@ fn throttled_timers_make_pings_late_but_never_kill_a_live_socket() {
     // A background tab: timers fire once a minute at best, frames still arrive at once.
     let mut h = Harness::new(Config::default());
     h.connect();
-    for _ in 0..30 {
+    let socket = h.socket.expect("a socket");
+    for minute in 1..=30 {
         h.now += 60_000;
         h.session.handle_timeout(h.now);
         let effects = h.drain();
         assert!(
             h.session.is_connected(),
-            "a late timer is not a dead socket"
+            "minute {minute}: a late timer is not a dead socket"
         );
-        if sends(&effects) > 0 {
-            h.now += 20;
-            h.health("conn-1");
-        }
+        // Each late wake is more than 25 s after the last health check: it probes the socket.
+        assert_eq!(effects, [Effect::Ping { socket }], "minute {minute}");
+        h.now += 20;
+        h.health("conn-1");
     }
+    assert_eq!(h.session.connection_id(), Some("conn-1"));
 }
 
 #[test]
@@ -297,9 +309,9 @@ fn a_throttled_tab_with_a_dead_socket_is_detected_at_the_next_wake() {
 impl Harness {
     /// After a failure: fires deadlines until the next attempt opens a socket; returns how long that took.
     fn wait_for_attempt(&mut self) -> Millis {
+        assert!(self.socket.is_none(), "wait_for_attempt follows a failure");
         let failed_at = self.now;
-        let old = self.socket;
-        while self.socket == old {
+        while self.socket.is_none() {
             let deadline = self.session.poll_timeout().expect("a retry is scheduled");
             self.advance_to(deadline);
         }
@@ -309,25 +321,48 @@ impl Harness {
 
 #[test]
 fn reconnect_delays_grow_within_bounds_and_reset_after_success() {
-    let mut h = Harness::new(Config::default());
-    h.connect();
-    h.close(1006);
-    let mut ceiling = 500;
-    for _ in 0..8 {
-        let delay = h.wait_for_attempt();
-        assert!(delay <= ceiling, "delay {delay} above {ceiling}");
-        h.close(1006);
-        ceiling = (ceiling * 2).min(25_000);
-    }
+    // Full jitter: the n-th consecutive delay is uniform in [0, min(25 s, 500 ms * 2^n)]. Across many seeds, each
+    // step stays under its ceiling, comes close to it, and averages about half of it: delays that stayed small
+    // (a reconnect storm) or stopped growing fail here as surely as delays above the ceiling.
+    const SEEDS: u64 = 200;
+    let mut ceilings = vec![500, 1_000, 2_000, 4_000, 8_000, 16_000];
     // Stays capped, and never gives up.
-    for _ in 0..50 {
-        assert!(h.wait_for_attempt() <= 25_000);
+    ceilings.extend([25_000; 50]);
+    // A success resets the backoff: the first delay after it is again under 500 ms.
+    ceilings.push(500);
+    let reset_step = ceilings.len() - 1;
+    let mut delays = vec![Vec::new(); ceilings.len()];
+    for seed in 0..SEEDS {
+        let mut h = Harness::with_seed(Config::default(), seed);
+        h.connect();
         h.close(1006);
+        for (step, got) in delays.iter_mut().enumerate() {
+            if step == reset_step {
+                h.health("conn-2");
+                h.close(1006);
+            }
+            got.push(h.wait_for_attempt());
+            if step != reset_step - 1 {
+                h.close(1006);
+            }
+        }
     }
-    h.wait_for_attempt();
-    h.health("conn-2");
-    h.close(1006);
-    assert!(h.wait_for_attempt() <= 500, "backoff reset after success");
+    for (step, (ceiling, got)) in ceilings.iter().zip(&delays).enumerate() {
+        let max = got.iter().copied().max().unwrap_or_default();
+        let mean = got.iter().sum::<Millis>() / SEEDS;
+        assert!(
+            max <= *ceiling,
+            "step {step}: a delay of {max} ms is above {ceiling} ms"
+        );
+        assert!(
+            max >= ceiling * 9 / 10,
+            "step {step}: no delay comes near {ceiling} ms (at most {max} ms)"
+        );
+        assert!(
+            (ceiling * 2 / 5..=ceiling * 3 / 5).contains(&mean),
+            "step {step}: the mean delay {mean} ms is not about half of {ceiling} ms"
+        );
+    }
 }
 
 #[test]
@@ -346,20 +381,25 @@ fn the_same_seed_gives_the_same_schedule() {
     assert_eq!(schedule(), schedule());
 }
 
+/// The browser's `online`, `visibilitychange` and `pageshow` events all end up here; `tests/browser.rs` dispatches
+/// them in Chromium.
 #[test]
-fn online_visible_and_pageshow_retry_within_100ms() {
+fn a_wake_brings_the_next_attempt_within_100ms_instead_of_the_backoff_delay() {
     let mut h = Harness::new(Config::default());
     h.connect();
     h.close(1006);
-    // Grow the backoff so the scheduled retry is far away.
+    // Grow the backoff until the scheduled retry is more than a second away.
     for _ in 0..10 {
         h.wait_for_attempt();
         h.close(1006);
     }
-    h.advance(5_000);
+    while h.session.poll_timeout().unwrap() - h.now <= 1_000 {
+        h.wait_for_attempt();
+        h.close(1006);
+    }
     h.session.handle_wake(h.now);
     let at = h.session.poll_timeout().unwrap();
-    assert!(at - h.now <= 100);
+    assert!(at - h.now <= 100, "retry in {} ms", at - h.now);
     let effects = h.advance_to(at);
     assert!(matches!(effects.last(), Some(Effect::OpenSocket { .. })));
 }
@@ -430,6 +470,7 @@ fn pagehide_closes_with_4001_and_stops_timers_until_pageshow() {
 fn disconnect_closes_with_1000_and_stops_everything() {
     let mut h = Harness::new(Config::default());
     h.connect();
+    let old = h.socket.expect("a socket");
     h.session.watch_channel("messaging", "general", true);
     h.session.disconnect(h.now);
     let effects = h.drain();
@@ -443,13 +484,21 @@ fn disconnect_closes_with_1000_and_stops_everything() {
     assert_eq!(h.session.poll_timeout(), None);
     assert!(h.session.subscriptions().is_empty());
     assert!(h.session.user_id().is_none());
-    // Nothing happens afterwards, whatever arrives.
+    assert_eq!(h.socket, None, "the socket was closed");
+    // Nothing happens afterwards, whatever arrives on the old socket.
     h.now += 3_600_000;
     h.session.handle_timeout(h.now);
     h.session.handle_wake(h.now);
-    let (verdict, _) = h.health("late");
-    assert_eq!(verdict, FrameVerdict::Ignore);
-    h.close(1006);
+    let late = Frame {
+        kind: "health.check",
+        connection_id: Some("late"),
+        ..Frame::default()
+    };
+    assert_eq!(
+        h.session.handle_frame(h.now, old, &late),
+        FrameVerdict::Ignore
+    );
+    h.session.handle_socket_closed(h.now, old, 1006);
     assert!(h.drain().is_empty());
     assert_eq!(h.session.poll_timeout(), None);
     // And connecting again works.
@@ -747,10 +796,21 @@ fn a_server_close_of_an_open_socket_reconnects_whatever_the_code() {
     for code in [1000, 1001, 1006, 1011, 4000] {
         let mut h = Harness::new(Config::default());
         h.connect();
+        let old = h.socket.expect("a socket");
         h.close(code);
-        assert!(h.session.poll_timeout().is_some(), "code {code}");
-        h.advance_to(h.session.poll_timeout().unwrap());
-        assert!(h.session.is_connecting() || h.socket.is_some());
+        assert!(!h.session.is_connected(), "code {code}");
+        // The first retry comes within the base delay, on a new socket.
+        let effects = h.advance(500);
+        let new = h
+            .socket
+            .unwrap_or_else(|| panic!("code {code}: no new socket within 500 ms: {effects:?}"));
+        assert_ne!(new, old, "code {code}");
+        let (_, effects) = h.health("conn-2");
+        assert_eq!(h.session.connection_id(), Some("conn-2"), "code {code}");
+        assert!(
+            effects.contains(&Effect::ConnectionRecovered),
+            "code {code}: {effects:?}"
+        );
     }
 }
 
