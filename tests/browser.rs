@@ -473,7 +473,10 @@ async fn a_throwing_listener_does_not_stop_the_others() {
     ensure_user(&other).await;
     let (client, _) = connect(&format!(r#"{{"id":"{}"}}"#, unique("listener")), "").await;
     watch_users(&client, &[&other]).await;
-    let thrower = Closure::<dyn FnMut(JsValue)>::new(|_: JsValue| {
+    let thrown = Rc::new(RefCell::new(Vec::new()));
+    let sink = thrown.clone();
+    let thrower = Closure::<dyn FnMut(JsValue)>::new(move |event: JsValue| {
+        sink.borrow_mut().push(event);
         wasm_bindgen::throw_str("listener failure");
     });
     client
@@ -492,6 +495,19 @@ async fn a_throwing_listener_does_not_stop_the_others() {
     events
         .wait_for("the offline event", 5_000, presence_of(&other, false))
         .await;
+    // The throwing listener, registered first, was called with each event before the others got them.
+    let count =
+        |pred: &dyn Fn(&JsValue) -> bool| thrown.borrow().iter().filter(|e| pred(e)).count();
+    assert_eq!(
+        count(&presence_of(&other, true)),
+        1,
+        "online events the thrower got"
+    );
+    assert_eq!(
+        count(&presence_of(&other, false)),
+        1,
+        "offline events the thrower got"
+    );
     disconnect(&client).await;
 }
 
@@ -661,6 +677,217 @@ async fn the_browser_going_offline_drops_the_socket_and_online_reconnects_with_s
         before,
         "the old socket was dropped for a new one"
     );
+    // The presence query was made again on the new connection.
+    let (peer, _) = connect(&format!(r#"{{"id":"{peer_id}"}}"#), "").await;
+    presence
+        .wait_for(
+            "the peer's online event",
+            10_000,
+            presence_of(&peer_id, true),
+        )
+        .await;
+    disconnect(&peer).await;
+    disconnect(&client).await;
+}
+
+#[wasm_bindgen(inline_js = r#"
+// Counts the WebSockets the page opens from now on, their close events, and the codes the page closes them
+// with; the sockets stay real ones.
+export function watchSockets() {
+  const Original = globalThis.WebSocket;
+  const asked = [];
+  let opened = 0;
+  let closed = 0;
+  globalThis.WebSocket = class extends Original {
+    constructor(...args) {
+      super(...args);
+      opened += 1;
+      this.addEventListener('close', () => { closed += 1; });
+    }
+    close(...args) {
+      asked.push(args.length ? args[0] : null);
+      super.close(...args);
+    }
+  };
+  return {
+    opened: () => opened,
+    closed: () => closed,
+    askedCodes: () => asked.slice(),
+    restore: () => { globalThis.WebSocket = Original; },
+  };
+}
+
+// Headless Chromium is always visible: the state is overridden on the document, then the event dispatched.
+export function setVisibility(state) {
+  Object.defineProperty(document, 'visibilityState', { configurable: true, get: () => state });
+  Object.defineProperty(document, 'hidden', { configurable: true, get: () => state !== 'visible' });
+  document.dispatchEvent(new Event('visibilitychange'));
+}
+
+export function resetVisibility() {
+  delete document.visibilityState;
+  delete document.hidden;
+}
+
+export function dispatchPageTransition(type, persisted) {
+  window.dispatchEvent(new PageTransitionEvent(type, { persisted }));
+}
+"#)]
+extern "C" {
+    type SocketWatch;
+    #[wasm_bindgen(js_name = watchSockets)]
+    fn watch_sockets() -> SocketWatch;
+    #[wasm_bindgen(method)]
+    fn opened(this: &SocketWatch) -> u32;
+    #[wasm_bindgen(method)]
+    fn closed(this: &SocketWatch) -> u32;
+    #[wasm_bindgen(method, js_name = askedCodes)]
+    fn asked_codes(this: &SocketWatch) -> Vec<JsValue>;
+    #[wasm_bindgen(method)]
+    fn restore(this: &SocketWatch);
+    #[wasm_bindgen(js_name = setVisibility)]
+    fn set_visibility(state: &str);
+    #[wasm_bindgen(js_name = resetVisibility)]
+    fn reset_visibility();
+    #[wasm_bindgen(js_name = dispatchPageTransition)]
+    fn dispatch_page_transition(kind: &str, persisted: bool);
+}
+
+/// Waits until `done` holds; an error naming `what` after `timeout_ms`.
+async fn until(what: &str, timeout_ms: u32, done: impl Fn() -> bool) -> Result<(), String> {
+    let mut waited = 0;
+    while !done() {
+        if waited >= timeout_ms {
+            return Err(format!("no {what} within {timeout_ms} ms"));
+        }
+        sleep(10).await;
+        waited += 10;
+    }
+    Ok(())
+}
+
+#[wasm_bindgen_test]
+async fn leaving_for_the_back_forward_cache_and_returning_reconnects_with_subscriptions() {
+    let me = unique("traveller");
+    let peer_id = unique("peer");
+    ensure_user(&peer_id).await;
+    let sockets = watch_sockets();
+    let (client, _) = connect(&format!(r#"{{"id":"{me}"}}"#), "").await;
+    let presence = Recorder::new();
+    let recovered = Recorder::new();
+    let _p = presence.listen(&client, "user.presence.changed");
+    let _r = recovered.listen(&client, "connection.recovered");
+    watch_users(&client, &[&peer_id]).await;
+    let before = client.connection_id();
+    assert_eq!(sockets.opened(), 1);
+
+    dispatch_page_transition("pagehide", true);
+    // The socket closes like a navigation (4001), and the page in the cache stays quiet: no attempt at all.
+    let closed = until("close of the socket", 2_000, || sockets.closed() == 1).await;
+    sleep(1_500).await;
+    let opened_while_cached = sockets.opened();
+    let asked: Vec<_> = sockets
+        .asked_codes()
+        .iter()
+        .map(|code| code.as_f64())
+        .collect();
+    dispatch_page_transition("pageshow", true);
+    let woke = until("new socket after pageshow", 500, || sockets.opened() == 2).await;
+    sockets.restore();
+    closed.unwrap();
+    assert_eq!(
+        asked,
+        [Some(4001.0)],
+        "the close codes the client asked for"
+    );
+    assert!(client.connection_id().is_undefined() || client.connection_id() != before);
+    assert_eq!(
+        opened_while_cached, 1,
+        "attempts while in the back/forward cache"
+    );
+    woke.unwrap();
+
+    recovered
+        .wait_for("connection.recovered", 5_000, |_| true)
+        .await;
+    assert!(client.connection_id().is_string());
+    assert_ne!(client.connection_id(), before, "a new connection");
+    // The presence query was made again on the new connection.
+    let (peer, _) = connect(&format!(r#"{{"id":"{peer_id}"}}"#), "").await;
+    presence
+        .wait_for(
+            "the peer's online event",
+            10_000,
+            presence_of(&peer_id, true),
+        )
+        .await;
+    disconnect(&peer).await;
+    disconnect(&client).await;
+}
+
+/// While the server is down: lets three attempts fail (the backoff delay then reaches up to 4 s, then 8 s and
+/// 16 s), then, right after each further failure, makes the page visible again: the next attempt must start within
+/// 300 ms instead of at the end of the backoff delay. Three rounds leave a broken wiring a chance to pass below
+/// 1 in 10,000.
+async fn every_return_to_visible_retries_at_once(sockets: &SocketWatch) -> Result<(), String> {
+    until("3 failed attempts", 10_000, || {
+        sockets.closed() >= 3 && sockets.opened() == sockets.closed()
+    })
+    .await?;
+    for round in 1..=3 {
+        set_visibility("hidden");
+        let opened = sockets.opened();
+        set_visibility("visible");
+        until(
+            &format!("attempt in round {round} after becoming visible"),
+            300,
+            || sockets.opened() > opened,
+        )
+        .await?;
+        until(&format!("failure in round {round}"), 5_000, || {
+            sockets.closed() == sockets.opened()
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+#[wasm_bindgen_test]
+async fn a_socket_dropped_while_hidden_reconnects_as_soon_as_the_page_is_visible() {
+    let me = unique("sleeper");
+    let peer_id = unique("peer");
+    ensure_user(&peer_id).await;
+    let (client, _) = connect(&format!(r#"{{"id":"{me}"}}"#), "").await;
+    let presence = Recorder::new();
+    let recovered = Recorder::new();
+    let _p = presence.listen(&client, "user.presence.changed");
+    let _r = recovered.listen(&client, "connection.recovered");
+    watch_users(&client, &[&peer_id]).await;
+    let before = client.connection_id();
+
+    let sockets = watch_sockets();
+    set_visibility("hidden");
+    // The server goes away while the page is hidden: the client keeps retrying with a growing backoff.
+    fetch_text(&format!("{CONTROL}/stop?for_ms=30000"), "POST").await;
+    let rounds = every_return_to_visible_retries_at_once(&sockets).await;
+    // Back up, the next return to visible reconnects at once although the backoff delay is now up to 25 s.
+    fetch_text(&format!("{CONTROL}/start"), "POST").await;
+    set_visibility("hidden");
+    let opened = sockets.opened();
+    set_visibility("visible");
+    let reconnected = until("attempt after the server came back", 300, || {
+        sockets.opened() > opened
+    })
+    .await;
+    sockets.restore();
+    reset_visibility();
+    rounds.unwrap();
+    reconnected.unwrap();
+
+    recovered
+        .wait_for("connection.recovered", 5_000, |_| true)
+        .await;
+    assert_ne!(client.connection_id(), before, "a new connection");
     // The presence query was made again on the new connection.
     let (peer, _) = connect(&format!(r#"{{"id":"{peer_id}"}}"#), "").await;
     presence

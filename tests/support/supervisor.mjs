@@ -6,6 +6,8 @@
 // Prints one line once ready: `supervisor http://127.0.0.1:CONTROL_PORT server http://127.0.0.1:SERVER_PORT`.
 // Control endpoints (CORS-enabled, on loopback only):
 //   POST /restart              kill the server and start it again on the same port with the same database file
+//   POST /stop?for_ms=N        kill the server; it starts again on the same port after N ms (at most 30 s)
+//   POST /start                start it now if it is stopped
 //   GET  /token?user_id=ID     a JWT for ID signed with the app secret (&secret=S signs with another secret)
 // The server is stopped when this process ends (SIGTERM or SIGINT).
 import { spawn, execFile } from 'node:child_process';
@@ -62,8 +64,25 @@ function stopServer() {
   });
 }
 
+let restartTimer = null;
+
 async function restart() {
   await stopServer();
+  await start();
+}
+
+let starting = null;
+
+// Starts the server unless it runs; concurrent calls share one start.
+function start() {
+  clearTimeout(restartTimer);
+  restartTimer = null;
+  if (!starting) starting = startUntilListening().finally(() => { starting = null; });
+  return starting;
+}
+
+async function startUntilListening() {
+  if (child) return;
   // The port may take a moment to be free again.
   for (let attempt = 0; ; attempt++) {
     try {
@@ -98,6 +117,16 @@ const control = createServer(async (req, res) => {
     } else if (req.method === 'POST' && url.pathname === '/restart') {
       await restart();
       res.writeHead(200, headers).end('restarted');
+    } else if (req.method === 'POST' && url.pathname === '/stop') {
+      // A test that fails while the server is down must not leave it down for the tests after it.
+      const ms = Math.min(Number(url.searchParams.get('for_ms')) || 0, 30_000);
+      await stopServer();
+      clearTimeout(restartTimer);
+      restartTimer = setTimeout(() => start().catch((err) => console.error(`restart failed: ${err}`)), ms);
+      res.writeHead(200, headers).end('stopped');
+    } else if (req.method === 'POST' && url.pathname === '/start') {
+      await start();
+      res.writeHead(200, headers).end('started');
     } else if (req.method === 'GET' && url.pathname === '/token') {
       const userId = url.searchParams.get('user_id');
       if (!userId) return res.writeHead(400, headers).end('user_id is required');
