@@ -39,9 +39,23 @@ echo "server $server, supervisor $control"
 export PRESENCE_TEST_SERVER="$server" PRESENCE_TEST_CONTROL="$control" PRESENCE_TEST_API_KEY="$api_key"
 export CHROMEDRIVER="${CHROMEDRIVER:-/usr/bin/chromedriver}"
 export WASM_BINDGEN_TEST_TIMEOUT="${WASM_BINDGEN_TEST_TIMEOUT:-60}"
+# The runner reports "no tests to run!" and exits 0 when it finds none, and ignored tests pass silently: compare
+# what ran with what the source holds. Arguments (a name filter) narrow the run, then at least one must pass.
+expected="$(grep -cE '^[[:space:]]*#\[wasm_bindgen_test[](]' tests/browser.rs || true)"
 status=0
 timeout "${BROWSER_TEST_TIMEOUT:-900}" cargo test --target wasm32-unknown-unknown -p presence-client --test browser "$@" \
-  || status=$?
+  2>&1 | tee "$work/test.log" || status=$?
+if [ "$status" -eq 0 ]; then
+  passed="$(grep -Eo '^test result: ok\. [0-9]+ passed' "$work/test.log" | grep -Eo '[0-9]+' | tail -n 1 || true)"
+  passed="${passed:-0}"
+  if [ $# -eq 0 ] && [ "$passed" -ne "$expected" ]; then
+    echo "$passed browser tests passed, but tests/browser.rs has $expected" >&2
+    status=1
+  elif [ "$passed" -eq 0 ]; then
+    echo "no browser test ran" >&2
+    status=1
+  fi
+fi
 if [ "$status" -ne 0 ]; then
   echo "--- server log (tail) ---" >&2
   tail -n 40 "$work/server.log" >&2 || true
