@@ -44,10 +44,10 @@ export function tempDir() {
 }
 
 /**
- * Starts presence-server serving www/ and resolves once it prints `listening on URL`.
+ * Starts presence-server serving `staticDir` (www/ by default) and resolves once it prints `listening on URL`.
  * Returns { url, port, stop() } where stop() sends SIGTERM and waits for the exit (SIGKILL after 5 s).
  */
-export async function startServer({ port = 0, db, graceMs = 1500, extraArgs = [] }) {
+export async function startServer({ port = 0, db, graceMs = 1500, staticDir = join(ROOT, 'www'), extraArgs = [] }) {
   if (!existsSync(SERVER_BIN)) throw new Error(`no server binary at ${SERVER_BIN}: run scripts/test-e2e.sh`);
   const args = [
     '--addr', `127.0.0.1:${port}`,
@@ -55,7 +55,7 @@ export async function startServer({ port = 0, db, graceMs = 1500, extraArgs = []
     '--api-key', API_KEY,
     '--api-secret', API_SECRET,
     '--dev-tokens',
-    '--static-dir', join(ROOT, 'www'),
+    '--static-dir', staticDir,
     '--offline-grace-ms', String(graceMs),
     ...extraArgs,
   ];
