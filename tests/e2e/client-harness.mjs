@@ -178,7 +178,7 @@ export async function connectClient(page, { userId, baseURL, wsBaseURL, token = 
   }, { userId, baseURL, wsBaseURL, token, watched, apiKey: API_KEY });
 }
 
-/** The page's record of its sockets: [{ url, createdAt, openedAt, closedAt, code }]. */
+/** The page's record of its sockets: [{ url, createdAt, openedAt, closedAt, code, error }]. */
 export const sockets = (page) => page.evaluate(() => window.sockets);
 /** Client events since `since`, of `type` when given. */
 export const clientEvents = (page, type, since = 0) => page.evaluate(

@@ -171,9 +171,13 @@ describe('page lifecycle: leave and return, hide and show', { timeout: 90_000 },
     const deadline = Date.now() + 15_000;
     while (relay.attemptsSince(since) < 4) {
       assert.ok(Date.now() < deadline, `only ${relay.attemptsSince(since)} attempts in 15 s`);
-      await sleep(20);
+      await sleep(5);
     }
     relay.refuse(false);
+    // With backoff, the four delays up to the fourth attempt (drawn from [0, 0.5], [0, 1], [0, 2] and [0, 4] s)
+    // add up to under 300 ms about once in 12,000 runs.
+    const backedOff = Date.now() - since;
+    assert.ok(backedOff >= 300, `four attempts within ${backedOff} ms of the drop: no backoff`);
     const shownAt = Date.now();
     await setVisibility('visible');
     await waitReconnected(page, 5000);
@@ -240,6 +244,7 @@ describe('token expiry with a token provider', { timeout: 60_000 }, () => {
     // One attempt with the old token (refused: expired), one with the new.
     const list = await sockets(page);
     assert.equal(list.length, 3, `sockets: ${JSON.stringify(list.map((s) => s.code))}`);
+    assert.equal(list[1].error, 40, 'the attempt with the old token was refused as expired');
     assert.ok(calls[1] > cutAt, 'the provider was asked again after the drop');
 
     // REST after the new token expired too: the provider is asked again and the call succeeds.
@@ -348,6 +353,12 @@ describe('refusals and evictions by the server', { timeout: 90_000 }, () => {
       ids: ['alice', 'bob', 'dave', ...burstIds],
     });
     relay = await startRelay(server.port);
+    peer = await startPeer(server.url, 'bob', ['alice']);
+    page = await openClientPage(browser, server.url);
+    assert.deepEqual(await connectClient(page, {
+      userId: 'alice', baseURL: server.url, wsBaseURL: relay.url, watched: ['bob', ...burstIds],
+    }), { ok: true });
+    await peer.waitFor('alice', true, 5000);
   });
   after(async () => {
     await peer?.stop();
@@ -368,7 +379,9 @@ describe('refusals and evictions by the server', { timeout: 90_000 }, () => {
       assert.ok(took < 3000, `the rejection took ${took} ms`);
       await sleep(3000);
       assert.equal(relay.attemptsSince(started), 1, 'connection attempts after a refusal');
-      assert.equal((await sockets(p)).length, 1);
+      const list = await sockets(p);
+      assert.equal(list.length, 1);
+      assert.equal(list[0].error, 71, 'the server said why');
       assert.equal(await p.evaluate(() => window.client.userID), undefined);
     } finally {
       await other.stop();
@@ -377,18 +390,13 @@ describe('refusals and evictions by the server', { timeout: 90_000 }, () => {
   });
 
   test('closed for a pong timeout (4002): one reconnect after a backoff, and the peer sees no flash', async () => {
-    peer = await startPeer(server.url, 'bob', ['alice']);
-    page = await openClientPage(browser, server.url);
-    assert.deepEqual(await connectClient(page, {
-      userId: 'alice', baseURL: server.url, wsBaseURL: relay.url, watched: ['bob', ...burstIds],
-    }), { ok: true });
-    await peer.waitFor('alice', true, 5000);
+    const before = (await sockets(page)).length;
     const since = Date.now();
 
     // The page's pongs stop reaching the server; the server's frames still reach the page.
     relay.muteOpen();
-    await page.waitForFunction(() => window.sockets[0].closedAt !== null, null, { timeout: PONG_MS + 3000 });
-    const first = (await sockets(page))[0];
+    await page.waitForFunction((n) => window.sockets[n - 1].closedAt !== null, before, { timeout: PONG_MS + 3000 });
+    const first = (await sockets(page))[before - 1];
     assert.equal(first.code, 4002, `close code: ${first.code}`);
     // The last pong before the mute came at most one ping interval earlier.
     assert.ok(first.closedAt - since >= PONG_MS - 300, `closed after ${first.closedAt - since} ms`);
@@ -438,6 +446,7 @@ describe('refusals and evictions by the server', { timeout: 90_000 }, () => {
       const attempts = relay.attemptsSince(since);
       assert.ok(attempts <= 8, `${attempts} connection attempts`);
       assert.equal(relay.attemptsSince(refusedAt), 0, 'attempts after the refusal');
+      assert.equal((await sockets(page)).at(-1).error, 71, 'the last attempt was refused by the cap');
     } finally {
       await device.disconnectUser().catch(() => {});
     }
