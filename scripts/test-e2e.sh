@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# End-to-end tests of the demo page in headless Chromium (playwright-core driving /usr/bin/chromium) against the
-# real server. Assumes scripts/setup.sh --browser has run. Builds the wasm package when pkg/ is missing and the
+# End-to-end tests in headless Chromium (playwright-core driving /usr/bin/chromium) against the real server: the
+# demo page (tests/e2e/presence.test.mjs) and the client package on a test page through leave and return, hidden
+# tabs, token expiry, network loss and server evictions (tests/e2e/client.test.mjs). Assumes scripts/setup.sh
+# --browser has run. Builds the wasm package when pkg/ is missing and the
 # release server when its binary is missing or older than its sources (unless PRESENCE_SERVER_BIN names one);
 # the tests start and stop their own servers.
 # Screenshots: artifacts/e2e/.

@@ -137,6 +137,13 @@ export async function openClientPage(browser, siteURL) {
   const page = await context.newPage();
   page.problems = [];
   page.on('pageerror', (error) => page.problems.push(`uncaught: ${error.message}`));
+  page.on('console', (message) => {
+    if (message.type() !== 'error') return;
+    const text = message.text();
+    // Chromium's own report of each refused or failed connection and error answer (the tests cause them).
+    if (/^Failed to load resource|^WebSocket connection to .* failed/.test(text)) return;
+    page.problems.push(`console.error: ${text}`);
+  });
   await page.goto(`${siteURL}/client.html`, { timeout: 15_000 });
   await page.waitForFunction(() => window.clientReady === true, null, { timeout: 15_000 });
   return page;

@@ -60,6 +60,14 @@ async function serverWith(name, { graceMs, flags = [], ids = [] }) {
   return server;
 }
 
+/** Every page the tests opened, for the final check of uncaught exceptions. */
+const opened = [];
+async function openPage(siteURL) {
+  const page = await openClientPage(browser, siteURL);
+  opened.push(page);
+  return page;
+}
+
 /** Presence flips of `user` the peer saw from `since` on, as a list of online values. */
 const flips = (peer, user, since) => peer.about(user, since).map((e) => e.online);
 
@@ -92,7 +100,7 @@ describe('page lifecycle: leave and return, hide and show', { timeout: 90_000 },
     server = await serverWith('lifecycle', { graceMs: GRACE_MS, ids: ['alice', 'bob', 'carol'] });
     relay = await startRelay(server.port);
     peer = await startPeer(server.url, 'bob', ['alice']);
-    page = await openClientPage(browser, server.url);
+    page = await openPage(server.url);
     const result = await connectClient(page, {
       userId: 'alice', baseURL: server.url, wsBaseURL: relay.url, watched: ['bob', 'carol'],
     });
@@ -149,9 +157,11 @@ describe('page lifecycle: leave and return, hide and show', { timeout: 90_000 },
   test('tab hidden and shown: a tab whose connection dropped while hidden reconnects as soon as it is shown', async () => {
     // Headless Chromium keeps every tab visible: the page is told it is hidden and shown the way the browser
     // tells it (visibilityState and the visibilitychange event).
+    // Resolves with the page's time of the change.
     const setVisibility = (state) => page.evaluate((state) => {
       Object.defineProperty(document, 'visibilityState', { configurable: true, get: () => state });
       document.dispatchEvent(new Event('visibilitychange'));
+      return Date.now();
     }, state);
 
     // Shown again with a healthy connection: nothing reconnects.
@@ -178,8 +188,7 @@ describe('page lifecycle: leave and return, hide and show', { timeout: 90_000 },
     // add up to under 300 ms about once in 12,000 runs.
     const backedOff = Date.now() - since;
     assert.ok(backedOff >= 300, `four attempts within ${backedOff} ms of the drop: no backoff`);
-    const shownAt = Date.now();
-    await setVisibility('visible');
+    const shownAt = await setVisibility('visible');
     await waitReconnected(page, 5000);
     const reconnectIn = (await sockets(page)).at(-1).createdAt - shownAt;
     assert.ok(reconnectIn < 300, `reconnected ${reconnectIn} ms after the tab was shown`);
@@ -212,7 +221,7 @@ describe('token expiry with a token provider', { timeout: 60_000 }, () => {
     server = await serverWith('token', { graceMs: GRACE_MS, ids: ['alice', 'bob'] });
     relay = await startRelay(server.port);
     peer = await startPeer(server.url, 'bob', ['alice']);
-    page = await openClientPage(browser, server.url);
+    page = await openPage(server.url);
     // Every token the provider hands out expires TOKEN_SECS after it was minted.
     await page.exposeFunction('mintToken', () => userToken('alice', TOKEN_SECS));
   });
@@ -285,7 +294,7 @@ describe('network loss longer than the grace window', { timeout: 60_000 }, () =>
     });
     bob = await startPeer(server.url, 'bob', ['alice']);
     carol = await startPeer(server.url, 'carol', []);
-    page = await openClientPage(browser, server.url);
+    page = await openPage(server.url);
     const result = await connectClient(page, { userId: 'alice', baseURL: server.url, watched: ['bob', 'carol'] });
     assert.deepEqual(result, { ok: true });
     await bob.waitFor('alice', true, 5000);
@@ -354,7 +363,7 @@ describe('refusals and evictions by the server', { timeout: 90_000 }, () => {
     });
     relay = await startRelay(server.port);
     peer = await startPeer(server.url, 'bob', ['alice']);
-    page = await openClientPage(browser, server.url);
+    page = await openPage(server.url);
     assert.deepEqual(await connectClient(page, {
       userId: 'alice', baseURL: server.url, wsBaseURL: relay.url, watched: ['bob', ...burstIds],
     }), { ok: true });
@@ -369,7 +378,7 @@ describe('refusals and evictions by the server', { timeout: 90_000 }, () => {
 
   test('over the per-user connection cap: connectUser rejects with code 71 and nothing retries', async () => {
     const other = await startPeer(server.url, 'dave', []);
-    const p = await openClientPage(browser, server.url);
+    const p = await openPage(server.url);
     try {
       const started = Date.now();
       const result = await connectClient(p, { userId: 'dave', baseURL: server.url, wsBaseURL: relay.url });
@@ -451,4 +460,9 @@ describe('refusals and evictions by the server', { timeout: 90_000 }, () => {
       await device.disconnectUser().catch(() => {});
     }
   });
+});
+
+test('no uncaught exceptions and no errors logged by the client on any page', () => {
+  assert.ok(opened.length >= 5, `${opened.length} pages opened`);
+  assert.deepEqual(opened.flatMap((page) => page.problems), []);
 });
