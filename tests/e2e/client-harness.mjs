@@ -53,16 +53,18 @@ export async function startRelay(targetPort) {
     page.on('data', (chunk) => {
       if (!pair.muted) server.write(chunk);
     });
-    server.on('data', (chunk) => page.write(chunk));
-    const end = () => {
+    page.on('end', () => server.end());
+    // Ends the page's side only after the server's last bytes (a close frame) went through.
+    server.pipe(page);
+    const drop = () => {
       open.delete(pair);
       page.destroy();
       server.destroy();
     };
-    for (const socket of [page, server]) {
-      socket.on('close', end);
-      socket.on('error', end);
-    }
+    page.on('close', drop);
+    page.on('error', drop);
+    server.on('error', drop);
+    server.on('close', () => open.delete(pair));
   });
   await new Promise((done) => relay.listen(0, '127.0.0.1', done));
   const { port } = relay.address();

@@ -117,7 +117,6 @@ describe('page lifecycle: leave and return, hide and show', { timeout: 90_000 },
 
   test('back/forward cache: returning reconnects at once, catches up, and the peer never sees alice leave', async () => {
     const before = (await sockets(page)).length;
-    const since = Date.now();
     const leftAt = Date.now();
     await page.click('#away');
     await page.waitForURL(/away\.html$/, { timeout: 10_000 });
@@ -138,8 +137,8 @@ describe('page lifecycle: leave and return, hide and show', { timeout: 90_000 },
     assert.ok(reconnectIn >= 0 && reconnectIn < 500, `reconnect began ${reconnectIn} ms after pageshow`);
 
     // Re-subscribed and caught up: carol's arrival is reported before connection.recovered.
-    await waitClientEvent(page, { type: 'connection.recovered' }, 5000, since);
-    const events = await clientEvents(page, null, since);
+    await waitClientEvent(page, { type: 'connection.recovered' }, 5000, leftAt);
+    const events = await clientEvents(page, null, leftAt);
     const carolOnline = events.findIndex((e) => e.type === 'user.presence.changed' && e.user === 'carol' && e.online === true);
     const recovered = events.findIndex((e) => e.type === 'connection.recovered');
     assert.ok(carolOnline >= 0 && carolOnline < recovered, `events after return: ${JSON.stringify(events)}`);
@@ -151,13 +150,12 @@ describe('page lifecycle: leave and return, hide and show', { timeout: 90_000 },
 
     // Past the grace window: the peer saw nothing of alice's absence.
     await sleep(Math.max(0, leftAt + GRACE_MS + 1000 - Date.now()));
-    assert.deepEqual(flips(peer, 'alice', since), [], 'bob saw alice flip while she went back and forth');
+    assert.deepEqual(flips(peer, 'alice', leftAt), [], 'bob saw alice flip while she went back and forth');
   });
 
   test('tab hidden and shown: a tab whose connection dropped while hidden reconnects as soon as it is shown', async () => {
     // Headless Chromium keeps every tab visible: the page is told it is hidden and shown the way the browser
-    // tells it (visibilityState and the visibilitychange event).
-    // Resolves with the page's time of the change.
+    // tells it (visibilityState and the visibilitychange event). Resolves with the page's time of the change.
     const setVisibility = (state) => page.evaluate((state) => {
       Object.defineProperty(document, 'visibilityState', { configurable: true, get: () => state });
       document.dispatchEvent(new Event('visibilitychange'));
@@ -183,6 +181,8 @@ describe('page lifecycle: leave and return, hide and show', { timeout: 90_000 },
       assert.ok(Date.now() < deadline, `only ${relay.attemptsSince(since)} attempts in 15 s`);
       await sleep(5);
     }
+    // The page has seen the fourth attempt fail (it is between attempts, not in the middle of one).
+    await page.waitForFunction(() => window.sockets.at(-1).closedAt !== null, null, { timeout: 5000, polling: 5 });
     relay.refuse(false);
     // With backoff, the four delays up to the fourth attempt (drawn from [0, 0.5], [0, 1], [0, 2] and [0, 4] s)
     // add up to under 300 ms about once in 12,000 runs.
