@@ -9,6 +9,7 @@ type Handler = Closure<dyn FnMut(Event)>;
 
 use crate::core::SocketId;
 
+#[must_use = "dropping a Socket closes it"]
 pub struct Socket {
     pub id: SocketId,
     ws: WebSocket,
