@@ -12,16 +12,20 @@ pub const CHANNEL_TYPES: &[&str] = &["messaging", "team", "livestream", "commerc
 
 /// Whether `id` is a well-formed channel id.
 pub fn is_channel_id(id: &str) -> bool {
-    (1..=MAX_CHANNEL_ID_LEN).contains(&id.len()) && id.bytes().all(|b| is_name_byte(b) || b == b'!')
+    id.len() <= MAX_CHANNEL_ID_LEN && is_name(id, true)
 }
 
 /// Whether `channel_type` is a well-formed channel type name (known or not).
 pub fn is_channel_type(channel_type: &str) -> bool {
-    !channel_type.is_empty() && channel_type.bytes().all(is_name_byte)
+    is_name(channel_type, false)
 }
 
-fn is_name_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_' || b == b'-'
+/// Non-empty, ASCII letters, digits, `_` and `-`, and `!` when `allow_bang`.
+fn is_name(value: &str, allow_bang: bool) -> bool {
+    !value.is_empty()
+        && value.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || (allow_bang && b == b'!')
+        })
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ use crate::web::state::{ClientState, PendingConnect};
 /// Starts connecting; the Promise settles with the first frame of the connection (or its error, a JS `Error`
 /// with `code`). Nothing here waits, so the promise is handed back as it is.
 pub fn connect(
-    client: &ClientState,
+    client: &Rc<ClientState>,
     user: JsValue,
     token: JsValue,
 ) -> Result<Promise, ClientError> {
@@ -52,9 +52,18 @@ pub fn connect(
 
 /// `disconnectUser()`: closes with 1000, forgets the user, and waits (at most `timeout_ms`) for the close.
 pub async fn disconnect(client: Rc<ClientState>, timeout_ms: u32) {
+    // The session closes its current socket with 1000; that socket's close is awaited below.
+    let closing = {
+        let session = client.session.borrow();
+        let socket = client.socket.borrow();
+        socket
+            .as_ref()
+            .filter(|s| session.is_current(s.id))
+            .map(Socket::ws)
+    };
     client.session.borrow_mut().disconnect(js::now());
-    // The close (1000) and the rejection of a pending connect; the closing socket is kept to await its close.
-    let closing = drive(&client, None);
+    // The close (1000) and the rejection of a pending connect.
+    pump(&client, None);
     client.page.borrow_mut().take();
     client.timer.borrow_mut().take();
     let old_socket = client.socket.borrow_mut().take();
@@ -81,10 +90,10 @@ pub async fn disconnect(client: Rc<ClientState>, timeout_ms: u32) {
     }
 }
 
-fn install_page_events(client: &ClientState) {
-    let wake = client.weak();
-    let offline = client.weak();
-    let hide = client.weak();
+fn install_page_events(client: &Rc<ClientState>) {
+    let wake = Rc::downgrade(client);
+    let offline = Rc::downgrade(client);
+    let hide = Rc::downgrade(client);
     let events = PageEvents::install(
         move || {
             if let Some(client) = wake.upgrade() {
@@ -109,37 +118,27 @@ fn install_page_events(client: &ClientState) {
     drop(old);
 }
 
-/// Carries out every pending effect of the session, then re-arms the one timer. `frame` is the frame being
-/// handled, which a `ConnectResolved` resolves `connectUser` with.
-pub fn pump(client: &ClientState, frame: Option<&JsValue>) {
-    drop(drive(client, frame));
-}
-
-/// The effect loop; returns the last socket it closed, whose close can still be awaited.
-#[must_use]
-fn drive(client: &ClientState, frame: Option<&JsValue>) -> Option<web_sys::WebSocket> {
-    let mut closed = None;
+/// The effect loop: carries out every pending effect of the session, then re-arms the one timer. `frame` is
+/// the frame being handled, which a `ConnectResolved` resolves `connectUser` with.
+pub fn pump(client: &Rc<ClientState>, frame: Option<&JsValue>) {
     loop {
         let effect = client.session.borrow_mut().poll_effect();
         let Some(effect) = effect else {
             break;
         };
-        if let Some(ws) = run(client, effect, frame) {
-            closed = Some(ws);
-        }
+        run(client, effect, frame);
     }
     arm_timer(client);
-    closed
 }
 
-fn arm_timer(client: &ClientState) {
+fn arm_timer(client: &Rc<ClientState>) {
     let next = client.session.borrow().poll_timeout();
     let armed = client.timer.borrow().as_ref().map(|(at, _)| *at);
     if next == armed {
         return;
     }
     let replacement = next.map(|at| {
-        let weak = client.weak();
+        let weak = Rc::downgrade(client);
         let delay = at.saturating_sub(js::now()).min(u64::from(u32::MAX / 2)) as u32;
         let timer = timeout(
             delay,
@@ -158,26 +157,19 @@ fn arm_timer(client: &ClientState) {
     drop(old);
 }
 
-/// Carries out one effect; a closed socket is returned.
-fn run(
-    client: &ClientState,
-    effect: Effect,
-    frame: Option<&JsValue>,
-) -> Option<web_sys::WebSocket> {
+fn run(client: &Rc<ClientState>, effect: Effect, frame: Option<&JsValue>) {
     match effect {
         Effect::OpenSocket {
             socket,
             reload_token,
         } => {
-            if let Some(client) = client.rc() {
-                spawn(Box::pin(open_socket(client, socket, reload_token)));
-            }
+            spawn(Box::pin(open_socket(client.clone(), socket, reload_token)));
         }
         Effect::CloseSocket {
             socket,
             code,
             reason,
-        } => return close_socket(client, socket, code, reason),
+        } => close_socket(client, socket, code, reason),
         Effect::Ping { socket } => {
             let frame = ping_frame(client);
             if let Some(current) = client.socket.borrow().as_ref().filter(|s| s.id == socket) {
@@ -235,7 +227,6 @@ fn run(
                 .emit(event_type::CONNECTION_RECOVERED, &event.into());
         }
     }
-    None
 }
 
 /// The keep-alive frame: `[{"type":"health.check","client_id":…}]`.
@@ -246,12 +237,7 @@ fn ping_frame(client: &ClientState) -> String {
     js::to_json(&Array::of1(&ping))
 }
 
-fn close_socket(
-    client: &ClientState,
-    socket: SocketId,
-    code: Option<u16>,
-    reason: &str,
-) -> Option<web_sys::WebSocket> {
+fn close_socket(client: &ClientState, socket: SocketId, code: Option<u16>, reason: &str) {
     let current = {
         let mut slot = client.socket.borrow_mut();
         if slot.as_ref().is_some_and(|s| s.id == socket) {
@@ -260,11 +246,11 @@ fn close_socket(
             None
         }
     };
-    let current = current?;
-    let ws = current.close(code, reason);
-    // The handler running right now may be one of this socket's: release them once it has returned.
-    drop_later(Box::new(current));
-    Some(ws)
+    if let Some(current) = current {
+        current.close(code, reason);
+        // The handler running right now may be one of this socket's: release them once it has returned.
+        drop_later(Box::new(current));
+    }
 }
 
 async fn open_socket(client: Rc<ClientState>, socket: SocketId, reload_token: bool) {
@@ -298,7 +284,11 @@ async fn open_socket(client: Rc<ClientState>, socket: SocketId, reload_token: bo
         &JsValue::from_str(&request_id),
     );
     let url = client.endpoints.connect(&js::to_json(&payload), &token);
-    let (on_message, on_close, on_error) = (client.weak(), client.weak(), client.weak());
+    let (on_message, on_close, on_error) = (
+        Rc::downgrade(&client),
+        Rc::downgrade(&client),
+        Rc::downgrade(&client),
+    );
     let opened = Socket::open(
         socket,
         &url,
@@ -344,7 +334,7 @@ async fn open_socket(client: Rc<ClientState>, socket: SocketId, reload_token: bo
 
 /// The hot path: frame → session → (effects first: `connection.changed`, the `connectUser` resolution) →
 /// cache and listeners.
-fn handle_message(client: &ClientState, socket: SocketId, data: &JsValue) {
+fn handle_message(client: &Rc<ClientState>, socket: SocketId, data: &JsValue) {
     let Some(inbound) = Inbound::parse(data) else {
         return;
     };
@@ -361,10 +351,8 @@ fn handle_message(client: &ClientState, socket: SocketId, data: &JsValue) {
 
 /// Makes one subscription again on the new connection and reports its answer (none when it failed) to the
 /// session.
-fn resubscribe(client: &ClientState, generation: u64, request: Subscription) {
-    let Some(client) = client.rc() else {
-        return;
-    };
+fn resubscribe(client: &Rc<ClientState>, generation: u64, request: Subscription) {
+    let client = client.clone();
     let call = requests::resubscribe(request);
     spawn(Box::pin(async move {
         let users = match rest::call(client.clone(), call).await {

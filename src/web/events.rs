@@ -2,7 +2,7 @@
 //! and emitting to the listeners of a client or a channel (a throwing listener is logged, the others still run).
 
 use std::cell::RefCell;
-use std::rc::{Rc, Weak};
+use std::rc::Rc;
 
 use js_sys::{Function, Object};
 use wasm_bindgen::prelude::*;
@@ -17,19 +17,18 @@ pub struct Emitter {
     listeners: Rc<RefCell<Listeners<Function>>>,
 }
 
-/// What `on()` returns: `{ unsubscribe() }`.
+/// What `on()` returns: `{ unsubscribe() }`. It shares the listener list (not the client or channel), so
+/// unsubscribing works whatever became of them.
 #[wasm_bindgen]
 pub struct EventSubscription {
-    listeners: Weak<RefCell<Listeners<Function>>>,
+    listeners: Rc<RefCell<Listeners<Function>>>,
     id: ListenerId,
 }
 
 #[wasm_bindgen]
 impl EventSubscription {
     pub fn unsubscribe(&self) {
-        if let Some(listeners) = self.listeners.upgrade() {
-            listeners.borrow_mut().remove(self.id);
-        }
+        self.listeners.borrow_mut().remove(self.id);
     }
 }
 
@@ -69,7 +68,7 @@ impl Emitter {
             .borrow_mut()
             .add(event_type.as_deref(), handler);
         Ok(EventSubscription {
-            listeners: Rc::downgrade(&self.listeners),
+            listeners: self.listeners.clone(),
             id,
         })
     }

@@ -17,11 +17,10 @@ use crate::web::runtime::promise;
 use crate::web::state::ClientState;
 
 /// Runs a prepared call as a Promise (a preparation error rejects at once, with no network call).
-pub fn run_call(client: &ClientState, call: Result<RestCall, ClientError>) -> Promise {
-    match (call, client.rc()) {
-        (Ok(call), Some(client)) => promise(Box::pin(self::call(client, call))),
-        (Err(error), _) => Promise::reject(&js::to_js_error(&error)),
-        (Ok(_), None) => Promise::reject(&js::to_js_error(&ClientError::not_connected("call"))),
+pub fn run_call(client: &Rc<ClientState>, call: Result<RestCall, ClientError>) -> Promise {
+    match call {
+        Ok(call) => promise(Box::pin(self::call(client.clone(), call))),
+        Err(error) => Promise::reject(&js::to_js_error(&error)),
     }
 }
 

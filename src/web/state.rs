@@ -3,7 +3,7 @@
 //! pending `connectUser`). The behaviour lives in the modules that own each concern; this is only the data.
 
 use std::cell::RefCell;
-use std::rc::{Rc, Weak};
+use std::rc::Rc;
 
 use gloo_timers::callback::Timeout;
 use js_sys::{Function, Promise};
@@ -24,7 +24,6 @@ pub struct PendingConnect {
 }
 
 pub struct ClientState {
-    me: Weak<ClientState>,
     pub endpoints: Endpoints,
     /// The REST timeout.
     pub timeout_ms: u32,
@@ -42,8 +41,7 @@ pub struct ClientState {
 
 impl ClientState {
     pub fn new(endpoints: Endpoints, timeout_ms: u32, config: Config, seed: u64) -> Rc<Self> {
-        Rc::new_cyclic(|me| ClientState {
-            me: me.clone(),
+        Rc::new(ClientState {
             endpoints,
             timeout_ms,
             session: RefCell::new(Session::new(config, seed)),
@@ -56,15 +54,5 @@ impl ClientState {
             timer: RefCell::new(None),
             page: RefCell::new(None),
         })
-    }
-
-    /// A strong handle, for work that outlives the current call (tasks, handlers).
-    pub fn rc(&self) -> Option<Rc<ClientState>> {
-        self.me.upgrade()
-    }
-
-    /// A weak handle, for callbacks that must not keep the client alive.
-    pub fn weak(&self) -> Weak<ClientState> {
-        self.me.clone()
     }
 }
