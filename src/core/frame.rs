@@ -103,6 +103,34 @@ mod tests {
         );
     }
 
+    /// An answer whose body is not an API envelope (a proxy's 502 page, say).
+    struct NoEnvelope;
+
+    impl WireError for NoEnvelope {
+        fn code(&self) -> Option<i64> {
+            None
+        }
+        fn status(&self) -> Option<u16> {
+            None
+        }
+        fn message(&self) -> Option<String> {
+            None
+        }
+    }
+
+    #[test]
+    fn a_failed_answer_without_an_envelope_reports_its_http_status() {
+        let rejection = Rejection::decode(&NoEnvelope, 502);
+        assert_eq!(
+            rejection,
+            Rejection {
+                code: -1,
+                status: 502,
+                message: "HTTP status 502".to_string()
+            }
+        );
+    }
+
     #[test]
     fn own_user_is_read_from_any_frame() {
         let event: Event = serde_json::from_str(

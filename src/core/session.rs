@@ -6,6 +6,7 @@
 //! throttled timers (background tabs fire at most once a minute) only make the client late, never wrong.
 
 use presence_protocol::codes::{close_code, event_type};
+// The tests build frames from these wire types.
 #[cfg(test)]
 use presence_protocol::{ApiError, Event};
 

@@ -1,6 +1,7 @@
 //! Read access to parsed JSON, whatever holds it: the rules that decode frames, users and error envelopes
-//! ([`crate::core::frame`], [`crate::core::store`]) are written once against these traits. The browser layer
-//! implements them for JS objects; `presence_protocol`'s serde types implement them here (tests, native callers).
+//! (`Frame::decode`, `UserPresence::decode`, `Rejection::decode`) are written once against these traits. The
+//! browser layer implements them for JS objects; `presence_protocol`'s serde types implement them here (tests,
+//! native callers).
 
 use presence_protocol::{ApiError, Event, User};
 
