@@ -8,6 +8,7 @@ pub mod channel;
 pub mod codes;
 pub mod error;
 pub mod event;
+pub mod ids;
 pub mod request;
 pub mod user;
 

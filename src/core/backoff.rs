@@ -1,6 +1,6 @@
 //! Reconnect delays: exponential growth with full jitter, drawn from a generator the caller seeds.
 
-use crate::core::Millis;
+use crate::core::time::Millis;
 
 /// Exponential backoff with full jitter: the n-th consecutive failure waits a uniform random time in
 /// `[0, min(cap, base * 2^n)]`, so a crowd of clients dropped at the same moment spreads out instead of

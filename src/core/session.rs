@@ -5,50 +5,20 @@
 //! queue of [`Effect`]s. Every deadline is computed from recorded instants, never from counting timer ticks, so
 //! throttled timers (background tabs fire at most once a minute) only make the client late, never wrong.
 
-use presence_protocol::codes::{close_code, error_code, event_type, timing};
+use presence_protocol::codes::{close_code, event_type};
+// The tests build frames from these wire types.
+#[cfg(test)]
 use presence_protocol::{ApiError, Event};
 
-use crate::core::{
-    client_code, decimal, uuid_v4, Backoff, ClientError, Millis, Subscription, Subscriptions,
-    UserPresence, UserStore,
-};
-
-/// Timing of the session; defaults follow the protocol.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// A ping goes out this long after the last `health.check` received (or the last ping sent).
-    pub ping_interval: Millis,
-    /// A socket that answers nothing this long after a ping is dead (25 s + 10 s = the protocol's 35 s).
-    pub pong_timeout: Millis,
-    /// `connection.changed {online:false}` waits this long, and is dropped if the socket recovered meanwhile.
-    pub offline_event_delay: Millis,
-    /// While connected, `last_active` is refreshed this often.
-    pub last_active_refresh: Millis,
-    /// One connection attempt must produce its first frame within this.
-    pub attempt_timeout: Millis,
-    /// `connectUser` gives up when no attempt succeeded within this.
-    pub connect_budget: Millis,
-    /// Delay of the retry triggered by the browser going online or the page coming back.
-    pub wake_retry: Millis,
-    pub backoff_base: Millis,
-    pub backoff_cap: Millis,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            ping_interval: timing::CLIENT_PING_INTERVAL_MS,
-            pong_timeout: timing::CLIENT_DEAD_AFTER_MS - timing::CLIENT_PING_INTERVAL_MS,
-            offline_event_delay: timing::OFFLINE_EVENT_DELAY_MS,
-            last_active_refresh: timing::LAST_ACTIVE_REFRESH_MS,
-            attempt_timeout: 10_000,
-            connect_budget: 15_000,
-            wake_retry: 10,
-            backoff_base: 500,
-            backoff_cap: timing::MAX_RECONNECT_DELAY_MS,
-        }
-    }
-}
+use crate::core::backoff::Backoff;
+use crate::core::config::Config;
+use crate::core::error::{client_code, decimal, ClientError};
+use crate::core::frame::{Frame, FrameVerdict, Rejection};
+use crate::core::store::{UserPresence, UserStore};
+use crate::core::subscriptions::{Subscription, Subscriptions};
+use crate::core::time::Millis;
+use crate::core::token;
+use crate::core::uuid::uuid_v4;
 
 /// Names one WebSocket the session asked for; events of older sockets are ignored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -88,65 +58,6 @@ pub enum Effect {
     PresenceChanged { user_id: String },
     /// Emit the local `connection.recovered` event.
     ConnectionRecovered,
-}
-
-/// What the session needs to know of an incoming frame.
-#[derive(Debug, Clone, Default)]
-pub struct Frame<'a> {
-    pub kind: &'a str,
-    pub connection_id: Option<&'a str>,
-    /// The `error` of a `connection.error` frame.
-    pub error: Option<Rejection>,
-    /// The subject of `user.presence.changed` / `user.updated`, whose state replaces the cached one.
-    pub user: Option<UserPresence>,
-    /// The connected user's own object, when the frame carries it.
-    pub me: Option<UserPresence>,
-}
-
-impl<'a> Frame<'a> {
-    /// The session's view of a parsed wire event.
-    pub fn from_event(event: &'a Event) -> Self {
-        let carries_user = event.kind == event_type::USER_PRESENCE_CHANGED
-            || event.kind == event_type::USER_UPDATED;
-        Frame {
-            kind: &event.kind,
-            connection_id: event.connection_id.as_deref(),
-            error: event.error.as_ref().map(Rejection::from),
-            user: event
-                .user
-                .as_ref()
-                .filter(|_| carries_user)
-                .map(UserPresence::from),
-            me: event.me.as_ref().map(UserPresence::from),
-        }
-    }
-}
-
-/// Why a server refused a handshake: the `error` of a `connection.error` frame.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rejection {
-    pub code: i64,
-    pub status: u16,
-    pub message: String,
-}
-
-impl From<&ApiError> for Rejection {
-    fn from(error: &ApiError) -> Self {
-        Rejection {
-            code: error.code,
-            status: error.status_code,
-            message: error.message.clone(),
-        }
-    }
-}
-
-/// Whether the embedding layer should hand a frame to the app's listeners.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FrameVerdict {
-    /// Dispatch it.
-    Dispatch,
-    /// A frame of a superseded socket, or a handshake error: drop it.
-    Ignore,
 }
 
 #[derive(Debug)]
@@ -322,6 +233,7 @@ impl Session {
     }
 
     /// An incoming text frame on `socket`, already parsed.
+    #[must_use]
     pub fn handle_frame(
         &mut self,
         now: Millis,
@@ -568,6 +480,7 @@ impl Session {
     }
 
     /// The earliest deadline, if any; call [`Session::handle_timeout`] once it has passed.
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Millis> {
         let phase = match &self.phase {
             Phase::Idle | Phase::Suspended => return None,
@@ -590,6 +503,7 @@ impl Session {
             .min()
     }
 
+    #[must_use]
     pub fn poll_effect(&mut self) -> Option<Effect> {
         if self.effects.is_empty() {
             None
@@ -637,7 +551,7 @@ impl Session {
     }
 
     fn handshake_rejected(&mut self, now: Millis, socket: SocketId, error: &Rejection) {
-        if error.code == error_code::TOKEN_EXPIRED && self.token_provider {
+        if token::reload_cures(error.code, self.token_provider) {
             self.reload_token = true;
             self.retry_later(now);
             return;

@@ -3,6 +3,8 @@
 
 use presence_protocol::User;
 
+use crate::core::wire::WireUser;
+
 /// What a presence UI shows of a user.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PresenceState {
@@ -25,15 +27,32 @@ pub struct UserPresence {
     pub state: PresenceState,
 }
 
+impl PresenceState {
+    /// What a user object says: offline unless `online` is `true`; `status` and `last_active` when strings.
+    pub fn decode(user: &impl WireUser) -> Self {
+        PresenceState {
+            online: user.online().unwrap_or(false),
+            status: user.status(),
+            last_active: user.last_active(),
+        }
+    }
+}
+
+impl UserPresence {
+    /// A user object's presence; `None` without a string id.
+    pub fn decode(user: &impl WireUser) -> Option<Self> {
+        Some(UserPresence {
+            id: user.id()?,
+            state: PresenceState::decode(user),
+        })
+    }
+}
+
 impl From<&User> for UserPresence {
     fn from(user: &User) -> Self {
         UserPresence {
             id: user.id.clone(),
-            state: PresenceState {
-                online: user.online,
-                status: user.status().map(str::to_string),
-                last_active: user.last_active.clone(),
-            },
+            state: PresenceState::decode(&user),
         }
     }
 }

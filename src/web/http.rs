@@ -6,11 +6,10 @@ use wasm_bindgen::JsValue;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{AbortController, Headers, Request, RequestInit, Response};
 
-use crate::core::{client_code, decimal, ClientError};
-use crate::web::{js, timeout};
-
-/// The `X-Stream-Client` value this client identifies with.
-pub const CLIENT_NAME: &str = concat!("presence-client-v", env!("CARGO_PKG_VERSION"), "-browser");
+use crate::core::urls::CLIENT_NAME;
+use crate::core::{client_code, decimal, ClientError, Rejection};
+use crate::web::js;
+use crate::web::runtime::timeout;
 
 pub struct Call<'a> {
     /// Names the operation in error messages.
@@ -91,7 +90,7 @@ pub async fn fetch_json(call: Call<'_>) -> Result<JsValue, ClientError> {
             )
         });
     }
-    let error = js::rejection_of(&body.unwrap_or(JsValue::UNDEFINED), status);
+    let error = Rejection::decode(&body.unwrap_or(JsValue::UNDEFINED), status);
     Err(ClientError {
         code: error.code,
         status: Some(error.status),

@@ -1,12 +1,13 @@
 //! JS bindings the client needs beyond js-sys/web-sys: direct property access on wire objects (cheaper than
-//! `Reflect`), JSON on JS strings without copying them into Rust, base64, the global `fetch`; plus the
-//! conversions between JS values and the core's types.
+//! `Reflect`), JSON on JS strings without copying them into Rust, base64, the global `fetch`; the core's
+//! [`crate::core::wire`] view of JS objects, so that frames, users and errors are decoded by the core's rules;
+//! and small JS helpers (errors, property access, the clock).
 
 use js_sys::{Object, Reflect};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 
-use crate::core::{client_code, decimal, ClientError, PresenceState, Rejection, UserPresence};
+use crate::core::{client_code, ClientError, WireError, WireEvent, WireUser};
 
 #[wasm_bindgen]
 extern "C" {
@@ -16,24 +17,24 @@ extern "C" {
 
     #[wasm_bindgen(method, getter, js_name = type)]
     pub fn kind(this: &Wire) -> JsValue;
-    #[wasm_bindgen(method, getter)]
-    pub fn user(this: &Wire) -> JsValue;
-    #[wasm_bindgen(method, getter)]
-    pub fn me(this: &Wire) -> JsValue;
-    #[wasm_bindgen(method, getter)]
-    pub fn id(this: &Wire) -> JsValue;
-    #[wasm_bindgen(method, getter)]
-    pub fn online(this: &Wire) -> JsValue;
-    #[wasm_bindgen(method, getter)]
-    pub fn status(this: &Wire) -> JsValue;
-    #[wasm_bindgen(method, getter)]
-    pub fn last_active(this: &Wire) -> JsValue;
+    #[wasm_bindgen(method, getter = user)]
+    pub fn user_value(this: &Wire) -> JsValue;
+    #[wasm_bindgen(method, getter = me)]
+    pub fn me_value(this: &Wire) -> JsValue;
+    #[wasm_bindgen(method, getter = id)]
+    pub fn id_value(this: &Wire) -> JsValue;
+    #[wasm_bindgen(method, getter = online)]
+    fn online_value(this: &Wire) -> JsValue;
+    #[wasm_bindgen(method, getter = status)]
+    fn status_value(this: &Wire) -> JsValue;
+    #[wasm_bindgen(method, getter = last_active)]
+    fn last_active_value(this: &Wire) -> JsValue;
     #[wasm_bindgen(method, getter)]
     pub fn connection_id(this: &Wire) -> JsValue;
     #[wasm_bindgen(method, getter)]
     pub fn cid(this: &Wire) -> JsValue;
-    #[wasm_bindgen(method, getter)]
-    pub fn error(this: &Wire) -> JsValue;
+    #[wasm_bindgen(method, getter = error)]
+    fn error_value(this: &Wire) -> JsValue;
     #[wasm_bindgen(method, setter)]
     pub fn set_received_at(this: &Wire, value: &JsValue);
 
@@ -54,6 +55,68 @@ extern "C" {
 /// Views a value as a wire object, if it is a non-null object.
 pub fn wire(value: &JsValue) -> Option<&Wire> {
     value.is_object().then(|| value.unchecked_ref::<Wire>())
+}
+
+/// A value as an owned wire object, if it is a non-null object.
+fn into_wire(value: JsValue) -> Option<Wire> {
+    value.is_object().then(|| value.unchecked_into::<Wire>())
+}
+
+impl WireEvent for Wire {
+    type User = Wire;
+    type Error = JsValue;
+
+    fn user(&self) -> Option<Wire> {
+        into_wire(self.user_value())
+    }
+
+    fn me(&self) -> Option<Wire> {
+        into_wire(self.me_value())
+    }
+
+    fn error(&self) -> Option<JsValue> {
+        into_wire(self.error_value()).map(JsValue::from)
+    }
+}
+
+impl WireUser for Wire {
+    fn id(&self) -> Option<String> {
+        self.id_value().as_string()
+    }
+
+    fn online(&self) -> Option<bool> {
+        self.online_value().as_bool()
+    }
+
+    fn status(&self) -> Option<String> {
+        self.status_value().as_string()
+    }
+
+    fn last_active(&self) -> Option<String> {
+        self.last_active_value().as_string()
+    }
+}
+
+/// Any value: what is not an object has none of the fields.
+impl WireError for JsValue {
+    fn code(&self) -> Option<i64> {
+        get(self, "code").as_f64().map(|c| c as i64)
+    }
+
+    fn status(&self) -> Option<u16> {
+        get(self, "StatusCode").as_f64().map(|s| s as u16)
+    }
+
+    fn message(&self) -> Option<String> {
+        get(self, "message").as_string()
+    }
+}
+
+/// The id of a user object: a non-empty string.
+pub fn user_id_of(user: &JsValue) -> Option<String> {
+    wire(user)
+        .and_then(|u| u.id_value().as_string())
+        .filter(|id| !id.is_empty())
 }
 
 pub fn set(target: &JsValue, key: &str, value: &JsValue) {
@@ -90,20 +153,6 @@ pub fn shallow_copy(value: &JsValue) -> Object {
     copy
 }
 
-/// The core's view of a user object; `None` without a string id.
-pub fn presence_of(user: &JsValue) -> Option<UserPresence> {
-    let user = wire(user)?;
-    let id = user.id().as_string()?;
-    Some(UserPresence {
-        id,
-        state: PresenceState {
-            online: user.online().as_bool().unwrap_or(false),
-            status: user.status().as_string(),
-            last_active: user.last_active().as_string(),
-        },
-    })
-}
-
 /// A real JS `Error` with `code`, and `StatusCode`/`status` when a server answered.
 pub fn to_js_error(error: &ClientError) -> JsValue {
     let js = js_sys::Error::new(&error.message);
@@ -125,24 +174,6 @@ pub fn describe(thrown: &JsValue) -> String {
 
 pub fn invalid(message: impl Into<String>) -> ClientError {
     ClientError::new(client_code::INVALID_ARGUMENT, message)
-}
-
-/// Reads the API error envelope of a failed answer (or the `error` of a `connection.error` frame).
-pub fn rejection_of(body: &JsValue, http_status: u16) -> Rejection {
-    let (code, message, status) = match wire(body) {
-        Some(body) => (
-            get(body, "code").as_f64().map(|c| c as i64),
-            get(body, "message").as_string(),
-            get(body, "StatusCode").as_f64().map(|s| s as u16),
-        ),
-        None => (None, None, None),
-    };
-    Rejection {
-        code: code.unwrap_or(-1),
-        status: status.unwrap_or(http_status),
-        message: message
-            .unwrap_or_else(|| ["HTTP status ", &decimal(i64::from(http_status))].concat()),
-    }
 }
 
 /// Milliseconds since the epoch: the clock the core runs on.

@@ -1,44 +1,34 @@
 //! The browser layer: the exported JS API (`Client`, `Channel`), and the only code that touches JS. It turns
 //! socket frames, timers and page events into core inputs, and carries out the core's effects.
+//!
+//! Data flows one way: a frame arrives on a [`socket`], the [`driver`] hands it to [`inbound`], which decodes it
+//! with the core's rules, feeds it to the session and mirrors it into the JS cache; the session's effects go
+//! back to the [`driver`] (socket, timers, page events, events for the app). App calls are checked and built in
+//! [`requests`] and sent by [`rest`]; [`client`] and [`channel`] are the thin exported surfaces over that.
+//!
+//! The bundle is kept small, and these habits hold throughout: no serde and no `format!` in this layer (JSON goes
+//! through the JS engine, messages are concatenated); callbacks are boxed so that one closure glue serves them
+//! all; one future type crosses into JS ([`runtime`]); exported getters return `JsValue` rather than
+//! `Option<String>`; scripts/build-wasm.sh minifies import and export names.
 
 pub mod channel;
 pub mod client;
+
+mod cache;
+mod credentials;
+mod driver;
+mod events;
 mod http;
+mod inbound;
 mod js;
 mod page;
+mod registry;
+mod requests;
+mod rest;
+mod runtime;
 mod socket;
-
-use std::future::Future;
-use std::pin::Pin;
-
-use crate::core::ClientError;
+mod state;
 
 /// talc's allocator for single-threaded wasm: about 2.6 KB gzip smaller than the default dlmalloc.
 #[global_allocator]
 static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
-
-/// The one future type handed to JS as a Promise (one instantiation of the executor glue keeps the bundle small).
-type Task = Pin<Box<dyn Future<Output = Result<wasm_bindgen::JsValue, ClientError>>>>;
-
-/// Runs `task` as a JS Promise; its error becomes a JS `Error` with `code`.
-fn promise(task: Task) -> js_sys::Promise {
-    wasm_bindgen_futures::future_to_promise(
-        async move { task.await.map_err(|e| js::to_js_error(&e)) },
-    )
-}
-
-/// Runs `task` in the background.
-fn spawn(task: Pin<Box<dyn Future<Output = ()>>>) {
-    wasm_bindgen_futures::spawn_local(task);
-}
-
-/// A timer running `callback` once after `ms`, cancelled when dropped. The callback is boxed so that every
-/// timer of the client shares one instance of the closure glue (gloo's `Timeout` is generic over it).
-fn timeout(ms: u32, callback: Box<dyn FnOnce()>) -> gloo_timers::callback::Timeout {
-    gloo_timers::callback::Timeout::new(ms, callback)
-}
-
-/// Drops `value` once the current JS task has returned: for handlers and timers that may be running right now.
-fn drop_later(value: Box<dyn std::any::Any>) {
-    spawn(Box::pin(async move { drop(value) }));
-}

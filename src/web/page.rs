@@ -9,6 +9,7 @@ use crate::web::js;
 
 type Listener = Closure<dyn FnMut(web_sys::Event)>;
 
+#[must_use = "dropping PageEvents removes its listeners"]
 pub struct PageEvents {
     registered: Vec<(EventTarget, &'static str, Listener)>,
 }

@@ -9,6 +9,7 @@ type Handler = Closure<dyn FnMut(Event)>;
 
 use crate::core::SocketId;
 
+#[must_use = "dropping a Socket closes it"]
 pub struct Socket {
     pub id: SocketId,
     ws: WebSocket,
@@ -41,20 +42,23 @@ impl Socket {
         })
     }
 
+    /// The browser's socket, whose `close` event can be awaited after this `Socket` is gone.
+    pub fn ws(&self) -> WebSocket {
+        self.ws.clone()
+    }
+
     pub fn send(&self, text: &str) {
         // A socket that is not open drops the frame; the session's deadlines notice a dead socket.
         let _ = self.ws.send_with_str(text);
     }
 
     /// Closes with `code` (`None`: without a code, as for an abandoned socket) and detaches the handlers.
-    /// Returns the socket, whose `close` event can still be awaited.
-    pub fn close(&self, code: Option<u16>, reason: &str) -> WebSocket {
+    pub fn close(&self, code: Option<u16>, reason: &str) {
         self.detach();
         let _ = match code {
             Some(code) => self.ws.close_with_code_and_reason(code, reason),
             None => self.ws.close(),
         };
-        self.ws.clone()
     }
 
     fn detach(&self) {

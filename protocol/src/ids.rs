@@ -1,0 +1,62 @@
+//! Id rules both sides apply before a request or a channel exists: which channel types and ids are well-formed.
+//!
+//! Channel ids are ASCII letters, digits, `-`, `_` and `!`, 1 to 64 characters; a type is ASCII letters, digits,
+//! `-` and `_`. Neither may contain `:`, which separates them in a cid (`type:id`). Which types a server serves
+//! is its own decision ([`CHANNEL_TYPES`] are this project's).
+
+/// The longest channel id a peer accepts.
+pub const MAX_CHANNEL_ID_LEN: usize = 64;
+
+/// The channel types this project serves.
+pub const CHANNEL_TYPES: &[&str] = &["messaging", "team", "livestream", "commerce", "gaming"];
+
+/// Whether `id` is a well-formed channel id.
+pub fn is_channel_id(id: &str) -> bool {
+    id.len() <= MAX_CHANNEL_ID_LEN && is_name(id, true)
+}
+
+/// Whether `channel_type` is a well-formed channel type name (known or not).
+pub fn is_channel_type(channel_type: &str) -> bool {
+    is_name(channel_type, false)
+}
+
+/// Non-empty, ASCII letters, digits, `_` and `-`, and `!` when `allow_bang`.
+fn is_name(value: &str, allow_bang: bool) -> bool {
+    !value.is_empty()
+        && value.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || (allow_bang && b == b'!')
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_ids_are_ascii_names_of_1_to_64_characters() {
+        for id in ["general", "a", "room-1_b!", &"x".repeat(64)] {
+            assert!(is_channel_id(id), "{id}");
+        }
+        for id in [
+            "",
+            "a:b",
+            "a b",
+            "café",
+            "ünï",
+            "a/b",
+            "a.b",
+            &"x".repeat(65),
+        ] {
+            assert!(!is_channel_id(id), "{id}");
+        }
+    }
+
+    #[test]
+    fn channel_types_have_no_bang_or_colon() {
+        assert!(CHANNEL_TYPES.iter().all(|t| is_channel_type(t)));
+        assert!(is_channel_type("custom_type-2"));
+        for channel_type in ["", "a!", "a:b", "tëam"] {
+            assert!(!is_channel_type(channel_type), "{channel_type}");
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! Read access to parsed JSON, whatever holds it: the rules that decode frames, users and error envelopes
+//! (`Frame::decode`, `UserPresence::decode`, `Rejection::decode`) are written once against these traits. The
+//! browser layer implements them for JS objects; `presence_protocol`'s serde types implement them here (tests,
+//! native callers).
+
+use presence_protocol::{ApiError, Event, User};
+
+/// A parsed event frame: the fields the session reads beyond its `type` and `connection_id`.
+pub trait WireEvent {
+    type User: WireUser;
+    type Error: WireError;
+    /// The event's `user`, when it is an object.
+    fn user(&self) -> Option<Self::User>;
+    /// The connected user's own object (`me`), when it is an object.
+    fn me(&self) -> Option<Self::User>;
+    /// The `error` of a `connection.error` frame, when it is an object.
+    fn error(&self) -> Option<Self::Error>;
+}
+
+/// A user object.
+pub trait WireUser {
+    fn id(&self) -> Option<String>;
+    fn online(&self) -> Option<bool>;
+    fn status(&self) -> Option<String>;
+    fn last_active(&self) -> Option<String>;
+}
+
+/// An API error envelope.
+pub trait WireError {
+    fn code(&self) -> Option<i64>;
+    /// `StatusCode`.
+    fn status(&self) -> Option<u16>;
+    fn message(&self) -> Option<String>;
+}
+
+impl<'a> WireEvent for &'a Event {
+    type User = &'a User;
+    type Error = &'a ApiError;
+
+    fn user(&self) -> Option<&'a User> {
+        self.user.as_ref()
+    }
+
+    fn me(&self) -> Option<&'a User> {
+        self.me.as_ref()
+    }
+
+    fn error(&self) -> Option<&'a ApiError> {
+        self.error.as_ref()
+    }
+}
+
+impl WireUser for &User {
+    fn id(&self) -> Option<String> {
+        Some(self.id.clone())
+    }
+
+    fn online(&self) -> Option<bool> {
+        Some(self.online)
+    }
+
+    fn status(&self) -> Option<String> {
+        User::status(self).map(str::to_string)
+    }
+
+    fn last_active(&self) -> Option<String> {
+        self.last_active.clone()
+    }
+}
+
+impl WireError for &ApiError {
+    fn code(&self) -> Option<i64> {
+        Some(self.code)
+    }
+
+    fn status(&self) -> Option<u16> {
+        Some(self.status_code)
+    }
+
+    fn message(&self) -> Option<String> {
+        Some(self.message.clone())
+    }
+}

@@ -1,0 +1,368 @@
+//! The effect driver: the one loop that carries out the session's effects (open and close sockets, pings,
+//! `connection.*` events, the `connectUser` outcome, recovery requests) and keeps the one timer armed for the
+//! session's next deadline; socket, timer and page events come back here as session inputs with the time.
+
+use std::rc::Rc;
+
+use js_sys::{Array, Date, Object, Promise};
+use presence_protocol::codes::event_type;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::JsFuture;
+
+use crate::core::{ClientError, Effect, FrameVerdict, SocketId, Subscription};
+use crate::web::credentials::Token;
+use crate::web::events::local_event;
+use crate::web::inbound::{self, Inbound};
+use crate::web::js;
+use crate::web::page::PageEvents;
+use crate::web::requests;
+use crate::web::rest;
+use crate::web::runtime::{drop_later, spawn, timeout};
+use crate::web::socket::Socket;
+use crate::web::state::{ClientState, PendingConnect};
+
+/// Starts connecting; the Promise settles with the first frame of the connection (or its error, a JS `Error`
+/// with `code`). Nothing here waits, so the promise is handed back as it is.
+pub fn connect(
+    client: &Rc<ClientState>,
+    user: JsValue,
+    token: JsValue,
+) -> Result<Promise, ClientError> {
+    let (user_id, source) = requests::connect_arguments(&user, &token)?;
+    let is_provider = matches!(source, Token::Provider { .. });
+    client
+        .session
+        .borrow_mut()
+        .connect(js::now(), &user_id, is_provider)?;
+    client.credentials.set(source);
+    client.cache.connecting(&user);
+    let mut slots = None;
+    let waiting = Promise::new(&mut |resolve, reject| slots = Some((resolve, reject)));
+    if let Some((resolve, reject)) = slots {
+        *client.pending_connect.borrow_mut() = Some(PendingConnect {
+            promise: waiting.clone(),
+            resolve,
+            reject,
+        });
+    }
+    install_page_events(client);
+    pump(client, None);
+    Ok(waiting)
+}
+
+/// `disconnectUser()`: closes with 1000, forgets the user, and waits (at most `timeout_ms`) for the close.
+pub async fn disconnect(client: Rc<ClientState>, timeout_ms: u32) {
+    // The session closes its current socket with 1000; that socket's close is awaited below.
+    let closing = {
+        let session = client.session.borrow();
+        let socket = client.socket.borrow();
+        socket
+            .as_ref()
+            .filter(|s| session.is_current(s.id))
+            .map(Socket::ws)
+    };
+    client.session.borrow_mut().disconnect(js::now());
+    // The close (1000) and the rejection of a pending connect.
+    pump(&client, None);
+    client.page.borrow_mut().take();
+    client.timer.borrow_mut().take();
+    let old_socket = client.socket.borrow_mut().take();
+    drop(old_socket);
+    client.credentials.clear();
+    client.cache.clear();
+    client.channels.clear();
+    if let Some(ws) = closing {
+        if ws.ready_state() != web_sys::WebSocket::CLOSED {
+            // Resolved by the close event or, at the latest, by the timeout.
+            let mut deadline = None;
+            let closed = Promise::new(&mut |resolve, _| {
+                let _ = ws.add_event_listener_with_callback("close", &resolve);
+                deadline = Some(timeout(
+                    timeout_ms,
+                    Box::new(move || {
+                        let _ = resolve.call0(&JsValue::UNDEFINED);
+                    }),
+                ));
+            });
+            let _ = JsFuture::from(closed).await;
+            drop(deadline);
+        }
+    }
+}
+
+fn install_page_events(client: &Rc<ClientState>) {
+    let wake = Rc::downgrade(client);
+    let offline = Rc::downgrade(client);
+    let hide = Rc::downgrade(client);
+    let events = PageEvents::install(
+        move || {
+            if let Some(client) = wake.upgrade() {
+                client.session.borrow_mut().handle_wake(js::now());
+                pump(&client, None);
+            }
+        },
+        move || {
+            if let Some(client) = offline.upgrade() {
+                client.session.borrow_mut().handle_offline(js::now());
+                pump(&client, None);
+            }
+        },
+        move || {
+            if let Some(client) = hide.upgrade() {
+                client.session.borrow_mut().handle_page_hide(js::now());
+                pump(&client, None);
+            }
+        },
+    );
+    let old = client.page.replace(events);
+    drop(old);
+}
+
+/// The effect loop: carries out every pending effect of the session, then re-arms the one timer. `frame` is
+/// the frame being handled, which a `ConnectResolved` resolves `connectUser` with.
+pub fn pump(client: &Rc<ClientState>, frame: Option<&JsValue>) {
+    loop {
+        let effect = client.session.borrow_mut().poll_effect();
+        let Some(effect) = effect else {
+            break;
+        };
+        run(client, effect, frame);
+    }
+    arm_timer(client);
+}
+
+fn arm_timer(client: &Rc<ClientState>) {
+    let next = client.session.borrow().poll_timeout();
+    let armed = client.timer.borrow().as_ref().map(|(at, _)| *at);
+    if next == armed {
+        return;
+    }
+    let replacement = next.map(|at| {
+        let weak = Rc::downgrade(client);
+        let delay = at.saturating_sub(js::now()).min(u64::from(u32::MAX / 2)) as u32;
+        let timer = timeout(
+            delay,
+            Box::new(move || {
+                if let Some(client) = weak.upgrade() {
+                    let fired = client.timer.borrow_mut().take();
+                    drop_later(Box::new(fired));
+                    client.session.borrow_mut().handle_timeout(js::now());
+                    pump(&client, None);
+                }
+            }),
+        );
+        (at, timer)
+    });
+    let old = client.timer.replace(replacement);
+    drop(old);
+}
+
+fn run(client: &Rc<ClientState>, effect: Effect, frame: Option<&JsValue>) {
+    match effect {
+        Effect::OpenSocket {
+            socket,
+            reload_token,
+        } => {
+            spawn(Box::pin(open_socket(client.clone(), socket, reload_token)));
+        }
+        Effect::CloseSocket {
+            socket,
+            code,
+            reason,
+        } => close_socket(client, socket, code, reason),
+        Effect::Ping { socket } => {
+            let frame = ping_frame(client);
+            if let Some(current) = client.socket.borrow().as_ref().filter(|s| s.id == socket) {
+                current.send(&frame);
+            }
+        }
+        Effect::ConnectionChanged { online } => {
+            let event = local_event(event_type::CONNECTION_CHANGED);
+            js::set(&event, "online", &JsValue::from_bool(online));
+            client
+                .listeners
+                .emit(event_type::CONNECTION_CHANGED, &event.into());
+        }
+        Effect::ConnectResolved => {
+            let pending = client.pending_connect.borrow_mut().take();
+            if let Some(pending) = pending {
+                let value = frame.cloned().unwrap_or(JsValue::UNDEFINED);
+                let _ = pending.resolve.call1(&JsValue::UNDEFINED, &value);
+            }
+        }
+        Effect::ConnectRejected(error) => {
+            let pending = client.pending_connect.borrow_mut().take();
+            client.cache.forget_user();
+            client.credentials.clear();
+            let page = client.page.borrow_mut().take();
+            drop(page);
+            if let Some(pending) = pending {
+                let _ = pending
+                    .reject
+                    .call1(&JsValue::UNDEFINED, &js::to_js_error(&error));
+            }
+        }
+        Effect::Resubscribe {
+            generation,
+            requests,
+        } => {
+            for request in requests {
+                resubscribe(client, generation, request);
+            }
+        }
+        Effect::PresenceChanged { user_id } => {
+            let user = js::get(&client.cache.users(), &user_id);
+            let event = local_event(event_type::USER_PRESENCE_CHANGED);
+            js::set(&event, "user", &user);
+            js::set(&event, "created_at", &Date::new_0().to_iso_string());
+            js::set(&event, "received_at", &Date::new_0());
+            client
+                .listeners
+                .emit(event_type::USER_PRESENCE_CHANGED, &event.into());
+        }
+        Effect::ConnectionRecovered => {
+            let event = local_event(event_type::CONNECTION_RECOVERED);
+            client
+                .listeners
+                .emit(event_type::CONNECTION_RECOVERED, &event.into());
+        }
+    }
+}
+
+/// The keep-alive frame: `[{"type":"health.check","client_id":…}]`.
+fn ping_frame(client: &ClientState) -> String {
+    let ping = local_event(event_type::HEALTH_CHECK);
+    let client_id = JsValue::from_str(client.session.borrow().client_id());
+    js::set(&ping, "client_id", &client_id);
+    js::to_json(&Array::of1(&ping))
+}
+
+fn close_socket(client: &ClientState, socket: SocketId, code: Option<u16>, reason: &str) {
+    let current = {
+        let mut slot = client.socket.borrow_mut();
+        if slot.as_ref().is_some_and(|s| s.id == socket) {
+            slot.take()
+        } else {
+            None
+        }
+    };
+    if let Some(current) = current {
+        current.close(code, reason);
+        // The handler running right now may be one of this socket's: release them once it has returned.
+        drop_later(Box::new(current));
+    }
+}
+
+async fn open_socket(client: Rc<ClientState>, socket: SocketId, reload_token: bool) {
+    let token = client.credentials.current(reload_token).await;
+    if !client.session.borrow().is_current(socket) {
+        return;
+    }
+    let token = match token {
+        Ok(token) => token.unwrap_or_default(),
+        Err(error) => {
+            js::log_error("presence-client: cannot connect", &js::to_js_error(&error));
+            client
+                .session
+                .borrow_mut()
+                .handle_socket_error(js::now(), socket);
+            pump(&client, None);
+            return;
+        }
+    };
+    let payload = Object::new();
+    {
+        let session = client.session.borrow();
+        let user_id = JsValue::from_str(session.user_id().unwrap_or_default());
+        js::set(&payload, "user_id", &user_id);
+    }
+    js::set(&payload, "user_details", &client.cache.details());
+    let request_id = client.session.borrow_mut().uuid();
+    js::set(
+        &payload,
+        "client_request_id",
+        &JsValue::from_str(&request_id),
+    );
+    let url = client.endpoints.connect(&js::to_json(&payload), &token);
+    let (on_message, on_close, on_error) = (
+        Rc::downgrade(&client),
+        Rc::downgrade(&client),
+        Rc::downgrade(&client),
+    );
+    let opened = Socket::open(
+        socket,
+        &url,
+        move |event: web_sys::MessageEvent| {
+            if let Some(client) = on_message.upgrade() {
+                handle_message(&client, socket, &event.data());
+            }
+        },
+        move |event: web_sys::CloseEvent| {
+            if let Some(client) = on_close.upgrade() {
+                client
+                    .session
+                    .borrow_mut()
+                    .handle_socket_closed(js::now(), socket, event.code());
+                pump(&client, None);
+            }
+        },
+        move |_| {
+            if let Some(client) = on_error.upgrade() {
+                client
+                    .session
+                    .borrow_mut()
+                    .handle_socket_error(js::now(), socket);
+                pump(&client, None);
+            }
+        },
+    );
+    match opened {
+        Ok(opened) => {
+            let old = client.socket.replace(Some(opened));
+            drop_later(Box::new(old));
+        }
+        Err(thrown) => {
+            js::log_error("presence-client: cannot open the WebSocket", &thrown);
+            client
+                .session
+                .borrow_mut()
+                .handle_socket_error(js::now(), socket);
+            pump(&client, None);
+        }
+    }
+}
+
+/// The hot path: frame → session → (effects first: `connection.changed`, the `connectUser` resolution) →
+/// cache and listeners.
+fn handle_message(client: &Rc<ClientState>, socket: SocketId, data: &JsValue) {
+    let Some(inbound) = Inbound::parse(data) else {
+        return;
+    };
+    let frame = inbound.frame();
+    let verdict = client
+        .session
+        .borrow_mut()
+        .handle_frame(js::now(), socket, &frame);
+    pump(client, Some(inbound.event()));
+    if verdict == FrameVerdict::Dispatch {
+        inbound::dispatch(client, &inbound, &frame);
+    }
+}
+
+/// Makes one subscription again on the new connection and reports its answer (none when it failed) to the
+/// session.
+fn resubscribe(client: &Rc<ClientState>, generation: u64, request: Subscription) {
+    let client = client.clone();
+    let call = requests::resubscribe(request);
+    spawn(Box::pin(async move {
+        let users = match rest::call(client.clone(), call).await {
+            Ok(answer) => rest::recovered_users(&client, &answer),
+            Err(_) => Vec::new(),
+        };
+        client
+            .session
+            .borrow_mut()
+            .handle_recovery_answer(generation, users);
+        pump(&client, None);
+    }));
+}

@@ -1,0 +1,191 @@
+//! The REST pipeline: wait for a pending `connectUser`, send with the common decoration (user, connection, key,
+//! token; an expired token from a provider is reloaded by the core's token rule), then fold the answer into the
+//! user cache, the channel registry and the session's subscriptions.
+
+use std::rc::Rc;
+
+use js_sys::{Array, Object, Promise};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::JsFuture;
+
+use crate::core::{client_code, ClientError, RestAttempts, UserPresence};
+use crate::web::http::{self, Call};
+use crate::web::js;
+use crate::web::registry::ChannelState;
+use crate::web::requests::{After, RestCall};
+use crate::web::runtime::promise;
+use crate::web::state::ClientState;
+
+/// Runs a prepared call as a Promise (a preparation error rejects at once, with no network call).
+pub fn run_call(client: &Rc<ClientState>, call: Result<RestCall, ClientError>) -> Promise {
+    match call {
+        Ok(call) => promise(Box::pin(self::call(client.clone(), call))),
+        Err(error) => Promise::reject(&js::to_js_error(&error)),
+    }
+}
+
+/// Every REST call of the client: wait for the connection, send, then fold the answer into the state.
+pub async fn call(client: Rc<ClientState>, call: RestCall) -> Result<JsValue, ClientError> {
+    ready(&client, call.api).await?;
+    let mut watch = false;
+    let body = call.body.map(|body| {
+        if call.default_watch && js::get(&body, "watch").is_undefined() {
+            let connected = client.session.borrow().connection_id().is_some();
+            js::set(&body, "watch", &JsValue::from_bool(connected));
+        }
+        watch = js::get(&body, "watch").as_bool() == Some(true);
+        js::to_json(&body)
+    });
+    let query: Vec<(&str, &str)> = call
+        .payload
+        .as_deref()
+        .map(|p| ("payload", p))
+        .into_iter()
+        .collect();
+    let answer = request(
+        &client,
+        call.name,
+        call.method,
+        &call.path,
+        &query,
+        body.as_deref(),
+    )
+    .await?;
+    Ok(fold_answer(
+        &client,
+        call.after,
+        watch,
+        call.payload,
+        answer,
+    ))
+}
+
+/// Waits for a pending `connectUser`; fails at once without a user.
+async fn ready(client: &ClientState, call: &str) -> Result<(), ClientError> {
+    let pending = client
+        .pending_connect
+        .borrow()
+        .as_ref()
+        .map(|p| p.promise.clone());
+    if let Some(pending) = pending {
+        JsFuture::from(pending).await.map_err(|e| {
+            ClientError::new(
+                client_code::NOT_CONNECTED,
+                [call, "() failed: ", &js::describe(&e)].concat(),
+            )
+        })?;
+    }
+    if client.session.borrow().user_id().is_none() {
+        return Err(ClientError::not_connected(call));
+    }
+    Ok(())
+}
+
+/// One REST call with the common decoration, repeated with a fresh token as long as the token rule says so.
+async fn request(
+    client: &ClientState,
+    name: &str,
+    method: &str,
+    path: &str,
+    query: &[(&str, &str)],
+    body: Option<&str>,
+) -> Result<JsValue, ClientError> {
+    let mut reload = false;
+    let mut attempts = RestAttempts::default();
+    loop {
+        let token = client.credentials.current(reload).await?;
+        let url = {
+            let session = client.session.borrow();
+            client
+                .endpoints
+                .rest(path, session.user_id(), session.connection_id(), query)
+        };
+        let result = http::fetch_json(Call {
+            name,
+            method,
+            url: &url,
+            token: token.as_deref(),
+            body,
+            timeout_ms: client.timeout_ms,
+        })
+        .await;
+        match result {
+            Err(error) if attempts.reload_after(error.code, client.credentials.has_provider()) => {
+                reload = true
+            }
+            other => return other,
+        }
+    }
+}
+
+fn fold_answer(
+    client: &Rc<ClientState>,
+    after: After,
+    watch: bool,
+    payload: Option<String>,
+    answer: JsValue,
+) -> JsValue {
+    match after {
+        After::Nothing => answer,
+        After::Users { presence } => {
+            let users = js::get(&answer, "users");
+            let presences = client.cache.store_users(&users);
+            let mut session = client.session.borrow_mut();
+            session.observe_users(presences);
+            if let (true, Some(payload)) = (presence, payload) {
+                session.add_user_query(payload);
+            }
+            answer
+        }
+        After::Channels { presence, handle } => {
+            let list = js::get(&answer, "channels");
+            let result = Array::new();
+            if Array::is_array(&list) {
+                for state in Array::from(&list).iter() {
+                    let channel = js::get(&state, "channel");
+                    let channel_type = js::get(&channel, "type").as_string();
+                    let id = js::get(&channel, "id").as_string();
+                    let (Some(channel_type), Some(id)) = (channel_type, id) else {
+                        continue;
+                    };
+                    let channel =
+                        client
+                            .channels
+                            .get_or_create(channel_type, Some(id), Object::new().into());
+                    fold_channel(client, &channel, &state, watch, presence);
+                    result.push(&handle(channel, client));
+                }
+            }
+            result.into()
+        }
+        After::Channel { channel, presence } => {
+            fold_channel(client, &channel, &answer, watch, presence);
+            answer
+        }
+    }
+}
+
+fn fold_channel(
+    client: &ClientState,
+    channel: &Rc<ChannelState>,
+    state: &JsValue,
+    watch: bool,
+    presence: bool,
+) {
+    let presences = client.cache.store_users(&channel.apply_answer(state));
+    client.channels.register(channel);
+    let mut session = client.session.borrow_mut();
+    session.observe_users(presences);
+    if let (true, Some(id)) = (watch, channel.id()) {
+        session.watch_channel(&channel.channel_type, &id, presence);
+    }
+}
+
+/// The users of a recovery answer (a channel's members, or a user query's users), folded into the cache.
+pub fn recovered_users(client: &ClientState, answer: &JsValue) -> Vec<UserPresence> {
+    let cid = js::get(&js::get(answer, "channel"), "cid").as_string();
+    match cid.and_then(|cid| client.channels.find(&cid)) {
+        Some(channel) => client.cache.store_users(&channel.apply_answer(answer)),
+        None => client.cache.store_users(&js::get(answer, "users")),
+    }
+}
