@@ -1,39 +1,35 @@
 //! `presence-server` as a library: a Stream Chat v1 compatible presence server (REST + WebSocket, SQLite storage).
 //!
-//! [`Service::open`] opens storage and starts the driver; [`app`] is the axum router over it, which the binary
-//! serves and tests can drive in-process.
+//! A request or frame is authenticated at the edge (`http`, `ws`) and becomes an operation of the presence
+//! engine (`presence`, no IO, no clock) run by the driver (`hub`) with the current time; the engine's deliveries
+//! go through the bus (`bus`) to connection queues, its writes to the store (`store`), its next deadline to the
+//! driver's one timer. [`Service::open`] opens storage and starts the driver; [`app`] is the router over it,
+//! which the binary serves and tests can drive in-process.
 
-mod app;
 pub mod auth;
-mod db;
+mod bus;
 mod error;
-mod fields;
-mod filter;
+mod http;
 mod hub;
 mod model;
-mod rest;
+mod presence;
+mod state;
+mod store;
 mod ws;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
-use axum::extract::DefaultBodyLimit;
-use axum::http::{header, HeaderName, HeaderValue};
 use axum::routing::{get, post};
 use axum::Router;
-use tower_http::cors::{Any, CorsLayer};
 use tower_http::services::ServeDir;
-use tower_http::set_header::SetResponseHeaderLayer;
 
-pub use crate::app::App;
-use crate::app::Config;
-use crate::auth::TokenVerifier;
-use crate::hub::{Hub, HubConfig};
-
-/// Largest REST body accepted.
-pub const MAX_BODY: usize = 1024 * 1024;
+pub use crate::error::{Error, ErrorKind};
+use crate::hub::Hub;
+pub use crate::state::AppState;
+use crate::store::sqlite::SqliteStore;
+pub use crate::store::StoreError;
 
 /// Everything the server needs to know besides where its data lives.
 #[derive(Debug, Clone)]
@@ -60,59 +56,42 @@ pub struct Settings {
     pub send_queue: usize,
 }
 
-/// Why the service could not start.
-#[derive(Debug)]
-pub struct OpenError(String);
-
-impl std::fmt::Display for OpenError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for OpenError {}
-
 /// Storage opened and the driver running: what the router serves.
 pub struct Service {
-    app: Arc<App>,
-    hub: Arc<Hub>,
-    writer: Option<JoinHandle<()>>,
+    state: Arc<AppState>,
+    static_dir: Option<PathBuf>,
     /// Users and channels found in storage at start.
     pub loaded_users: usize,
     pub loaded_channels: usize,
 }
 
 impl Service {
-    /// Opens the SQLite database at `db` (`:memory:` keeps everything in memory) and starts the driver.
-    /// Must be called inside a tokio runtime.
-    pub fn open(settings: &Settings, db: &str) -> Result<Service, OpenError> {
-        let (handle, loaded, writer) =
-            db::open(db).map_err(|e| OpenError(format!("cannot open database {db}: {e}")))?;
-        let (loaded_users, loaded_channels) = (loaded.users.len(), loaded.channels.len());
-        let hub = Hub::new(
-            HubConfig {
+    /// Opens the SQLite database at `db` (`:memory:` keeps everything in memory) and starts the driver with the
+    /// in-process bus. Must be called inside a tokio runtime.
+    pub fn open(settings: &Settings, db: &str) -> Result<Service, StoreError> {
+        let (store, snapshot) = SqliteStore::open(db)?;
+        let (loaded_users, loaded_channels) = (snapshot.users.len(), snapshot.channels.len());
+        let hub = Hub::start(
+            presence::Config {
                 offline_grace: settings.offline_grace,
                 watch_implies_presence: settings.watch_implies_presence,
                 max_connections_per_user: settings.max_connections_per_user,
             },
-            handle,
-            loaded,
+            snapshot,
+            Arc::new(store),
+            Arc::new(bus::local::LocalBus::default()),
         );
-        let app = Arc::new(App {
-            config: Config {
-                api_key: settings.api_key.clone(),
-                ping_interval: settings.ping_interval,
-                pong_timeout: settings.pong_timeout,
-                send_queue: settings.send_queue.max(1),
-                static_dir: settings.static_dir.clone(),
-            },
-            verifier: TokenVerifier::new(&settings.api_secret, settings.dev_tokens),
-            hub: Arc::clone(&hub),
-        });
-        Ok(Service {
-            app,
+        let state = AppState::new(
+            settings.api_key.clone(),
+            auth::TokenVerifier::new(&settings.api_secret, settings.dev_tokens),
+            settings.ping_interval,
+            settings.pong_timeout,
+            settings.send_queue,
             hub,
-            writer: Some(writer),
+        );
+        Ok(Service {
+            state: Arc::new(state),
+            static_dir: settings.static_dir.clone(),
             loaded_users,
             loaded_channels,
         })
@@ -120,21 +99,17 @@ impl Service {
 
     /// The router serving this service.
     pub fn router(&self) -> Router {
-        app(Arc::clone(&self.app))
+        app(Arc::clone(&self.state), self.static_dir.clone())
     }
 
     /// A handle that asks every open connection to close (1001), stamping `last_active` of everyone connected.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
-        ShutdownHandle(Arc::clone(&self.hub))
+        ShutdownHandle(Arc::clone(&self.state.hub))
     }
 
-    /// Waits until every write is durable, then stops the storage writer.
-    pub async fn close(mut self) -> Result<(), OpenError> {
-        let flushed = self.hub.flush().await;
-        drop(self.app);
-        drop(self.hub);
-        drop(self.writer.take());
-        flushed.map_err(|e| OpenError(e.message))
+    /// Waits until every write is durable.
+    pub async fn close(self) -> Result<(), Error> {
+        self.state.hub.flush().await
     }
 }
 
@@ -147,48 +122,36 @@ impl ShutdownHandle {
     }
 }
 
-/// The HTTP and WebSocket API over the server's state.
-pub fn app(app: Arc<App>) -> Router {
-    let cors = CorsLayer::new()
-        .allow_origin(Any)
-        .allow_methods(Any)
-        .allow_headers([
-            header::AUTHORIZATION,
-            header::CONTENT_TYPE,
-            HeaderName::from_static("stream-auth-type"),
-            HeaderName::from_static("x-stream-client"),
-            HeaderName::from_static("x-client-request-id"),
-        ])
-        .max_age(Duration::from_secs(600));
-    let static_dir = app.config.static_dir.clone();
+/// The HTTP and WebSocket API over `state`, with `static_dir` (if any) served at `/`.
+pub fn app(state: Arc<AppState>, static_dir: Option<PathBuf>) -> Router {
     let api = Router::new()
         .route("/connect", get(ws::connect))
         .route(
             "/users",
-            post(rest::upsert_users)
-                .patch(rest::partial_update_users)
-                .get(rest::query_users),
+            post(http::users::upsert_users)
+                .patch(http::users::partial_update_users)
+                .get(http::users::query_users),
         )
-        .route("/channels", post(rest::query_channels))
-        .route("/channels/{type}/query", post(rest::query_distinct_channel))
-        .route("/channels/{type}/{id}/query", post(rest::query_channel))
+        .route("/channels", post(http::channels::query_channels))
+        .route(
+            "/channels/{type}/query",
+            post(http::channels::query_distinct_channel),
+        )
+        .route(
+            "/channels/{type}/{id}/query",
+            post(http::channels::query_channel),
+        )
         .route(
             "/channels/{type}/{id}/stop-watching",
-            post(rest::stop_watching),
+            post(http::channels::stop_watching),
         )
-        .route("/healthz", get(rest::healthz))
-        .route("/metrics", get(rest::metrics))
-        .method_not_allowed_fallback(rest::method_not_allowed)
-        .with_state(app);
+        .route("/healthz", get(http::ops::healthz))
+        .route("/metrics", get(http::ops::metrics))
+        .method_not_allowed_fallback(http::ops::method_not_allowed)
+        .with_state(state);
     let api = match static_dir {
         Some(dir) => api.fallback_service(ServeDir::new(dir)),
-        None => api.fallback(rest::not_found),
+        None => api.fallback(http::ops::not_found),
     };
-    api.layer(axum::middleware::from_fn(rest::timed))
-        .layer(DefaultBodyLimit::max(MAX_BODY))
-        .layer(cors)
-        .layer(SetResponseHeaderLayer::overriding(
-            HeaderName::from_static("cross-origin-resource-policy"),
-            HeaderValue::from_static("cross-origin"),
-        ))
+    http::layers::around(api)
 }

@@ -149,7 +149,8 @@ fn serve(args: ServeArgs) -> ExitCode {
 }
 
 async fn run(settings: Settings, addr: SocketAddr, db: String) -> Result<(), String> {
-    let service = Service::open(&settings, &db).map_err(|e| e.to_string())?;
+    let service =
+        Service::open(&settings, &db).map_err(|e| format!("cannot open database {db}: {e}"))?;
     tracing::info!(
         db = %db,
         users = service.loaded_users,
