@@ -70,7 +70,7 @@ impl Users {
                 self.graces.remove(&(until, id));
             }
             if old.announced {
-                self.online -= 1;
+                self.online = self.online.saturating_sub(1);
             }
         }
     }
@@ -166,7 +166,7 @@ impl Users {
         if visible {
             self.online += 1;
         } else {
-            self.online -= 1;
+            self.online = self.online.saturating_sub(1);
         }
         Some(visible)
     }
