@@ -20,6 +20,9 @@ step "cargo clippy (the client's browser layer, wasm32)"
 cargo clippy -p presence-client --target wasm32-unknown-unknown --all-targets -- -D warnings \
   -W clippy::await_holding_refcell_ref
 
+step "module layout of the server (file sizes, import cycles, an engine without IO)"
+node scripts/check-layout.mjs server/src
+
 step "native tests"
 cargo test --workspace --no-fail-fast
 

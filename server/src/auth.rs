@@ -4,19 +4,10 @@ use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
 use base64::Engine;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use presence_protocol::codes::error_code;
 use serde_json::Value;
 
-use crate::error::Failure;
-
-/// Who a request or connection acts as.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Caller {
-    /// A server-side token: may do everything.
-    Server,
-    /// A user token for this user id.
-    User(String),
-}
+use crate::error::{Error, ErrorKind};
+pub use crate::model::Caller;
 
 /// Clock skew accepted for `iat` and `nbf`, in seconds. None for `exp`.
 const LEEWAY_SECS: i64 = 5;
@@ -46,10 +37,10 @@ impl TokenVerifier {
     }
 
     /// Checks a raw token (no `Bearer ` prefix) at `now` (Unix seconds) and says who it belongs to.
-    pub fn verify(&self, token: &str, now: i64) -> Result<Caller, Failure> {
+    pub fn verify(&self, token: &str, now: i64) -> Result<Caller, Error> {
         if token.is_empty() {
-            return Err(Failure::auth(
-                error_code::AUTHENTICATION,
+            return Err(Error::new(
+                ErrorKind::Authentication,
                 "JWTAuth error: token is missing",
             ));
         }
@@ -59,8 +50,8 @@ impl TokenVerifier {
         }
         let claims = if segments[2] == DEV_SIGNATURE {
             if !self.dev_tokens {
-                return Err(Failure::auth(
-                    error_code::TOKEN_SIGNATURE_INVALID,
+                return Err(Error::new(
+                    ErrorKind::TokenSignatureInvalid,
                     "JWTAuth error: signature is not valid (development tokens are disabled)",
                 ));
             }
@@ -72,8 +63,8 @@ impl TokenVerifier {
             match header.get("alg").and_then(Value::as_str) {
                 Some("HS256") => {}
                 Some(alg) => {
-                    return Err(Failure::auth(
-                        error_code::TOKEN_SIGNATURE_INVALID,
+                    return Err(Error::new(
+                        ErrorKind::TokenSignatureInvalid,
                         format!(
                         "JWTAuth error: signature is not valid (algorithm {alg} is not accepted)"
                     ),
@@ -86,8 +77,8 @@ impl TokenVerifier {
                 Err(e) => {
                     return Err(match e.kind() {
                         jsonwebtoken::errors::ErrorKind::InvalidSignature
-                        | jsonwebtoken::errors::ErrorKind::InvalidAlgorithm => Failure::auth(
-                            error_code::TOKEN_SIGNATURE_INVALID,
+                        | jsonwebtoken::errors::ErrorKind::InvalidAlgorithm => Error::new(
+                            ErrorKind::TokenSignatureInvalid,
                             "JWTAuth error: signature is not valid",
                         ),
                         _ => malformed(&e.to_string()),
@@ -99,16 +90,16 @@ impl TokenVerifier {
     }
 }
 
-fn malformed(detail: &str) -> Failure {
-    Failure::auth(
-        error_code::AUTHENTICATION,
+fn malformed(detail: &str) -> Error {
+    Error::new(
+        ErrorKind::Authentication,
         format!("JWTAuth error: token is malformed: {detail}"),
     )
 }
 
 /// A JSON token segment in base64 of either alphabet, padding optional (development tokens use standard base64
 /// with padding). With `latin1`, bytes that are not UTF-8 are read as Latin-1, the way the SDK encodes dev tokens.
-fn decode_segment(segment: &str, latin1: bool) -> Result<Value, Failure> {
+fn decode_segment(segment: &str, latin1: bool) -> Result<Value, Error> {
     let engine = GeneralPurpose::new(
         &base64::alphabet::STANDARD,
         GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
@@ -132,11 +123,11 @@ fn decode_segment(segment: &str, latin1: bool) -> Result<Value, Failure> {
     serde_json::from_str(&text).map_err(|e| malformed(&format!("segment is not JSON: {e}")))
 }
 
-fn check_claims(claims: &Value, now: i64) -> Result<Caller, Failure> {
+fn check_claims(claims: &Value, now: i64) -> Result<Caller, Error> {
     let Some(claims) = claims.as_object() else {
         return Err(malformed("payload is not an object"));
     };
-    let number = |name: &str| -> Result<Option<i64>, Failure> {
+    let number = |name: &str| -> Result<Option<i64>, Error> {
         match claims.get(name) {
             None | Some(Value::Null) => Ok(None),
             Some(v) => v
@@ -147,24 +138,24 @@ fn check_claims(claims: &Value, now: i64) -> Result<Caller, Failure> {
     };
     if let Some(exp) = number("exp")? {
         if now >= exp {
-            return Err(Failure::auth(
-                error_code::TOKEN_EXPIRED,
+            return Err(Error::new(
+                ErrorKind::TokenExpired,
                 "JWTAuth error: token is expired",
             ));
         }
     }
     if let Some(nbf) = number("nbf")? {
         if now + LEEWAY_SECS < nbf {
-            return Err(Failure::auth(
-                error_code::TOKEN_NOT_VALID_YET,
+            return Err(Error::new(
+                ErrorKind::TokenNotValidYet,
                 "JWTAuth error: token is not valid yet",
             ));
         }
     }
     if let Some(iat) = number("iat")? {
         if iat > now + LEEWAY_SECS {
-            return Err(Failure::auth(
-                error_code::TOKEN_USED_BEFORE_ISSUED_AT,
+            return Err(Error::new(
+                ErrorKind::TokenUsedBeforeIssuedAt,
                 "JWTAuth error: token used before issued at (iat)",
             ));
         }
@@ -178,8 +169,8 @@ fn check_claims(claims: &Value, now: i64) -> Result<Caller, Failure> {
     if claims.get("server") == Some(&Value::Bool(true)) {
         return Ok(Caller::Server);
     }
-    Err(Failure::auth(
-        error_code::AUTHENTICATION,
+    Err(Error::new(
+        ErrorKind::Authentication,
         "JWTAuth error: token has neither user_id nor server claim",
     ))
 }
@@ -229,7 +220,7 @@ mod tests {
     #[test]
     fn each_failure_has_its_code() {
         let v = TokenVerifier::new("s3cret", false);
-        let code = |t: &str| v.verify(t, NOW).unwrap_err().code;
+        let code = |t: &str| v.verify(t, NOW).unwrap_err().code();
         assert_eq!(code(&mint_user_token("other", "john", None)), 43);
         assert_eq!(code(&mint_user_token("s3cret", "john", Some(NOW))), 40);
         assert_eq!(code("abc"), 5);

@@ -1,57 +1,114 @@
-//! The server's one error type: an API error code with its HTTP status, answered as the protocol's envelope.
+//! The server's one domain error: what went wrong, as a protocol error code and a message. It knows nothing of
+//! HTTP; the edges (`http`, `ws`) turn it into a status and the protocol's envelope.
 
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use std::fmt;
+
 use presence_protocol::codes::error_code;
-use presence_protocol::ApiError;
 
-/// A failed request. Its JSON form is the protocol's error envelope; `duration` is filled by the handler wrapper.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Failure {
-    pub code: i64,
-    pub status: StatusCode,
-    pub message: String,
+/// What kind of failure, each with its stable protocol code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The request is malformed or breaks a rule (code 4).
+    Input,
+    /// The API key is missing or wrong (code 2).
+    ApiKey,
+    /// No usable credentials (code 5).
+    Authentication,
+    /// The token's `exp` has passed (code 40).
+    TokenExpired,
+    /// The token's `nbf` is in the future (code 41).
+    TokenNotValidYet,
+    /// The token's `iat` is in the future (code 42).
+    TokenUsedBeforeIssuedAt,
+    /// The token's signature or algorithm is not accepted (code 43).
+    TokenSignatureInvalid,
+    /// The thing named does not exist (code 16).
+    NotFound,
+    /// The caller may not do this (code 17).
+    NotAllowed,
+    /// The request body is too large (code 22).
+    PayloadTooBig,
+    /// The user already holds the most connections allowed (code 71).
+    TooManyConnections,
+    /// The server failed (code -1).
+    Internal,
 }
 
-impl Failure {
-    pub fn new(code: i64, status: StatusCode, message: impl Into<String>) -> Self {
-        Failure {
-            code,
-            status,
+impl ErrorKind {
+    /// The protocol's error code.
+    pub fn code(self) -> i64 {
+        match self {
+            ErrorKind::Input => error_code::INPUT,
+            ErrorKind::ApiKey => error_code::ACCESS_KEY,
+            ErrorKind::Authentication => error_code::AUTHENTICATION,
+            ErrorKind::TokenExpired => error_code::TOKEN_EXPIRED,
+            ErrorKind::TokenNotValidYet => error_code::TOKEN_NOT_VALID_YET,
+            ErrorKind::TokenUsedBeforeIssuedAt => error_code::TOKEN_USED_BEFORE_ISSUED_AT,
+            ErrorKind::TokenSignatureInvalid => error_code::TOKEN_SIGNATURE_INVALID,
+            ErrorKind::NotFound => error_code::DOES_NOT_EXIST,
+            ErrorKind::NotAllowed => error_code::NOT_ALLOWED,
+            ErrorKind::PayloadTooBig => error_code::PAYLOAD_TOO_BIG,
+            ErrorKind::TooManyConnections => error_code::TOO_MANY_CONNECTIONS,
+            ErrorKind::Internal => error_code::INTERNAL,
+        }
+    }
+
+    /// Whether the failure is about credentials.
+    pub fn is_auth(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::ApiKey
+                | ErrorKind::Authentication
+                | ErrorKind::TokenExpired
+                | ErrorKind::TokenNotValidYet
+                | ErrorKind::TokenUsedBeforeIssuedAt
+                | ErrorKind::TokenSignatureInvalid
+        )
+    }
+}
+
+/// A failed operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    kind: ErrorKind,
+    message: String,
+}
+
+impl Error {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error {
+            kind,
             message: message.into(),
         }
     }
 
     pub fn input(message: impl Into<String>) -> Self {
-        Failure::new(error_code::INPUT, StatusCode::BAD_REQUEST, message)
-    }
-
-    pub fn auth(code: i64, message: impl Into<String>) -> Self {
-        Failure::new(code, StatusCode::UNAUTHORIZED, message)
+        Error::new(ErrorKind::Input, message)
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
-        Failure::new(error_code::DOES_NOT_EXIST, StatusCode::NOT_FOUND, message)
+        Error::new(ErrorKind::NotFound, message)
     }
 
     pub fn not_allowed(message: impl Into<String>) -> Self {
-        Failure::new(error_code::NOT_ALLOWED, StatusCode::FORBIDDEN, message)
+        Error::new(ErrorKind::NotAllowed, message)
     }
 
     pub fn internal(message: impl Into<String>) -> Self {
-        Failure::new(
-            error_code::INTERNAL,
-            StatusCode::INTERNAL_SERVER_ERROR,
-            message,
-        )
+        Error::new(ErrorKind::Internal, message)
     }
 
-    pub fn payload_too_big(message: impl Into<String>) -> Self {
-        Failure::new(
-            error_code::PAYLOAD_TOO_BIG,
-            StatusCode::PAYLOAD_TOO_LARGE,
-            message,
-        )
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The protocol's error code.
+    pub fn code(&self) -> i64 {
+        self.kind.code()
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
     }
 
     /// Prefix the message with the operation, in the style of the real backend:
@@ -60,16 +117,12 @@ impl Failure {
         self.message = format!("{operation} failed with error: \"{}\"", self.message);
         self
     }
+}
 
-    pub fn to_api_error(&self) -> ApiError {
-        ApiError::new(self.code, self.status.as_u16(), self.message.clone())
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
     }
 }
 
-impl IntoResponse for Failure {
-    fn into_response(self) -> Response {
-        let mut body = self.to_api_error();
-        body.duration = crate::rest::duration();
-        (self.status, axum::Json(body)).into_response()
-    }
-}
+impl std::error::Error for Error {}

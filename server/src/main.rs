@@ -1,29 +1,14 @@
 //! `presence-server`: a Stream Chat v1 compatible presence server (REST + WebSocket, SQLite storage), and a
-//! token minting command for scripts and tests.
-
-mod app;
-mod auth;
-mod db;
-mod error;
-mod fields;
-mod filter;
-mod hub;
-mod model;
-mod rest;
-mod ws;
+//! token minting command for scripts and tests. The binary parses the command line, opens storage and serves.
 
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-
-use crate::app::{App, Config};
-use crate::auth::TokenVerifier;
-use crate::hub::{Hub, HubConfig};
+use presence_server::{auth, Service, Settings};
 
 #[derive(Parser)]
 #[command(
@@ -135,6 +120,18 @@ fn serve(args: ServeArgs) -> ExitCode {
         eprintln!("presence-server: --ping-interval-ms must be > 0 and --pong-timeout-ms at least as long");
         return ExitCode::from(2);
     }
+    let settings = Settings {
+        api_key,
+        api_secret,
+        dev_tokens: args.dev_tokens,
+        static_dir: args.static_dir.clone(),
+        offline_grace: Duration::from_millis(args.offline_grace_ms),
+        ping_interval: Duration::from_millis(args.ping_interval_ms),
+        pong_timeout: Duration::from_millis(args.pong_timeout_ms),
+        watch_implies_presence: args.watch_implies_presence,
+        max_connections_per_user: args.max_connections_per_user,
+        send_queue: args.send_queue,
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -142,7 +139,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(args, api_key, api_secret)) {
+    match runtime.block_on(run(settings, args.addr, args.db)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("presence-server: {e}");
@@ -151,58 +148,35 @@ fn serve(args: ServeArgs) -> ExitCode {
     }
 }
 
-async fn run(args: ServeArgs, api_key: String, api_secret: String) -> Result<(), String> {
-    let (db, loaded, writer) =
-        db::open(&args.db).map_err(|e| format!("cannot open database {}: {e}", args.db))?;
+async fn run(settings: Settings, addr: SocketAddr, db: String) -> Result<(), String> {
+    let service =
+        Service::open(&settings, &db).map_err(|e| format!("cannot open database {db}: {e}"))?;
     tracing::info!(
-        db = %args.db,
-        users = loaded.users.len(),
-        channels = loaded.channels.len(),
+        db = %db,
+        users = service.loaded_users,
+        channels = service.loaded_channels,
         "database loaded"
     );
-    let hub = Hub::new(
-        HubConfig {
-            offline_grace: Duration::from_millis(args.offline_grace_ms),
-            watch_implies_presence: args.watch_implies_presence,
-            max_connections_per_user: args.max_connections_per_user,
-        },
-        db,
-        loaded,
-    );
-    let app = Arc::new(App {
-        config: Config {
-            api_key,
-            ping_interval: Duration::from_millis(args.ping_interval_ms),
-            pong_timeout: Duration::from_millis(args.pong_timeout_ms),
-            send_queue: args.send_queue.max(1),
-            static_dir: args.static_dir.clone(),
-        },
-        verifier: TokenVerifier::new(&api_secret, args.dev_tokens),
-        hub: Arc::clone(&hub),
-    });
-    let listener = tokio::net::TcpListener::bind(args.addr)
+    let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|e| format!("cannot listen on {}: {e}", args.addr))?;
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let local = listener
         .local_addr()
         .map_err(|e| format!("cannot read the bound address: {e}"))?;
     println!("listening on http://{local}");
     let _ = std::io::stdout().flush();
-    let shutdown_hub = Arc::clone(&hub);
-    axum::serve(listener, app::router(app))
+    let shutdown = service.shutdown_handle();
+    axum::serve(listener, service.router())
         .with_graceful_shutdown(async move {
             shutdown_signal().await;
             tracing::info!("shutting down");
-            shutdown_hub.shutdown();
+            shutdown.shut_down();
         })
         .await
         .map_err(|e| format!("server error: {e}"))?;
     // Let evicted connections send their close frames, then make every write durable.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let flushed = hub.flush().await;
-    drop(hub);
-    drop(writer);
-    flushed.map_err(|e| e.message)
+    service.close().await.map_err(|e| e.to_string())
 }
 
 async fn shutdown_signal() {

@@ -1,9 +1,27 @@
-//! Stored records: users, channels and members, and how a user record becomes a wire `User`.
+//! The domain's data: who is calling, stored records (users, channels, members), the writes that change them,
+//! and how a user record becomes a wire `User`.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use presence_protocol::user::BUILT_IN_USER_FIELDS;
 use presence_protocol::{JsonMap, User};
 use serde_json::Value;
+
+/// Who a request or connection acts as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// A server-side token: may do everything.
+    Server,
+    /// A user token for this user id.
+    User(String),
+}
+
+/// A change to stored data, applied by the store in the order it was made.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Write {
+    SaveUser(Box<UserRecord>),
+    TouchLastActive(String, DateTime<Utc>),
+    SaveChannel(Box<ChannelRecord>),
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct UserRecord {

@@ -359,7 +359,7 @@ async fn open_socket_survives_its_token_expiring() {
 
 #[tokio::test]
 async fn user_tokens_write_only_their_own_user() {
-    let s = Server::start().await;
+    let s = Server::in_process().await;
     s.upsert(&[json!({ "id": "bob", "name": "Bob" })]).await;
     let alice = Auth::user("alice");
 

@@ -108,7 +108,7 @@ async fn channel_query_gets_or_creates() {
 
 #[tokio::test]
 async fn distinct_channel_id_comes_from_members() {
-    let s = Server::start().await;
+    let s = Server::in_process().await;
     s.upsert(&[
         json!({ "id": "alice" }),
         json!({ "id": "bob" }),
@@ -165,7 +165,7 @@ async fn distinct_channel_id_comes_from_members() {
 
 #[tokio::test]
 async fn query_channels_filters_and_sort() {
-    let s = Server::start().await;
+    let s = Server::in_process().await;
     s.upsert(&[
         json!({ "id": "alice" }),
         json!({ "id": "bob" }),

@@ -32,14 +32,14 @@ fn assert_cors(r: &Resp) {
 
 #[tokio::test]
 async fn healthz() {
-    let s = Server::start().await;
+    let s = Server::in_process().await;
     let r = s.get("/healthz").no_api_key().send().await;
     assert_eq!(r.status, 200, "{}", r.text);
 }
 
 #[tokio::test]
 async fn cors_headers_on_success_and_error_responses() {
-    let s = Server::start().await;
+    let s = Server::in_process().await;
     let responses = vec![
         s.get("/healthz")
             .no_api_key()
@@ -115,7 +115,7 @@ async fn cors_headers_on_success_and_error_responses() {
 
 #[tokio::test]
 async fn preflight_allows_the_sdk_headers() {
-    let s = Server::start().await;
+    let s = Server::in_process().await;
     for (path, method) in [
         ("/users", "PATCH"),
         ("/users", "POST"),
@@ -230,7 +230,7 @@ async fn static_dir_is_served_beside_the_api() {
     )
     .unwrap();
     std::fs::write(dir.path().join("app.js"), "console.log('demo');").unwrap();
-    let s = Server::start_with(ServerOpts::default().static_dir(dir.path())).await;
+    let s = Server::in_process_with(ServerOpts::default().static_dir(dir.path())).await;
     let r = s.get("/index.html").no_api_key().send().await;
     assert_eq!(r.status, 200);
     assert!(r.text.contains("demo page"));

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 #[tokio::test]
 async fn upsert_creates_and_replaces() {
-    let s = Server::start().await;
+    let s = Server::in_process().await;
     let before = now();
     let r = s
         .upsert_as(
@@ -75,7 +75,7 @@ async fn upsert_creates_and_replaces() {
 
 #[tokio::test]
 async fn partial_update_sets_and_unsets() {
-    let s = Server::start().await;
+    let s = Server::in_process().await;
     s.upsert(&[json!({ "id": "alice", "name": "Alice", "color": "red", "status": "here" })])
         .await;
     let r = s
@@ -142,7 +142,7 @@ async fn query_users_shape_and_live_presence() {
 
 #[tokio::test]
 async fn query_users_limit_and_offset() {
-    let s = Server::start().await;
+    let s = Server::in_process().await;
     let users: Vec<Value> = (0..35)
         .map(|i| json!({ "id": format!("u{i:02}"), "n": i }))
         .collect();
@@ -210,7 +210,7 @@ async fn ids_for(s: &Server, filter: Value) -> Vec<String> {
 
 #[tokio::test]
 async fn query_users_filter_operators() {
-    let s = Server::start().await;
+    let s = Server::in_process().await;
     filter_fixture(&s).await;
     let cases: Vec<(Value, &[&str])> = vec![
         (json!({}), &["ann", "ben", "cat", "dov"]),
@@ -285,7 +285,7 @@ async fn query_users_filter_operators() {
 
 #[tokio::test]
 async fn query_users_compares_dates_as_time() {
-    let s = Server::start().await;
+    let s = Server::in_process().await;
     filter_fixture(&s).await;
     // 2024-01-05T01:00:00+02:00 is 2024-01-04T23:00:00Z: as a time it is *before* ann's join date, as a string
     // it sorts after it.
@@ -358,7 +358,7 @@ async fn query_users_filter_on_online_and_last_active() {
 
 #[tokio::test]
 async fn query_users_sort() {
-    let s = Server::start().await;
+    let s = Server::in_process().await;
     filter_fixture(&s).await;
     let q = |sort: Value| json!({ "filter_conditions": {}, "sort": sort });
     assert_eq!(
@@ -427,7 +427,7 @@ async fn query_users_sort() {
 
 #[tokio::test]
 async fn query_users_rejects_bad_payloads() {
-    let s = Server::start().await;
+    let s = Server::in_process().await;
     filter_fixture(&s).await;
     let bad_payloads = [
         json!({ "filter_conditions": { "id": { "$foo": 1 } } }),
@@ -479,7 +479,7 @@ async fn query_users_rejects_bad_payloads() {
 
 #[tokio::test]
 async fn write_endpoints_reject_bad_bodies() {
-    let s = Server::start().await;
+    let s = Server::in_process().await;
     s.upsert(&[json!({ "id": "ann" })]).await;
     let mut wrong = Vec::new();
     let cases: Vec<(&str, &str, String)> = vec![
@@ -586,7 +586,7 @@ async fn write_endpoints_reject_bad_bodies() {
 
 #[tokio::test]
 async fn oversized_body_is_413_code_22() {
-    let s = Server::start().await;
+    let s = Server::in_process().await;
     let big = "x".repeat(1024 * 1024 + 10);
     let body = json!({ "users": { "big": { "id": "big", "blob": big } } });
     let r = s.post("/users").auth(&Auth::Server).json(body).send().await;

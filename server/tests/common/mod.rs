@@ -1,5 +1,6 @@
-//! Test harness: starts the real `presence-server` binary on a free port, mints tokens, drives the REST API with
-//! an HTTP client and the realtime API with a native WebSocket client. Every wait is bounded.
+//! Test harness: starts the real `presence-server` binary on a free port (or, for REST-only tests, builds the
+//! server's router in this process and sends each call through it with `oneshot`), mints tokens, drives the REST
+//! API with an HTTP client and the realtime API with a native WebSocket client. Every wait is bounded.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read};
@@ -99,6 +100,8 @@ impl ServerOpts {
 
 pub struct Server {
     child: Option<Child>,
+    /// Set when the server runs in this process: calls go straight to its router, no socket involved.
+    in_process: Option<InProcess>,
     pub port: u16,
     pub base: String,
     pub opts: ServerOpts,
@@ -122,9 +125,59 @@ fn spawn_drain<R: Read + Send + 'static>(reader: R, sink: Option<Arc<Mutex<Vec<S
     });
 }
 
+/// A server built in the test's process: the library's router over an in-memory (or file) database.
+struct InProcess {
+    router: axum::Router,
+    _service: presence_server::Service,
+}
+
 impl Server {
     pub async fn start() -> Server {
         Server::start_with(ServerOpts::default()).await
+    }
+
+    /// A server in this process whose REST calls go through its router with `oneshot`; it opens no port, so
+    /// WebSocket connections need `start`.
+    pub async fn in_process() -> Server {
+        Server::in_process_with(ServerOpts::default()).await
+    }
+
+    pub async fn in_process_with(opts: ServerOpts) -> Server {
+        assert!(
+            opts.env.is_empty(),
+            "an in-process server takes no environment"
+        );
+        let settings = presence_server::Settings {
+            api_key: API_KEY.to_string(),
+            api_secret: API_SECRET.to_string(),
+            dev_tokens: opts.dev_tokens,
+            static_dir: opts.static_dir.clone(),
+            offline_grace: Duration::from_millis(opts.grace_ms),
+            ping_interval: Duration::from_millis(opts.ping_ms),
+            pong_timeout: Duration::from_millis(opts.pong_ms),
+            watch_implies_presence: opts.watch_implies_presence,
+            max_connections_per_user: 50,
+            send_queue: 1024,
+        };
+        let db = opts
+            .db
+            .as_ref()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_else(|| ":memory:".to_string());
+        let service = presence_server::Service::open(&settings, &db).expect("open the service");
+        let router = service.router();
+        Server {
+            child: None,
+            in_process: Some(InProcess {
+                router,
+                _service: service,
+            }),
+            port: 0,
+            base: "http://in-process.invalid".to_string(),
+            opts,
+            stderr: Arc::new(Mutex::new(Vec::new())),
+            http: reqwest::Client::new(),
+        }
     }
 
     pub async fn start_with(opts: ServerOpts) -> Server {
@@ -217,6 +270,7 @@ impl Server {
             .unwrap();
         Server {
             child: Some(child),
+            in_process: None,
             port,
             base: format!("http://127.0.0.1:{port}"),
             opts,
@@ -786,6 +840,9 @@ impl Call<'_> {
             }
         }
         let desc = format!("{} {}", self.method, url);
+        if let Some(in_process) = &self.server.in_process {
+            return self.send_in_process(in_process, url, desc).await;
+        }
         let mut req = self.server.http.request(self.method.clone(), url);
         for (k, v) in &self.headers {
             req = req.header(k.as_str(), v.as_str());
@@ -808,6 +865,55 @@ impl Call<'_> {
             .text()
             .await
             .unwrap_or_else(|e| panic!("{desc}: reading body failed: {e}"));
+        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Resp {
+            desc,
+            status,
+            headers,
+            text,
+            json,
+        }
+    }
+}
+
+impl Call<'_> {
+    /// The same request, through the in-process router instead of a socket.
+    async fn send_in_process(self, server: &InProcess, url: Url, desc: String) -> Resp {
+        use tower::ServiceExt;
+        let mut req = axum::http::Request::builder()
+            .method(self.method.clone())
+            .uri(url.as_str());
+        for (k, v) in &self.headers {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        req = req
+            .header(
+                "X-Stream-Client",
+                "stream-chat-js-v9.53.0-node|client_bundle=node-cjs",
+            )
+            .header("x-client-request-id", uuid_like());
+        let body = match self.body {
+            Some(b) => {
+                req = req.header("content-length", b.len().to_string());
+                axum::body::Body::from(b)
+            }
+            None => axum::body::Body::empty(),
+        };
+        let req = req
+            .body(body)
+            .unwrap_or_else(|e| panic!("{desc}: cannot build the request: {e}"));
+        let resp =
+            tokio::time::timeout(Duration::from_secs(20), server.router.clone().oneshot(req))
+                .await
+                .unwrap_or_else(|_| panic!("{desc}: no answer within 20 s"))
+                .unwrap_or_else(|e| match e {});
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap_or_else(|e| panic!("{desc}: reading body failed: {e}"));
+        let text = String::from_utf8(bytes.to_vec())
+            .unwrap_or_else(|e| panic!("{desc}: body is not UTF-8: {e}"));
         let json = serde_json::from_str(&text).unwrap_or(Value::Null);
         Resp {
             desc,

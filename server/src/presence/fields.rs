@@ -1,10 +1,11 @@
-//! Which user fields a write may touch, and applying a write to a stored user.
+//! Which user fields a write may touch, and applying a write (fields, invisibility) to a stored user.
 
+use chrono::{DateTime, Utc};
 use presence_protocol::user::RESERVED_USER_FIELDS;
 use presence_protocol::JsonMap;
 use serde_json::Value;
 
-use crate::error::Failure;
+use crate::error::Error;
 use crate::model::UserRecord;
 
 /// Fields only a server-side token may write.
@@ -21,8 +22,8 @@ pub enum WriteSource {
     Server,
 }
 
-fn reserved(user_id: &str, field: &str) -> Failure {
-    Failure::input(format!("users[{user_id}].{field} is a reserved field"))
+fn reserved(user_id: &str, field: &str) -> Error {
+    Error::input(format!("users[{user_id}].{field} is a reserved field"))
 }
 
 /// Checks one field of a REST write (`set` key, upsert key or `unset` name).
@@ -31,7 +32,7 @@ pub fn check_field(
     field: &str,
     value: Option<&Value>,
     source: WriteSource,
-) -> Result<(), Failure> {
+) -> Result<(), Error> {
     if RESERVED_USER_FIELDS.contains(&field)
         || (source != WriteSource::Server && SERVER_ONLY_FIELDS.contains(&field))
     {
@@ -50,7 +51,7 @@ pub fn check_field(
     if ok {
         Ok(())
     } else {
-        Err(Failure::input(format!(
+        Err(Error::input(format!(
             "users[{user_id}].{field} has the wrong type"
         )))
     }
@@ -109,4 +110,17 @@ pub fn replace_fields(rec: &mut UserRecord, obj: &JsonMap, source: WriteSource) 
 /// The `invisible` value a write asks for: only an explicit boolean changes it.
 pub fn requested_invisible(obj: &JsonMap) -> Option<bool> {
     obj.get("invisible").and_then(Value::as_bool)
+}
+
+/// Turns invisibility on or off. Others keep seeing the `last_active` of the moment it began.
+pub fn set_invisible(rec: &mut UserRecord, invisible: bool, connected: bool, now: DateTime<Utc>) {
+    rec.invisible = invisible;
+    if invisible {
+        if connected {
+            rec.last_active = Some(now);
+        }
+        rec.frozen_last_active = rec.last_active;
+    } else {
+        rec.frozen_last_active = None;
+    }
 }

@@ -1,8 +1,8 @@
-//! SQLite persistence. Everything is loaded into memory at start; writes go to one writer thread that commits
+//! The SQLite store. Everything is loaded into memory at start; writes go to one writer thread that commits
 //! whatever has queued up in a single transaction, so bursts cost one fsync. Callers that must know their write
-//! is durable (REST writes) wait on a barrier.
+//! is durable (REST writes) wait on a flush.
 
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::thread;
 
 use chrono::{DateTime, Utc};
@@ -10,25 +10,22 @@ use presence_protocol::JsonMap;
 use rusqlite::{params, Connection};
 use tokio::sync::oneshot;
 
-use crate::model::{ChannelRecord, MemberRecord, UserRecord};
+use crate::model::{ChannelRecord, MemberRecord, UserRecord, Write};
+use crate::store::{Flushed, Snapshot, Store, StoreError};
 
-pub enum DbOp {
-    SaveUser(Box<UserRecord>),
-    TouchLastActive(String, DateTime<Utc>),
-    SaveChannel(Box<ChannelRecord>),
+enum Op {
+    Write(Write),
     /// Answered once every op queued before it is committed (or failed).
-    Barrier(oneshot::Sender<Result<(), String>>),
+    Flush(oneshot::Sender<Result<(), StoreError>>),
 }
 
-/// Where ops are sent. Cheap to clone.
-#[derive(Clone)]
-pub struct DbHandle {
-    tx: mpsc::Sender<DbOp>,
+/// The SQLite store: a queue to its writer thread, which stops once the store is dropped.
+pub struct SqliteStore {
+    tx: mpsc::Sender<Op>,
 }
 
-pub struct Loaded {
-    pub users: Vec<UserRecord>,
-    pub channels: Vec<ChannelRecord>,
+fn open_error(e: rusqlite::Error) -> StoreError {
+    StoreError::Open(Arc::new(e))
 }
 
 const SCHEMA: &str = "
@@ -62,41 +59,51 @@ CREATE TABLE IF NOT EXISTS members (
 );
 ";
 
-/// Opens (or creates) the database; `:memory:` keeps everything in memory for the life of the process.
-pub fn open(path: &str) -> rusqlite::Result<(DbHandle, Loaded, thread::JoinHandle<()>)> {
-    let conn = if path == ":memory:" {
-        Connection::open_in_memory()?
-    } else {
-        Connection::open(path)?
-    };
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
-    conn.execute_batch(SCHEMA)?;
-    let loaded = load(&conn)?;
-    let (tx, rx) = mpsc::channel();
-    let writer = thread::Builder::new()
-        .name("sqlite-writer".into())
-        .spawn(move || write_loop(conn, rx))
-        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-    Ok((DbHandle { tx }, loaded, writer))
-}
-
-impl DbHandle {
-    pub fn send(&self, op: DbOp) {
-        // The writer only stops when every handle is gone, so a send cannot fail while one exists.
-        let _ = self.tx.send(op);
+impl SqliteStore {
+    /// Opens (or creates) the database and loads it; `:memory:` keeps everything in memory for the life of the
+    /// store.
+    pub fn open(path: &str) -> Result<(SqliteStore, Snapshot), StoreError> {
+        let conn = if path == ":memory:" {
+            Connection::open_in_memory()
+        } else {
+            Connection::open(path)
+        }
+        .map_err(open_error)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(open_error)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(open_error)?;
+        conn.execute_batch(SCHEMA).map_err(open_error)?;
+        let snapshot = load(&conn).map_err(open_error)?;
+        let (tx, rx) = mpsc::channel();
+        thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || write_loop(conn, rx))
+            .map_err(|e| StoreError::Open(Arc::new(e)))?;
+        Ok((SqliteStore { tx }, snapshot))
     }
 
-    /// Resolves when everything sent before it is committed.
-    pub async fn barrier(&self) -> Result<(), String> {
+    fn send(&self, ops: impl IntoIterator<Item = Op>) {
+        for op in ops {
+            // The writer only stops when the store is gone, so a send cannot fail while it exists.
+            let _ = self.tx.send(op);
+        }
+    }
+}
+
+impl Store for SqliteStore {
+    fn write(&self, writes: Vec<Write>) {
+        self.send(writes.into_iter().map(Op::Write));
+    }
+
+    fn flush(&self) -> Flushed {
         let (tx, rx) = oneshot::channel();
-        self.send(DbOp::Barrier(tx));
-        rx.await
-            .unwrap_or_else(|_| Err("the database writer stopped".to_string()))
+        self.send([Op::Flush(tx)]);
+        Box::pin(async move { rx.await.unwrap_or(Err(StoreError::Stopped)) })
     }
 }
 
-fn write_loop(mut conn: Connection, rx: mpsc::Receiver<DbOp>) {
+fn write_loop(mut conn: Connection, rx: mpsc::Receiver<Op>) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while let Ok(op) = rx.try_recv() {
@@ -105,31 +112,31 @@ fn write_loop(mut conn: Connection, rx: mpsc::Receiver<DbOp>) {
                 break;
             }
         }
-        let result = commit(&mut conn, &batch).map_err(|e| e.to_string());
+        let result = commit(&mut conn, &batch).map_err(|e| StoreError::Write(Arc::new(e)));
         if let Err(e) = &result {
             tracing::error!(error = %e, "database write failed");
         }
         for op in batch {
-            if let DbOp::Barrier(ack) = op {
+            if let Op::Flush(ack) = op {
                 let _ = ack.send(result.clone());
             }
         }
     }
 }
 
-fn commit(conn: &mut Connection, batch: &[DbOp]) -> rusqlite::Result<()> {
+fn commit(conn: &mut Connection, batch: &[Op]) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
     for op in batch {
         match op {
-            DbOp::SaveUser(u) => save_user(&tx, u)?,
-            DbOp::TouchLastActive(id, at) => {
+            Op::Write(Write::SaveUser(u)) => save_user(&tx, u)?,
+            Op::Write(Write::TouchLastActive(id, at)) => {
                 tx.execute(
                     "UPDATE users SET last_active = ?2 WHERE id = ?1",
                     params![id, at.to_rfc3339()],
                 )?;
             }
-            DbOp::SaveChannel(c) => save_channel(&tx, c)?,
-            DbOp::Barrier(_) => {}
+            Op::Write(Write::SaveChannel(c)) => save_channel(&tx, c)?,
+            Op::Flush(_) => {}
         }
     }
     tx.commit()
@@ -197,7 +204,7 @@ fn parse_time(s: &str) -> DateTime<Utc> {
         .unwrap_or_default()
 }
 
-fn load(conn: &Connection) -> rusqlite::Result<Loaded> {
+fn load(conn: &Connection) -> rusqlite::Result<Snapshot> {
     let mut users = Vec::new();
     let mut stmt = conn.prepare(
         "SELECT id, role, teams, invisible, data, created_at, updated_at, last_active, frozen_last_active FROM users",
@@ -258,5 +265,5 @@ fn load(conn: &Connection) -> rusqlite::Result<Loaded> {
             members,
         });
     }
-    Ok(Loaded { users, channels })
+    Ok(Snapshot { users, channels })
 }

@@ -6,7 +6,7 @@ use chrono::{DateTime, FixedOffset};
 use presence_protocol::{JsonMap, SortParam};
 use serde_json::Value;
 
-use crate::error::Failure;
+use crate::error::Error;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Filter {
@@ -45,7 +45,7 @@ impl Fields for JsonMap {
 
 impl Filter {
     /// Parses `filter_conditions`. `allowed` says which fields may be filtered on (`None`: any field).
-    pub fn parse(raw: &JsonMap, allowed: Option<&[&str]>) -> Result<Filter, Failure> {
+    pub fn parse(raw: &JsonMap, allowed: Option<&[&str]>) -> Result<Filter, Error> {
         let mut all = Vec::new();
         for (key, value) in raw {
             all.push(parse_entry(key, value, allowed)?);
@@ -90,13 +90,13 @@ impl Filter {
     }
 }
 
-fn parse_entry(key: &str, value: &Value, allowed: Option<&[&str]>) -> Result<Filter, Failure> {
-    let sub_filters = |min: usize| -> Result<Vec<Filter>, Failure> {
+fn parse_entry(key: &str, value: &Value, allowed: Option<&[&str]>) -> Result<Filter, Error> {
+    let sub_filters = |min: usize| -> Result<Vec<Filter>, Error> {
         let items = value
             .as_array()
-            .ok_or_else(|| Failure::input(format!("{key} expects an array of filters")))?;
+            .ok_or_else(|| Error::input(format!("{key} expects an array of filters")))?;
         if items.len() < min {
-            return Err(Failure::input(format!(
+            return Err(Error::input(format!(
                 "{key} expects at least {min} filter(s)"
             )));
         }
@@ -104,7 +104,7 @@ fn parse_entry(key: &str, value: &Value, allowed: Option<&[&str]>) -> Result<Fil
             .iter()
             .map(|item| match item {
                 Value::Object(map) => Filter::parse(map, allowed),
-                _ => Err(Failure::input(format!("{key} expects an array of objects"))),
+                _ => Err(Error::input(format!("{key} expects an array of objects"))),
             })
             .collect()
     };
@@ -113,13 +113,13 @@ fn parse_entry(key: &str, value: &Value, allowed: Option<&[&str]>) -> Result<Fil
         "$or" => return Ok(Filter::Or(sub_filters(2)?)),
         "$nor" => return Ok(Filter::Nor(sub_filters(1)?)),
         _ if key.starts_with('$') => {
-            return Err(Failure::input(format!("unknown logical operator {key}")))
+            return Err(Error::input(format!("unknown logical operator {key}")))
         }
         _ => {}
     }
     if let Some(allowed) = allowed {
         if !allowed.contains(&key) {
-            return Err(Failure::input(format!(
+            return Err(Error::input(format!(
                 "field {key} is not supported in this filter"
             )));
         }
@@ -140,15 +140,15 @@ fn parse_entry(key: &str, value: &Value, allowed: Option<&[&str]>) -> Result<Fil
     }
     let mut conds = Vec::with_capacity(ops.len());
     for (op, arg) in ops {
-        let list = || -> Result<Vec<Value>, Failure> {
+        let list = || -> Result<Vec<Value>, Error> {
             arg.as_array()
                 .cloned()
-                .ok_or_else(|| Failure::input(format!("operator {op} on {key} expects an array")))
+                .ok_or_else(|| Error::input(format!("operator {op} on {key} expects an array")))
         };
-        let text = || -> Result<String, Failure> {
+        let text = || -> Result<String, Error> {
             arg.as_str()
                 .map(str::to_string)
-                .ok_or_else(|| Failure::input(format!("operator {op} on {key} expects a string")))
+                .ok_or_else(|| Error::input(format!("operator {op} on {key} expects a string")))
         };
         let cond = match op.as_str() {
             "$eq" => Condition::Eq(arg.clone()),
@@ -160,13 +160,13 @@ fn parse_entry(key: &str, value: &Value, allowed: Option<&[&str]>) -> Result<Fil
             "$in" => Condition::In(list()?),
             "$nin" => Condition::Nin(list()?),
             "$exists" => Condition::Exists(arg.as_bool().ok_or_else(|| {
-                Failure::input(format!("operator $exists on {key} expects a boolean"))
+                Error::input(format!("operator $exists on {key} expects a boolean"))
             })?),
             "$autocomplete" => Condition::Autocomplete(text()?.to_lowercase()),
             "$q" => Condition::Query(text()?.to_lowercase()),
             "$contains" => Condition::Contains(arg.clone()),
             _ => {
-                return Err(Failure::input(format!(
+                return Err(Error::input(format!(
                     "unknown operator {op} on field {key}"
                 )))
             }
@@ -258,17 +258,17 @@ pub fn compare(a: &Value, b: &Value) -> Option<Ordering> {
 }
 
 /// Checks sort keys: `direction` must be 1 or -1; `allowed` limits the fields (`None`: any).
-pub fn check_sort(sort: &[SortParam], allowed: Option<&[&str]>) -> Result<(), Failure> {
+pub fn check_sort(sort: &[SortParam], allowed: Option<&[&str]>) -> Result<(), Error> {
     for key in sort {
         if key.direction != 1 && key.direction != -1 {
-            return Err(Failure::input(format!(
+            return Err(Error::input(format!(
                 "sort direction for {} must be 1 or -1",
                 key.field
             )));
         }
         if let Some(allowed) = allowed {
             if !allowed.contains(&key.field.as_str()) {
-                return Err(Failure::input(format!(
+                return Err(Error::input(format!(
                     "sorting by {} is not supported",
                     key.field
                 )));
@@ -314,7 +314,7 @@ mod tests {
         v.as_object().cloned().unwrap()
     }
 
-    fn parse(v: Value) -> Result<Filter, Failure> {
+    fn parse(v: Value) -> Result<Filter, Error> {
         Filter::parse(&obj(v), None)
     }
 
@@ -383,7 +383,7 @@ mod tests {
             json!({"id":{"$in":"bob"}}),
             json!({"status":{"$exists":"yes"}}),
         ] {
-            assert_eq!(parse(f.clone()).unwrap_err().code, 4, "{f}");
+            assert_eq!(parse(f.clone()).unwrap_err().code(), 4, "{f}");
         }
     }
 

@@ -1,0 +1,60 @@
+//! The in-process bus: every connection is held by this process, so a delivery is a push onto its queue.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use axum::extract::ws::Utf8Bytes;
+
+use crate::bus::{Bus, Outlet};
+use crate::presence::{ConnId, Delivery};
+
+#[derive(Default)]
+pub struct LocalBus {
+    outlets: Mutex<HashMap<ConnId, Arc<Outlet>>>,
+    frames_sent: AtomicU64,
+}
+
+impl LocalBus {
+    fn outlets(&self) -> MutexGuard<'_, HashMap<ConnId, Arc<Outlet>>> {
+        // Nothing under this lock can panic halfway through a change; recover the guard regardless.
+        self.outlets.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Bus for LocalBus {
+    fn attach(&self, conn: ConnId, outlet: Arc<Outlet>) {
+        self.outlets().insert(conn, outlet);
+    }
+
+    fn detach(&self, conn: &ConnId) {
+        self.outlets().remove(conn);
+    }
+
+    fn publish(&self, deliveries: Vec<Delivery>) {
+        let outlets = self.outlets();
+        let mut sent = 0;
+        for delivery in deliveries {
+            // Serialized once; every recipient shares the same bytes.
+            let frame = Utf8Bytes::from(delivery.frame);
+            for conn in &delivery.to {
+                if let Some(outlet) = outlets.get(conn) {
+                    if outlet.deliver(frame.clone()) {
+                        sent += 1;
+                    }
+                }
+            }
+        }
+        self.frames_sent.fetch_add(sent, Ordering::Relaxed);
+    }
+
+    fn close_all(&self, code: u16) {
+        for outlet in self.outlets().values() {
+            outlet.evict(code);
+        }
+    }
+
+    fn frames_sent(&self) -> u64 {
+        self.frames_sent.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,88 @@
+//! `POST /channels/{type}/{id}/query` (and its distinct-channel form), `POST /channels`, and stop-watching.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use presence_protocol::{
+    ChannelQueryRequest, DurationResponse, QueryChannelsRequest, QueryChannelsResponse,
+};
+
+use crate::error::Error;
+use crate::http::extract::{ApiPath, Authenticated, JsonBody};
+use crate::http::layers::duration;
+use crate::state::AppState;
+
+fn created(body: impl serde::Serialize) -> Response {
+    (StatusCode::CREATED, Json(body)).into_response()
+}
+
+pub async fn query_channel(
+    State(app): State<Arc<AppState>>,
+    ApiPath((channel_type, channel_id)): ApiPath<(String, String)>,
+    auth: Authenticated,
+    JsonBody(req): JsonBody<ChannelQueryRequest>,
+) -> Result<Response, Error> {
+    channel_query(&app, &auth, &req, &channel_type, Some(&channel_id)).await
+}
+
+pub async fn query_distinct_channel(
+    State(app): State<Arc<AppState>>,
+    ApiPath(channel_type): ApiPath<String>,
+    auth: Authenticated,
+    JsonBody(req): JsonBody<ChannelQueryRequest>,
+) -> Result<Response, Error> {
+    channel_query(&app, &auth, &req, &channel_type, None).await
+}
+
+async fn channel_query(
+    app: &AppState,
+    auth: &Authenticated,
+    req: &ChannelQueryRequest,
+    channel_type: &str,
+    channel_id: Option<&str>,
+) -> Result<Response, Error> {
+    let conn = auth.connection_id(req.connection_id.as_deref());
+    let mut state = app
+        .hub
+        .query_channel(&auth.caller, conn, channel_type, channel_id, req)
+        .await?;
+    state.duration = Some(duration());
+    Ok(created(state))
+}
+
+pub async fn query_channels(
+    State(app): State<Arc<AppState>>,
+    auth: Authenticated,
+    JsonBody(req): JsonBody<QueryChannelsRequest>,
+) -> Result<Response, Error> {
+    let conn = auth.connection_id(req.connection_id.as_deref());
+    let channels = app.hub.query_channels(&auth.caller, conn, &req)?;
+    Ok(created(QueryChannelsResponse {
+        channels,
+        duration: duration(),
+    }))
+}
+
+/// A body that may name the connection and nothing else the server reads.
+#[derive(Default, serde::Deserialize)]
+pub struct ConnectionBody {
+    #[serde(default)]
+    connection_id: Option<String>,
+}
+
+pub async fn stop_watching(
+    State(app): State<Arc<AppState>>,
+    ApiPath((channel_type, channel_id)): ApiPath<(String, String)>,
+    auth: Authenticated,
+    JsonBody(req): JsonBody<ConnectionBody>,
+) -> Result<Response, Error> {
+    let conn = auth.connection_id(req.connection_id.as_deref());
+    app.hub
+        .stop_watching(&auth.caller, conn, &format!("{channel_type}:{channel_id}"))?;
+    Ok(created(DurationResponse {
+        duration: duration(),
+    }))
+}

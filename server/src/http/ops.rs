@@ -1,0 +1,65 @@
+//! Operational endpoints and fallbacks: `/healthz`, `/metrics`, unknown paths and methods.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use crate::error::Error;
+use crate::http::error::respond_with_status;
+use crate::state::AppState;
+
+pub async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+pub async fn metrics(State(app): State<Arc<AppState>>) -> Response {
+    let counts = app.hub.counts();
+    let rows = [
+        (
+            "presence_open_connections",
+            "gauge",
+            "Open WebSocket connections.",
+            counts.open_connections.to_string(),
+        ),
+        (
+            "presence_online_users",
+            "gauge",
+            "Users visibly online.",
+            counts.online_users.to_string(),
+        ),
+        (
+            "presence_events_sent_total",
+            "counter",
+            "Frames queued to connections.",
+            counts.frames_sent.to_string(),
+        ),
+        (
+            "presence_auth_failures_total",
+            "counter",
+            "Rejected credentials, REST and WebSocket.",
+            app.auth_failures().to_string(),
+        ),
+    ];
+    let mut text = String::new();
+    for (name, kind, help, value) in rows {
+        text.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+        ));
+    }
+    ([("content-type", "text/plain; version=0.0.4")], text).into_response()
+}
+
+pub async fn not_found(req: Request) -> Error {
+    Error::not_found(format!("no endpoint {} {}", req.method(), req.uri().path()))
+}
+
+pub async fn method_not_allowed(req: Request) -> Response {
+    let error = Error::input(format!(
+        "method {} is not allowed on {}",
+        req.method(),
+        req.uri().path()
+    ));
+    respond_with_status(StatusCode::METHOD_NOT_ALLOWED, &error)
+}

@@ -1,0 +1,157 @@
+//! `presence-server` as a library: a Stream Chat v1 compatible presence server (REST + WebSocket, SQLite storage).
+//!
+//! A request or frame is authenticated at the edge (`http`, `ws`) and becomes an operation of the presence
+//! engine (`presence`, no IO, no clock) run by the driver (`hub`) with the current time; the engine's deliveries
+//! go through the bus (`bus`) to connection queues, its writes to the store (`store`), its next deadline to the
+//! driver's one timer. [`Service::open`] opens storage and starts the driver; [`app`] is the router over it,
+//! which the binary serves and tests can drive in-process.
+
+pub mod auth;
+mod bus;
+mod error;
+mod http;
+mod hub;
+mod model;
+mod presence;
+mod state;
+mod store;
+mod ws;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::routing::{get, post};
+use axum::Router;
+use tower_http::services::ServeDir;
+
+pub use crate::error::{Error, ErrorKind};
+use crate::hub::Hub;
+pub use crate::state::AppState;
+use crate::store::sqlite::SqliteStore;
+pub use crate::store::StoreError;
+
+/// Everything the server needs to know besides where its data lives.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The app's API key; requests must carry it as `api_key`.
+    pub api_key: String,
+    /// Signs and checks HS256 tokens.
+    pub api_secret: String,
+    /// Accept development tokens (signature `devtoken`).
+    pub dev_tokens: bool,
+    /// Serve this folder's files at `/`.
+    pub static_dir: Option<PathBuf>,
+    /// How long a user whose last connection ended abnormally still counts as online.
+    pub offline_grace: Duration,
+    /// How often the server pings each connection.
+    pub ping_interval: Duration,
+    /// A connection silent this long is closed with 4002.
+    pub pong_timeout: Duration,
+    /// Any watch of a channel subscribes to its members' presence.
+    pub watch_implies_presence: bool,
+    /// Open connections one user may hold; one more is refused with code 71.
+    pub max_connections_per_user: usize,
+    /// Frames a connection may have queued before it is closed as too slow (4003).
+    pub send_queue: usize,
+}
+
+/// Storage opened and the driver running: what the router serves.
+pub struct Service {
+    state: Arc<AppState>,
+    static_dir: Option<PathBuf>,
+    /// Users and channels found in storage at start.
+    pub loaded_users: usize,
+    pub loaded_channels: usize,
+}
+
+impl Service {
+    /// Opens the SQLite database at `db` (`:memory:` keeps everything in memory) and starts the driver with the
+    /// in-process bus. Must be called inside a tokio runtime.
+    pub fn open(settings: &Settings, db: &str) -> Result<Service, StoreError> {
+        let (store, snapshot) = SqliteStore::open(db)?;
+        let (loaded_users, loaded_channels) = (snapshot.users.len(), snapshot.channels.len());
+        let hub = Hub::start(
+            presence::Config {
+                offline_grace: settings.offline_grace,
+                watch_implies_presence: settings.watch_implies_presence,
+                max_connections_per_user: settings.max_connections_per_user,
+            },
+            snapshot,
+            Arc::new(store),
+            Arc::new(bus::local::LocalBus::default()),
+        );
+        let state = AppState::new(
+            settings.api_key.clone(),
+            auth::TokenVerifier::new(&settings.api_secret, settings.dev_tokens),
+            settings.ping_interval,
+            settings.pong_timeout,
+            settings.send_queue,
+            hub,
+        );
+        Ok(Service {
+            state: Arc::new(state),
+            static_dir: settings.static_dir.clone(),
+            loaded_users,
+            loaded_channels,
+        })
+    }
+
+    /// The router serving this service.
+    pub fn router(&self) -> Router {
+        app(Arc::clone(&self.state), self.static_dir.clone())
+    }
+
+    /// A handle that asks every open connection to close (1001), stamping `last_active` of everyone connected.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle(Arc::clone(&self.state.hub))
+    }
+
+    /// Waits until every write is durable.
+    pub async fn close(self) -> Result<(), Error> {
+        self.state.hub.flush().await
+    }
+}
+
+/// Starts the shutdown of a [`Service`]: closes every connection with 1001.
+pub struct ShutdownHandle(Arc<Hub>);
+
+impl ShutdownHandle {
+    pub fn shut_down(&self) {
+        self.0.shutdown();
+    }
+}
+
+/// The HTTP and WebSocket API over `state`, with `static_dir` (if any) served at `/`.
+pub fn app(state: Arc<AppState>, static_dir: Option<PathBuf>) -> Router {
+    let api = Router::new()
+        .route("/connect", get(ws::connect))
+        .route(
+            "/users",
+            post(http::users::upsert_users)
+                .patch(http::users::partial_update_users)
+                .get(http::users::query_users),
+        )
+        .route("/channels", post(http::channels::query_channels))
+        .route(
+            "/channels/{type}/query",
+            post(http::channels::query_distinct_channel),
+        )
+        .route(
+            "/channels/{type}/{id}/query",
+            post(http::channels::query_channel),
+        )
+        .route(
+            "/channels/{type}/{id}/stop-watching",
+            post(http::channels::stop_watching),
+        )
+        .route("/healthz", get(http::ops::healthz))
+        .route("/metrics", get(http::ops::metrics))
+        .method_not_allowed_fallback(http::ops::method_not_allowed)
+        .with_state(state);
+    let api = match static_dir {
+        Some(dir) => api.fallback_service(ServeDir::new(dir)),
+        None => api.fallback(http::ops::not_found),
+    };
+    http::layers::around(api)
+}

@@ -1,0 +1,114 @@
+//! Channels: their records, who is a member of which, and which connections watch which channel — each index
+//! kept in both directions here, so a change never updates one side only.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use crate::model::ChannelRecord;
+use crate::presence::types::ConnId;
+
+#[derive(Default)]
+pub(super) struct Channels {
+    records: HashMap<String, ChannelRecord>,
+    /// user id → cids of channels the user is a member of.
+    member_of: HashMap<String, HashSet<String>>,
+    /// cid → watching connections, with whether they asked for members' presence.
+    watchers: HashMap<String, HashMap<ConnId, bool>>,
+    /// connection → cids it watches.
+    watching: HashMap<ConnId, HashSet<String>>,
+}
+
+impl Channels {
+    /// Adds a channel (or replaces its record), indexing its members.
+    pub fn insert(&mut self, rec: ChannelRecord) {
+        if let Some(old) = self.records.get(&rec.cid) {
+            for m in &old.members {
+                if let Some(set) = self.member_of.get_mut(&m.user_id) {
+                    set.remove(&rec.cid);
+                }
+            }
+        }
+        for m in &rec.members {
+            self.member_of
+                .entry(m.user_id.clone())
+                .or_default()
+                .insert(rec.cid.clone());
+        }
+        self.records.insert(rec.cid.clone(), rec);
+    }
+
+    pub fn get(&self, cid: &str) -> Option<&ChannelRecord> {
+        self.records.get(cid)
+    }
+
+    pub fn contains(&self, cid: &str) -> bool {
+        self.records.contains_key(cid)
+    }
+
+    pub fn records(&self) -> impl Iterator<Item = &ChannelRecord> {
+        self.records.values()
+    }
+
+    /// Channels the user is a member of.
+    pub fn memberships<'a>(&'a self, user_id: &str) -> impl Iterator<Item = &'a String> + 'a {
+        self.member_of.get(user_id).into_iter().flatten()
+    }
+
+    /// `conn` watches the channel; with `presence` it also follows members' presence. A repeated watch keeps an
+    /// earlier presence request. Returns false if there is no such channel.
+    pub fn watch(&mut self, cid: &str, conn: &ConnId, presence: bool) -> bool {
+        if !self.records.contains_key(cid) {
+            return false;
+        }
+        let wanted = self
+            .watchers
+            .entry(cid.to_string())
+            .or_default()
+            .entry(Arc::clone(conn))
+            .or_insert(false);
+        *wanted |= presence;
+        self.watching
+            .entry(Arc::clone(conn))
+            .or_default()
+            .insert(cid.to_string());
+        true
+    }
+
+    /// `conn` stops watching the channel. Returns whether it was watching.
+    pub fn unwatch(&mut self, cid: &str, conn: &ConnId) -> bool {
+        let was = match self.watchers.get_mut(cid) {
+            Some(set) => {
+                let was = set.remove(conn).is_some();
+                if set.is_empty() {
+                    self.watchers.remove(cid);
+                }
+                was
+            }
+            None => false,
+        };
+        if let Some(set) = self.watching.get_mut(conn) {
+            set.remove(cid);
+            if set.is_empty() {
+                self.watching.remove(conn);
+            }
+        }
+        was
+    }
+
+    /// Watching connections of a channel, with whether each asked for members' presence.
+    pub fn watchers<'a>(&'a self, cid: &str) -> impl Iterator<Item = (&'a ConnId, bool)> + 'a {
+        self.watchers
+            .get(cid)
+            .into_iter()
+            .flatten()
+            .map(|(c, presence)| (c, *presence))
+    }
+
+    /// Channels a connection watches.
+    pub fn watched_by(&self, conn: &ConnId) -> Vec<String> {
+        self.watching
+            .get(conn)
+            .map(|set| set.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+}

@@ -1,0 +1,42 @@
+//! Open connections and whose they are.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::presence::types::ConnId;
+
+#[derive(Default)]
+pub(super) struct Connections {
+    /// connection → its user.
+    owners: HashMap<ConnId, String>,
+}
+
+impl Connections {
+    pub fn insert(&mut self, conn: ConnId, user_id: &str) {
+        self.owners.insert(conn, user_id.to_string());
+    }
+
+    /// Forgets a connection; says whose it was.
+    pub fn remove(&mut self, conn: &ConnId) -> Option<String> {
+        self.owners.remove(conn)
+    }
+
+    pub fn user_of(&self, conn: &str) -> Option<&str> {
+        self.owners.get(conn).map(String::as_str)
+    }
+
+    /// The connection named by `conn` with its owner, if it is open.
+    pub fn get(&self, conn: &str) -> Option<(ConnId, &str)> {
+        self.owners
+            .get_key_value(conn)
+            .map(|(id, user)| (Arc::clone(id), user.as_str()))
+    }
+
+    pub fn contains(&self, conn: &ConnId) -> bool {
+        self.owners.contains_key(conn)
+    }
+
+    pub fn len(&self) -> usize {
+        self.owners.len()
+    }
+}

@@ -1,0 +1,120 @@
+//! Who hears about what: the audience of each event type, with each event serialized once per audience class
+//! (the user's own connections, everyone else).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use presence_protocol::codes::event_type;
+use presence_protocol::{Event, User};
+
+use crate::model::event_time;
+use crate::presence::types::{ConnId, Delivery};
+use crate::presence::Engine;
+
+/// An event of `kind` created at `now`, everything else empty.
+fn event(kind: &str, now: DateTime<Utc>) -> Event {
+    Event {
+        kind: kind.to_string(),
+        created_at: Some(event_time(now)),
+        ..Event::default()
+    }
+}
+
+impl Engine {
+    /// Queues `event` for `to` (nothing when `to` is empty).
+    pub(super) fn deliver(&mut self, event: &Event, to: Vec<ConnId>) {
+        if to.is_empty() {
+            return;
+        }
+        // Serializing plain data to a string cannot fail.
+        let frame = serde_json::to_string(event).unwrap_or_default();
+        self.deliveries.push(Delivery { frame, to });
+    }
+
+    /// A `health.check` to `conn` carrying `me`: the first frame of a connection, and the answer to a client's.
+    pub(super) fn health_check_reply(&mut self, conn: &ConnId, me: User, now: DateTime<Utc>) {
+        let mut reply = event(event_type::HEALTH_CHECK, now);
+        reply.connection_id = Some(conn.to_string());
+        reply.cid = Some("*".to_string());
+        reply.me = Some(me);
+        self.deliver(&reply, vec![Arc::clone(conn)]);
+    }
+
+    /// Brings the announced presence of a user in line with their state; emits `user.presence.changed` on a
+    /// real flip. Returns whether it flipped.
+    pub(super) fn settle_presence(&mut self, user_id: &str, now: DateTime<Utc>) -> bool {
+        if self.users.settle(user_id).is_none() {
+            return false;
+        }
+        self.user_event(user_id, event_type::USER_PRESENCE_CHANGED, now);
+        true
+    }
+
+    /// Sends a user-level event about `user_id` to their own connections (own view) and to every connection
+    /// following their presence (public view), once per connection: followers through `queryUsers`, and
+    /// watchers of channels the user is a member of that asked for presence (any watcher with
+    /// `watch_implies_presence`). `user.updated` about an invisible user goes to their own connections only.
+    pub(super) fn user_event(&mut self, user_id: &str, kind: &str, now: DateTime<Utc>) {
+        let Some(entry) = self.users.get(user_id) else {
+            return;
+        };
+        let own: HashSet<&ConnId> = entry.conns().iter().collect();
+        let mut audience: HashSet<&ConnId> = self.follows.followers_of(user_id).collect();
+        for cid in self.channels.memberships(user_id) {
+            audience.extend(
+                self.channels
+                    .watchers(cid)
+                    .filter(|(_, presence)| *presence || self.config.watch_implies_presence)
+                    .map(|(c, _)| c),
+            );
+        }
+        audience.retain(|c| !own.contains(c) && self.conns.contains(c));
+        if kind == event_type::USER_UPDATED && entry.rec.invisible {
+            // A live update would tell others that an invisible user is active right now: while invisible,
+            // updates reach only the user's own connections (others read the new fields from queries, or from
+            // the presence event when the user becomes visible again).
+            audience.clear();
+        }
+        let public_to: Vec<ConnId> = audience.into_iter().map(Arc::clone).collect();
+        let own_to: Vec<ConnId> = own
+            .into_iter()
+            .filter(|c| self.conns.contains(c))
+            .map(Arc::clone)
+            .collect();
+        let mut public = event(kind, now);
+        public.user = Some(entry.rec.public_view(entry.visible_online()));
+        let mut mine = event(kind, now);
+        mine.user = Some(entry.rec.own_view(entry.connected()));
+        self.deliver(&public, public_to);
+        self.deliver(&mine, own_to);
+    }
+
+    /// `user.watching.start`/`stop` about `user_id` to every watcher of the channel but `except`.
+    pub(super) fn watching_event(
+        &mut self,
+        cid: &str,
+        user_id: &str,
+        kind: &str,
+        except: Option<&ConnId>,
+        now: DateTime<Utc>,
+    ) {
+        let (Some(ch), Some(user)) = (self.channels.get(cid), self.users.get(user_id)) else {
+            return;
+        };
+        let mut ev = event(kind, now);
+        ev.cid = Some(cid.to_string());
+        ev.channel_id = Some(ch.id.clone());
+        ev.channel_type = Some(ch.channel_type.clone());
+        ev.user = Some(user.rec.public_view(user.visible_online()));
+        ev.watcher_count = Some(self.watching_users(cid).len() as u64);
+        let to: Vec<ConnId> = self
+            .channels
+            .watchers(cid)
+            .map(|(c, _)| c)
+            .filter(|c| Some(*c) != except && self.conns.contains(c))
+            .map(Arc::clone)
+            .collect();
+        self.deliver(&ev, to);
+    }
+}

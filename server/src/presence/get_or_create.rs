@@ -1,0 +1,148 @@
+//! `queryChannel`: get a channel or create it (the distinct channel of a member set when no id is given),
+//! optionally watching it.
+
+use chrono::{DateTime, Utc};
+use presence_protocol::{ChannelQueryRequest, ChannelStateResponse, JsonMap};
+use serde_json::Value;
+
+use crate::error::Error;
+use crate::model::{Caller, ChannelRecord, MemberRecord, Write};
+use crate::presence::watch::caller_user;
+use crate::presence::Engine;
+
+/// Channel types and ids: letters, digits, `_` and `-` (ids also `!`).
+fn channel_name_ok(s: &str, allow_bang: bool) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_alphanumeric() || c == '_' || c == '-' || (allow_bang && c == '!'))
+}
+
+/// A stable id for the distinct channel of a member set (FNV-1a over the sorted ids).
+fn distinct_channel_id(members: &[String]) -> String {
+    let mut sorted: Vec<&str> = members.iter().map(String::as_str).collect();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in sorted.join("\u{0}").bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("!members-{hash:016x}")
+}
+
+/// Member ids named by channel data: strings or `{user_id}` objects.
+fn member_ids(data: &JsonMap) -> Result<Vec<String>, Error> {
+    let Some(raw) = data.get("members") else {
+        return Ok(Vec::new());
+    };
+    let items = raw
+        .as_array()
+        .ok_or_else(|| Error::input("data.members must be an array"))?;
+    let mut ids = Vec::with_capacity(items.len());
+    for item in items {
+        let id = match item {
+            Value::String(s) => s.clone(),
+            Value::Object(o) => match o.get("user_id").and_then(Value::as_str) {
+                Some(s) => s.to_string(),
+                None => return Err(Error::input("data.members objects need a user_id")),
+            },
+            _ => {
+                return Err(Error::input(
+                    "data.members must hold user ids or {user_id} objects",
+                ))
+            }
+        };
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    Ok(ids)
+}
+
+impl Engine {
+    /// `POST /channels/{type}/{id}/query` (or without id: the distinct channel of `data.members`).
+    pub fn query_channel(
+        &mut self,
+        caller: &Caller,
+        conn_id: Option<&str>,
+        channel_type: &str,
+        channel_id: Option<&str>,
+        req: &ChannelQueryRequest,
+        now: DateTime<Utc>,
+    ) -> Result<ChannelStateResponse, Error> {
+        const OP: &str = "GetOrCreateChannel";
+        let fail = |f: Error| f.in_operation(OP);
+        if !channel_name_ok(channel_type, false) {
+            return Err(fail(Error::input(
+                "channel type may only contain letters, digits, _ and -",
+            )));
+        }
+        let members = member_ids(&req.data).map_err(fail)?;
+        let channel_id = match channel_id {
+            Some(id) if channel_name_ok(id, true) => id.to_string(),
+            Some(_) => {
+                return Err(fail(Error::input(
+                    "channel id may only contain letters, digits, !, _ and -",
+                )))
+            }
+            None if members.is_empty() => {
+                return Err(fail(Error::input(
+                    "a channel without id needs data.members",
+                )))
+            }
+            None => distinct_channel_id(&members),
+        };
+        let cid = format!("{channel_type}:{channel_id}");
+        if !self.channels.contains(&cid) {
+            let missing: Vec<&str> = members
+                .iter()
+                .filter(|m| !self.users.contains(m))
+                .map(String::as_str)
+                .collect();
+            if !missing.is_empty() {
+                return Err(fail(Error::input(format!(
+                    "the following users are specified in channel.members but don't exist: {}",
+                    missing.join(", ")
+                ))));
+            }
+            let mut data = req.data.clone();
+            for reserved in [
+                "members",
+                "created_by",
+                "created_by_id",
+                "cid",
+                "id",
+                "type",
+            ] {
+                data.remove(reserved);
+            }
+            let rec = ChannelRecord {
+                cid: cid.clone(),
+                channel_type: channel_type.to_string(),
+                id: channel_id.clone(),
+                data,
+                created_by: caller_user(caller).map(str::to_string),
+                created_at: now,
+                updated_at: now,
+                members: members
+                    .iter()
+                    .map(|m| MemberRecord {
+                        user_id: m.clone(),
+                        channel_role: "channel_member".to_string(),
+                        created_at: now,
+                        updated_at: now,
+                    })
+                    .collect(),
+            };
+            self.writes.push(Write::SaveChannel(Box::new(rec.clone())));
+            self.channels.insert(rec);
+        }
+        if req.watch {
+            if let Some(conn) = self.subscribable_conn(caller, conn_id) {
+                self.watch(&cid, &conn, req.presence, now);
+            }
+        }
+        self.channel_state(&cid, caller_user(caller), req.members, req.watchers)
+            .ok_or_else(|| fail(Error::internal("channel vanished")))
+    }
+}

@@ -1,0 +1,256 @@
+//! Reading: filter, sort and page users and channels, and the state of a channel as a viewer sees it. A query
+//! may also subscribe the caller's connection (followers, watchers).
+
+use chrono::{DateTime, Utc};
+use presence_protocol::{
+    ChannelConfig, ChannelMember, ChannelResponse, ChannelStateResponse, JsonMap, Pagination,
+    QueryChannelsRequest, QueryUsersPayload, SortParam, User,
+};
+use serde_json::Value;
+
+use crate::error::Error;
+use crate::model::{record_time, Caller, ChannelRecord, MemberRecord};
+use crate::presence::filter::{self, Filter};
+use crate::presence::users::UserEntry;
+use crate::presence::watch::caller_user;
+use crate::presence::Engine;
+
+const USER_SORT_DEFAULT: &[(&str, i64)] = &[("created_at", -1), ("id", -1)];
+const CHANNEL_SORT_DEFAULT: &[(&str, i64)] =
+    &[("last_message_at", -1), ("updated_at", -1), ("cid", 1)];
+
+fn default_sort(keys: &[(&str, i64)]) -> Vec<SortParam> {
+    keys.iter()
+        .map(|(field, direction)| SortParam {
+            field: field.to_string(),
+            direction: *direction,
+        })
+        .collect()
+}
+
+fn page_bounds(
+    limit: Option<u64>,
+    offset: Option<u64>,
+    default: u64,
+    max: u64,
+) -> Result<(usize, usize), Error> {
+    let limit = limit.unwrap_or(default);
+    if limit > max {
+        return Err(Error::input(format!("limit must be at most {max}")));
+    }
+    let offset = offset.unwrap_or(0);
+    if offset > 1000 {
+        return Err(Error::input("offset must be at most 1000"));
+    }
+    Ok((limit as usize, offset as usize))
+}
+
+impl Engine {
+    /// `GET /users`: filter, sort and page users; with `presence` the connection follows each user returned.
+    pub fn query_users(
+        &mut self,
+        caller: &Caller,
+        conn_id: Option<&str>,
+        payload: &QueryUsersPayload,
+    ) -> Result<Vec<User>, Error> {
+        const OP: &str = "QueryUsers";
+        let filter =
+            Filter::parse(&payload.filter_conditions, None).map_err(|e| e.in_operation(OP))?;
+        filter::check_sort(&payload.sort, None).map_err(|e| e.in_operation(OP))?;
+        let (limit, offset) =
+            page_bounds(payload.limit, payload.offset, 30, 100).map_err(|e| e.in_operation(OP))?;
+        let viewer = caller_user(caller);
+        let mut sort = payload.sort.clone();
+        sort.extend(default_sort(if payload.sort.is_empty() {
+            USER_SORT_DEFAULT
+        } else {
+            &[("id", 1)]
+        }));
+        // A filter that pins `id` (the usual presence query) only needs those users looked at.
+        let candidates: Box<dyn Iterator<Item = &UserEntry>> = match filter.id_candidates() {
+            Some(ids) => Box::new(ids.into_iter().filter_map(|id| self.users.get(id))),
+            None => Box::new(self.users.iter()),
+        };
+        let mut matched: Vec<(JsonMap, &UserEntry)> = candidates
+            .filter_map(|entry| {
+                let view = entry.view_for(viewer);
+                let map = match serde_json::to_value(&view) {
+                    Ok(Value::Object(map)) => map,
+                    _ => return None,
+                };
+                filter.matches(&map).then_some((map, entry))
+            })
+            .collect();
+        matched.sort_by(|a, b| filter::sort_order(&sort, &a.0, &b.0));
+        let users: Vec<User> = matched
+            .into_iter()
+            .skip(offset)
+            .take(limit)
+            .map(|(_, entry)| entry.view_for(viewer))
+            .collect();
+        if payload.presence {
+            if let Some(conn) = self.subscribable_conn(caller, conn_id) {
+                for user in &users {
+                    self.follows.follow(&conn, &user.id);
+                }
+            }
+        }
+        Ok(users)
+    }
+
+    /// `POST /channels`: filter, sort and page channels; watch them (and their members' presence) if asked.
+    pub fn query_channels(
+        &mut self,
+        caller: &Caller,
+        conn_id: Option<&str>,
+        req: &QueryChannelsRequest,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ChannelStateResponse>, Error> {
+        const OP: &str = "QueryChannels";
+        let fail = |f: Error| f.in_operation(OP);
+        let filter = Filter::parse(&req.filter_conditions, None).map_err(fail)?;
+        filter::check_sort(&req.sort, None).map_err(fail)?;
+        let (limit, offset) = page_bounds(req.limit, req.offset, 10, 30).map_err(fail)?;
+        let member_limit = match req.member_limit {
+            Some(n) if n > 100 => {
+                return Err(fail(Error::input("member_limit must be at most 100")))
+            }
+            n => n,
+        };
+        let mut sort = req.sort.clone();
+        sort.extend(default_sort(CHANNEL_SORT_DEFAULT));
+        let mut matched: Vec<(JsonMap, String)> = self
+            .channels
+            .records()
+            .map(|rec| (channel_filter_view(rec), rec.cid.clone()))
+            .filter(|(view, _)| filter.matches(view))
+            .collect();
+        matched.sort_by(|a, b| filter::sort_order(&sort, &a.0, &b.0));
+        let cids: Vec<String> = matched
+            .into_iter()
+            .skip(offset)
+            .take(limit)
+            .map(|(_, cid)| cid)
+            .collect();
+        if req.watch {
+            if let Some(conn) = self.subscribable_conn(caller, conn_id) {
+                for cid in &cids {
+                    self.watch(cid, &conn, req.presence, now);
+                }
+            }
+        }
+        let members = Pagination {
+            limit: member_limit,
+            offset: None,
+        };
+        Ok(cids
+            .iter()
+            .filter_map(|cid| self.channel_state(cid, caller_user(caller), Some(members), None))
+            .map(|mut state| {
+                state.duration = None;
+                state
+            })
+            .collect())
+    }
+
+    /// A channel as `viewer` sees it: members and watchers paged, presence as the viewer may see it.
+    pub(super) fn channel_state(
+        &self,
+        cid: &str,
+        viewer: Option<&str>,
+        members: Option<Pagination>,
+        watchers: Option<Pagination>,
+    ) -> Option<ChannelStateResponse> {
+        let ch = self.channels.get(cid)?;
+        let member_view = |m: &MemberRecord| -> Option<ChannelMember> {
+            let user = self.users.get(&m.user_id)?.view_for(viewer);
+            Some(ChannelMember {
+                user_id: m.user_id.clone(),
+                user,
+                channel_role: m.channel_role.clone(),
+                created_at: record_time(m.created_at),
+                updated_at: record_time(m.updated_at),
+                banned: false,
+                shadow_banned: false,
+                notifications_muted: false,
+            })
+        };
+        let (m_limit, m_offset) = members
+            .map(|p| (p.limit.unwrap_or(100).min(100), p.offset.unwrap_or(0)))
+            .unwrap_or((100, 0));
+        let member_list: Vec<ChannelMember> = ch
+            .members
+            .iter()
+            .skip(m_offset as usize)
+            .take(m_limit as usize)
+            .filter_map(member_view)
+            .collect();
+        let membership = viewer
+            .and_then(|v| ch.members.iter().find(|m| m.user_id == v))
+            .and_then(member_view);
+        let watching = self.watching_users(cid);
+        let watcher_count = watching.len() as u64;
+        let watcher_list = watchers.map(|p| {
+            watching
+                .iter()
+                .skip(p.offset.unwrap_or(0) as usize)
+                .take(p.limit.unwrap_or(100) as usize)
+                .map(|u| u.view_for(viewer))
+                .collect()
+        });
+        let created_by = ch
+            .created_by
+            .as_ref()
+            .and_then(|id| self.users.get(id))
+            .map(|u| u.view_for(viewer));
+        Some(ChannelStateResponse {
+            channel: ChannelResponse {
+                id: ch.id.clone(),
+                channel_type: ch.channel_type.clone(),
+                cid: ch.cid.clone(),
+                created_at: record_time(ch.created_at),
+                updated_at: record_time(ch.updated_at),
+                created_by,
+                frozen: false,
+                disabled: false,
+                member_count: ch.members.len() as u64,
+                config: ChannelConfig {
+                    connect_events: true,
+                    name: ch.channel_type.clone(),
+                },
+                own_capabilities: vec!["read-events".to_string(), "connect-events".to_string()],
+                custom: ch.data.clone(),
+            },
+            members: member_list,
+            messages: Vec::new(),
+            pinned_messages: Vec::new(),
+            threads: Vec::new(),
+            read: Vec::new(),
+            watchers: watcher_list,
+            watcher_count,
+            membership,
+            duration: Some(String::new()),
+        })
+    }
+}
+
+/// What a channel looks like to a filter: its ids, members, counts, times and custom data.
+fn channel_filter_view(rec: &ChannelRecord) -> JsonMap {
+    let mut view = rec.data.clone();
+    let members: Vec<Value> = rec
+        .members
+        .iter()
+        .map(|m| Value::String(m.user_id.clone()))
+        .collect();
+    view.insert("cid".into(), rec.cid.clone().into());
+    view.insert("id".into(), rec.id.clone().into());
+    view.insert("type".into(), rec.channel_type.clone().into());
+    view.insert("member_count".into(), (rec.members.len() as u64).into());
+    view.insert("members".into(), Value::Array(members));
+    view.insert("created_at".into(), record_time(rec.created_at).into());
+    view.insert("updated_at".into(), record_time(rec.updated_at).into());
+    if let Some(by) = &rec.created_by {
+        view.insert("created_by_id".into(), by.clone().into());
+    }
+    view
+}

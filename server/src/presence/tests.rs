@@ -1,0 +1,464 @@
+//! The engine under a manual clock: every test runs in microseconds, time moves only when a test says so.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use presence_protocol::codes::event_type::{
+    HEALTH_CHECK, USER_PRESENCE_CHANGED, USER_UPDATED, USER_WATCHING_START, USER_WATCHING_STOP,
+};
+use presence_protocol::{ChannelQueryRequest, JsonMap, PartialUserUpdate, QueryUsersPayload};
+use serde_json::{json, Value};
+
+use crate::model::{event_time, Caller, Write};
+use crate::presence::{Config, ConnId, Ending, Engine};
+
+const GRACE: Duration = Duration::from_millis(3000);
+
+/// A fixed instant plus `ms` milliseconds.
+fn at(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(1_800_000_000_000).unwrap() + TimeDelta::milliseconds(ms)
+}
+
+fn map(v: Value) -> JsonMap {
+    match v {
+        Value::Object(m) => m,
+        other => panic!("not an object: {other}"),
+    }
+}
+
+/// An engine and what each connection has received so far.
+struct Test {
+    engine: Engine,
+    inbox: HashMap<ConnId, Vec<Value>>,
+    writes: Vec<Write>,
+}
+
+impl Test {
+    fn new(watch_implies_presence: bool) -> Test {
+        let config = Config {
+            offline_grace: GRACE,
+            watch_implies_presence,
+            max_connections_per_user: 3,
+        };
+        let mut test = Test {
+            engine: Engine::new(config, Vec::new(), Vec::new()),
+            inbox: HashMap::new(),
+            writes: Vec::new(),
+        };
+        let users: BTreeMap<String, JsonMap> = ["alice", "bob", "carol", "dave"]
+            .iter()
+            .map(|id| (id.to_string(), map(json!({ "name": id.to_uppercase() }))))
+            .collect();
+        test.engine
+            .upsert_users(&Caller::Server, &users, at(0))
+            .unwrap();
+        test.pump();
+        test
+    }
+
+    /// Moves deliveries into the inboxes and writes aside.
+    fn pump(&mut self) {
+        for d in self.engine.poll_deliveries() {
+            let frame: Value = serde_json::from_str(&d.frame).unwrap();
+            for c in d.to {
+                self.inbox.entry(c).or_default().push(frame.clone());
+            }
+        }
+        self.writes.extend(self.engine.poll_writes());
+    }
+
+    fn connect_with(
+        &mut self,
+        conn: &str,
+        user: &str,
+        details: Value,
+        now: DateTime<Utc>,
+    ) -> ConnId {
+        let id: ConnId = Arc::from(conn);
+        self.engine
+            .connect(Arc::clone(&id), user, &map(details), now)
+            .unwrap();
+        self.pump();
+        let mut frames = self.take(&id);
+        assert_eq!(frames[0]["type"], HEALTH_CHECK, "{conn}: the first frame");
+        frames.remove(0);
+        if !frames.is_empty() {
+            self.inbox.insert(Arc::clone(&id), frames);
+        }
+        id
+    }
+
+    fn connect(&mut self, conn: &str, user: &str, now: DateTime<Utc>) -> ConnId {
+        self.connect_with(conn, user, json!({}), now)
+    }
+
+    fn disconnect(&mut self, conn: &ConnId, ending: Ending, now: DateTime<Utc>) {
+        self.engine.disconnect(conn, ending, now);
+        self.pump();
+    }
+
+    /// `conn` follows the presence of `users` through queryUsers, as its own user.
+    fn follow(&mut self, conn: &ConnId, as_user: &str, users: &[&str]) {
+        let payload: QueryUsersPayload = serde_json::from_value(json!({
+            "filter_conditions": { "id": { "$in": users } }, "presence": true
+        }))
+        .unwrap();
+        self.engine
+            .query_users(&Caller::User(as_user.into()), Some(conn), &payload)
+            .unwrap();
+        self.pump();
+    }
+
+    fn channel(&mut self, id: &str, members: &[&str]) {
+        let req: ChannelQueryRequest =
+            serde_json::from_value(json!({ "data": { "members": members } })).unwrap();
+        self.engine
+            .query_channel(&Caller::Server, None, "messaging", Some(id), &req, at(0))
+            .unwrap();
+        self.pump();
+    }
+
+    fn watch(
+        &mut self,
+        conn: &ConnId,
+        as_user: &str,
+        id: &str,
+        presence: bool,
+        now: DateTime<Utc>,
+    ) -> Value {
+        let req: ChannelQueryRequest = serde_json::from_value(
+            json!({ "watch": true, "presence": presence, "watchers": { "limit": 10 } }),
+        )
+        .unwrap();
+        let state = self
+            .engine
+            .query_channel(
+                &Caller::User(as_user.into()),
+                Some(conn),
+                "messaging",
+                Some(id),
+                &req,
+                now,
+            )
+            .unwrap();
+        self.pump();
+        serde_json::to_value(state).unwrap()
+    }
+
+    fn take(&mut self, conn: &ConnId) -> Vec<Value> {
+        self.inbox.remove(conn).unwrap_or_default()
+    }
+
+    /// The events of `kind` `conn` received since the last look (everything else is dropped).
+    fn taken(&mut self, conn: &ConnId, kind: &str) -> Vec<Value> {
+        self.take(conn)
+            .into_iter()
+            .filter(|e| e["type"] == kind)
+            .collect()
+    }
+
+    fn presence_flips(&mut self, conn: &ConnId, about: &str) -> Vec<bool> {
+        self.taken(conn, USER_PRESENCE_CHANGED)
+            .into_iter()
+            .filter(|e| e["user"]["id"] == about)
+            .map(|e| e["user"]["online"].as_bool().unwrap())
+            .collect()
+    }
+
+    fn seen_by(&mut self, viewer: &str, id: &str) -> Value {
+        let payload: QueryUsersPayload =
+            serde_json::from_value(json!({ "filter_conditions": { "id": id } })).unwrap();
+        let users = self
+            .engine
+            .query_users(&Caller::User(viewer.into()), None, &payload)
+            .unwrap();
+        assert_eq!(users.len(), 1);
+        serde_json::to_value(&users[0]).unwrap()
+    }
+}
+
+#[test]
+fn several_connections_flip_presence_only_on_the_first_and_the_last() {
+    let mut t = Test::new(false);
+    let bob = t.connect("b1", "bob", at(0));
+    t.follow(&bob, "bob", &["alice"]);
+    let a1 = t.connect("a1", "alice", at(10));
+    assert_eq!(t.presence_flips(&bob, "alice"), [true]);
+    let a2 = t.connect("a2", "alice", at(20));
+    let a3 = t.connect("a3", "alice", at(30));
+    t.disconnect(&a1, Ending::Explicit, at(40));
+    t.disconnect(&a2, Ending::Abnormal, at(50));
+    assert_eq!(t.presence_flips(&bob, "alice"), Vec::<bool>::new());
+    assert_eq!(t.engine.online_users(), 2);
+    t.disconnect(&a3, Ending::Explicit, at(60));
+    assert_eq!(t.presence_flips(&bob, "alice"), [false]);
+    assert_eq!(
+        t.seen_by("bob", "alice")["last_active"],
+        json!("2027-01-15T08:00:00.060000Z")
+    );
+    assert_eq!(t.engine.online_users(), 1);
+    assert_eq!(t.engine.open_connections(), 1);
+}
+
+#[test]
+fn connections_beyond_the_limit_are_refused_and_change_nothing() {
+    let mut t = Test::new(false);
+    for c in ["a1", "a2", "a3"] {
+        t.connect(c, "alice", at(0));
+    }
+    let refused = t
+        .engine
+        .connect(Arc::from("a4"), "alice", &JsonMap::new(), at(1))
+        .unwrap_err();
+    assert_eq!(refused.code(), 71);
+    t.pump();
+    assert!(t.take(&Arc::from("a4")).is_empty());
+    assert_eq!(t.engine.open_connections(), 3);
+}
+
+#[test]
+fn an_abnormal_end_waits_out_the_grace_window_and_a_quick_reconnect_hides_it() {
+    let mut t = Test::new(false);
+    let bob = t.connect("b1", "bob", at(0));
+    t.follow(&bob, "bob", &["alice"]);
+    let a1 = t.connect("a1", "alice", at(0));
+    t.take(&bob);
+    assert_eq!(t.engine.poll_timeout(), None);
+
+    t.disconnect(&a1, Ending::Abnormal, at(1000));
+    assert_eq!(t.engine.poll_timeout(), Some(at(4000)));
+    assert_eq!(
+        t.seen_by("bob", "alice")["online"],
+        true,
+        "online during the grace window"
+    );
+    let a2 = t.connect("a2", "alice", at(2500));
+    assert_eq!(
+        t.engine.poll_timeout(),
+        None,
+        "a reconnect ends the grace window"
+    );
+    t.engine.handle_timeout(at(4000));
+    t.pump();
+    assert_eq!(t.presence_flips(&bob, "alice"), Vec::<bool>::new());
+
+    t.disconnect(&a2, Ending::Abnormal, at(5000));
+    t.engine.handle_timeout(at(7999));
+    t.pump();
+    assert_eq!(t.presence_flips(&bob, "alice"), Vec::<bool>::new());
+    assert_eq!(t.engine.poll_timeout(), Some(at(8000)));
+    t.engine.handle_timeout(at(8000));
+    t.pump();
+    let offline = t.taken(&bob, USER_PRESENCE_CHANGED);
+    assert_eq!(offline.len(), 1);
+    assert_eq!(offline[0]["user"]["online"], false);
+    assert_eq!(offline[0]["created_at"], json!(event_time(at(8000))));
+    assert_eq!(t.engine.poll_timeout(), None);
+}
+
+#[test]
+fn an_explicit_close_goes_offline_at_once() {
+    let mut t = Test::new(false);
+    let bob = t.connect("b1", "bob", at(0));
+    t.follow(&bob, "bob", &["alice"]);
+    let a1 = t.connect("a1", "alice", at(0));
+    t.take(&bob);
+    t.disconnect(&a1, Ending::Explicit, at(100));
+    assert_eq!(t.presence_flips(&bob, "alice"), [false]);
+    assert_eq!(t.engine.poll_timeout(), None);
+    assert!(t.writes.iter().any(
+        |w| matches!(w, Write::TouchLastActive(id, when) if id == "alice" && *when == at(100))
+    ));
+}
+
+#[test]
+fn an_invisible_user_looks_offline_on_every_surface() {
+    let mut t = Test::new(false);
+    t.channel("room", &["alice", "bob"]);
+    let bob = t.connect("b1", "bob", at(0));
+    t.follow(&bob, "bob", &["alice"]);
+    t.watch(&bob, "bob", "room", true, at(0));
+    t.take(&bob);
+    let alice = t.connect_with("a1", "alice", json!({ "invisible": true }), at(10));
+    let state = t.watch(&alice, "alice", "room", true, at(20));
+    // Alice herself sees the truth.
+    let own = state["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["user_id"] == "alice")
+        .unwrap()
+        .clone();
+    assert_eq!(own["user"]["online"], true);
+    assert_eq!(own["user"]["invisible"], true);
+    // Bob hears nothing: no presence flip, no watching start, no update.
+    let partial = PartialUserUpdate {
+        id: "alice".into(),
+        set: map(json!({ "status": "busy" })),
+        unset: Vec::new(),
+    };
+    t.engine
+        .partial_update_users(&Caller::User("alice".into()), &[partial], at(30))
+        .unwrap();
+    t.pump();
+    assert_eq!(t.take(&bob), Vec::<Value>::new());
+    assert_eq!(
+        t.taken(&alice, USER_UPDATED).len(),
+        1,
+        "her own connection hears her update"
+    );
+    // Queries and channel state show her offline, without the own-only field.
+    let seen = t.seen_by("bob", "alice");
+    assert_eq!(seen["online"], false);
+    assert!(seen.get("invisible").is_none());
+    let room = t.watch(&bob, "bob", "room", true, at(40));
+    assert_eq!(room["watcher_count"], 1);
+    assert_eq!(room["watchers"].as_array().unwrap().len(), 1);
+    let member = room["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["user_id"] == "alice")
+        .unwrap()
+        .clone();
+    assert_eq!(member["user"]["online"], false);
+    assert_eq!(t.engine.online_users(), 1);
+}
+
+#[test]
+fn each_event_type_reaches_its_audience_only() {
+    let mut t = Test::new(false);
+    t.channel("room", &["alice", "bob", "carol"]);
+    let bob = t.connect("b1", "bob", at(0));
+    let carol = t.connect("c1", "carol", at(0));
+    let dave = t.connect("d1", "dave", at(0));
+    t.watch(&bob, "bob", "room", true, at(0));
+    t.watch(&carol, "carol", "room", false, at(0));
+    t.follow(&dave, "dave", &["alice"]);
+    for c in [&bob, &carol, &dave] {
+        t.take(c);
+    }
+    let alice = t.connect("a1", "alice", at(10));
+    // Presence: followers and presence watchers of her channels, not a watcher without presence.
+    assert_eq!(t.presence_flips(&bob, "alice"), [true]);
+    assert_eq!(t.presence_flips(&dave, "alice"), [true]);
+    assert_eq!(t.presence_flips(&carol, "alice"), Vec::<bool>::new());
+    assert_eq!(t.presence_flips(&alice, "alice"), [true]);
+    // Updates: herself (own view) and the same audience (public view).
+    let partial = PartialUserUpdate {
+        id: "alice".into(),
+        set: map(json!({ "status": "away" })),
+        unset: Vec::new(),
+    };
+    t.engine
+        .partial_update_users(&Caller::User("alice".into()), &[partial], at(20))
+        .unwrap();
+    t.pump();
+    let mine = t.taken(&alice, USER_UPDATED);
+    assert_eq!(mine.len(), 1);
+    assert_eq!(mine[0]["user"]["invisible"], false);
+    let public = t.taken(&dave, USER_UPDATED);
+    assert_eq!(public.len(), 1);
+    assert_eq!(public[0]["user"]["status"], "away");
+    assert!(public[0]["user"].get("invisible").is_none());
+    assert_eq!(t.taken(&bob, USER_UPDATED).len(), 1);
+    assert_eq!(t.taken(&carol, USER_UPDATED).len(), 0);
+    // Watching: every other watcher, never the connection that started watching, never a non-watcher.
+    t.watch(&alice, "alice", "room", false, at(30));
+    for c in [&bob, &carol] {
+        let start = t.taken(c, USER_WATCHING_START);
+        assert_eq!(start.len(), 1);
+        assert_eq!(start[0]["watcher_count"], 3);
+        assert_eq!(start[0]["cid"], "messaging:room");
+    }
+    assert_eq!(t.taken(&alice, USER_WATCHING_START).len(), 0);
+    assert_eq!(t.taken(&dave, USER_WATCHING_START).len(), 0);
+}
+
+#[test]
+fn watch_implies_presence_when_configured() {
+    let mut t = Test::new(true);
+    t.channel("room", &["alice", "carol"]);
+    let carol = t.connect("c1", "carol", at(0));
+    t.watch(&carol, "carol", "room", false, at(0));
+    t.connect("a1", "alice", at(10));
+    assert_eq!(t.presence_flips(&carol, "alice"), [true]);
+}
+
+#[test]
+fn watchers_start_once_per_user_and_stop_with_their_last_connection() {
+    let mut t = Test::new(false);
+    t.channel("room", &["alice", "bob"]);
+    let bob = t.connect("b1", "bob", at(0));
+    t.watch(&bob, "bob", "room", false, at(0));
+    let a1 = t.connect("a1", "alice", at(0));
+    let a2 = t.connect("a2", "alice", at(0));
+    t.watch(&a1, "alice", "room", false, at(10));
+    assert_eq!(t.taken(&bob, USER_WATCHING_START).len(), 1);
+    let state = t.watch(&a2, "alice", "room", false, at(20));
+    assert_eq!(state["watcher_count"], 2, "distinct users: {state}");
+    assert_eq!(
+        t.taken(&bob, USER_WATCHING_START).len(),
+        0,
+        "a second tab does not start again"
+    );
+
+    t.engine
+        .stop_watching(
+            &Caller::User("alice".into()),
+            Some(&a1),
+            "messaging:room",
+            at(30),
+        )
+        .unwrap();
+    t.pump();
+    assert_eq!(
+        t.taken(&bob, USER_WATCHING_STOP).len(),
+        0,
+        "her other tab still watches"
+    );
+    t.disconnect(&a2, Ending::Abnormal, at(40));
+    let stop = t.taken(&bob, USER_WATCHING_STOP);
+    assert_eq!(stop.len(), 1);
+    assert_eq!(stop[0]["watcher_count"], 1);
+    assert_eq!(stop[0]["user"]["id"], "alice");
+
+    // Another user's connection may not be subscribed by a user token.
+    t.engine
+        .stop_watching(
+            &Caller::User("alice".into()),
+            Some(&bob),
+            "messaging:room",
+            at(50),
+        )
+        .unwrap();
+    t.pump();
+    let state = t.watch(&bob, "bob", "room", false, at(60));
+    assert_eq!(state["watcher_count"], 1);
+    let unknown = t
+        .engine
+        .stop_watching(&Caller::Server, None, "messaging:nowhere", at(70))
+        .unwrap_err();
+    assert_eq!(unknown.code(), 16);
+}
+
+#[test]
+fn a_health_check_is_answered_on_its_connection_only() {
+    let mut t = Test::new(false);
+    let a1 = t.connect("a1", "alice", at(0));
+    let a2 = t.connect("a2", "alice", at(0));
+    t.take(&a1);
+    t.engine.health_check(&a1, at(500));
+    t.pump();
+    let reply = t.take(&a1);
+    assert_eq!(reply.len(), 1);
+    assert_eq!(reply[0]["type"], HEALTH_CHECK);
+    assert_eq!(reply[0]["connection_id"], "a1");
+    assert_eq!(
+        reply[0]["me"]["last_active"],
+        json!("2027-01-15T08:00:00.500000Z")
+    );
+    assert!(t.take(&a2).is_empty());
+}

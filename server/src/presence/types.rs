@@ -1,0 +1,34 @@
+//! The engine's vocabulary shared by its parts and its callers: connection ids, how a connection ended, the
+//! engine's settings, and the deliveries it produces.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Identifies one connection.
+pub type ConnId = Arc<str>;
+
+/// One frame for some connections: serialized once, queued to each of `to` in the order deliveries are drained.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    pub frame: String,
+    pub to: Vec<ConnId>,
+}
+
+/// How a connection ended, as far as presence is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// The client closed with 1000 (`disconnectUser`): offline at once.
+    Explicit,
+    /// Anything else (network loss, 1001, 4001, pong timeout, eviction): offline after the grace window.
+    Abnormal,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// How long a user whose last connection ended abnormally still counts as online.
+    pub offline_grace: Duration,
+    /// Any watch of a channel subscribes to its members' presence.
+    pub watch_implies_presence: bool,
+    /// Open connections one user may hold.
+    pub max_connections_per_user: usize,
+}

@@ -1,0 +1,177 @@
+//! Users and their presence: each user's record, open connections, grace window and the online state peers were
+//! last told. The grace windows are also kept ordered by their end, so the next deadline is one lookup; the
+//! count of users announced online is kept with them.
+
+use std::collections::{BTreeSet, HashMap};
+
+use chrono::{DateTime, Utc};
+use presence_protocol::User;
+
+use crate::model::UserRecord;
+use crate::presence::types::ConnId;
+
+pub(super) struct UserEntry {
+    pub rec: UserRecord,
+    conns: Vec<ConnId>,
+    /// Set while the offline transition waits out the grace window: when it ends.
+    grace_until: Option<DateTime<Utc>>,
+    /// The visible online state peers were last told.
+    announced: bool,
+}
+
+impl UserEntry {
+    fn new(rec: UserRecord) -> Self {
+        UserEntry {
+            rec,
+            conns: Vec::new(),
+            grace_until: None,
+            announced: false,
+        }
+    }
+
+    pub fn conns(&self) -> &[ConnId] {
+        &self.conns
+    }
+
+    /// Connected, or recently enough to still count as online.
+    pub fn connected(&self) -> bool {
+        !self.conns.is_empty() || self.grace_until.is_some()
+    }
+
+    pub fn visible_online(&self) -> bool {
+        self.connected() && !self.rec.invisible
+    }
+
+    /// The user as `viewer` sees them.
+    pub fn view_for(&self, viewer: Option<&str>) -> User {
+        if viewer == Some(self.rec.id.as_str()) {
+            self.rec.own_view(self.connected())
+        } else {
+            self.rec.public_view(self.visible_online())
+        }
+    }
+}
+
+#[derive(Default)]
+pub(super) struct Users {
+    entries: HashMap<String, UserEntry>,
+    /// (end, user) of every open grace window; exactly the users whose `grace_until` is set.
+    graces: BTreeSet<(DateTime<Utc>, String)>,
+    /// Users whose `announced` is true.
+    online: usize,
+}
+
+impl Users {
+    pub fn insert(&mut self, rec: UserRecord) {
+        let id = rec.id.clone();
+        if let Some(old) = self.entries.insert(id.clone(), UserEntry::new(rec)) {
+            // Replacing a user forgets their presence state; keep the indexes in step.
+            if let Some(until) = old.grace_until {
+                self.graces.remove(&(until, id));
+            }
+            if old.announced {
+                self.online = self.online.saturating_sub(1);
+            }
+        }
+    }
+
+    pub fn get(&self, id: &str) -> Option<&UserEntry> {
+        self.entries.get(id)
+    }
+
+    pub fn contains(&self, id: &str) -> bool {
+        self.entries.contains_key(id)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &UserEntry> {
+        self.entries.values()
+    }
+
+    /// The stored fields of a user (presence state stays with this type).
+    pub fn record_mut(&mut self, id: &str) -> Option<&mut UserRecord> {
+        self.entries.get_mut(id).map(|e| &mut e.rec)
+    }
+
+    /// The user's record, created (offline, no fields) if it does not exist yet.
+    pub fn get_or_insert(&mut self, id: &str, now: DateTime<Utc>) -> &mut UserRecord {
+        &mut self
+            .entries
+            .entry(id.to_string())
+            .or_insert_with(|| UserEntry::new(UserRecord::new(id, now)))
+            .rec
+    }
+
+    /// A connection of the user opened: any grace window ends (the user never went offline).
+    pub fn add_conn(&mut self, id: &str, conn: ConnId) {
+        let Some(entry) = self.entries.get_mut(id) else {
+            return;
+        };
+        entry.conns.push(conn);
+        if let Some(until) = entry.grace_until.take() {
+            self.graces.remove(&(until, id.to_string()));
+        }
+    }
+
+    /// A connection of the user closed. Returns whether it was their last.
+    pub fn remove_conn(&mut self, id: &str, conn: &ConnId) -> bool {
+        let Some(entry) = self.entries.get_mut(id) else {
+            return false;
+        };
+        entry.conns.retain(|c| c != conn);
+        entry.conns.is_empty()
+    }
+
+    /// The user, without connections, still counts as connected until `until`.
+    pub fn start_grace(&mut self, id: &str, until: DateTime<Utc>) {
+        let Some(entry) = self.entries.get_mut(id) else {
+            return;
+        };
+        if let Some(old) = entry.grace_until.replace(until) {
+            self.graces.remove(&(old, id.to_string()));
+        }
+        self.graces.insert((until, id.to_string()));
+    }
+
+    pub fn next_grace_end(&self) -> Option<DateTime<Utc>> {
+        self.graces.first().map(|(until, _)| *until)
+    }
+
+    /// Ends the grace windows due at `now`; returns whose, earliest first.
+    pub fn end_graces(&mut self, now: DateTime<Utc>) -> Vec<String> {
+        let mut ended = Vec::new();
+        while let Some((until, _)) = self.graces.first() {
+            if *until > now {
+                break;
+            }
+            let Some((_, id)) = self.graces.pop_first() else {
+                break;
+            };
+            if let Some(entry) = self.entries.get_mut(&id) {
+                entry.grace_until = None;
+            }
+            ended.push(id);
+        }
+        ended
+    }
+
+    /// Brings the announced presence in line with the user's state. Returns the new visible state when it
+    /// flipped.
+    pub fn settle(&mut self, id: &str) -> Option<bool> {
+        let entry = self.entries.get_mut(id)?;
+        let visible = entry.visible_online();
+        if visible == entry.announced {
+            return None;
+        }
+        entry.announced = visible;
+        if visible {
+            self.online += 1;
+        } else {
+            self.online = self.online.saturating_sub(1);
+        }
+        Some(visible)
+    }
+
+    pub fn online(&self) -> usize {
+        self.online
+    }
+}

@@ -1,0 +1,166 @@
+//! User writes (`POST /users`, `PATCH /users`): who may write what, applying the write, invisibility, and
+//! telling everyone concerned.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use presence_protocol::codes::event_type;
+use presence_protocol::{JsonMap, PartialUserUpdate, User};
+
+use crate::error::Error;
+use crate::model::{Caller, Write};
+use crate::presence::fields::{self, set_invisible, WriteSource};
+use crate::presence::Engine;
+
+/// A user write names between 1 and 100 users.
+fn check_batch(len: usize) -> Result<(), Error> {
+    match len {
+        0 => Err(Error::input("users must not be empty")),
+        1..=100 => Ok(()),
+        _ => Err(Error::input("at most 100 users per request")),
+    }
+}
+
+fn source_of(caller: &Caller) -> WriteSource {
+    match caller {
+        Caller::Server => WriteSource::Server,
+        Caller::User(_) => WriteSource::User,
+    }
+}
+
+fn permit_write(caller: &Caller, user_id: &str) -> Result<(), Error> {
+    match caller {
+        Caller::User(id) if id != user_id => Err(Error::not_allowed(format!(
+            "user {id} may not update user {user_id}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+impl Engine {
+    /// `POST /users`: create or replace users.
+    pub fn upsert_users(
+        &mut self,
+        caller: &Caller,
+        users: &BTreeMap<String, JsonMap>,
+        now: DateTime<Utc>,
+    ) -> Result<BTreeMap<String, User>, Error> {
+        const OP: &str = "UpdateUsers";
+        let source = source_of(caller);
+        check_batch(users.len()).map_err(|e| e.in_operation(OP))?;
+        for (id, obj) in users {
+            if let Some(given) = obj.get("id") {
+                if given.as_str() != Some(id.as_str()) {
+                    return Err(
+                        Error::input(format!("users[{id}].id does not match its key"))
+                            .in_operation(OP),
+                    );
+                }
+            }
+            if id.is_empty() {
+                return Err(Error::input("user id must not be empty").in_operation(OP));
+            }
+            permit_write(caller, id)?;
+            for (field, value) in obj {
+                if field != "id" {
+                    fields::check_field(id, field, Some(value), source)
+                        .map_err(|e| e.in_operation(OP))?;
+                }
+            }
+        }
+        let mut result = BTreeMap::new();
+        for (id, obj) in users {
+            let rec = self.users.get_or_insert(id, now);
+            fields::replace_fields(rec, obj, source);
+            let invisible = fields::requested_invisible(obj);
+            self.finish_user_write(id, invisible, now, &mut result);
+        }
+        Ok(result)
+    }
+
+    /// `PATCH /users`: set and unset fields of existing users.
+    pub fn partial_update_users(
+        &mut self,
+        caller: &Caller,
+        updates: &[PartialUserUpdate],
+        now: DateTime<Utc>,
+    ) -> Result<BTreeMap<String, User>, Error> {
+        const OP: &str = "UpdateUsersPartial";
+        let source = source_of(caller);
+        check_batch(updates.len()).map_err(|e| e.in_operation(OP))?;
+        for u in updates {
+            permit_write(caller, &u.id)?;
+            for (field, value) in &u.set {
+                if field == "id" {
+                    return Err(
+                        Error::input(format!("users[{}].id cannot be set", u.id)).in_operation(OP)
+                    );
+                }
+                fields::check_field(&u.id, field, Some(value), source)
+                    .map_err(|e| e.in_operation(OP))?;
+            }
+            for field in &u.unset {
+                if field == "id" {
+                    return Err(Error::input(format!("users[{}].id cannot be unset", u.id))
+                        .in_operation(OP));
+                }
+                fields::check_field(&u.id, field, None, source).map_err(|e| e.in_operation(OP))?;
+            }
+        }
+        if let Some(missing) = updates.iter().find(|u| !self.users.contains(&u.id)) {
+            return Err(
+                Error::not_found(format!("user {} does not exist", missing.id)).in_operation(OP),
+            );
+        }
+        let mut result = BTreeMap::new();
+        for u in updates {
+            let Some(rec) = self.users.record_mut(&u.id) else {
+                continue;
+            };
+            for field in &u.unset {
+                fields::unset_field(rec, field);
+            }
+            for (field, value) in &u.set {
+                fields::set_field(rec, field, value, source);
+            }
+            let invisible = match fields::requested_invisible(&u.set) {
+                Some(v) => Some(v),
+                None if u.unset.iter().any(|f| f == "invisible") => Some(false),
+                None => None,
+            };
+            self.finish_user_write(&u.id, invisible, now, &mut result);
+        }
+        Ok(result)
+    }
+
+    /// After a user's fields were written: applies invisibility, persists, and tells everyone concerned.
+    fn finish_user_write(
+        &mut self,
+        user_id: &str,
+        invisible: Option<bool>,
+        now: DateTime<Utc>,
+        result: &mut BTreeMap<String, User>,
+    ) {
+        let Some(connected) = self.users.get(user_id).map(|u| u.connected()) else {
+            return;
+        };
+        let Some(rec) = self.users.record_mut(user_id) else {
+            return;
+        };
+        let invisible_changed = match invisible {
+            Some(v) if v != rec.invisible => {
+                set_invisible(rec, v, connected, now);
+                true
+            }
+            _ => false,
+        };
+        rec.updated_at = now;
+        self.writes.push(Write::SaveUser(Box::new(rec.clone())));
+        result.insert(user_id.to_string(), rec.own_view(connected));
+        self.user_event(user_id, event_type::USER_UPDATED, now);
+        self.settle_presence(user_id, now);
+        if invisible_changed {
+            self.watching_visibility_changed(user_id, now);
+        }
+    }
+}

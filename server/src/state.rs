@@ -1,0 +1,51 @@
+//! What every handler shares: the settings the edge needs, the token verifier, the hub, and the edge's own
+//! counter.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::auth::TokenVerifier;
+use crate::hub::Hub;
+
+pub struct AppState {
+    /// Requests must carry it as `api_key`.
+    pub api_key: String,
+    pub verifier: TokenVerifier,
+    pub ping_interval: Duration,
+    pub pong_timeout: Duration,
+    /// Frames a connection may have queued.
+    pub send_queue: usize,
+    pub hub: Arc<Hub>,
+    auth_failures: AtomicU64,
+}
+
+impl AppState {
+    pub fn new(
+        api_key: String,
+        verifier: TokenVerifier,
+        ping_interval: Duration,
+        pong_timeout: Duration,
+        send_queue: usize,
+        hub: Arc<Hub>,
+    ) -> Self {
+        AppState {
+            api_key,
+            verifier,
+            ping_interval,
+            pong_timeout,
+            send_queue: send_queue.max(1),
+            hub,
+            auth_failures: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts rejected credentials, REST and WebSocket.
+    pub fn count_auth_failure(&self) {
+        self.auth_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn auth_failures(&self) -> u64 {
+        self.auth_failures.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,174 @@
+//! The socket after the upgrade: a refused handshake answered, or one accepted connection: registration with the hub, the read loop (client frames, eviction, the pong
+//! deadline), the write loop (queued frames, protocol pings, the close frame), and how each way of ending counts
+//! for presence.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::stream::SplitSink;
+use futures_util::{SinkExt, StreamExt};
+use presence_protocol::codes::{close_code, event_type};
+use presence_protocol::{Event, JsonMap};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::error::Error;
+use crate::http::error::envelope;
+use crate::model::event_time;
+use crate::presence::{ConnId, Ending};
+use crate::state::AppState;
+
+/// Why the read loop stopped.
+enum Stop {
+    /// The client closed the socket, with this code if it sent one.
+    ClientClosed(Option<u16>),
+    /// The socket failed or vanished without a close frame.
+    Lost,
+    /// The server closes with this code.
+    Close(u16, &'static str),
+}
+
+/// How long a connection that is being closed may take to get its close frame out before the socket is dropped.
+const CLOSE_WRITE_BUDGET: Duration = Duration::from_secs(1);
+
+/// One connection. Reading and writing run apart: a writer stuck on a peer that stopped reading must not keep
+/// the reader from noticing eviction or the pong deadline, or the user from going offline.
+pub(super) async fn serve(
+    app: Arc<AppState>,
+    socket: WebSocket,
+    user_id: String,
+    details: JsonMap,
+) {
+    let conn = match app.hub.connect(&user_id, &details, app.send_queue) {
+        Ok(conn) => conn,
+        Err(error) => {
+            reject(socket, error).await;
+            return;
+        }
+    };
+    let id = conn.id;
+    tracing::debug!(user = %user_id, conn = %id, "connected");
+    let (sink, mut stream) = socket.split();
+    let (close_tx, close_rx) = oneshot::channel();
+    let mut writer = tokio::spawn(write_loop(sink, conn.queue, close_rx, app.ping_interval));
+    let pong_timeout = app.pong_timeout;
+    let mut last_heard = Instant::now();
+    let stop = loop {
+        tokio::select! {
+            code = conn.outlet.evicted() => break Stop::Close(code, "closed by the server"),
+            msg = stream.next() => {
+                let msg = match msg {
+                    Some(Ok(msg)) => msg,
+                    // A frame over the size limit or breaking the protocol; on a dead socket the close frame
+                    // simply fails to go out.
+                    Some(Err(_)) => break Stop::Close(close_code::BAD_FRAME, "unreadable or oversized frame"),
+                    None => break Stop::Lost,
+                };
+                last_heard = Instant::now();
+                match msg {
+                    Message::Text(text) => {
+                        if let Err(reason) = client_frame(&app, &id, text.as_str()) {
+                            break Stop::Close(close_code::BAD_FRAME, reason);
+                        }
+                    }
+                    Message::Binary(_) => break Stop::Close(close_code::BAD_FRAME, "binary frames are not accepted"),
+                    Message::Ping(_) | Message::Pong(_) => {}
+                    Message::Close(frame) => break Stop::ClientClosed(frame.map(|f| f.code)),
+                }
+            }
+            _ = tokio::time::sleep_until(last_heard + pong_timeout) => {
+                break Stop::Close(close_code::PONG_TIMEOUT, "no pong within the timeout");
+            }
+            _ = &mut writer => break Stop::Lost,
+        }
+    };
+    let (ending, close_frame) = match stop {
+        Stop::ClientClosed(Some(close_code::NORMAL)) => (Ending::Explicit, None),
+        Stop::ClientClosed(_) | Stop::Lost => (Ending::Abnormal, None),
+        Stop::Close(code, reason) => (
+            Ending::Abnormal,
+            Some(CloseFrame {
+                code,
+                reason: Utf8Bytes::from_static(reason),
+            }),
+        ),
+    };
+    // The writer sends the close frame if there is one, and stops either way.
+    match close_frame {
+        Some(frame) => {
+            let _ = close_tx.send(frame);
+        }
+        None => drop(close_tx),
+    }
+    tracing::debug!(user = %user_id, conn = %id, ?ending, "disconnected");
+    app.hub.disconnect(&id, ending);
+    if !writer.is_finished()
+        && tokio::time::timeout(CLOSE_WRITE_BUDGET, &mut writer)
+            .await
+            .is_err()
+    {
+        writer.abort();
+    }
+}
+
+/// Writes queued frames and protocol pings until told to close (or the socket fails); then sends the close frame.
+async fn write_loop(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut queue: mpsc::Receiver<Utf8Bytes>,
+    mut close: oneshot::Receiver<CloseFrame>,
+    ping_interval: Duration,
+) {
+    let mut ping = tokio::time::interval_at(Instant::now() + ping_interval, ping_interval);
+    loop {
+        let sent = tokio::select! {
+            biased;
+            frame = &mut close => {
+                // Dropped without a frame: the client closed or the socket is gone.
+                if let Ok(frame) = frame {
+                    let _ = sink.send(Message::Close(Some(frame))).await;
+                }
+                return;
+            }
+            Some(frame) = queue.recv() => sink.send(Message::Text(frame)).await,
+            _ = ping.tick() => sink.send(Message::Ping(Default::default())).await,
+        };
+        if sent.is_err() {
+            return;
+        }
+    }
+}
+
+/// A text frame from the client. The only one with meaning is the keep-alive `health.check`, sent as a one-element
+/// array (or a bare object); other JSON is ignored, anything else is refused.
+fn client_frame(app: &AppState, conn: &ConnId, text: &str) -> Result<(), &'static str> {
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|_| "frames must be JSON")?;
+    let first = match &value {
+        serde_json::Value::Array(items) => items.first(),
+        other => Some(other),
+    };
+    if first.and_then(|f| f.get("type")).and_then(|t| t.as_str()) == Some(event_type::HEALTH_CHECK)
+    {
+        app.hub.health_check(conn);
+    }
+    Ok(())
+}
+
+/// A refused connection: the upgrade completes, one `connection.error` frame explains, then close 1000.
+pub(super) async fn reject(mut socket: WebSocket, error: Error) {
+    let ev = Event {
+        kind: event_type::CONNECTION_ERROR.to_string(),
+        created_at: Some(event_time(chrono::Utc::now())),
+        connection_id: Some(String::new()),
+        error: Some(envelope(&error)),
+        ..Event::default()
+    };
+    let text = serde_json::to_string(&ev).unwrap_or_default();
+    let _ = socket.send(Message::Text(text.into())).await;
+    let _ = socket
+        .send(Message::Close(Some(CloseFrame {
+            code: close_code::NORMAL,
+            reason: Utf8Bytes::from_static("authentication failed"),
+        })))
+        .await;
+}

@@ -1,0 +1,98 @@
+//! The WebSocket edge: the upgrade and handshake authentication. What happens on the socket afterwards (the
+//! answer to a refused handshake, or the life of an accepted connection) is in [`conn`].
+
+mod conn;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
+use presence_protocol::{ConnectPayload, JsonMap};
+
+use crate::error::{Error, ErrorKind};
+use crate::model::Caller;
+use crate::state::AppState;
+
+/// Largest frame or message a client may send: client frames are tiny pings.
+const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
+
+/// `GET /connect`.
+pub async fn connect(
+    State(app): State<Arc<AppState>>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let upgrade = match upgrade {
+        Ok(u) => u,
+        Err(e) => {
+            return Error::input(format!("/connect expects a WebSocket upgrade: {e}"))
+                .into_response()
+        }
+    };
+    let auth = match query {
+        Ok(Query(q)) => authenticate(&app, &q),
+        Err(e) => Err(Error::input(format!("invalid query string: {e}"))),
+    };
+    if let Err(e) = &auth {
+        if e.kind().is_auth() {
+            app.count_auth_failure();
+        }
+    }
+    upgrade
+        .read_buffer_size(4096)
+        .max_message_size(MAX_CLIENT_MESSAGE)
+        .max_frame_size(MAX_CLIENT_MESSAGE)
+        .on_upgrade(move |socket| async move {
+            match auth {
+                Ok((user_id, details)) => conn::serve(app, socket, user_id, details).await,
+                Err(error) => conn::reject(socket, error).await,
+            }
+        })
+}
+
+/// Validates the connect URL: API key, `json` payload, token, and that the token's user is the one connecting.
+fn authenticate(app: &AppState, q: &HashMap<String, String>) -> Result<(String, JsonMap), Error> {
+    if q.get("api_key").map(String::as_str) != Some(app.api_key.as_str()) {
+        return Err(Error::new(
+            ErrorKind::ApiKey,
+            "api_key not found or invalid",
+        ));
+    }
+    let payload: ConnectPayload = serde_json::from_str(q.get("json").map_or("", String::as_str))
+        .map_err(|e| Error::input(format!("invalid json parameter: {e}")))?;
+    if payload.user_id.is_empty() {
+        return Err(Error::input("json.user_id is required"));
+    }
+    if let Some(id) = payload.user_details.get("id") {
+        if id.as_str() != Some(payload.user_id.as_str()) {
+            return Err(Error::input(
+                "json.user_details.id does not match json.user_id",
+            ));
+        }
+    }
+    if q.get("stream-auth-type").map(String::as_str) == Some("anonymous") {
+        return Err(Error::new(
+            ErrorKind::Authentication,
+            "anonymous connections are not enabled",
+        ));
+    }
+    let token = q.get("authorization").map_or("", String::as_str);
+    match app.verifier.verify(token, chrono::Utc::now().timestamp())? {
+        Caller::User(id) if id == payload.user_id => Ok((id, payload.user_details)),
+        Caller::User(id) => Err(Error::new(
+            ErrorKind::Authentication,
+            format!(
+                "JWTAuth error: token is for user {id}, not {}",
+                payload.user_id
+            ),
+        )),
+        Caller::Server => Err(Error::new(
+            ErrorKind::Authentication,
+            "a server token cannot open a user connection",
+        )),
+    }
+}
