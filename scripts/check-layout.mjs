@@ -36,7 +36,7 @@ function moduleOf(root, file) {
 }
 
 /** Whether a file is test-only code: a `tests.rs` module or a file under a `tests` folder. */
-const isTest = (file) => basename(file) === 'tests.rs' || file.split('/').includes('tests');
+const isTest = (file) => basename(file) === 'tests.rs' || basename(file).endsWith('_tests.rs') || file.split('/').includes('tests');
 
 /** Source without comments and string literals (a rough lexer, enough for `use` paths). */
 function stripped(text) {

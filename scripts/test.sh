@@ -21,7 +21,7 @@ cargo clippy -p presence-client --target wasm32-unknown-unknown --all-targets --
   -W clippy::await_holding_refcell_ref
 
 step "module layout of the server (file sizes, import cycles, an engine without IO)"
-node scripts/check-layout.mjs server/src
+node scripts/check-layout.mjs server/src src
 
 step "native tests"
 cargo test --workspace --no-fail-fast

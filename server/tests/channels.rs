@@ -164,6 +164,48 @@ async fn distinct_channel_id_comes_from_members() {
 }
 
 #[tokio::test]
+async fn channel_ids_follow_the_shared_rule_ascii_1_to_64() {
+    let s = Server::in_process().await;
+    s.upsert(&[json!({ "id": "alice" })]).await;
+    let create = |id: String| {
+        let s = &s;
+        async move {
+            s.query_channel(
+                &Auth::Server,
+                None,
+                "messaging",
+                Some(&id),
+                json!({ "data": { "members": ["alice"] } }),
+            )
+            .await
+        }
+    };
+    let longest = "x".repeat(64);
+    assert_eq!(
+        create(longest.clone()).await.ok(201)["channel"]["id"],
+        longest.as_str()
+    );
+    assert_eq!(
+        create("a-b_c!1".into()).await.ok(201)["channel"]["id"],
+        "a-b_c!1"
+    );
+    // Non-ASCII letters (percent-encoded "café") and ids over 64 characters are refused, as the client does.
+    for id in ["caf%C3%A9".to_string(), "x".repeat(65)] {
+        let err = create(id.clone()).await.err(400, 4);
+        assert!(
+            err.message.contains("1 to 64 ASCII"),
+            "{id}: {}",
+            err.message
+        );
+    }
+    let err = s
+        .query_channel(&Auth::Server, None, "t%C3%ABam", Some("general"), json!({}))
+        .await
+        .err(400, 4);
+    assert!(err.message.contains("ASCII"), "{}", err.message);
+}
+
+#[tokio::test]
 async fn query_channels_filters_and_sort() {
     let s = Server::in_process().await;
     s.upsert(&[

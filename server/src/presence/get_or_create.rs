@@ -2,6 +2,7 @@
 //! optionally watching it.
 
 use chrono::{DateTime, Utc};
+use presence_protocol::ids::{is_channel_id, is_channel_type};
 use presence_protocol::{ChannelQueryRequest, ChannelStateResponse, JsonMap};
 use serde_json::Value;
 
@@ -9,13 +10,6 @@ use crate::error::Error;
 use crate::model::{Caller, ChannelRecord, MemberRecord, Write};
 use crate::presence::watch::caller_user;
 use crate::presence::Engine;
-
-/// Channel types and ids: letters, digits, `_` and `-` (ids also `!`).
-fn channel_name_ok(s: &str, allow_bang: bool) -> bool {
-    !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_alphanumeric() || c == '_' || c == '-' || (allow_bang && c == '!'))
-}
 
 /// A stable id for the distinct channel of a member set (FNV-1a over the sorted ids).
 fn distinct_channel_id(members: &[String]) -> String {
@@ -72,17 +66,17 @@ impl Engine {
     ) -> Result<ChannelStateResponse, Error> {
         const OP: &str = "GetOrCreateChannel";
         let fail = |f: Error| f.in_operation(OP);
-        if !channel_name_ok(channel_type, false) {
+        if !is_channel_type(channel_type) {
             return Err(fail(Error::input(
-                "channel type may only contain letters, digits, _ and -",
+                "channel type may only contain ASCII letters, digits, _ and -",
             )));
         }
         let members = member_ids(&req.data).map_err(fail)?;
         let channel_id = match channel_id {
-            Some(id) if channel_name_ok(id, true) => id.to_string(),
+            Some(id) if is_channel_id(id) => id.to_string(),
             Some(_) => {
                 return Err(fail(Error::input(
-                    "channel id may only contain letters, digits, !, _ and -",
+                    "channel id must be 1 to 64 ASCII letters, digits, !, _ and -",
                 )))
             }
             None if members.is_empty() => {
