@@ -16,7 +16,7 @@ import { API_KEY, connectUrl, devToken, fmt, isMain, parseArgs, quantile, sleep,
 /** Opens a raw protocol connection for `id` to `wsBase`; resolves with the socket and its connection id. */
 async function open(wsBase, id) {
   const ws = new WebSocket(connectUrl(wsBase, id));
-  const [hello] = await once(ws, 'message');
+  const [hello] = await once(ws, 'message', { signal: AbortSignal.timeout(15_000) });
   const frame = JSON.parse(hello);
   if (!frame.connection_id) throw new Error(`${id}: no connection_id in the first frame: ${hello}`);
   return { ws, connectionId: frame.connection_id };
@@ -67,10 +67,11 @@ async function graceful(server, runs) {
       await back;
     }
     const seen = watcher.waitFor('leaver', false, 10_000);
+    const closed = once(current.ws, 'close', { signal: AbortSignal.timeout(15_000) }); // may come before the peer's event
     const t0 = performance.now();
     current.ws.close(1000);
     samples.push((await seen) - t0);
-    await once(current.ws, 'close');
+    await closed;
   }
   watcher.close();
   return samples;
