@@ -97,6 +97,12 @@ export function buildServer() {
   run('cargo', ['build', '--release', '-p', 'presence-server']);
 }
 
+/** Builds the release load generator (bench/loadgen). */
+export function buildLoadgen() {
+  if (process.env.PRESENCE_LOADGEN_BIN) return;
+  run('cargo', ['build', '--release', '-p', 'presence-loadgen']);
+}
+
 /** Builds the wasm package into pkg/ (scripts/build-wasm.sh, which also prints its size). */
 export function buildWasm() {
   run('bash', ['scripts/build-wasm.sh']);

@@ -1,28 +1,38 @@
 // `npm run bench`: builds what the benchmarks need, runs them, and writes BENCHMARKS.md (every table with the
 // commit it measured and the command that reproduces it; raw figures in artifacts/bench/*.json).
-// Usage: npm run bench [-- --quick] [-- --no-build] [-- --only bundle,ingest,detection] [-- --out FILE]
+// Usage: npm run bench [-- --quick] [-- --no-build] [-- --only bundle,ingest,detection,fanout] [-- --out FILE]
 //        [-- --note "text"]
-//   --quick     20,000 ingest frames instead of 100,000 and 10 silent deaths instead of 50 (under 5 minutes once
-//               built); the full run takes about 10–15 minutes.
+//   --quick     20,000 ingest frames instead of 100,000, 10 silent deaths instead of 50, fan-out to 1,000 watchers
+//               only, 2,000 idle connections instead of 15,000 (under 5 minutes once built); the full run takes
+//               about 15–20 minutes.
 //   --no-build  use the existing pkg/ and target/release/presence-server.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import * as bundle from './bundle.mjs';
 import * as detection from './detection.mjs';
+import * as fanout from './fanout.mjs';
 import * as ingest from './ingest.mjs';
-import { ROOT, buildServer, buildWasm, commitInfo, fmt, machineInfo, parseArgs } from './lib.mjs';
+import { ROOT, buildLoadgen, buildServer, buildWasm, commitInfo, fmt, machineInfo, parseArgs } from './lib.mjs';
 
 const args = parseArgs();
 const quick = Boolean(args.quick);
-const only = new Set(String(args.only || 'bundle,ingest,detection').split(','));
+const only = new Set(String(args.only || 'bundle,ingest,detection,fanout').split(','));
 const outFile = join(ROOT, typeof args.out === 'string' ? args.out : 'BENCHMARKS.md');
 const artifacts = join(ROOT, 'artifacts', 'bench');
 mkdirSync(artifacts, { recursive: true });
 
 const plan = quick
-  ? { ingest: { frames: 20_000, users: 10_000, runs: 3 }, detection: { gracefulRuns: 100, silentRuns: 10 } }
-  : { ingest: { frames: 100_000, users: 10_000, runs: 3 }, detection: { gracefulRuns: 100, silentRuns: 50 } };
+  ? {
+    ingest: { frames: 20_000, users: 10_000, runs: 3 },
+    detection: { gracefulRuns: 100, silentRuns: 10 },
+    fanout: { watchers: [1000], flips: 5, connections: 2000 },
+  }
+  : {
+    ingest: { frames: 100_000, users: 10_000, runs: 3 },
+    detection: { gracefulRuns: 100, silentRuns: 50 },
+    fanout: { watchers: [1000, 10000], flips: 10, connections: 15000 },
+  };
 
 const started = Date.now();
 const step = (text) => console.log(`\n==> ${text} (${fmt((Date.now() - started) / 1000)} s)`);
@@ -30,9 +40,13 @@ const loadBefore = loadavg()[0];
 const commit = commitInfo();
 
 if (!args.noBuild) {
-  if (only.has('detection')) {
+  if (only.has('detection') || only.has('fanout')) {
     step('building presence-server (release)');
     buildServer();
+  }
+  if (only.has('fanout')) {
+    step('building presence-loadgen (release)');
+    buildLoadgen();
   }
   if (only.has('bundle') || only.has('ingest')) {
     step('building the wasm package');
@@ -109,6 +123,42 @@ if (only.has('detection')) {
   ].join('\n'));
 }
 
+if (only.has('fanout')) {
+  const p = plan.fanout;
+  step(`fan-out (${p.watchers.join(', ')} watchers) and capacity (${fmt(p.connections)} connections)`);
+  const result = await fanout.run(p);
+  save('fanout', result);
+  for (const row of result.fanout) {
+    goals.push(`Fan-out to ${fmt(row.watchers)} watchers ≤ 1.2× the broadcast limit (last watcher, p50): ${fmt(row.ratioLast, 2)}× (${fmt(row.ours.last_watcher_us.p50 / 1000, 1)} ms vs ${fmt(row.limit.last_watcher_us.p50 / 1000, 1)} ms) — ${row.ratioLast <= 1.2 ? 'met' : '**missed**'}.`);
+  }
+  goals.push(`Idle connection ≤ 8 KiB RSS: ${fmt(result.capacity.rss_per_connection / 1024, 1)} KiB over ${fmt(result.capacity.connections)} connections — ${result.capacity.rss_per_connection <= 8192 ? 'met' : '**missed**'}.`);
+  const cmd = `cargo build --release -p presence-server -p presence-loadgen && node bench/fanout.mjs --watchers ${p.watchers.join(',')} --flips ${p.flips} --connections ${p.connections}`;
+  sections.push([
+    '## 3. Fan-out latency',
+    '',
+    'The Rust load generator (bench/loadgen) opens the watchers on loopback, each bound to a source address of its',
+    'own range (127.0.0.2, ...), each following one user with `queryUsers(..., { presence: true })`. The user flips',
+    '(`invisible` on, off, ... by `PATCH /users`); every watcher timestamps the `user.presence.changed` against the',
+    'moment the request was sent, so the figure includes the REST call. The limit: the same watchers against a minimal',
+    'tokio-tungstenite broadcast server (4 KiB read buffer, one encoded frame shared by all), sent a frame of the same',
+    'shape over a WebSocket.',
+    '',
+    fanout.markdownFanout(result),
+    '',
+    `Reproduce: \`${cmd}\``,
+  ].join('\n'));
+  sections.push([
+    '## 4. Capacity',
+    '',
+    'Idle authenticated connections (distinct users, each read so that it answers pings), opened 128 at a time; the',
+    'server\'s RSS (`/proc/PID/status` VmRSS) before and 6 s after, divided by the connections.',
+    '',
+    fanout.markdownCapacity(result),
+    '',
+    `Reproduce: \`${cmd}\``,
+  ].join('\n'));
+}
+
 const loadAfter = loadavg()[0];
 const machine = machineInfo();
 const cores = cpus().length;
@@ -129,11 +179,10 @@ const doc = [
   '## Goals',
   '',
   ...goals.map((g) => `- ${g}`),
-  '- Not measured yet: fan-out latency against a raw broadcast (table 3), idle-connection capacity and RSS per',
-  '  connection (table 4), queries under load (table 6), faults and churn (table 7), storage writes per connected user',
+  '- Not measured yet: queries under load (table 6), faults and churn (table 7), storage writes per connected user',
   '  (table 8).',
   '',
-  sections.join('\n\n'),
+  sections.sort((a, b) => parseInt(a.slice(3), 10) - parseInt(b.slice(3), 10)).join('\n\n'),
   '',
 ].join('\n');
 writeFileSync(outFile, doc);
