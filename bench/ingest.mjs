@@ -8,7 +8,10 @@
 // The frames come from a Node `ws` server that performs the handshake both SDKs need (a `health.check` first frame
 // with `connection_id` and `me`, replies to their pings) and then sends the frames as fast as the socket takes them.
 // Usage: node bench/ingest.mjs [--frames 100000] [--users 10000] [--runs 3] [--clients bare,stream-chat,ours]
-//        [--json FILE]
+//        [--profile [FRAMES]] [--profile-dir DIR] [--json FILE]
+//   --profile: one more pass per page under the CDP sampling profiler (20,000 frames unless given), summarised
+//              as self time by kind and the heaviest functions; --profile-dir keeps the .cpuprofile files (they
+//              open in Chrome DevTools' Performance panel).
 //        (needs pkg/: bash scripts/build-wasm.sh; Chromium at /usr/bin/chromium or CHROMIUM_BIN)
 import { createServer } from 'node:http';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
@@ -213,7 +216,7 @@ async function heapUsed(cdp) {
 }
 
 /** Loads the page of `client`, connects, replays the frames and reads the figures. */
-async function measure(browser, server, client, frames, expectedOnline) {
+async function measure(browser, server, client, frames, expectedOnline, { profile = false } = {}) {
   const context = await browser.newContext();
   const tab = await context.newPage();
   const problems = [];
@@ -228,10 +231,16 @@ async function measure(browser, server, client, frames, expectedOnline) {
     await cdp.send('HeapProfiler.enable');
     const heapBefore = await heapUsed(cdp);
     await tab.evaluate((n) => window.arm(n), frames.length);
+    if (profile) {
+      await cdp.send('Profiler.enable');
+      await cdp.send('Profiler.setSamplingInterval', { interval: 100 });
+      await cdp.send('Profiler.start');
+    }
     const before = await metrics(cdp);
     await server.replay(frames);
     await tab.evaluate(() => window.finished);
     const after = await metrics(cdp);
+    const cpuProfile = profile ? (await cdp.send('Profiler.stop')).profile : undefined;
     const seen = await tab.evaluate(() => ({ ...window.bench, cache: window.cacheSize(), wasm: window.wasmBytes() }));
     const heapAfter = await heapUsed(cdp);
     if (seen.online !== expectedOnline) throw new Error(`${client}: ${seen.online} events read online, expected ${expectedOnline}`);
@@ -246,10 +255,45 @@ async function measure(browser, server, client, frames, expectedOnline) {
       heapAfter,
       wasmBytes: seen.wasm,
       cachedUsers: seen.cache,
+      cpuProfile,
     };
   } finally {
     await context.close();
   }
+}
+
+/**
+ * Self time of a CDP CPU profile: by kind (wasm, wasm↔JS transitions, JS, garbage collection, the engine's
+ * native work) and the functions
+ * that take the most. Wasm functions carry no names in the published build: they show as `wasm-function[N]`.
+ */
+export function profileSummary(profile, events) {
+  const byId = new Map(profile.nodes.map((node) => [node.id, node]));
+  const self = new Map();
+  for (let i = 0; i < profile.samples.length; i++) {
+    const id = profile.samples[i];
+    self.set(id, (self.get(id) || 0) + (profile.timeDeltas[i + 1] ?? 0));
+  }
+  const kinds = { wasm: 0, boundary: 0, js: 0, gc: 0, engine: 0 };
+  const functions = new Map();
+  let busy = 0;
+  for (const [id, us] of self) {
+    const { callFrame: f } = byId.get(id);
+    if (f.functionName === '(idle)') continue;
+    busy += us;
+    const kind = f.url.startsWith('wasm://') || /\.wasm(\?|$)/.test(f.url) ? 'wasm'
+      : f.functionName === 'wasm-to-js' || f.functionName === 'js-to-wasm' ? 'boundary'
+        : f.functionName === '(garbage collector)' ? 'gc'
+          : f.functionName === '(program)' || (!f.url && f.functionName.startsWith('(')) ? 'engine' : 'js';
+    kinds[kind] += us;
+    const where = f.url ? ` ${f.url.split('/').pop().split('?')[0]}:${f.lineNumber + 1}:${f.columnNumber + 1}` : '';
+    const name = `${f.functionName || '(anonymous)'}${where}`;
+    functions.set(name, (functions.get(name) || 0) + us);
+  }
+  const top = [...functions].sort((a, b) => b[1] - a[1]).slice(0, 8)
+    .map(([name, us]) => ({ name, usPerEvent: us / events, share: us / busy }));
+  const perEvent = Object.fromEntries(Object.entries(kinds).map(([k, us]) => [k, us / events]));
+  return { busyUsPerEvent: busy / events, perEvent, top };
 }
 
 /** stream-chat for the browser, the way an app would ship it: the same bundle the size table measures. */
@@ -259,20 +303,23 @@ const streamChatBundle = () => bundle("export { StreamChat } from 'stream-chat';
  * Runs `runs` rounds; each round measures every client once (in a rotating order) against the same frames, so the
  * ratios of a round are measured side by side. Returns every measurement and the medians.
  */
-export async function run({ frames = 100_000, users = 10_000, runs = 3, clients = CLIENTS, log = console.log } = {}) {
+export async function run({
+  frames = 100_000, users = 10_000, runs = 3, clients = CLIENTS, profileFrames = 0, profileDir, log = console.log,
+} = {}) {
   if (clients.includes('ours') && !existsSync(join(ROOT, 'pkg', 'presence_client.js'))) throw new Error('no pkg/: run bash scripts/build-wasm.sh');
   const stream = makeFrames(frames, users);
   const expectedOnline = stream.filter((_, i) => Math.floor(i / users) % 2 === 0).length;
   const server = await startReplayServer(await streamChatBundle());
   const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, timeout: 30_000 });
   const rounds = [];
+  const profiles = {};
   try {
     for (let r = 0; r < runs; r++) {
       const order = clients.map((_, i) => clients[(i + r) % clients.length]);
       const round = {};
       for (const client of order) {
-        round[client] = await measure(browser, server, client, stream, expectedOnline);
-        const m = round[client];
+        const { cpuProfile, ...m } = await measure(browser, server, client, stream, expectedOnline);
+        round[client] = m;
         log(`run ${r + 1}/${runs} ${client.padEnd(11)} task ${fmt(m.taskUsPerEvent, 1)} µs/event, script ${fmt(m.scriptUsPerEvent, 1)} µs/event, ${fmt(m.eventsPerSec)} events/s, heap ${fmt(m.heapAfter / 1024)} KiB, wasm ${fmt(m.wasmBytes / 1024)} KiB, cache ${m.cachedUsers}`);
       }
       if (round.ours && round['stream-chat']) {
@@ -280,6 +327,17 @@ export async function run({ frames = 100_000, users = 10_000, runs = 3, clients 
         round.ratioScript = round.ours.scriptUsPerEvent / round['stream-chat'].scriptUsPerEvent;
       }
       rounds.push(round);
+    }
+    // One more pass under the CDP sampling profiler (which slows the page down: its figures are not the table's).
+    if (profileFrames > 0) {
+      const sample = makeFrames(profileFrames, users);
+      const online = sample.filter((_, i) => Math.floor(i / users) % 2 === 0).length;
+      for (const client of clients) {
+        const m = await measure(browser, server, client, sample, online, { profile: true });
+        profiles[client] = profileSummary(m.cpuProfile, profileFrames);
+        if (profileDir) writeFileSync(join(profileDir, `ingest-${client}.cpuprofile`), JSON.stringify(m.cpuProfile));
+        log(`profiled ${client}: ${profiles[client].top.slice(0, 3).map((t) => `${t.name} ${fmt(t.usPerEvent, 1)} µs`).join(', ')}`);
+      }
     }
   } finally {
     await browser.close();
@@ -294,7 +352,7 @@ export async function run({ frames = 100_000, users = 10_000, runs = 3, clients 
     };
   }
   return {
-    frames, users, runs, clients, streamChat: pinnedVersion('stream-chat'), rounds, summary,
+    frames, users, runs, clients, streamChat: pinnedVersion('stream-chat'), rounds, summary, profileFrames, profiles,
     ratioTask: median(rounds.map((round) => round.ratioTask)),
     ratioScript: median(rounds.map((round) => round.ratioScript)),
   };
@@ -319,6 +377,17 @@ export function markdown(result) {
   result.rounds.forEach((round, i) => {
     lines.push(`- run ${i + 1}: ${result.clients.map((c) => fmt(round[c].taskUsPerEvent, 1)).join(' / ')}; task ${fmt(round.ratioTask, 2)}×, script ${fmt(round.ratioScript, 2)}×`);
   });
+  if (Object.keys(result.profiles || {}).length) {
+    lines.push('', `Where the time goes: CDP sampling profiler (100 µs), one extra pass of ${fmt(result.profileFrames)} frames per page (profiling slows`,
+      'the page; these are shares, not the figures above). Self time per event by kind, then the heaviest functions:', '');
+    lines.push('| page | profiled µs/event | wasm | wasm↔JS calls | JS | GC | engine (`(program)`: native work outside JS) |', '|---|---:|---:|---:|---:|---:|---:|');
+    for (const [client, p] of Object.entries(result.profiles)) {
+      lines.push(`| ${LABELS[client]} | ${fmt(p.busyUsPerEvent, 1)} | ${fmt(p.perEvent.wasm, 1)} | ${fmt(p.perEvent.boundary, 1)} | ${fmt(p.perEvent.js, 1)} | ${fmt(p.perEvent.gc, 1)} | ${fmt(p.perEvent.engine, 1)} |`);
+    }
+    for (const [client, p] of Object.entries(result.profiles)) {
+      lines.push('', `${LABELS[client]}: ${p.top.map((t) => `\`${t.name}\` ${fmt(t.usPerEvent, 1)} µs (${fmt(t.share * 100)} %)`).join(', ')}.`);
+    }
+  }
   return lines.join('\n');
 }
 
@@ -327,7 +396,10 @@ if (isMain(import.meta.url)) {
   const clients = args.clients ? String(args.clients).split(',') : CLIENTS;
   const unknown = clients.filter((c) => !CLIENTS.includes(c));
   if (unknown.length) throw new Error(`unknown client(s) ${unknown.join(', ')}; known: ${CLIENTS.join(', ')}`);
-  const result = await run({ frames: args.frames ?? 100_000, users: args.users ?? 10_000, runs: args.runs ?? 3, clients });
+  const result = await run({
+    frames: args.frames ?? 100_000, users: args.users ?? 10_000, runs: args.runs ?? 3, clients,
+    profileFrames: args.profile === true ? 20_000 : Number(args.profile || 0), profileDir: args.profileDir,
+  });
   console.log(`\n${markdown(result)}`);
   if (args.json) writeFileSync(args.json, JSON.stringify(result, null, 2));
 }

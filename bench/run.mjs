@@ -24,12 +24,12 @@ mkdirSync(artifacts, { recursive: true });
 
 const plan = quick
   ? {
-    ingest: { frames: 20_000, users: 10_000, runs: 3 },
+    ingest: { frames: 20_000, users: 10_000, runs: 3, profileFrames: 10_000 },
     detection: { gracefulRuns: 100, silentRuns: 10 },
     fanout: { watchers: [1000], flips: 5, connections: 2000 },
   }
   : {
-    ingest: { frames: 100_000, users: 10_000, runs: 3 },
+    ingest: { frames: 100_000, users: 10_000, runs: 3, profileFrames: 20_000 },
     detection: { gracefulRuns: 100, silentRuns: 50 },
     fanout: { watchers: [1000, 10000], flips: 10, connections: 15000 },
   };
@@ -82,7 +82,7 @@ if (only.has('bundle')) {
 if (only.has('ingest')) {
   const p = plan.ingest;
   step(`event ingest in Chromium (${fmt(p.frames)} frames, ${p.runs} runs)`);
-  const result = await ingest.run(p);
+  const result = await ingest.run({ ...p, profileDir: artifacts });
   save('ingest', result);
   goals.push(`Ingest main thread ≤ 0.85× stream-chat: ${fmt(result.ratioTask, 2)}× — ${result.ratioTask <= 0.85 ? 'met' : '**missed**'}.`);
   goals.push(`Ingest script ≤ 0.5× stream-chat: ${fmt(result.ratioScript, 2)}× (${fmt(result.summary.ours.scriptUsPerEvent, 1)} vs ${fmt(result.summary['stream-chat'].scriptUsPerEvent, 1)} µs/event) — ${result.ratioScript <= 0.5 ? 'met' : '**missed**'}.`);
@@ -98,7 +98,9 @@ if (only.has('ingest')) {
     '',
     ingest.markdown(result),
     '',
-    `Reproduce: \`bash scripts/build-wasm.sh && node bench/ingest.mjs --frames ${p.frames} --runs ${p.runs}\``,
+    'The profiles themselves: `artifacts/bench/ingest-*.cpuprofile` (Chrome DevTools, Performance panel).',
+    '',
+    `Reproduce: \`bash scripts/build-wasm.sh && node bench/ingest.mjs --frames ${p.frames} --runs ${p.runs} --profile ${p.profileFrames}\``
   ].join('\n'));
 }
 
