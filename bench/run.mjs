@@ -176,6 +176,8 @@ const doc = [
   `- Machine: ${machine.cpu}; Node ${machine.node}; ${machine.chromium}; 1-minute load average ${loadBefore.toFixed(2)} at the start, ${loadAfter.toFixed(2)} at the end`,
   ...(loaded ? [`- **Measured on a shared, loaded machine** (load average above half the ${cores} cores): absolute figures are noisy;`,
     '  the ratios, measured side by side in each run, are the figures to compare.'] : []),
+  ...(quick ? ['- Quick mode: small samples (20,000 ingest frames, 10 silent deaths, 5 flips to 1,000 watchers, 2,000 idle',
+    '  connections); `npm run bench` without `--quick` is the run that settles a goal.'] : []),
   ...(note ? [`- Note: ${note}`] : []),
   '',
   '## Goals',
