@@ -8,7 +8,7 @@
 //   --no-build  use the existing pkg/ and target/release/presence-server.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import * as bundle from './bundle.mjs';
 import * as detection from './detection.mjs';
 import * as fanout from './fanout.mjs';
@@ -18,7 +18,7 @@ import { ROOT, buildLoadgen, buildServer, buildWasm, commitInfo, fmt, machineInf
 const args = parseArgs();
 const quick = Boolean(args.quick);
 const only = new Set(String(args.only || 'bundle,ingest,detection,fanout').split(','));
-const outFile = join(ROOT, typeof args.out === 'string' ? args.out : 'BENCHMARKS.md');
+const outFile = resolve(ROOT, typeof args.out === 'string' ? args.out : 'BENCHMARKS.md');
 const artifacts = join(ROOT, 'artifacts', 'bench');
 mkdirSync(artifacts, { recursive: true });
 
