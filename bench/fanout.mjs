@@ -1,0 +1,108 @@
+// Fan-out latency and idle capacity, driven through the Rust load generator (bench/loadgen, `presence-loadgen`).
+// - fan-out: N watchers follow one user (`queryUsers` with `presence: true`); the user flips (`invisible` on and off
+//   by partial update) and every watcher timestamps the `user.presence.changed`. Next to it, the limit: the same
+//   watchers and frame bytes against a minimal tokio WebSocket broadcast (`presence-loadgen broadcast-server`).
+// - capacity: N idle authenticated connections; the server's RSS before and after, and the connect rate.
+// Usage: node bench/fanout.mjs [--watchers 1000,10000] [--flips 10] [--connections 15000] [--json FILE]
+//        (builds nothing: cargo build --release -p presence-server -p presence-loadgen)
+import { spawn } from 'node:child_process';
+import { existsSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { API_KEY, ROOT, fmt, isMain, parseArgs, startServer } from './lib.mjs';
+
+export const LOADGEN_BIN = process.env.PRESENCE_LOADGEN_BIN || join(ROOT, 'target', 'release', 'presence-loadgen');
+
+/** Runs the load generator; resolves with the JSON it prints. */
+function loadgen(args) {
+  return new Promise((done, fail) => {
+    const child = spawn(LOADGEN_BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d) => { out += d; });
+    child.stderr.on('data', (d) => { err += d; });
+    child.once('exit', (code) => {
+      if (code !== 0) return fail(new Error(`presence-loadgen ${args[0]} failed (${code}): ${err.trim()}`));
+      try {
+        done(JSON.parse(out));
+      } catch {
+        fail(new Error(`presence-loadgen ${args[0]}: no JSON in ${out}`));
+      }
+    });
+  });
+}
+
+/** Starts the broadcast baseline; resolves with { url, stop() }. */
+async function startBroadcast() {
+  const child = spawn(LOADGEN_BIN, ['broadcast-server', '--max-secs', '900'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const url = await new Promise((done, fail) => {
+    let out = '';
+    child.stdout.on('data', (d) => {
+      out += d;
+      const m = /listening on (ws:\/\/\S+)/.exec(out);
+      if (m) done(m[1]);
+    });
+    child.once('exit', (code) => fail(new Error(`broadcast-server exited (${code})`)));
+  });
+  process.on('exit', () => child.kill('SIGKILL'));
+  return { url, stop: () => child.kill('SIGTERM') };
+}
+
+export async function run({ watchers = [1000, 10000], flips = 10, connections = 15000, log = console.log } = {}) {
+  if (!existsSync(LOADGEN_BIN)) throw new Error(`no load generator at ${LOADGEN_BIN} (cargo build --release -p presence-loadgen)`);
+  const fanout = [];
+  for (const n of watchers) {
+    // A fresh server and baseline per size, so that one size's connections do not weigh on the next.
+    const server = await startServer();
+    const ours = await loadgen(['fanout', '--server', server.url, '--api-key', API_KEY, '--watchers', String(n), '--flips', String(flips)]).finally(() => server.stop());
+    const broadcast = await startBroadcast();
+    const limit = await loadgen(['fanout', '--baseline', '--server', broadcast.url, '--watchers', String(n), '--flips', String(flips)]).finally(() => broadcast.stop());
+    const row = { watchers: n, ours, limit, ratioLast: ours.last_watcher_us.p50 / limit.last_watcher_us.p50 };
+    log(`fan-out to ${n}: last watcher p50 ${fmt(ours.last_watcher_us.p50 / 1000, 1)} ms (limit ${fmt(limit.last_watcher_us.p50 / 1000, 1)} ms), ${fmt(row.ratioLast, 2)}×`);
+    fanout.push(row);
+  }
+  const server = await startServer();
+  let capacity;
+  try {
+    capacity = await loadgen(['capacity', '--server', server.url, '--api-key', API_KEY, '--connections', String(connections), '--pid', String(server.pid)]);
+  } finally {
+    await server.stop();
+  }
+  log(`capacity: ${fmt(capacity.connections)} idle connections, ${fmt(capacity.rss_per_connection / 1024, 1)} KiB RSS each, ${fmt(capacity.connects_per_sec)} connects/s`);
+  return { flips, fanout, capacity };
+}
+
+const ms = (us) => `${fmt(us / 1000, 1)} ms`;
+
+export function markdownFanout({ flips, fanout }) {
+  const lines = [
+    `${flips} flips per size; per delivery: every watcher of every flip; last watcher: the slowest watcher of each flip.`,
+    '',
+    '| watchers | target | per delivery p50 | p99 | max | last watcher p50 | p99 | max | × limit (last, p50) |',
+    '|---:|---|---:|---:|---:|---:|---:|---:|---:|',
+  ];
+  for (const row of fanout) {
+    for (const [name, r] of [['presence-server', row.ours], ['limit: tokio broadcast', row.limit]]) {
+      const d = r.delivery_us;
+      const l = r.last_watcher_us;
+      lines.push(`| ${fmt(row.watchers)} | ${name} | ${ms(d.p50)} | ${ms(d.p99)} | ${ms(d.max)} | ${ms(l.p50)} | ${ms(l.p99)} | ${ms(l.max)} | ${name === 'presence-server' ? `**${fmt(row.ratioLast, 2)}**` : '1.00'} |`);
+    }
+  }
+  return lines.join('\n');
+}
+
+export function markdownCapacity({ capacity: c }) {
+  return [
+    '| idle authenticated connections | connect rate | server RSS before | after | per connection | goal |',
+    '|---:|---:|---:|---:|---:|---|',
+    `| ${fmt(c.connections)} | ${fmt(c.connects_per_sec)} /s | ${fmt(c.rss_before / 1048576, 1)} MiB | ${fmt(c.rss_after / 1048576, 1)} MiB | **${fmt(c.rss_per_connection / 1024, 1)} KiB** | ≤ 8 KiB: ${c.rss_per_connection <= 8192 ? 'met' : '**missed**'} |`,
+  ].join('\n');
+}
+
+if (isMain(import.meta.url)) {
+  const args = parseArgs();
+  const watchers = args.watchers ? String(args.watchers).split(',').map(Number) : [1000, 10000];
+  const result = await run({ watchers, flips: args.flips ?? 10, connections: args.connections ?? 15000 });
+  console.log(`\n${markdownFanout(result)}\n\n${markdownCapacity(result)}`);
+  if (args.json) writeFileSync(args.json, JSON.stringify(result, null, 2));
+  process.exit(0);
+}

@@ -1,0 +1,480 @@
+//! Load generator for the benchmarks (bench/fanout.mjs drives it): many WebSocket clients on loopback, each bound
+//! to a source address of its own range (127.0.0.2, 127.0.0.3, ...) so that one run can exceed the ephemeral ports of
+//! one address. Every command is bounded in time and prints one JSON object on stdout.
+//!
+//! - `fanout`: watchers follow one user's presence; the user flips (`invisible` on and off by partial update); the
+//!   time from each flip to each watcher's receipt.
+//! - `fanout --baseline`: the same watchers and bytes against `broadcast-server`, the limit of this machine.
+//! - `broadcast-server`: a minimal tokio WebSocket broadcast: any text frame a client sends goes to every client.
+//! - `capacity`: opens idle authenticated connections and reads the server's RSS per connection.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{broadcast, mpsc, Semaphore};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(Parser)]
+#[command(about = "Load generator for presence-server benchmarks (loopback only)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Fan-out latency: `watchers` connections follow one user whose presence flips `flips` times.
+    Fanout {
+        /// presence-server's base URL (http://127.0.0.1:PORT), or the broadcast server's with --baseline.
+        #[arg(long)]
+        server: String,
+        #[arg(long, default_value = "bench-key")]
+        api_key: String,
+        #[arg(long, default_value_t = 1000)]
+        watchers: usize,
+        #[arg(long, default_value_t = 10)]
+        flips: usize,
+        /// Target a `broadcast-server` instead of presence-server.
+        #[arg(long)]
+        baseline: bool,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 300)]
+        max_secs: u64,
+    },
+    /// A minimal tokio WebSocket broadcast server; prints `listening on ws://ADDR`.
+    BroadcastServer {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        addr: SocketAddr,
+        /// Stop after this many seconds.
+        #[arg(long, default_value_t = 600)]
+        max_secs: u64,
+    },
+    /// Idle capacity: opens `connections` authenticated connections and reads the RSS of process `pid`.
+    Capacity {
+        #[arg(long)]
+        server: String,
+        #[arg(long, default_value = "bench-key")]
+        api_key: String,
+        #[arg(long, default_value_t = 1000)]
+        connections: usize,
+        /// The server's process id (its RSS is read from /proc).
+        #[arg(long)]
+        pid: u32,
+        #[arg(long, default_value_t = 300)]
+        max_secs: u64,
+    },
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Command::Fanout {
+            server,
+            api_key,
+            watchers,
+            flips,
+            baseline,
+            max_secs,
+        } => bounded(max_secs, fanout(server, api_key, watchers, flips, baseline)).await,
+        Command::BroadcastServer { addr, max_secs } => {
+            bounded(max_secs, broadcast_server(addr)).await
+        }
+        Command::Capacity {
+            server,
+            api_key,
+            connections,
+            pid,
+            max_secs,
+        } => bounded(max_secs, capacity(server, api_key, connections, pid)).await,
+    };
+    match outcome {
+        Ok(report) => println!("{report}"),
+        Err(error) => {
+            eprintln!("presence-loadgen: {error}");
+            std::process::exit(1);
+        }
+    }
+}
+
+async fn bounded(
+    secs: u64,
+    work: impl std::future::Future<Output = Result<Value, Error>>,
+) -> Result<Value, Error> {
+    tokio::time::timeout(Duration::from_secs(secs), work)
+        .await
+        .map_err(|_| format!("did not finish within {secs} s"))?
+}
+
+// ---- clients ---------------------------------------------------------------------------------------------------
+
+/// The source address of the n-th client: 127.0.0.2 and up, 10,000 clients each.
+fn source_addr(n: usize) -> SocketAddr {
+    let host = 2 + (n / 10_000).min(250) as u8;
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, host)), 0)
+}
+
+/// The read buffer a light client needs; the default (128 KiB) would dominate the generator's memory.
+fn client_config() -> WebSocketConfig {
+    WebSocketConfig::default().read_buffer_size(4096)
+}
+
+async fn open(url: &str, n: usize) -> Result<Socket, Error> {
+    let uri: tokio_tungstenite::tungstenite::http::Uri = url.parse()?;
+    let host = uri.host().ok_or("no host in the URL")?;
+    let port = uri.port_u16().ok_or("no port in the URL")?;
+    let target: SocketAddr = format!("{host}:{port}").parse()?;
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(source_addr(n))?;
+    let stream = socket.connect(target).await?;
+    stream.set_nodelay(true)?;
+    let (ws, _) = tokio_tungstenite::client_async_with_config(
+        url,
+        MaybeTlsStream::Plain(stream),
+        Some(client_config()),
+    )
+    .await?;
+    Ok(ws)
+}
+
+fn dev_token(id: &str) -> String {
+    const HEADER: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9";
+    format!(
+        "{HEADER}.{}.devtoken",
+        base64(json!({ "user_id": id }).to_string().as_bytes())
+    )
+}
+
+/// Standard base64 with padding, as `client.devToken()` writes the payload.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() * 3);
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-_.~".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// Opens an authenticated presence-server connection for `id`; returns it with its connection id.
+async fn connect_user(
+    server: &str,
+    api_key: &str,
+    id: &str,
+    n: usize,
+) -> Result<(Socket, String), Error> {
+    let ws_base = server.replacen("http", "ws", 1);
+    let payload = json!({ "user_id": id, "user_details": { "id": id } }).to_string();
+    let url = format!(
+        "{ws_base}/connect?json={}&api_key={api_key}&authorization={}&stream-auth-type=jwt",
+        percent_encode(&payload),
+        percent_encode(&dev_token(id))
+    );
+    let mut ws = open(&url, n).await?;
+    while let Some(message) = ws.next().await {
+        if let Message::Text(text) = message? {
+            let frame: Value = serde_json::from_str(text.as_str())?;
+            if frame.get("error").is_some() {
+                return Err(format!("{id}: connection refused: {text}").into());
+            }
+            let connection_id = frame["connection_id"]
+                .as_str()
+                .ok_or("no connection_id in the first frame")?
+                .to_owned();
+            return Ok((ws, connection_id));
+        }
+    }
+    Err(format!("{id}: closed before the first frame").into())
+}
+
+/// Reads a socket to its end (pongs are answered by the reader), reporting each presence event's arrival.
+fn spawn_reader(mut ws: Socket, arrivals: Option<mpsc::UnboundedSender<Instant>>) {
+    tokio::spawn(async move {
+        while let Some(Ok(message)) = ws.next().await {
+            if let (Message::Text(text), Some(arrivals)) = (&message, &arrivals) {
+                if text.as_str().contains("presence") {
+                    let _ = arrivals.send(Instant::now());
+                }
+            }
+        }
+    });
+}
+
+/// Runs `count` connection attempts with at most `parallel` in flight; stops at the first failure.
+async fn open_many<F, Fut, T>(count: usize, parallel: usize, make: F) -> Result<Vec<T>, Error>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = Result<T, Error>> + Send + 'static,
+    T: Send + 'static,
+{
+    let gate = Arc::new(Semaphore::new(parallel));
+    let mut tasks = Vec::with_capacity(count);
+    for n in 0..count {
+        let permit = gate.clone().acquire_owned().await?;
+        let attempt = make(n);
+        tasks.push(tokio::spawn(async move {
+            let result = attempt.await;
+            drop(permit);
+            result
+        }));
+    }
+    let mut out = Vec::with_capacity(count);
+    for task in tasks {
+        out.push(task.await??);
+    }
+    Ok(out)
+}
+
+// ---- fan-out -----------------------------------------------------------------------------------------------------
+
+/// What presence-server sends for the flipping user, byte for byte the shape the baseline broadcasts.
+fn presence_frame(online: bool) -> String {
+    json!({
+        "type": "user.presence.changed",
+        "created_at": "2026-01-01T00:00:00.000000000Z",
+        "user": {
+            "id": "flipper", "role": "user", "language": "", "teams": [], "online": online,
+            "last_active": "2026-01-01T00:00:00.000000Z", "created_at": "2026-01-01T00:00:00.000000Z",
+            "updated_at": "2026-01-01T00:00:00.000000Z", "banned": false, "blocked_user_ids": []
+        }
+    })
+    .to_string()
+}
+
+async fn fanout(
+    server: String,
+    api_key: String,
+    watchers: usize,
+    flips: usize,
+    baseline: bool,
+) -> Result<Value, Error> {
+    let http = reqwest::Client::new();
+    let (arrivals_tx, mut arrivals) = mpsc::unbounded_channel();
+    let control_id = "flipper";
+    // The flipping side: presence-server's user (flipped by partial update, its socket read so that it answers
+    // the server's pings) or the sender of the broadcast server (which does not ping).
+    let mut control = if baseline {
+        Some(open(&server, watchers).await?)
+    } else {
+        let (ws, _) = connect_user(&server, &api_key, control_id, watchers).await?;
+        spawn_reader(ws, None);
+        None
+    };
+    let started = Instant::now();
+    // Each socket is read from the moment it is open: an unread one would miss the server's pings and be closed.
+    open_many(watchers, 64, |n| {
+        let (server, api_key, http) = (server.clone(), api_key.clone(), http.clone());
+        let arrivals = arrivals_tx.clone();
+        async move {
+            if baseline {
+                spawn_reader(open(&server, n).await?, Some(arrivals));
+                return Ok(());
+            }
+            let id = format!("watcher-{n}");
+            let (ws, connection_id) = connect_user(&server, &api_key, &id, n).await?;
+            spawn_reader(ws, Some(arrivals));
+            let payload = json!({
+                "filter_conditions": { "id": { "$in": [control_id] } }, "presence": true, "limit": 1
+            });
+            let answer: Value = http
+                .get(format!(
+                    "{server}/users?api_key={api_key}&user_id={id}&connection_id={connection_id}&payload={}",
+                    percent_encode(&payload.to_string())
+                ))
+                .header("Authorization", dev_token(&id))
+                .header("stream-auth-type", "jwt")
+                .send()
+                .await?
+                .json()
+                .await?;
+            if answer["users"][0]["online"] != json!(true) {
+                return Err(format!("{id}: the flipping user is not online: {answer}").into());
+            }
+            Ok(())
+        }
+    })
+    .await?;
+    let setup_secs = started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    while arrivals.try_recv().is_ok() {}
+
+    let mut per_delivery_us = Vec::with_capacity(watchers * flips);
+    let mut last_us = Vec::with_capacity(flips);
+    for flip in 0..flips {
+        let invisible = flip % 2 == 0;
+        let t0 = Instant::now();
+        if let Some(control) = control.as_mut() {
+            control
+                .send(Message::Text(presence_frame(!invisible).into()))
+                .await?;
+        } else {
+            let status = http
+                .patch(format!(
+                    "{server}/users?api_key={api_key}&user_id={control_id}"
+                ))
+                .header("Authorization", dev_token(control_id))
+                .header("stream-auth-type", "jwt")
+                .json(
+                    &json!({ "users": [{ "id": control_id, "set": { "invisible": invisible } }] }),
+                )
+                .send()
+                .await?
+                .status();
+            if !status.is_success() {
+                return Err(format!("partial update answered {status}").into());
+            }
+        }
+        let mut latest = 0.0_f64;
+        for _ in 0..watchers {
+            let at = tokio::time::timeout(Duration::from_secs(30), arrivals.recv())
+                .await
+                .map_err(|_| format!("flip {flip}: not every watcher got the event within 30 s"))?
+                .ok_or("the readers stopped")?;
+            let us = at.saturating_duration_since(t0).as_secs_f64() * 1e6;
+            latest = latest.max(us);
+            per_delivery_us.push(us);
+        }
+        last_us.push(latest);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        while arrivals.try_recv().is_ok() {}
+    }
+    if let Some(mut control) = control {
+        let _ = control.close(None).await;
+    }
+    Ok(json!({
+        "target": if baseline { "broadcast" } else { "presence-server" },
+        "watchers": watchers,
+        "flips": flips,
+        "setup_secs": setup_secs,
+        "frame_bytes": presence_frame(true).len(),
+        "delivery_us": summary(&mut per_delivery_us),
+        "last_watcher_us": summary(&mut last_us),
+    }))
+}
+
+fn summary(values: &mut [f64]) -> Value {
+    values.sort_by(f64::total_cmp);
+    let at = |q: f64| {
+        if values.is_empty() {
+            return f64::NAN;
+        }
+        let rank = ((q * values.len() as f64).ceil() as usize).clamp(1, values.len());
+        values[rank - 1]
+    };
+    json!({ "p50": at(0.5), "p99": at(0.99), "max": at(1.0), "count": values.len() })
+}
+
+// ---- the broadcast limit -----------------------------------------------------------------------------------------
+
+async fn broadcast_server(addr: SocketAddr) -> Result<Value, Error> {
+    let listener = TcpListener::bind(addr).await?;
+    println!("listening on ws://{}", listener.local_addr()?);
+    let (tx, _) = broadcast::channel::<Message>(64);
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let _ = stream.set_nodelay(true);
+            let config = WebSocketConfig::default().read_buffer_size(4096);
+            let Ok(ws) = tokio_tungstenite::accept_async_with_config(stream, Some(config)).await
+            else {
+                return;
+            };
+            let (mut sink, mut source) = ws.split();
+            let mut rx = tx.subscribe();
+            tokio::spawn(async move {
+                // One encoded frame shared by every recipient (Utf8Bytes clones share the bytes).
+                while let Ok(message) = rx.recv().await {
+                    if sink.send(message).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            while let Some(Ok(message)) = source.next().await {
+                if let Message::Text(_) = message {
+                    let _ = tx.send(message);
+                }
+            }
+        });
+    }
+}
+
+// ---- capacity ----------------------------------------------------------------------------------------------------
+
+fn rss_bytes(pid: u32) -> Result<u64, Error> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .ok_or("no VmRSS line")?;
+    let kib: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .ok_or("no VmRSS value")?
+        .parse()?;
+    Ok(kib * 1024)
+}
+
+async fn capacity(
+    server: String,
+    api_key: String,
+    connections: usize,
+    pid: u32,
+) -> Result<Value, Error> {
+    let rss_before = rss_bytes(pid)?;
+    let started = Instant::now();
+    open_many(connections, 128, |n| {
+        let (server, api_key) = (server.clone(), api_key.clone());
+        async move {
+            let (ws, _) = connect_user(&server, &api_key, &format!("idle-{n}"), n).await?;
+            spawn_reader(ws, None);
+            Ok(())
+        }
+    })
+    .await?;
+    let connect_secs = started.elapsed().as_secs_f64();
+    // Let the server settle (first pings answered, buffers at rest) before reading its memory.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let rss_after = rss_bytes(pid)?;
+    Ok(json!({
+        "connections": connections,
+        "connect_secs": connect_secs,
+        "connects_per_sec": connections as f64 / connect_secs,
+        "rss_before": rss_before,
+        "rss_after": rss_after,
+        "rss_per_connection": (rss_after.saturating_sub(rss_before)) as f64 / connections as f64,
+    }))
+}

@@ -1,0 +1,194 @@
+// `npm run bench`: builds what the benchmarks need, runs them, and writes BENCHMARKS.md (every table with the
+// commit it measured and the command that reproduces it; raw figures in artifacts/bench/*.json).
+// Usage: npm run bench [-- --quick] [-- --no-build] [-- --only bundle,ingest,detection,fanout] [-- --out FILE]
+//        [-- --note "text"]
+//   --quick     20,000 ingest frames instead of 100,000, 10 silent deaths instead of 50, fan-out to 1,000 watchers
+//               only, 2,000 idle connections instead of 15,000 (under 5 minutes once built); the full run takes
+//               about 15–20 minutes.
+//   --no-build  use the existing pkg/ and target/release/presence-server.
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg } from 'node:os';
+import { join, resolve } from 'node:path';
+import * as bundle from './bundle.mjs';
+import * as detection from './detection.mjs';
+import * as fanout from './fanout.mjs';
+import * as ingest from './ingest.mjs';
+import { ROOT, buildLoadgen, buildServer, buildWasm, commitInfo, fmt, machineInfo, parseArgs } from './lib.mjs';
+
+const args = parseArgs();
+const quick = Boolean(args.quick);
+const only = new Set(String(args.only || 'bundle,ingest,detection,fanout').split(','));
+const outFile = resolve(ROOT, typeof args.out === 'string' ? args.out : 'BENCHMARKS.md');
+const artifacts = join(ROOT, 'artifacts', 'bench');
+mkdirSync(artifacts, { recursive: true });
+
+const plan = quick
+  ? {
+    ingest: { frames: 20_000, users: 10_000, runs: 3, profileFrames: 10_000 },
+    detection: { gracefulRuns: 100, silentRuns: 10 },
+    fanout: { watchers: [1000], flips: 5, connections: 2000 },
+  }
+  : {
+    ingest: { frames: 100_000, users: 10_000, runs: 3, profileFrames: 20_000 },
+    detection: { gracefulRuns: 100, silentRuns: 50 },
+    fanout: { watchers: [1000, 10000], flips: 10, connections: 15000 },
+  };
+
+const started = Date.now();
+const step = (text) => console.log(`\n==> ${text} (${fmt((Date.now() - started) / 1000)} s)`);
+const loadBefore = loadavg()[0];
+const commit = commitInfo();
+
+if (!args.noBuild) {
+  if (only.has('detection') || only.has('fanout')) {
+    step('building presence-server (release)');
+    buildServer();
+  }
+  if (only.has('fanout')) {
+    step('building presence-loadgen (release)');
+    buildLoadgen();
+  }
+  if (only.has('bundle') || only.has('ingest')) {
+    step('building the wasm package');
+    buildWasm();
+  }
+}
+
+const sections = [];
+const goals = [];
+const save = (name, result) => writeFileSync(join(artifacts, `${name}.json`), JSON.stringify(result, null, 2));
+
+if (only.has('bundle')) {
+  step('bundle size');
+  const result = await bundle.run();
+  save('bundle', result);
+  console.log(bundle.markdown(result));
+  const ours = result.rows[0];
+  const sc = result.rows.find((r) => r.name === 'stream-chat');
+  goals.push(`Bundle ≤ 56 KiB (wasm + glue, gzip -9): ${fmt(ours.totalGz)} B = ${fmt(ours.totalGz / 1024, 1)} KiB, ${fmt(ours.totalGz / sc.totalGz, 2)}× stream-chat — ${ours.totalGz <= 56 * 1024 ? 'met' : '**missed**'}.`);
+  sections.push([
+    '## 1. Bundle size',
+    '',
+    'Each library: an entry that imports its client class, bundled with esbuild (`--bundle --minify --format=esm`,',
+    'platform browser), then `gzip -9`. Ours: the package\'s glue (`pkg/presence_client.js`) bundled the same way, plus',
+    'the `.wasm` it fetches, each gzip -9, summed. Versions are the pinned devDependencies.',
+    '',
+    bundle.markdown(result),
+    '',
+    'Reproduce: `bash scripts/build-wasm.sh && node bench/bundle.mjs`',
+  ].join('\n'));
+}
+
+if (only.has('ingest')) {
+  const p = plan.ingest;
+  step(`event ingest in Chromium (${fmt(p.frames)} frames, ${p.runs} runs)`);
+  const result = await ingest.run({ ...p, profileDir: artifacts });
+  save('ingest', result);
+  goals.push(`Ingest main thread ≤ 0.85× stream-chat: ${fmt(result.ratioTask, 2)}× — ${result.ratioTask <= 0.85 ? 'met' : '**missed**'}.`);
+  goals.push(`Ingest script ≤ 0.5× stream-chat: ${fmt(result.ratioScript, 2)}× (${fmt(result.summary.ours.scriptUsPerEvent, 1)} vs ${fmt(result.summary['stream-chat'].scriptUsPerEvent, 1)} µs/event) — ${result.ratioScript <= 0.5 ? 'met' : '**missed**'}.`);
+  sections.push([
+    '## 2. Event ingest in headless Chromium',
+    '',
+    `${fmt(p.frames)} \`user.presence.changed\` frames (${fmt(p.users)} distinct users, each round flipping \`online\`)`,
+    'replayed by a local Node `ws` server into one page per client, after the handshake each client needs. Every page',
+    'has one listener reading `event.user.online` and a user cache (the SDKs\' own `client.state.users`; a `Map` on the',
+    'bare page). Main thread and script time: CDP `Performance.getMetrics` `TaskDuration` / `ScriptDuration` before',
+    'and after the stream, divided by the frames; events/s from the first to the last event inside the page; JS heap',
+    'from `Runtime.getHeapUsage` after a forced GC with the cache full; wasm memory is the module\'s linear memory.',
+    '',
+    ingest.markdown(result),
+    '',
+    'The profiles themselves: `artifacts/bench/ingest-*.cpuprofile` (Chrome DevTools, Performance panel).',
+    '',
+    `Reproduce: \`bash scripts/build-wasm.sh && node bench/ingest.mjs --frames ${p.frames} --runs ${p.runs} --profile ${p.profileFrames}\``
+  ].join('\n'));
+}
+
+if (only.has('detection')) {
+  const p = plan.detection;
+  step(`detection (${p.gracefulRuns} graceful runs, ${p.silentRuns} silent deaths)`);
+  const result = await detection.run(p);
+  save('detection', result);
+  goals.push(`Graceful disconnect seen offline, p95 ≤ 1 s: ${fmt(result.graceful.p95, 1)} ms — ${result.graceful.p95 <= 1000 ? 'met' : '**missed**'}.`);
+  goals.push(`Silent death seen offline ≤ 20 s: max ${fmt(result.silent.max / 1000, 1)} s (p50 ${fmt(result.silent.p50 / 1000, 1)} s) — ${result.silent.max <= 20000 ? 'met' : '**missed**'}.`);
+  sections.push([
+    '## 5. Detection',
+    '',
+    'A peer follows the leaving users (`queryUsers` with `presence: true`) and timestamps their `user.presence.changed`',
+    '`online: false`. Graceful: the client closes with 1000, as `disconnectUser()` does, then reconnects for the next run.',
+    'Silent death: each client connects through a local TCP proxy that, at a random moment within one ping interval,',
+    'stops forwarding both ways without closing anything; the server finds out only from its missing pongs.',
+    '',
+    detection.markdown(result),
+    '',
+    `Reproduce: \`cargo build --release -p presence-server && node bench/detection.mjs --graceful-runs ${p.gracefulRuns} --silent-runs ${p.silentRuns}\``,
+  ].join('\n'));
+}
+
+if (only.has('fanout')) {
+  const p = plan.fanout;
+  step(`fan-out (${p.watchers.join(', ')} watchers) and capacity (${fmt(p.connections)} connections)`);
+  const result = await fanout.run(p);
+  save('fanout', result);
+  for (const row of result.fanout) {
+    goals.push(`Fan-out to ${fmt(row.watchers)} watchers ≤ 1.2× the broadcast limit (last watcher, p50): ${fmt(row.ratioLast, 2)}× (${fmt(row.ours.last_watcher_us.p50 / 1000, 1)} ms vs ${fmt(row.limit.last_watcher_us.p50 / 1000, 1)} ms) — ${row.ratioLast <= 1.2 ? 'met' : '**missed**'}.`);
+  }
+  goals.push(`Idle connection ≤ 8 KiB RSS: ${fmt(result.capacity.rss_per_connection / 1024, 1)} KiB over ${fmt(result.capacity.connections)} connections — ${result.capacity.rss_per_connection <= 8192 ? 'met' : '**missed**'}.`);
+  const cmd = `cargo build --release -p presence-server -p presence-loadgen && node bench/fanout.mjs --watchers ${p.watchers.join(',')} --flips ${p.flips} --connections ${p.connections}`;
+  sections.push([
+    '## 3. Fan-out latency',
+    '',
+    'The Rust load generator (bench/loadgen) opens the watchers on loopback, each bound to a source address of its',
+    'own range (127.0.0.2, ...), each following one user with `queryUsers(..., { presence: true })`. The user flips',
+    '(`invisible` on, off, ... by `PATCH /users`); every watcher timestamps the `user.presence.changed` against the',
+    'moment the request was sent, so the figure includes the REST call. The limit: the same watchers against a minimal',
+    'tokio-tungstenite broadcast server (4 KiB read buffer, one encoded frame shared by all), sent a frame of the same',
+    'shape over a WebSocket.',
+    '',
+    fanout.markdownFanout(result),
+    '',
+    `Reproduce: \`${cmd}\``,
+  ].join('\n'));
+  sections.push([
+    '## 4. Capacity',
+    '',
+    'Idle authenticated connections (distinct users, each read so that it answers pings), opened 128 at a time; the',
+    'server\'s RSS (`/proc/PID/status` VmRSS) before and 6 s after, divided by the connections.',
+    '',
+    fanout.markdownCapacity(result),
+    '',
+    `Reproduce: \`${cmd}\``,
+  ].join('\n'));
+}
+
+const loadAfter = loadavg()[0];
+const machine = machineInfo();
+const cores = cpus().length;
+const loaded = Math.max(loadBefore, loadAfter) > cores * 0.5;
+const note = typeof args.note === 'string' ? args.note : '';
+const doc = [
+  '# Benchmarks',
+  '',
+  `Written by \`npm run bench${quick ? ' -- --quick' : ''}\` (bench/run.mjs; what each benchmark does: bench/README.md).`,
+  '',
+  `- Commit measured: \`${commit.commit}\`${commit.dirty ? ' (with uncommitted changes)' : ''} — ${commit.subject}`,
+  `- Date: ${new Date(started).toISOString().replace(/\.\d+Z$/, 'Z')}; mode: ${quick ? 'quick' : 'full'}; took ${fmt((Date.now() - started) / 60000, 1)} min including builds`,
+  `- Machine: ${machine.cpu}; Node ${machine.node}; ${machine.chromium}; 1-minute load average ${loadBefore.toFixed(2)} at the start, ${loadAfter.toFixed(2)} at the end`,
+  ...(loaded ? [`- **Measured on a shared, loaded machine** (load average above half the ${cores} cores): absolute figures are noisy;`,
+    '  the ratios, measured side by side in each run, are the figures to compare.'] : []),
+  ...(quick ? ['- Quick mode: small samples (20,000 ingest frames, 10 silent deaths, 5 flips to 1,000 watchers, 2,000 idle',
+    '  connections); `npm run bench` without `--quick` is the run that settles a goal.'] : []),
+  ...(note ? [`- Note: ${note}`] : []),
+  '',
+  '## Goals',
+  '',
+  ...goals.map((g) => `- ${g}`),
+  '- Not measured yet: queries under load (table 6), faults and churn (table 7), storage writes per connected user',
+  '  (table 8).',
+  '',
+  sections.sort((a, b) => parseInt(a.slice(3), 10) - parseInt(b.slice(3), 10)).join('\n\n'),
+  '',
+].join('\n');
+writeFileSync(outFile, doc);
+step(`wrote ${outFile}`);
+process.exit(0);
