@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Installs what building and testing need, skipping whatever is already there:
-# the wasm32 target, the wasm-bindgen CLI matching Cargo.lock, npm packages, and (with --browser) Debian's
-# Chromium and ChromeDriver.
+# the wasm32 target, the wasm-bindgen CLI matching Cargo.lock, npm packages, (with --browser) Debian's Chromium
+# and ChromeDriver, and (with --wasm-pack) wasm-pack, which the normal build and tests do not need.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 want_browser=0
+want_wasm_pack=0
 for arg in "$@"; do
   case "$arg" in
     --browser) want_browser=1 ;;
+    --wasm-pack) want_wasm_pack=1 ;;
     *) echo "setup.sh: unknown option $arg" >&2; exit 2 ;;
   esac
 done
@@ -42,4 +44,9 @@ if [ "$want_browser" = 1 ] && { [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/ch
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q
   apt-get install -y -q chromium chromium-driver
+fi
+
+if [ "$want_wasm_pack" = 1 ] && ! command -v wasm-pack >/dev/null; then
+  step "installing wasm-pack (about 2 minutes)"
+  cargo install wasm-pack --version "=0.15.1"
 fi

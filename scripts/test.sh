@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting and lints, native tests (wire types, server, client core), the official
-# stream-chat SDK against the server, the wasm package build with its size, the client's browser tests and the
-# demo's end-to-end tests.
+# stream-chat SDK against the server, the wasm package build with its size, the TypeScript types checked against
+# the built API, the client's browser tests and the demo's end-to-end tests.
 # Installs what is missing first. Every server it starts is stopped again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,6 +31,9 @@ PRESENCE_SERVER_BIN=target/debug/presence-server timeout 300 node --test --test-
 
 step "wasm package (size printed below)"
 bash scripts/build-wasm.sh
+
+step "TypeScript types against the API (tsc --strict over types/check.ts and the generated pkg/ types)"
+node_modules/.bin/tsc --project types/tsconfig.json
 
 step "browser tests of the client (wasm-bindgen-test, headless Chromium)"
 bash scripts/test-browser.sh

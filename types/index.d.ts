@@ -346,12 +346,24 @@ export interface Unsubscribe {
   unsubscribe(): void;
 }
 
+declare global {
+  interface SymbolConstructor {
+    /**
+     * Declared so that the classes' `[Symbol.dispose]` type-checks without the `esnext.disposable` lib; at run
+     * time it exists where the engine has explicit resource management (`using`).
+     */
+    readonly dispose: unique symbol;
+  }
+}
+
 // ---- classes ---------------------------------------------------------------------------------------------------
 
 export class Client {
   constructor(apiKey: string, options?: ClientOptions);
   /** Releases the Rust side of the object (also done by the garbage collector). */
   free(): void;
+  /** `free()`, for `using` declarations (where the runtime has `Symbol.dispose`). */
+  [Symbol.dispose](): void;
 
   /** The connected user, kept current by events; `undefined` when disconnected. */
   readonly user: OwnUserResponse | undefined;
@@ -379,9 +391,9 @@ export class Client {
   channel(channelType: string, channelID: string | null | undefined, custom?: ChannelData): Channel;
   channel(channelType: string, custom?: ChannelData): Channel;
 
-  on<T extends EventType>(eventType: T, callback: EventHandler<EventOfType<T>>): Unsubscribe;
-  on(eventType: 'all', callback: EventHandler): Unsubscribe;
-  on(callback: EventHandler): Unsubscribe;
+  on<T extends EventType>(eventType: T, callback: EventHandler<EventOfType<T>>): EventSubscription;
+  on(eventType: 'all', callback: EventHandler): EventSubscription;
+  on(callback: EventHandler): EventSubscription;
   off<T extends EventType>(eventType: T, callback: EventHandler<EventOfType<T>>): void;
   off(eventType: 'all', callback: EventHandler): void;
   off(callback: EventHandler): void;
@@ -392,6 +404,7 @@ export type ChannelEvent = UserWatchingStartEvent | UserWatchingStopEvent;
 export class Channel {
   private constructor();
   free(): void;
+  [Symbol.dispose](): void;
 
   readonly type: string;
   readonly id: string | undefined;
@@ -407,9 +420,9 @@ export class Channel {
   stopWatching(): Promise<APIResponse>;
 
   /** Listeners of this channel's events (those carrying its `cid`). */
-  on<T extends ChannelEvent['type']>(eventType: T, callback: EventHandler<EventOfType<T>>): Unsubscribe;
-  on(eventType: 'all', callback: EventHandler<ChannelEvent>): Unsubscribe;
-  on(callback: EventHandler<ChannelEvent>): Unsubscribe;
+  on<T extends ChannelEvent['type']>(eventType: T, callback: EventHandler<EventOfType<T>>): EventSubscription;
+  on(eventType: 'all', callback: EventHandler<ChannelEvent>): EventSubscription;
+  on(callback: EventHandler<ChannelEvent>): EventSubscription;
   off<T extends ChannelEvent['type']>(eventType: T, callback: EventHandler<EventOfType<T>>): void;
   off(eventType: 'all', callback: EventHandler<ChannelEvent>): void;
   off(callback: EventHandler<ChannelEvent>): void;
@@ -419,5 +432,6 @@ export class Channel {
 export class EventSubscription implements Unsubscribe {
   private constructor();
   free(): void;
+  [Symbol.dispose](): void;
   unsubscribe(): void;
 }
