@@ -344,6 +344,27 @@ async fn slow_consumer_is_disconnected_with_4003() {
 }
 
 #[tokio::test]
+async fn a_client_close_is_answered_with_the_same_code() {
+    // Browsers report a close the server never answered as 1006 (not clean), whatever code the page sent.
+    let s = Server::start().await;
+    for code in [close_code::NORMAL, 4001] {
+        let mut ws = s.connect("alice").await;
+        ws.send(Message::Close(Some(
+            tokio_tungstenite::tungstenite::protocol::CloseFrame {
+                code: code.into(),
+                reason: "".into(),
+            },
+        )))
+        .await;
+        assert_eq!(
+            ws.wait_closed(WAIT).await,
+            Closed::Frame(Some(code)),
+            "the server echoes close {code}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn sigterm_closes_live_sockets_with_1001() {
     let mut s = Server::start().await;
     let mut ws = s.connect("alice").await;

@@ -124,9 +124,15 @@ async fn write_loop(
         let sent = tokio::select! {
             biased;
             frame = &mut close => {
-                // Dropped without a frame: the client closed or the socket is gone.
-                if let Ok(frame) = frame {
-                    let _ = sink.send(Message::Close(Some(frame))).await;
+                match frame {
+                    Ok(frame) => {
+                        let _ = sink.send(Message::Close(Some(frame))).await;
+                    }
+                    // Dropped without a frame: the client closed (the WebSocket layer has queued the echo of its
+                    // close frame, which closing the sink sends) or the socket is gone (closing fails at once).
+                    Err(_) => {
+                        let _ = sink.close().await;
+                    }
                 }
                 return;
             }
