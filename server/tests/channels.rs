@@ -592,3 +592,48 @@ async fn watchers_of_other_channels_hear_nothing() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn sorting_channels_on_a_field_of_mixed_types_gives_one_total_order_both_ways() {
+    let s = Server::in_process().await;
+    s.upsert(&[json!({ "id": "alice" })]).await;
+    // In the order the sort must give: numbers, strings, objects, arrays, booleans, timestamps (as instants).
+    let ranks = [
+        json!(-2),
+        json!(10),
+        json!("a"),
+        json!("b"),
+        json!({ "k": 1 }),
+        json!([0]),
+        json!(false),
+        json!(true),
+        json!("2024-01-01T12:00:00+03:00"),
+        json!("2024-01-01T10:00:00Z"),
+        json!("2030-01-01T00:00:00Z"),
+    ];
+    // Ids that sort against the rank order, created in reverse.
+    let ids: Vec<String> = (0..ranks.len())
+        .map(|i| format!("c{:02}", (i * 5) % 11))
+        .collect();
+    for (id, rank) in ids.iter().zip(&ranks).rev() {
+        s.create_channel("messaging", id, &["alice"], json!({ "rank": rank }))
+            .await;
+    }
+    let ascending: Vec<String> = ids.iter().map(|id| format!("messaging:{id}")).collect();
+    let mut descending = ascending.clone();
+    descending.reverse();
+    for (direction, want) in [(1, ascending), (-1, descending)] {
+        let r = s
+            .query_channels(
+                &Auth::Server,
+                None,
+                json!({
+                    "filter_conditions": {},
+                    "sort": [{ "field": "rank", "direction": direction }],
+                    "limit": 30,
+                }),
+            )
+            .await;
+        assert_eq!(cids(r.ok(201)), want, "sort on rank, direction {direction}");
+    }
+}

@@ -596,3 +596,73 @@ async fn oversized_body_is_413_code_22() {
     let ok = "y".repeat(900 * 1024);
     s.upsert(&[json!({ "id": "big", "blob": ok })]).await;
 }
+
+/// Users whose custom `rank` mixes every JSON type, listed in the order the sort must give them: by type (null and
+/// missing last, then numbers, strings, objects, arrays, booleans, timestamps), then by value within the type. The
+/// ids are chosen so that id order is not this order.
+fn mixed_rank_users() -> Vec<(String, Value)> {
+    let ranks = [
+        json!(-7.5),
+        json!(-1),
+        json!(0),
+        json!(3),
+        json!(40),
+        json!(1e9),
+        json!(""),
+        json!("Zebra"),
+        json!("apple"),
+        json!("banana"),
+        json!("not 2024-01-01"),
+        json!({ "a": 1 }),
+        json!({ "a": 2 }),
+        json!({ "b": 0 }),
+        json!([]),
+        json!([1]),
+        json!([1, 2]),
+        json!(["x"]),
+        json!(false),
+        json!(true),
+        json!("1999-12-31T23:59:59Z"),
+        json!("2024-05-01T09:00:00+02:00"),
+        json!("2024-05-01T08:00:00Z"),
+        json!("2024-05-01T08:00:00.5Z"),
+    ];
+    ranks
+        .into_iter()
+        .enumerate()
+        .map(|(i, rank)| (format!("u{:02}", (i * 7) % 24 + 10), rank))
+        .collect()
+}
+
+#[tokio::test]
+async fn sorting_on_a_field_of_mixed_types_gives_one_total_order_both_ways() {
+    let s = Server::in_process().await;
+    let users = mixed_rank_users();
+    let mut batch: Vec<Value> = users
+        .iter()
+        .map(|(id, rank)| json!({ "id": id, "rank": rank }))
+        .collect();
+    // Null and missing values sort after every value in either direction, by id.
+    batch.push(json!({ "id": "a-null", "rank": null }));
+    batch.push(json!({ "id": "a-missing" }));
+    batch.reverse();
+    s.upsert(&batch).await;
+    let ascending: Vec<String> = users.iter().map(|(id, _)| id.clone()).collect();
+    let mut descending = ascending.clone();
+    descending.reverse();
+    let tail = strs(&["a-missing", "a-null"]);
+    for (direction, mut want) in [(1, ascending), (-1, descending)] {
+        want.extend(tail.iter().cloned());
+        let got = s
+            .user_ids_as(
+                &Auth::Server,
+                json!({
+                    "filter_conditions": {},
+                    "sort": [{ "field": "rank", "direction": direction }],
+                    "limit": 100,
+                }),
+            )
+            .await;
+        assert_eq!(got, want, "sort on rank, direction {direction}");
+    }
+}

@@ -257,6 +257,61 @@ pub fn compare(a: &Value, b: &Value) -> Option<Ordering> {
     }
 }
 
+/// The rank of a value's type in the sort order, lowest first, as MongoDB orders BSON types: null, numbers,
+/// strings, objects, arrays, booleans, dates. Strings that are RFC 3339 timestamps rank as dates, so instants are
+/// only ever compared with instants (comparing them with plain strings as instants on one side and as text on the
+/// other would break transitivity).
+fn type_rank(v: &Value) -> u8 {
+    match v {
+        Value::Null => 0,
+        Value::Number(_) => 1,
+        Value::String(_) if as_time(v).is_some() => 6,
+        Value::String(_) => 2,
+        Value::Object(_) => 3,
+        Value::Array(_) => 4,
+        Value::Bool(_) => 5,
+    }
+}
+
+/// A total order over every JSON value, for sorting: by type rank, then by value within the type (numbers
+/// numerically, strings by code point, dates as instants, arrays and objects element by element). Unlike
+/// [`compare`], it never declines, so `sort_by` gets the total order it requires (it may panic otherwise).
+pub fn sort_cmp(a: &Value, b: &Value) -> Ordering {
+    let by_rank = type_rank(a).cmp(&type_rank(b));
+    if by_rank != Ordering::Equal {
+        return by_rank;
+    }
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            let (x, y) = (x.as_f64().unwrap_or(0.0), y.as_f64().unwrap_or(0.0));
+            x.total_cmp(&y)
+        }
+        (Value::String(x), Value::String(y)) => match (as_time(a), as_time(b)) {
+            (Some(tx), Some(ty)) => tx.cmp(&ty),
+            _ => x.cmp(y),
+        },
+        (Value::Bool(x), Value::Bool(y)) => x.cmp(y),
+        (Value::Array(x), Value::Array(y)) => x
+            .iter()
+            .zip(y)
+            .map(|(x, y)| sort_cmp(x, y))
+            .find(|o| o.is_ne())
+            .unwrap_or_else(|| x.len().cmp(&y.len())),
+        (Value::Object(x), Value::Object(y)) => {
+            let mut xs: Vec<(&String, &Value)> = x.iter().collect();
+            let mut ys: Vec<(&String, &Value)> = y.iter().collect();
+            xs.sort_unstable_by(|p, q| p.0.cmp(q.0));
+            ys.sort_unstable_by(|p, q| p.0.cmp(q.0));
+            xs.iter()
+                .zip(&ys)
+                .map(|((kx, vx), (ky, vy))| kx.cmp(ky).then_with(|| sort_cmp(vx, vy)))
+                .find(|o| o.is_ne())
+                .unwrap_or_else(|| xs.len().cmp(&ys.len()))
+        }
+        _ => Ordering::Equal,
+    }
+}
+
 /// Checks sort keys: `direction` must be 1 or -1; `allowed` limits the fields (`None`: any).
 pub fn check_sort(sort: &[SortParam], allowed: Option<&[&str]>) -> Result<(), Error> {
     for key in sort {
@@ -290,7 +345,7 @@ pub fn sort_order(sort: &[SortParam], a: &impl Fields, b: &impl Fields) -> Order
             (None, Some(_)) => Ordering::Greater,
             (Some(_), None) => Ordering::Less,
             (Some(x), Some(y)) => {
-                let ord = compare(x, y).unwrap_or(Ordering::Equal);
+                let ord = sort_cmp(x, y);
                 if key.direction < 0 {
                     ord.reverse()
                 } else {
@@ -400,5 +455,98 @@ mod tests {
         v.sort_by(|x, y| sort_order(&desc, *x, *y));
         let ids: Vec<_> = v.iter().map(|o| o["id"].as_str().unwrap()).collect();
         assert_eq!(ids, ["b", "a", "c"]);
+    }
+
+    /// Values of every type, with ties across representations (1 and 1.0, two spellings of one instant).
+    fn mixed_values() -> Vec<Value> {
+        vec![
+            json!(null),
+            json!(-3),
+            json!(0),
+            json!(1),
+            json!(1.0),
+            json!(2.5),
+            json!(u64::MAX),
+            json!(""),
+            json!("a"),
+            json!("B"),
+            json!("2024-05-01"),
+            json!("2024-05-01T10:00:00Z"),
+            json!("2024-05-01T12:00:00+02:00"),
+            json!("2024-05-01T10:00:00.5Z"),
+            json!("1999-12-31T23:59:59Z"),
+            json!(true),
+            json!(false),
+            json!([]),
+            json!([1]),
+            json!([1, "a"]),
+            json!(["a"]),
+            json!({}),
+            json!({"a": 1}),
+            json!({"a": "1"}),
+            json!({"b": 0}),
+            json!({"a": 1, "b": 2}),
+        ]
+    }
+
+    #[test]
+    fn sort_cmp_is_a_total_order_over_mixed_types() {
+        let values = mixed_values();
+        for a in &values {
+            assert_eq!(sort_cmp(a, a), Ordering::Equal, "reflexive: {a}");
+            for b in &values {
+                let ab = sort_cmp(a, b);
+                assert_eq!(ab, sort_cmp(b, a).reverse(), "antisymmetric: {a} vs {b}");
+                for c in &values {
+                    let bc = sort_cmp(b, c);
+                    if ab != Ordering::Greater && bc != Ordering::Greater {
+                        let ac = sort_cmp(a, c);
+                        assert_ne!(ac, Ordering::Greater, "transitive: {a} <= {b} <= {c}");
+                        if ab == Ordering::Less || bc == Ordering::Less {
+                            assert_eq!(
+                                ac,
+                                Ordering::Less,
+                                "transitive: {a} <= {b} <= {c}, one strict"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn sort_cmp_ranks_types_then_values() {
+        let ordered = [
+            json!(null),
+            json!(-3),
+            json!(2.5),
+            json!("B"),
+            json!("a"),
+            json!({"a": 1}),
+            json!([1]),
+            json!(false),
+            json!(true),
+            json!("1999-12-31T23:59:59Z"),
+            json!("2024-05-01T10:00:00Z"),
+        ];
+        for pair in ordered.windows(2) {
+            assert_eq!(
+                sort_cmp(&pair[0], &pair[1]),
+                Ordering::Less,
+                "{} < {}",
+                pair[0],
+                pair[1]
+            );
+        }
+        // The same instant in two spellings ties; so do 1 and 1.0.
+        assert_eq!(
+            sort_cmp(
+                &json!("2024-05-01T10:00:00Z"),
+                &json!("2024-05-01T12:00:00+02:00")
+            ),
+            Ordering::Equal
+        );
+        assert_eq!(sort_cmp(&json!(1), &json!(1.0)), Ordering::Equal);
     }
 }
