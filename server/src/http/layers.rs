@@ -1,13 +1,15 @@
 //! Layers around every route: request timing (every body says how long it took), CORS for browsers on other
-//! origins, `Cross-Origin-Resource-Policy` for pages that isolate themselves, and the body size limit.
+//! origins, `Cross-Origin-Resource-Policy` for pages that isolate themselves, the body size limit, and a last guard
+//! that turns a panic in a handler into a 500 error envelope instead of a dropped connection.
 
 use std::time::{Duration, Instant};
 
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{header, HeaderName, HeaderValue};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::Router;
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{Any, CorsLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 
@@ -30,6 +32,13 @@ pub fn duration() -> String {
         .unwrap_or_else(|_| "0.00ms".to_string())
 }
 
+/// The answer to a request whose handler panicked. No panic is expected; the engine's operations check their input
+/// before changing state, and the hub recovers its lock, so the server keeps answering.
+fn panicked(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a request handler panicked");
+    crate::error::Error::internal("internal error while handling the request").into_response()
+}
+
 /// Wraps a router in the layers every response goes through.
 pub fn around(router: Router) -> Router {
     let cors = CorsLayer::new()
@@ -44,6 +53,7 @@ pub fn around(router: Router) -> Router {
         ])
         .max_age(Duration::from_secs(600));
     router
+        .layer(CatchPanicLayer::custom(panicked))
         .layer(axum::middleware::from_fn(timed))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(cors)
@@ -51,4 +61,40 @@ pub fn around(router: Router) -> Router {
             HeaderName::from_static("cross-origin-resource-policy"),
             HeaderValue::from_static("cross-origin"),
         ))
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use axum::routing::get;
+    use axum::Router;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_with_the_error_envelope() {
+        async fn boom() -> &'static str {
+            panic!("handler bug")
+        }
+        let app = super::around(Router::new().route("/boom", get(boom)));
+        let res = app
+            .oneshot(Request::get("/boom").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            res.headers()["cross-origin-resource-policy"],
+            "cross-origin"
+        );
+        let body = axum::body::to_bytes(res.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let envelope: presence_protocol::ApiError = serde_json::from_slice(&body).unwrap();
+        assert_eq!(envelope.status_code, 500);
+        assert_eq!(
+            envelope.code,
+            presence_protocol::codes::error_code::INTERNAL
+        );
+        assert!(envelope.duration.ends_with("ms"), "{}", envelope.duration);
+    }
 }
