@@ -27,7 +27,7 @@ trap cleanup EXIT
 
 api_key="test-key-$RANDOM"
 node tests/support/supervisor.mjs --server "$server_bin" --db "$work/presence.db" \
-  --api-key "$api_key" --api-secret "test-secret-$RANDOM" --offline-grace-ms 300 --dev-tokens \
+  --api-key "$api_key" --api-secret "test-secret-0123456789-$RANDOM" --offline-grace-ms 300 --dev-tokens \
   >"$work/supervisor.log" 2>"$work/server.log" &
 supervisor_pid=$!
 
