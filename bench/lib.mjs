@@ -111,7 +111,7 @@ export function buildWasm() {
 // ---- presence-server as a child process ----------------------------------------------------------------------
 
 export const API_KEY = 'bench-key';
-export const API_SECRET = 'bench-secret';
+export const API_SECRET = 'bench-secret-0123456789';
 
 /** Every child process started here, killed hard if the process leaves without stopping them. */
 const children = new Set();

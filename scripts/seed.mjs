@@ -3,7 +3,7 @@
 // token. Users that already exist are left as they are (their status and invisibility survive restarts); the
 // channel is created only when missing.
 //
-//   node scripts/seed.mjs [--base-url http://127.0.0.1:7070] [--api-key demo-key] [--api-secret demo-secret]
+//   node scripts/seed.mjs [--base-url http://127.0.0.1:7070] [--api-key demo-key] [--api-secret demo-secret-change-me]
 //
 // Defaults come from PRESENCE_ADDR, PRESENCE_API_KEY and PRESENCE_API_SECRET. Also importable: seed({...}).
 import { createHmac } from 'node:crypto';
@@ -91,7 +91,7 @@ if (import.meta.url === pathToFileURL(process.argv[1] || '').href) {
     const result = await seed({
       baseURL: args.baseURL || `http://${process.env.PRESENCE_ADDR || '127.0.0.1:7070'}`,
       apiKey: args.apiKey || process.env.PRESENCE_API_KEY || 'demo-key',
-      apiSecret: args.apiSecret || process.env.PRESENCE_API_SECRET || 'demo-secret',
+      apiSecret: args.apiSecret || process.env.PRESENCE_API_SECRET || 'demo-secret-change-me',
       reset: args.reset === true,
     });
     const created = result.created.length ? `created ${result.created.join(', ')}` : 'demo users already there';

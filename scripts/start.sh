@@ -3,7 +3,7 @@
 # page from www/, seeds the demo users and channel, and prints the URLs to open. Stop it with Ctrl-C.
 #
 # Environment: PRESENCE_ADDR (127.0.0.1:7070), PRESENCE_DB (presence.db), PRESENCE_API_KEY (demo-key),
-# PRESENCE_API_SECRET (demo-secret); any other PRESENCE_* variable of the server applies too.
+# PRESENCE_API_SECRET (demo-secret-change-me); any other PRESENCE_* variable of the server applies too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,7 +22,7 @@ cargo build --release -p presence-server
 export PRESENCE_ADDR="${PRESENCE_ADDR:-127.0.0.1:7070}"
 export PRESENCE_DB="${PRESENCE_DB:-presence.db}"
 export PRESENCE_API_KEY="${PRESENCE_API_KEY:-demo-key}"
-export PRESENCE_API_SECRET="${PRESENCE_API_SECRET:-demo-secret}"
+export PRESENCE_API_SECRET="${PRESENCE_API_SECRET:-demo-secret-change-me}"
 
 out=$(mktemp)
 server_pid=

@@ -56,7 +56,7 @@ struct ServeArgs {
     /// The app's API key; requests must carry it as `api_key`.
     #[arg(long, env = "PRESENCE_API_KEY")]
     api_key: Option<String>,
-    /// The app's API secret: signs and checks HS256 tokens.
+    /// The app's API secret: signs and checks HS256 tokens; at least 16 bytes.
     #[arg(long, env = "PRESENCE_API_SECRET")]
     api_secret: Option<String>,
     /// Accept development tokens (signature `devtoken`). Never in production.
@@ -84,6 +84,9 @@ struct ServeArgs {
     #[arg(long, env = "PRESENCE_SEND_QUEUE", default_value_t = 1024)]
     send_queue: usize,
 }
+
+/// The shortest API secret the server starts with: shorter HS256 keys can be brute-forced from a single token.
+const MIN_API_SECRET_BYTES: usize = 16;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -116,6 +119,14 @@ fn serve(args: ServeArgs) -> ExitCode {
         eprintln!("presence-server: --api-key and --api-secret are required (or PRESENCE_API_KEY / PRESENCE_API_SECRET)");
         return ExitCode::from(2);
     };
+    if api_secret.len() < MIN_API_SECRET_BYTES {
+        eprintln!(
+            "presence-server: --api-secret (PRESENCE_API_SECRET) must be at least {MIN_API_SECRET_BYTES} bytes, got {}; \
+             a short HS256 secret lets anyone who sees one token guess it and sign their own",
+            api_secret.len()
+        );
+        return ExitCode::from(2);
+    }
     if args.ping_interval_ms == 0 || args.pong_timeout_ms < args.ping_interval_ms {
         eprintln!("presence-server: --ping-interval-ms must be > 0 and --pong-timeout-ms at least as long");
         return ExitCode::from(2);

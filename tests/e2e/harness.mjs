@@ -9,7 +9,7 @@ import { chromium } from 'playwright-core';
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const API_KEY = 'demo-key';
-export const API_SECRET = 'e2e-secret';
+export const API_SECRET = 'e2e-secret-0123456789';
 export const ARTIFACTS = join(ROOT, 'artifacts', 'e2e');
 
 const SERVER_BIN = process.env.PRESENCE_SERVER_BIN || join(ROOT, 'target', 'release', 'presence-server');

@@ -21,7 +21,7 @@ const opt = (name, fallback) => {
 const bin = opt('server', 'target/debug/presence-server');
 const db = opt('db', ':memory:');
 const apiKey = opt('api-key', 'test-key');
-const apiSecret = opt('api-secret', 'test-secret');
+const apiSecret = opt('api-secret', 'test-secret-0123456789');
 const grace = opt('offline-grace-ms', '300');
 const devTokens = args.includes('--dev-tokens');
 

@@ -71,7 +71,7 @@ impl SqliteStore {
         .map_err(open_error)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(open_error)?;
-        conn.pragma_update(None, "synchronous", "NORMAL")
+        conn.pragma_update(None, "synchronous", "FULL")
             .map_err(open_error)?;
         conn.execute_batch(SCHEMA).map_err(open_error)?;
         let snapshot = load(&conn).map_err(open_error)?;

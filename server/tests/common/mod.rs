@@ -49,6 +49,8 @@ pub struct ServerOpts {
     pub db: Option<PathBuf>,
     pub static_dir: Option<PathBuf>,
     pub env: Vec<(String, String)>,
+    /// The `--api-secret` the server starts with; the server's own token helpers sign with it.
+    pub api_secret: String,
 }
 
 impl Default for ServerOpts {
@@ -62,6 +64,7 @@ impl Default for ServerOpts {
             db: None,
             static_dir: None,
             env: Vec::new(),
+            api_secret: API_SECRET.to_string(),
         }
     }
 }
@@ -96,6 +99,75 @@ impl ServerOpts {
         self.env.push((key.to_string(), value.to_string()));
         self
     }
+    pub fn api_secret(mut self, secret: &str) -> Self {
+        self.api_secret = secret.to_string();
+        self
+    }
+}
+
+/// How a server process that was expected to refuse to start ended.
+#[derive(Debug)]
+pub struct Exited {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs the `presence-server` binary with exactly `args` (and `env` added to the test's environment, with every
+/// `PRESENCE_*` variable of the test's own environment removed) and waits, bounded, for it to exit. Panics if it
+/// is still running after 30 s, e.g. because it started serving instead of refusing.
+pub async fn run_to_exit(args: &[&str], env: &[(&str, &str)]) -> Exited {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_presence-server"));
+    cmd.args(args);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("PRESENCE_") {
+            cmd.env_remove(k);
+        }
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let shown = format!("{args:?}");
+    tokio::task::spawn_blocking(move || {
+        let mut child = cmd.spawn().expect("spawn presence-server");
+        let mut stdout_pipe = child.stdout.take().unwrap();
+        let mut stderr_pipe = child.stderr.take().unwrap();
+        let stdout = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stdout_pipe.read_to_string(&mut text);
+            text
+        });
+        let stderr = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stderr_pipe.read_to_string(&mut text);
+            text
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "presence-server {shown} was still running after 30 s; stdout:\n{}",
+                    stdout.join().unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Exited {
+            status,
+            stdout: stdout.join().unwrap_or_default(),
+            stderr: stderr.join().unwrap_or_default(),
+        }
+    })
+    .await
+    .expect("server run task")
 }
 
 pub struct Server {
@@ -149,7 +221,7 @@ impl Server {
         );
         let settings = presence_server::Settings {
             api_key: API_KEY.to_string(),
-            api_secret: API_SECRET.to_string(),
+            api_secret: opts.api_secret.clone(),
             dev_tokens: opts.dev_tokens,
             static_dir: opts.static_dir.clone(),
             offline_grace: Duration::from_millis(opts.grace_ms),
@@ -195,7 +267,7 @@ impl Server {
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_else(|| ":memory:".to_string());
         cmd.args(["--addr", "127.0.0.1:0", "--db", &db])
-            .args(["--api-key", API_KEY, "--api-secret", API_SECRET])
+            .args(["--api-key", API_KEY, "--api-secret", &opts.api_secret])
             .args(["--offline-grace-ms", &opts.grace_ms.to_string()])
             .args(["--ping-interval-ms", &opts.ping_ms.to_string()])
             .args(["--pong-timeout-ms", &opts.pong_ms.to_string()]);
@@ -331,11 +403,19 @@ impl Server {
     // -- tokens ---------------------------------------------------------------------------------------------------
 
     pub fn user_token(&self, user_id: &str) -> String {
-        sign(&json!({ "user_id": user_id }))
+        sign_with(
+            Algorithm::HS256,
+            &self.opts.api_secret,
+            &json!({ "user_id": user_id }),
+        )
     }
 
     pub fn server_token(&self) -> String {
-        sign(&json!({ "server": true }))
+        sign_with(
+            Algorithm::HS256,
+            &self.opts.api_secret,
+            &json!({ "server": true }),
+        )
     }
 
     // -- REST -----------------------------------------------------------------------------------------------------
