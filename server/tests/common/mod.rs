@@ -945,14 +945,7 @@ impl Call<'_> {
             .text()
             .await
             .unwrap_or_else(|e| panic!("{desc}: reading body failed: {e}"));
-        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Resp {
-            desc,
-            status,
-            headers,
-            text,
-            json,
-        }
+        Resp::new(desc, status, headers, text)
     }
 }
 
@@ -994,14 +987,7 @@ impl Call<'_> {
             .unwrap_or_else(|e| panic!("{desc}: reading body failed: {e}"));
         let text = String::from_utf8(bytes.to_vec())
             .unwrap_or_else(|e| panic!("{desc}: body is not UTF-8: {e}"));
-        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Resp {
-            desc,
-            status,
-            headers,
-            text,
-            json,
-        }
+        Resp::new(desc, status, headers, text)
     }
 }
 
@@ -1015,6 +1001,18 @@ pub struct Resp {
 }
 
 impl Resp {
+    /// An answer, with its body parsed as JSON when it is JSON (else `Value::Null`).
+    fn new(desc: String, status: u16, headers: HeaderMap, text: String) -> Resp {
+        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Resp {
+            desc,
+            status,
+            headers,
+            text,
+            json,
+        }
+    }
+
     /// Assert the status and a JSON object body with a string `duration`; return the body.
     pub fn ok(&self, status: u16) -> &Value {
         assert_eq!(
