@@ -148,6 +148,20 @@ impl Recorder {
     }
 }
 
+/// Connects `peer_id` and waits until `presence` (listening on a client that follows the peer) hears it come
+/// online; then disconnects the peer again.
+async fn peer_online_is_heard(presence: &Recorder, peer_id: &str) {
+    let (peer, _) = connect(&format!(r#"{{"id":"{peer_id}"}}"#), "").await;
+    presence
+        .wait_for(
+            "the peer's online event",
+            10_000,
+            presence_of(peer_id, true),
+        )
+        .await;
+    disconnect(&peer).await;
+}
+
 fn presence_of(user_id: &str, online: bool) -> impl Fn(&JsValue) -> bool + '_ {
     move |event| {
         get(event, "type").as_string().as_deref() == Some("user.presence.changed")
@@ -678,15 +692,7 @@ async fn the_browser_going_offline_drops_the_socket_and_online_reconnects_with_s
         "the old socket was dropped for a new one"
     );
     // The presence query was made again on the new connection.
-    let (peer, _) = connect(&format!(r#"{{"id":"{peer_id}"}}"#), "").await;
-    presence
-        .wait_for(
-            "the peer's online event",
-            10_000,
-            presence_of(&peer_id, true),
-        )
-        .await;
-    disconnect(&peer).await;
+    peer_online_is_heard(&presence, &peer_id).await;
     disconnect(&client).await;
 }
 
@@ -813,15 +819,7 @@ async fn leaving_for_the_back_forward_cache_and_returning_reconnects_with_subscr
     assert!(client.connection_id().is_string());
     assert_ne!(client.connection_id(), before, "a new connection");
     // The presence query was made again on the new connection.
-    let (peer, _) = connect(&format!(r#"{{"id":"{peer_id}"}}"#), "").await;
-    presence
-        .wait_for(
-            "the peer's online event",
-            10_000,
-            presence_of(&peer_id, true),
-        )
-        .await;
-    disconnect(&peer).await;
+    peer_online_is_heard(&presence, &peer_id).await;
     disconnect(&client).await;
 }
 
@@ -889,14 +887,6 @@ async fn a_socket_dropped_while_hidden_reconnects_as_soon_as_the_page_is_visible
         .await;
     assert_ne!(client.connection_id(), before, "a new connection");
     // The presence query was made again on the new connection.
-    let (peer, _) = connect(&format!(r#"{{"id":"{peer_id}"}}"#), "").await;
-    presence
-        .wait_for(
-            "the peer's online event",
-            10_000,
-            presence_of(&peer_id, true),
-        )
-        .await;
-    disconnect(&peer).await;
+    peer_online_is_heard(&presence, &peer_id).await;
     disconnect(&client).await;
 }
