@@ -35,6 +35,8 @@ use self::follows::Follows;
 pub use self::types::{Config, ConnId, Delivery, Ending};
 use self::users::Users;
 
+/// The whole state. Cloning it is O(1) (persistent maps); the clone shares everything until either side changes.
+#[derive(Clone)]
 pub struct Engine {
     config: Config,
     users: Users,
@@ -141,7 +143,7 @@ impl Engine {
         };
         let me = entry.rec.own_view(true);
         self.writes
-            .push(Write::SaveUser(Box::new(entry.rec.clone())));
+            .push(Write::SaveUser(Box::new((*entry.rec).clone())));
         self.health_check_reply(&conn, me, now);
         self.conns.insert(conn, user_id);
         let flipped = self.settle_presence(user_id, now);
