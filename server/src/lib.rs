@@ -1,9 +1,9 @@
 //! `presence-server` as a library: a Stream Chat v1 compatible presence server (REST + WebSocket, SQLite storage).
 //!
 //! A request or frame is authenticated at the edge (`http`, `ws`) and becomes an operation of the presence
-//! engine (`presence`, no IO, no clock) run by the driver (`hub`) with the current time; the engine's deliveries
-//! go through the bus (`bus`) to connection queues, its writes to the store (`store`), its next deadline to the
-//! driver's one timer. [`Service::open`] opens storage and starts the driver; [`app`] is the router over it,
+//! engine (`presence`, no IO, no clock) run by the driver (`hub`) with the current time; the engine's writes go
+//! to the store (`store`), committed before anything else happens, then its deliveries through the bus (`bus`)
+//! to connection queues. [`Service::open`] opens storage and starts the driver; [`app`] is the router over it,
 //! which the binary serves and tests can drive in-process.
 
 pub mod auth;
@@ -67,7 +67,7 @@ pub struct Service {
 
 impl Service {
     /// Opens the SQLite database at `db` (`:memory:` keeps everything in memory) and starts the driver with the
-    /// in-process bus. Must be called inside a tokio runtime.
+    /// in-process bus.
     pub fn open(settings: &Settings, db: &str) -> Result<Service, StoreError> {
         let (store, snapshot) = SqliteStore::open(db)?;
         let (loaded_users, loaded_channels) = (snapshot.users.len(), snapshot.channels.len());
@@ -78,9 +78,9 @@ impl Service {
                 max_connections_per_user: settings.max_connections_per_user,
             },
             snapshot,
-            Arc::new(store),
+            Box::new(store),
             Arc::new(bus::local::LocalBus::default()),
-        );
+        )?;
         let state = AppState::new(
             settings.api_key.clone(),
             auth::TokenVerifier::new(&settings.api_secret, settings.dev_tokens),

@@ -59,7 +59,7 @@ pub async fn query_channels(
     JsonBody(req): JsonBody<QueryChannelsRequest>,
 ) -> Result<Response, Error> {
     let conn = auth.connection_id(req.connection_id.as_deref());
-    let channels = app.hub.query_channels(&auth.caller, conn, &req)?;
+    let channels = app.hub.query_channels(&auth.caller, conn, &req).await?;
     Ok(created(QueryChannelsResponse {
         channels,
         duration: duration(),
@@ -81,7 +81,8 @@ pub async fn stop_watching(
 ) -> Result<Response, Error> {
     let conn = auth.connection_id(req.connection_id.as_deref());
     app.hub
-        .stop_watching(&auth.caller, conn, &format!("{channel_type}:{channel_id}"))?;
+        .stop_watching(&auth.caller, conn, &format!("{channel_type}:{channel_id}"))
+        .await?;
     Ok(created(DurationResponse {
         duration: duration(),
     }))

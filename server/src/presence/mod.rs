@@ -13,6 +13,7 @@ mod get_or_create;
 mod queries;
 mod types;
 mod users;
+mod view;
 mod watch;
 mod writes;
 
@@ -34,6 +35,7 @@ use self::fields::WriteSource;
 use self::follows::Follows;
 pub use self::types::{Config, ConnId, Delivery, Ending};
 use self::users::Users;
+pub use self::view::View;
 
 /// The whole state. Cloning it is O(1) (persistent maps); the clone shares everything until either side changes.
 #[derive(Clone)]
@@ -68,6 +70,11 @@ impl Engine {
         engine
     }
 
+    /// Users as they are now, for readers.
+    pub fn view(&self) -> View {
+        View::new(self.users.clone(), self.conns.len())
+    }
+
     /// Frames to queue, in order. Drain after every operation.
     #[must_use]
     pub fn poll_deliveries(&mut self) -> Vec<Delivery> {
@@ -94,11 +101,13 @@ impl Engine {
     }
 
     /// Open connections.
+    #[cfg(test)]
     pub fn open_connections(&self) -> usize {
         self.conns.len()
     }
 
     /// Users peers currently see online.
+    #[cfg(test)]
     pub fn online_users(&self) -> usize {
         self.users.online()
     }

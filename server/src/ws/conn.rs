@@ -13,7 +13,7 @@ use presence_protocol::{Event, JsonMap};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 use crate::http::error::envelope;
 use crate::model::event_time;
 use crate::presence::{ConnId, Ending};
@@ -40,8 +40,13 @@ pub(super) async fn serve(
     user_id: String,
     details: JsonMap,
 ) {
-    let conn = match app.hub.connect(&user_id, &details, app.send_queue) {
+    let conn = match app.hub.connect(&user_id, &details, app.send_queue).await {
         Ok(conn) => conn,
+        Err(error) if error.kind() == ErrorKind::Internal => {
+            // The server failed (its database): a close code clients retry on, unlike 1000.
+            refuse(socket, error, close_code::INTERNAL_ERROR, "server error").await;
+            return;
+        }
         Err(error) => {
             reject(socket, error).await;
             return;
@@ -161,7 +166,12 @@ fn client_frame(app: &AppState, conn: &ConnId, text: &str) -> Result<(), &'stati
 }
 
 /// A refused connection: the upgrade completes, one `connection.error` frame explains, then close 1000.
-pub(super) async fn reject(mut socket: WebSocket, error: Error) {
+pub(super) async fn reject(socket: WebSocket, error: Error) {
+    refuse(socket, error, close_code::NORMAL, "authentication failed").await;
+}
+
+/// One `connection.error` frame, then close with `code`.
+async fn refuse(mut socket: WebSocket, error: Error, code: u16, reason: &'static str) {
     let ev = Event {
         kind: event_type::CONNECTION_ERROR.to_string(),
         created_at: Some(event_time(chrono::Utc::now())),
@@ -173,8 +183,8 @@ pub(super) async fn reject(mut socket: WebSocket, error: Error) {
     let _ = socket.send(Message::Text(text.into())).await;
     let _ = socket
         .send(Message::Close(Some(CloseFrame {
-            code: close_code::NORMAL,
-            reason: Utf8Bytes::from_static("authentication failed"),
+            code,
+            reason: Utf8Bytes::from_static(reason),
         })))
         .await;
 }
