@@ -1,6 +1,8 @@
 //! The driver around the presence engine. One thread (the [`actor`]) owns the engine and the store and runs
 //! operations in batches: nothing an operation did is visible — no event, no answer, no read — before its
-//! writes are committed. Callers queue an operation and wait for its answer.
+//! writes are committed. Callers queue an operation and wait for its answer. Queries filter, sort and serialize
+//! on the read view the thread publishes after each batch, on tokio's blocking pool; only subscribing the
+//! caller's connection to the page they return goes through the thread.
 
 mod actor;
 
@@ -223,18 +225,30 @@ impl Hub {
         .await
     }
 
+    /// Filters, sorts and pages on the last committed view, off the runtime's workers; with `presence`, the
+    /// connection then follows the users returned (and they are returned as they are at that moment).
     pub async fn query_users(
         &self,
         caller: &Caller,
         conn_id: Option<&str>,
         payload: &QueryUsersPayload,
     ) -> Result<Vec<User>, Error> {
-        let (caller, conn_id, payload) =
-            (caller.clone(), conn_id.map(str::to_string), payload.clone());
-        self.request("QueryUsers", move |engine, _| {
-            engine.query_users(&caller, conn_id.as_deref(), &payload)
-        })
-        .await
+        const OP: &str = "QueryUsers";
+        let view = self.view();
+        let (who, query) = (caller.clone(), payload.clone());
+        let users = tokio::task::spawn_blocking(move || view.query_users(&who, &query))
+            .await
+            .map_err(|_| Error::internal("the query failed").in_operation(OP))??;
+        match conn_id {
+            Some(conn) if payload.presence => {
+                let (caller, conn) = (caller.clone(), conn.to_string());
+                self.request(OP, move |engine, _| {
+                    Ok(engine.follow_users(&caller, Some(&conn), users))
+                })
+                .await
+            }
+            _ => Ok(users),
+        }
     }
 
     pub async fn query_channel(
@@ -261,15 +275,23 @@ impl Hub {
         .await
     }
 
+    /// Filters, sorts and pages on the last committed view, off the runtime's workers; then watches the page
+    /// if asked and builds the channel states (with their live watchers) on the engine.
     pub async fn query_channels(
         &self,
         caller: &Caller,
         conn_id: Option<&str>,
         req: &QueryChannelsRequest,
     ) -> Result<Vec<ChannelStateResponse>, Error> {
-        let (caller, conn_id, req) = (caller.clone(), conn_id.map(str::to_string), req.clone());
-        self.request("QueryChannels", move |engine, now| {
-            engine.query_channels(&caller, conn_id.as_deref(), &req, now)
+        const OP: &str = "QueryChannels";
+        let view = self.view();
+        let query = req.clone();
+        let page = tokio::task::spawn_blocking(move || view.select_channels(&query))
+            .await
+            .map_err(|_| Error::internal("the query failed").in_operation(OP))??;
+        let (caller, conn_id) = (caller.clone(), conn_id.map(str::to_string));
+        self.request(OP, move |engine, now| {
+            Ok(engine.channel_states(&caller, conn_id.as_deref(), &page, now))
         })
         .await
     }

@@ -70,9 +70,9 @@ impl Engine {
         engine
     }
 
-    /// Users as they are now, for readers.
+    /// Users and channels as they are now, for readers.
     pub fn view(&self) -> View {
-        View::new(self.users.clone(), self.conns.len())
+        View::new(self.users.clone(), self.channels.clone(), self.conns.len())
     }
 
     /// Frames to queue, in order. Drain after every operation.
