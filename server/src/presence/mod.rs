@@ -3,6 +3,7 @@
 //! [`Engine::poll_timeout`] and acted on with [`Engine::handle_timeout`]. What an operation causes is queued for
 //! the caller to drain: [`Delivery`]s (which connections get which frame, in order) and storage [`Write`]s.
 
+mod access;
 mod channels;
 mod connections;
 mod events;
