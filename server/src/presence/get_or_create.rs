@@ -3,13 +3,12 @@
 
 use chrono::{DateTime, Utc};
 use presence_protocol::ids::{is_channel_id, is_channel_type};
-use presence_protocol::{ChannelQueryRequest, ChannelStateResponse, JsonMap};
-use serde_json::Value;
+use presence_protocol::{ChannelQueryRequest, ChannelStateResponse};
 
 use crate::error::Error;
 use crate::model::{Caller, ChannelRecord, MemberRecord, Write};
 use crate::presence::watch::caller_user;
-use crate::presence::{access, Engine};
+use crate::presence::{access, limits, Engine};
 
 /// A stable id for the distinct channel of a member set (FNV-1a over the sorted ids).
 fn distinct_channel_id(members: &[String]) -> String {
@@ -22,35 +21,6 @@ fn distinct_channel_id(members: &[String]) -> String {
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
     format!("!members-{hash:016x}")
-}
-
-/// Member ids named by channel data: strings or `{user_id}` objects.
-fn member_ids(data: &JsonMap) -> Result<Vec<String>, Error> {
-    let Some(raw) = data.get("members") else {
-        return Ok(Vec::new());
-    };
-    let items = raw
-        .as_array()
-        .ok_or_else(|| Error::input("data.members must be an array"))?;
-    let mut ids = Vec::with_capacity(items.len());
-    for item in items {
-        let id = match item {
-            Value::String(s) => s.clone(),
-            Value::Object(o) => match o.get("user_id").and_then(Value::as_str) {
-                Some(s) => s.to_string(),
-                None => return Err(Error::input("data.members objects need a user_id")),
-            },
-            _ => {
-                return Err(Error::input(
-                    "data.members must hold user ids or {user_id} objects",
-                ))
-            }
-        };
-        if !ids.contains(&id) {
-            ids.push(id);
-        }
-    }
-    Ok(ids)
 }
 
 impl Engine {
@@ -72,8 +42,9 @@ impl Engine {
             )));
         }
         access::check_channel_type(channel_type).map_err(fail)?;
-        let members = member_ids(&req.data).map_err(fail)?;
+        let members = limits::member_ids(&req.data).map_err(fail)?;
         let data = access::custom_channel_data(&req.data).map_err(fail)?;
+        limits::check_channel_data(&data).map_err(fail)?;
         let channel_id = match channel_id {
             Some(id) if is_channel_id(id) => id.to_string(),
             Some(_) => {
@@ -122,9 +93,14 @@ impl Engine {
             .ok_or_else(|| fail(Error::internal("channel vanished")))
     }
 
-    /// Stores a new channel for `caller`: a user must be among its members, and every member must exist.
+    /// Stores a new channel for `caller`: a user must be among its members and under the per-user channel cap,
+    /// and every member must exist.
     fn create_channel(&mut self, caller: &Caller, rec: ChannelRecord) -> Result<(), Error> {
         access::check_create(caller, &rec)?;
+        if let Some(user_id) = caller_user(caller) {
+            self.channel_quota
+                .check(user_id, self.config.max_channels_per_user)?;
+        }
         let missing: Vec<&str> = rec
             .members
             .iter()
@@ -137,6 +113,7 @@ impl Engine {
                 missing.join(", ")
             )));
         }
+        self.channel_quota.count(rec.created_by.as_deref());
         self.writes.push(Write::SaveChannel(Box::new(rec.clone())));
         self.channels.insert(rec);
         Ok(())
