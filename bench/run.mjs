@@ -4,7 +4,7 @@
 //        [-- --note "text"]
 //   --quick     20,000 ingest frames instead of 100,000, 10 silent deaths instead of 50, fan-out to 1,000 watchers
 //               only, 2,000 idle connections instead of 15,000, queries under load over 5,000 users and 500 channels
-//               for 10 s instead of 50,000 / 5,000 for 30 s (under 5 minutes once built); the full run takes
+//               for 10 s instead of 100,000 / 10,000 for 30 s (under 5 minutes once built); the full run takes
 //               about 15–20 minutes.
 //   --no-build  use the existing pkg/ and target/release/presence-server.
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -35,7 +35,7 @@ const plan = quick
     ingest: { frames: 100_000, users: 10_000, runs: 3, profileFrames: 20_000 },
     detection: { gracefulRuns: 100, silentRuns: 50 },
     fanout: { watchers: [1000, 10000], flips: 10, connections: 15000 },
-    queryload: { users: 50_000, channels: 5_000, probes: 50, loopers: 8, secs: 30 },
+    queryload: { users: 100_000, channels: 10_000, probes: 50, loopers: 8, secs: 30 },
   };
 
 const started = Date.now();
@@ -179,7 +179,8 @@ if (only.has('queryload')) {
     'status line) and `messaging` channels of five members. Probe connections of other users send a `health.check`',
     'every second and time the reply; meanwhile the loopers (server token) run unpinned queries back to back:',
     '`queryUsers` with a range filter on a custom number, sorted on a custom field whose values mix numbers, strings,',
-    'booleans and null, and `queryChannels` over every `messaging` channel sorted on a custom field.',
+    'booleans and null, and `queryChannels` over every `messaging` channel sorted on a custom field; one more client',
+    'loops pinned `queryUsers` (`id $in` of 30 ids, the usual presence query).',
     '',
     queryload.markdown(result),
     '',

@@ -162,51 +162,72 @@ async fn probe(p: Arc<Params>, n: usize, stop: Arc<AtomicBool>) -> Result<ProbeL
     }
 }
 
-/// One query looper: alternates an unpinned queryUsers and an unpinned queryChannels until `stop`.
+/// The kinds of query timed, in the order of [`Latencies`].
+const KINDS: [&str; 3] = ["users_unpinned", "channels_unpinned", "users_pinned"];
+
+/// Query latencies (ms) by kind.
+type Latencies = Arc<Mutex<[Vec<f64>; 3]>>;
+
+fn pinned_ids(p: &Params, round: usize) -> Vec<String> {
+    (0..30)
+        .map(|k| format!("qu-{:06}", (round * 30 + k * 331) % p.users.max(1)))
+        .collect()
+}
+
+async fn query(http: &reqwest::Client, p: &Params, kind: usize, round: usize) -> Result<(), Error> {
+    let users = |payload: Value| {
+        http.get(format!(
+            "{}/users?api_key={}&payload={}",
+            p.server,
+            p.api_key,
+            percent_encode(&payload.to_string())
+        ))
+    };
+    let request = match kind {
+        0 => users(json!({
+            "filter_conditions": { "score": { "$gte": (round * 37) % 5000 } },
+            "sort": [{ "field": "tier", "direction": 1 }, { "field": "score", "direction": -1 }],
+            "limit": 30,
+        })),
+        1 => http
+            .post(format!("{}/channels?api_key={}", p.server, p.api_key))
+            .json(&json!({
+                "filter_conditions": { "type": "messaging" },
+                "sort": [{ "field": "rank", "direction": -1 }],
+                "limit": 30, "state": true, "watch": false, "presence": false,
+            })),
+        _ => users(json!({
+            "filter_conditions": { "id": { "$in": pinned_ids(p, round) } },
+            "sort": [{ "field": "last_active", "direction": -1 }],
+            "limit": 30,
+        })),
+    };
+    let request = request
+        .header("Authorization", &p.server_token)
+        .header("stream-auth-type", "jwt");
+    check(request.send().await?, KINDS[kind]).await?;
+    Ok(())
+}
+
+/// One query looper: loops `kinds` in turn until `stop`.
 async fn looper(
     http: reqwest::Client,
     p: Arc<Params>,
-    k: usize,
+    kinds: Vec<usize>,
     stop: Arc<AtomicBool>,
     done: Arc<AtomicU64>,
-    latencies: Arc<Mutex<Vec<f64>>>,
+    latencies: Latencies,
 ) -> Result<(), Error> {
     let mut round = 0usize;
     while !stop.load(Ordering::Relaxed) {
+        let kind = kinds[round % kinds.len()];
         let t0 = Instant::now();
-        if (round + k).is_multiple_of(2) {
-            let payload = json!({
-                "filter_conditions": { "score": { "$gte": (round * 37) % 5000 } },
-                "sort": [{ "field": "tier", "direction": 1 }, { "field": "score", "direction": -1 }],
-                "limit": 30,
-            });
-            let request = http
-                .get(format!(
-                    "{}/users?api_key={}&payload={}",
-                    p.server,
-                    p.api_key,
-                    percent_encode(&payload.to_string())
-                ))
-                .header("Authorization", &p.server_token)
-                .header("stream-auth-type", "jwt");
-            check(request.send().await?, "queryUsers").await?;
-        } else {
-            let request = http
-                .post(format!("{}/channels?api_key={}", p.server, p.api_key))
-                .header("Authorization", &p.server_token)
-                .header("stream-auth-type", "jwt")
-                .json(&json!({
-                    "filter_conditions": { "type": "messaging" },
-                    "sort": [{ "field": "rank", "direction": -1 }],
-                    "limit": 30, "state": true, "watch": false, "presence": false,
-                }));
-            check(request.send().await?, "queryChannels").await?;
-        }
-        latencies
-            .lock()
-            .map_err(|_| "latency log poisoned")?
+        query(&http, &p, kind, round).await?;
+        latencies.lock().map_err(|_| "latency log poisoned")?[kind]
             .push(t0.elapsed().as_secs_f64() * 1e3);
-        done.fetch_add(1, Ordering::Relaxed);
+        if kind != 2 {
+            done.fetch_add(1, Ordering::Relaxed);
+        }
         round += 1;
     }
     Ok(())
@@ -229,13 +250,18 @@ pub async fn run(p: Params) -> Result<Value, Error> {
     .await?;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let done = Arc::new(AtomicU64::new(0));
-    let latencies = Arc::new(Mutex::new(Vec::new()));
-    let loopers: Vec<_> = (0..p.loopers)
-        .map(|k| {
+    let latencies: Latencies = Arc::new(Mutex::new(Default::default()));
+    // The unpinned loopers alternate users and channels; one more client loops pinned queries (`id $in` of 30),
+    // the usual presence query, to show what the load does to it.
+    let plans = (0..p.loopers)
+        .map(|k| if k % 2 == 0 { vec![0, 1] } else { vec![1, 0] })
+        .chain([vec![2]]);
+    let loopers: Vec<_> = plans
+        .map(|kinds| {
             tokio::spawn(looper(
                 http.clone(),
                 Arc::clone(&p),
-                k,
+                kinds,
                 Arc::clone(&stop),
                 Arc::clone(&done),
                 Arc::clone(&latencies),
@@ -258,10 +284,16 @@ pub async fn run(p: Params) -> Result<Value, Error> {
         closes.extend(log.closed_with);
         lost += usize::from(log.lost);
     }
-    let mut query_ms = latencies
+    let mut by_kind = latencies
         .lock()
         .map_err(|_| "latency log poisoned")?
         .clone();
+    let mut unpinned: Vec<f64> = by_kind[0].iter().chain(&by_kind[1]).copied().collect();
+    let kinds: serde_json::Map<String, Value> = KINDS
+        .iter()
+        .zip(by_kind.iter_mut())
+        .map(|(name, values)| (name.to_string(), summary(values)))
+        .collect();
     let queries = done.load(Ordering::Relaxed);
     Ok(json!({
         "users": p.users,
@@ -277,6 +309,7 @@ pub async fn run(p: Params) -> Result<Value, Error> {
         "probes_lost": lost,
         "queries": queries,
         "queries_per_sec": queries as f64 / elapsed,
-        "query_ms": summary(&mut query_ms),
+        "query_ms": summary(&mut unpinned),
+        "query_ms_by_kind": kinds,
     }))
 }
