@@ -285,8 +285,8 @@ impl Hub {
     ) -> Result<Vec<ChannelStateResponse>, Error> {
         const OP: &str = "QueryChannels";
         let view = self.view();
-        let query = req.clone();
-        let page = tokio::task::spawn_blocking(move || view.select_channels(&query))
+        let (who, query) = (caller.clone(), req.clone());
+        let page = tokio::task::spawn_blocking(move || view.select_channels(&who, &query))
             .await
             .map_err(|_| Error::internal("the query failed").in_operation(OP))??;
         let (caller, conn_id) = (caller.clone(), conn_id.map(str::to_string));

@@ -43,10 +43,6 @@ impl Channels {
         self.records.get(cid).map(|r| &**r)
     }
 
-    pub fn contains(&self, cid: &str) -> bool {
-        self.records.contains_key(cid)
-    }
-
     pub fn records(&self) -> impl Iterator<Item = &ChannelRecord> {
         self.records.values().map(|r| &**r)
     }

@@ -16,7 +16,7 @@ use crate::presence::filter::{self, Filter};
 use crate::presence::users::UserEntry;
 use crate::presence::view::{ChannelPage, View};
 use crate::presence::watch::caller_user;
-use crate::presence::Engine;
+use crate::presence::{access, Engine};
 
 const USER_SORT_DEFAULT: &[(&str, i64)] = &[("created_at", -1), ("id", -1)];
 const CHANNEL_SORT_DEFAULT: &[(&str, i64)] =
@@ -92,8 +92,12 @@ impl View {
             .collect())
     }
 
-    /// `POST /channels` on this view: the page of channels selected, in order.
-    pub fn select_channels(&self, req: &QueryChannelsRequest) -> Result<ChannelPage, Error> {
+    /// `POST /channels` on this view: the page of the channels the caller may read selected, in order.
+    pub fn select_channels(
+        &self,
+        caller: &Caller,
+        req: &QueryChannelsRequest,
+    ) -> Result<ChannelPage, Error> {
         const OP: &str = "QueryChannels";
         let fail = |f: Error| f.in_operation(OP);
         let filter = Filter::parse(&req.filter_conditions, None).map_err(fail)?;
@@ -110,6 +114,7 @@ impl View {
         let mut matched: Vec<(JsonMap, String)> = self
             .channels
             .records()
+            .filter(|rec| access::may_read(caller, rec))
             .map(|rec| (channel_filter_view(rec), rec.cid.clone()))
             .filter(|(view, _)| filter.matches(view))
             .collect();
