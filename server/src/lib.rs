@@ -52,8 +52,8 @@ pub struct Settings {
     pub watch_implies_presence: bool,
     /// Open connections one user may hold; one more is refused with code 71.
     pub max_connections_per_user: usize,
-    /// Frames a connection may have queued before it is closed as too slow (4003).
-    pub send_queue: usize,
+    /// Bytes of frames a connection may have queued before it is closed as too slow (4003).
+    pub send_queue_bytes: usize,
 }
 
 /// Storage opened and the driver running: what the router serves.
@@ -86,7 +86,7 @@ impl Service {
             auth::TokenVerifier::new(&settings.api_secret, settings.dev_tokens),
             settings.ping_interval,
             settings.pong_timeout,
-            settings.send_queue,
+            settings.send_queue_bytes,
             hub,
         );
         Ok(Service {

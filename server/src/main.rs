@@ -80,9 +80,9 @@ struct ServeArgs {
     /// Open connections one user may hold (tabs, devices); one more is refused with code 71.
     #[arg(long, env = "PRESENCE_MAX_CONNECTIONS_PER_USER", default_value_t = 50)]
     max_connections_per_user: usize,
-    /// Frames a connection may have queued before it is closed as too slow (4003).
-    #[arg(long, env = "PRESENCE_SEND_QUEUE", default_value_t = 1024)]
-    send_queue: usize,
+    /// Bytes of frames a connection may have queued before it is closed as too slow (4003).
+    #[arg(long, env = "PRESENCE_SEND_QUEUE_BYTES", default_value_t = 1024 * 1024)]
+    send_queue_bytes: usize,
 }
 
 /// The shortest API secret the server starts with: shorter HS256 keys can be brute-forced from a single token.
@@ -131,6 +131,10 @@ fn serve(args: ServeArgs) -> ExitCode {
         eprintln!("presence-server: --ping-interval-ms must be > 0 and --pong-timeout-ms at least as long");
         return ExitCode::from(2);
     }
+    if args.send_queue_bytes == 0 {
+        eprintln!("presence-server: --send-queue-bytes must be > 0");
+        return ExitCode::from(2);
+    }
     let settings = Settings {
         api_key,
         api_secret,
@@ -141,7 +145,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         pong_timeout: Duration::from_millis(args.pong_timeout_ms),
         watch_implies_presence: args.watch_implies_presence,
         max_connections_per_user: args.max_connections_per_user,
-        send_queue: args.send_queue,
+        send_queue_bytes: args.send_queue_bytes,
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

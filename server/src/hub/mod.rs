@@ -9,16 +9,15 @@ mod timer;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use axum::extract::ws::Utf8Bytes;
 use chrono::{DateTime, Utc};
 use presence_protocol::codes::close_code;
 use presence_protocol::{
     ChannelQueryRequest, ChannelStateResponse, JsonMap, PartialUserUpdate, QueryChannelsRequest,
     QueryUsersPayload, User,
 };
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 
-use crate::bus::{Bus, Outlet};
+use crate::bus::{Bus, Outlet, OutletQueue};
 use crate::error::Error;
 use crate::model::Caller;
 use crate::presence::{self, ConnId, Ending, Engine};
@@ -36,7 +35,7 @@ pub struct Counts {
 pub struct Connection {
     pub id: ConnId,
     pub outlet: Arc<Outlet>,
-    pub queue: mpsc::Receiver<Utf8Bytes>,
+    pub queue: OutletQueue,
 }
 
 pub struct Hub {
@@ -111,16 +110,16 @@ impl Hub {
 
     // ----- connections -----
 
-    /// Registers a new connection for `user_id`, applying `details` as on connect; its queue (at most
-    /// `queue_capacity` frames) starts with the first `health.check`.
+    /// Registers a new connection for `user_id`, applying `details` as on connect; its queue (frames of at
+    /// most `max_queued_bytes` in total) starts with the first `health.check`.
     pub fn connect(
         &self,
         user_id: &str,
         details: &JsonMap,
-        queue_capacity: usize,
+        max_queued_bytes: usize,
     ) -> Result<Connection, Error> {
         let id: ConnId = uuid::Uuid::new_v4().to_string().into();
-        let (outlet, queue) = Outlet::new(queue_capacity);
+        let (outlet, queue) = Outlet::new(max_queued_bytes);
         self.run(|engine, now| {
             self.bus.attach(Arc::clone(&id), Arc::clone(&outlet));
             let connected = engine.connect(Arc::clone(&id), user_id, details, now);

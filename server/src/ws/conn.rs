@@ -10,9 +10,10 @@ use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use presence_protocol::codes::{close_code, event_type};
 use presence_protocol::{Event, JsonMap};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use crate::bus::OutletQueue;
 use crate::error::Error;
 use crate::http::error::envelope;
 use crate::model::event_time;
@@ -40,7 +41,7 @@ pub(super) async fn serve(
     user_id: String,
     details: JsonMap,
 ) {
-    let conn = match app.hub.connect(&user_id, &details, app.send_queue) {
+    let conn = match app.hub.connect(&user_id, &details, app.send_queue_bytes) {
         Ok(conn) => conn,
         Err(error) => {
             reject(socket, error).await;
@@ -115,7 +116,7 @@ pub(super) async fn serve(
 /// Writes queued frames and protocol pings until told to close (or the socket fails); then sends the close frame.
 async fn write_loop(
     mut sink: SplitSink<WebSocket, Message>,
-    mut queue: mpsc::Receiver<Utf8Bytes>,
+    mut queue: OutletQueue,
     mut close: oneshot::Receiver<CloseFrame>,
     ping_interval: Duration,
 ) {

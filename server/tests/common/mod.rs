@@ -229,7 +229,7 @@ impl Server {
             pong_timeout: Duration::from_millis(opts.pong_ms),
             watch_implies_presence: opts.watch_implies_presence,
             max_connections_per_user: 50,
-            send_queue: 1024,
+            send_queue_bytes: 1024 * 1024,
         };
         let db = opts
             .db
