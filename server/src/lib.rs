@@ -50,7 +50,8 @@ pub struct Settings {
     pub pong_timeout: Duration,
     /// Any watch of a channel subscribes to its members' presence.
     pub watch_implies_presence: bool,
-    /// Open connections one user may hold; one more is refused with code 71.
+    /// Open connections one user may hold; one more replaces the oldest that missed a pong, or is refused with
+    /// code 71.
     pub max_connections_per_user: usize,
     /// Bytes of frames a connection may have queued before it is closed as too slow (4003).
     pub send_queue_bytes: usize,

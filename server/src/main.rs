@@ -77,7 +77,8 @@ struct ServeArgs {
     /// Any watch of a channel subscribes to its members' presence, even without `presence: true`.
     #[arg(long, env = "PRESENCE_WATCH_IMPLIES_PRESENCE")]
     watch_implies_presence: bool,
-    /// Open connections one user may hold (tabs, devices); one more is refused with code 71.
+    /// Open connections one user may hold (tabs, devices); one more replaces the oldest that missed a pong
+    /// (closed with 4002), or is refused with code 71 and close 1013.
     #[arg(long, env = "PRESENCE_MAX_CONNECTIONS_PER_USER", default_value_t = 50)]
     max_connections_per_user: usize,
     /// Bytes of frames a connection may have queued before it is closed as too slow (4003).

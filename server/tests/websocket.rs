@@ -1,12 +1,12 @@
 //! The realtime connection: first frame, `user_details` on connect, keep-alive in both directions, frames the
-//! server refuses, shutdown, the connection cap. Slow consumers are in `connections.rs`.
+//! server refuses, shutdown. The connection cap and slow consumers are in `connections.rs`.
 
 mod common;
 
 use std::time::Instant;
 
 use common::*;
-use presence_protocol::codes::{close_code, error_code, event_type};
+use presence_protocol::codes::{close_code, event_type};
 use presence_protocol::Event;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
@@ -325,38 +325,4 @@ async fn sigterm_closes_live_sockets_with_1001() {
         Closed::Frame(Some(close_code::GOING_AWAY)),
         "a live socket is closed with 1001 on shutdown"
     );
-}
-
-#[tokio::test]
-async fn connections_beyond_the_per_user_limit_are_refused_with_code_71() {
-    let s = Server::start_with(ServerOpts::default().env("PRESENCE_MAX_CONNECTIONS_PER_USER", "2"))
-        .await;
-    let first = s.connect("alice").await;
-    let _second = s.connect("alice").await;
-    // Other users are not affected by alice's count.
-    let _bob = s.connect("bob").await;
-
-    let params = Server::connect_params("alice", &json!({ "id": "alice" }), &s.user_token("alice"));
-    let mut third = s.open_ws(&params, "alice").await;
-    let frame = match third.next(WAIT).await {
-        Some(Incoming::Json(v)) => v,
-        other => panic!("expected a connection.error frame, got {other:?}"),
-    };
-    assert_eq!(frame["type"], event_type::CONNECTION_ERROR, "{frame}");
-    assert_eq!(
-        frame["error"]["code"],
-        error_code::TOO_MANY_CONNECTIONS,
-        "{frame}"
-    );
-    assert_eq!(frame["error"]["StatusCode"], 429, "{frame}");
-    assert_eq!(
-        third.wait_closed(WAIT).await,
-        Closed::Frame(Some(close_code::NORMAL))
-    );
-
-    // A freed slot can be taken again.
-    first.close(1000).await;
-    s.wait_metric("presence_open_connections", 2.0).await;
-    let again = s.connect("alice").await;
-    assert_eq!(again.me()["id"], "alice");
 }

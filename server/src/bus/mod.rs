@@ -2,6 +2,7 @@
 //! carries each frame to the connection's send queue (an [`Outlet`]), wherever that connection is held.
 //! [`local::LocalBus`] is the in-process default.
 
+mod liveness;
 pub mod local;
 
 use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
@@ -11,6 +12,7 @@ use axum::extract::ws::Utf8Bytes;
 use presence_protocol::codes::close_code;
 use tokio::sync::{mpsc, Notify};
 
+pub use self::liveness::Liveness;
 use crate::presence::{ConnId, Delivery};
 
 /// Carries frames to connections.
@@ -23,16 +25,22 @@ pub trait Bus: Send + Sync + 'static {
     fn publish(&self, deliveries: Vec<Delivery>);
     /// Asks every attached connection to close with `code`.
     fn close_all(&self, code: u16);
+    /// Asks one attached connection to close with `code`.
+    fn evict(&self, conn: &ConnId, code: u16);
+    /// Of `conns`, the attached ones that have missed a pong ([`Liveness::missed_pong`]), in the order given.
+    fn missed_pong(&self, conns: &[ConnId]) -> Vec<ConnId>;
     /// Frames handed to connection queues so far.
     fn frames_sent(&self) -> u64;
 }
 
-/// The sending side of one connection: a queue of frames bounded in bytes, and a way to ask its task to close.
+/// The sending side of one connection: a queue of frames bounded in bytes, the connection's liveness as its
+/// reader sees it, and a way to ask its task to close.
 pub struct Outlet {
     queue: mpsc::UnboundedSender<Utf8Bytes>,
     /// Bytes of the frames queued and not yet taken by the writer; shared with the [`OutletQueue`].
     queued_bytes: Arc<AtomicUsize>,
     max_queued_bytes: usize,
+    liveness: Liveness,
     evicted: Notify,
     evict_code: AtomicU16,
 }
@@ -55,13 +63,14 @@ impl OutletQueue {
 impl Outlet {
     /// An outlet whose queued frames may total at most `max_queued_bytes`, and the receiving end its writer
     /// drains.
-    pub fn new(max_queued_bytes: usize) -> (Arc<Outlet>, OutletQueue) {
+    pub fn new(max_queued_bytes: usize, liveness: Liveness) -> (Arc<Outlet>, OutletQueue) {
         let (queue, frames) = mpsc::unbounded_channel();
         let queued_bytes = Arc::new(AtomicUsize::new(0));
         let outlet = Outlet {
             queue,
             queued_bytes: Arc::clone(&queued_bytes),
             max_queued_bytes,
+            liveness,
             evicted: Notify::new(),
             evict_code: AtomicU16::new(0),
         };
@@ -96,6 +105,11 @@ impl Outlet {
             return false;
         }
         true
+    }
+
+    /// When the connection was last heard from.
+    pub fn liveness(&self) -> &Liveness {
+        &self.liveness
     }
 
     /// Asks the connection's task to close the socket with `code` (the first code asked for wins).

@@ -19,6 +19,7 @@ mod writes;
 #[cfg(test)]
 mod tests;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -101,24 +102,49 @@ impl Engine {
         self.users.online()
     }
 
+    /// The user's open connections, oldest first, when they hold as many as allowed (so a new one must replace
+    /// one of them or be refused); empty otherwise.
+    pub fn connections_at_cap(&self, user_id: &str) -> &[ConnId] {
+        match self.users.get(user_id) {
+            Some(u) if u.conns().len() >= self.config.max_connections_per_user => u.conns(),
+            _ => &[],
+        }
+    }
+
     /// Registers connection `conn` of `user_id`, applying `details` as on connect, and queues the first
     /// `health.check` frame on it before any other frame can reach it.
-    /// Refused (code 71) when the user already holds the maximum number of connections.
+    ///
+    /// When the user already holds the maximum number of connections, the oldest of them that the caller lists
+    /// in `replaceable` (those it found dead) gives way: it ends as abnormally ended connections do, after the
+    /// new one is registered, so the user never stops counting as online. It is returned for the caller to
+    /// close. With none to replace, the connection is refused (code 71).
     pub fn connect(
         &mut self,
         conn: ConnId,
         user_id: &str,
         details: &JsonMap,
+        replaceable: &[ConnId],
         now: DateTime<Utc>,
-    ) -> Result<(), Error> {
-        let open = self.users.get(user_id).map_or(0, |u| u.conns().len());
-        let max = self.config.max_connections_per_user;
-        if open >= max {
-            return Err(Error::new(
-                ErrorKind::TooManyConnections,
-                format!("user {user_id} already has {open} open connections (the limit is {max})"),
-            ));
-        }
+    ) -> Result<Option<ConnId>, Error> {
+        let at_cap = self.connections_at_cap(user_id);
+        let replaced = if at_cap.is_empty() {
+            None
+        } else {
+            let dead: HashSet<&ConnId> = replaceable.iter().collect();
+            match at_cap.iter().find(|c| dead.contains(c)) {
+                Some(oldest_dead) => Some(Arc::clone(oldest_dead)),
+                None => {
+                    let (open, max) = (at_cap.len(), self.config.max_connections_per_user);
+                    return Err(Error::new(
+                        ErrorKind::TooManyConnections,
+                        format!(
+                            "user {user_id} already has {open} open connections (the limit is {max}) \
+                             and none of them has missed a pong"
+                        ),
+                    ));
+                }
+            }
+        };
         let rec = self.users.get_or_insert(user_id, now);
         let mut changed = false;
         for (field, value) in details {
@@ -151,7 +177,10 @@ impl Engine {
         if invisible_changed {
             self.watching_visibility_changed(user_id, now);
         }
-        Ok(())
+        if let Some(old) = &replaced {
+            self.disconnect(old, Ending::Abnormal, now);
+        }
+        Ok(replaced)
     }
 
     /// Forgets a connection. The user goes offline at once after an explicit close, otherwise after the grace

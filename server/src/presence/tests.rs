@@ -78,7 +78,7 @@ impl Test {
     ) -> ConnId {
         let id: ConnId = Arc::from(conn);
         self.engine
-            .connect(Arc::clone(&id), user, &map(details), now)
+            .connect(Arc::clone(&id), user, &map(details), &[], now)
             .unwrap();
         self.pump();
         let mut frames = self.take(&id);
@@ -210,12 +210,88 @@ fn connections_beyond_the_limit_are_refused_and_change_nothing() {
     }
     let refused = t
         .engine
-        .connect(Arc::from("a4"), "alice", &JsonMap::new(), at(1))
+        .connect(Arc::from("a4"), "alice", &JsonMap::new(), &[], at(1))
         .unwrap_err();
     assert_eq!(refused.code(), 71);
     t.pump();
     assert!(t.take(&Arc::from("a4")).is_empty());
     assert_eq!(t.engine.open_connections(), 3);
+}
+
+#[test]
+fn at_the_limit_the_oldest_dead_connection_gives_way_without_a_presence_flip() {
+    let mut t = Test::new(false);
+    let bob = t.connect("b1", "bob", at(0));
+    t.follow(&bob, "bob", &["alice"]);
+    let [a1, a2, a3] = ["a1", "a2", "a3"].map(|c| t.connect(c, "alice", at(0)));
+    t.take(&bob);
+    assert!(t.engine.connections_at_cap("bob").is_empty());
+    assert_eq!(
+        t.engine.connections_at_cap("alice"),
+        [a1.clone(), a2.clone(), a3.clone()]
+    );
+
+    // Connections of someone else, or unknown ones, never make room.
+    let not_hers = [Arc::clone(&bob), Arc::from("zz")];
+    let refused = t
+        .engine
+        .connect(Arc::from("a4"), "alice", &JsonMap::new(), &not_hers, at(1))
+        .unwrap_err();
+    assert_eq!(refused.code(), 71);
+
+    // Of the dead ones named, the oldest is replaced.
+    let replaced = t
+        .engine
+        .connect(
+            Arc::from("a4"),
+            "alice",
+            &JsonMap::new(),
+            &[a3.clone(), a2.clone()],
+            at(2),
+        )
+        .unwrap();
+    assert_eq!(replaced, Some(a2.clone()));
+    t.pump();
+    assert_eq!(t.take(&Arc::from("a4"))[0]["type"], HEALTH_CHECK);
+    assert_eq!(
+        t.engine.connections_at_cap("alice"),
+        [a1, a3, Arc::from("a4")]
+    );
+    assert_eq!(t.engine.open_connections(), 4);
+    assert_eq!(t.engine.poll_timeout(), None, "no grace window opens");
+    assert_eq!(t.presence_flips(&bob, "alice"), Vec::<bool>::new());
+}
+
+#[test]
+fn a_user_at_a_limit_of_one_replacing_a_dead_connection_stays_online() {
+    let mut t = Test::new(false);
+    t.engine = Engine::new(
+        Config {
+            offline_grace: Duration::ZERO,
+            watch_implies_presence: false,
+            max_connections_per_user: 1,
+        },
+        Vec::new(),
+        Vec::new(),
+    );
+    let a1 = t.connect("a1", "alice", at(0));
+    let bob = t.connect("b1", "bob", at(0));
+    t.follow(&bob, "bob", &["alice"]);
+    t.take(&bob);
+    let replaced = t
+        .engine
+        .connect(
+            Arc::from("a2"),
+            "alice",
+            &JsonMap::new(),
+            std::slice::from_ref(&a1),
+            at(5),
+        )
+        .unwrap();
+    assert_eq!(replaced, Some(a1));
+    t.pump();
+    assert_eq!(t.engine.online_users(), 2);
+    assert_eq!(t.presence_flips(&bob, "alice"), Vec::<bool>::new());
 }
 
 #[test]
