@@ -53,6 +53,8 @@ pub struct Settings {
     /// Open connections one user may hold; one more replaces the oldest that missed a pong, or is refused with
     /// code 71.
     pub max_connections_per_user: usize,
+    /// Channels one user token may create; one more is refused with code 4.
+    pub max_channels_per_user: usize,
     /// Bytes of frames a connection may have queued before it is closed as too slow (4003).
     pub send_queue_bytes: usize,
 }
@@ -77,6 +79,7 @@ impl Service {
                 offline_grace: settings.offline_grace,
                 watch_implies_presence: settings.watch_implies_presence,
                 max_connections_per_user: settings.max_connections_per_user,
+                max_channels_per_user: settings.max_channels_per_user,
             },
             snapshot,
             Arc::new(store),

@@ -183,36 +183,62 @@ async fn frozen_client_is_dropped_after_pong_timeout_and_goes_offline() {
     assert!(s.user_ids(json!({ "online": true })).await == strs(&["bob"]));
 }
 
+/// User data is capped at 5 KB, so large volumes of events come from many users: `alice` and 99 others whose
+/// presence `conn` (alice's connection) follows, each update of all of them queues 100 `user.updated` frames of
+/// about 5 KB on it. Returns their ids.
+async fn followed_by(s: &Server, conn: &str) -> Vec<String> {
+    let mut ids = vec!["alice".to_string()];
+    ids.extend((1..100).map(|i| format!("peer{i:02}")));
+    let users: Vec<_> = ids.iter().map(|id| json!({ "id": id })).collect();
+    s.upsert(&users[1..]).await;
+    s.query_users(
+        &Auth::Server,
+        Some(conn),
+        json!({ "filter_conditions": { "id": { "$in": ids } }, "presence": true, "limit": 100 }),
+    )
+    .await
+    .ok(200);
+    ids
+}
+
+/// One `PATCH /users` giving every user in `ids` a new status of nearly 5 KB that starts with `i`.
+async fn update_all(s: &Server, ids: &[String], i: usize) -> Resp {
+    let status = format!("{i}{}", "u".repeat(5000));
+    let users: Vec<_> = ids
+        .iter()
+        .map(|id| json!({ "id": id, "set": { "status": status } }))
+        .collect();
+    s.patch("/users")
+        .auth(&Auth::Server)
+        .json(json!({ "users": users }))
+        .send()
+        .await
+}
+
 #[tokio::test]
 async fn frozen_client_with_a_full_socket_buffer_still_times_out() {
     // A pong timeout long enough for the buffers to fill first even on a loaded machine.
     let (ping, pong, grace) = (500, 20_000, 300);
-    // A send queue bound far above the traffic: only the pong timeout may end the connection.
     let s = Server::start_with(
         ServerOpts::default()
             .ping(ping, pong)
             .grace(grace)
+            // A send queue bound far above the traffic: only the pong timeout may end the connection.
             .env("PRESENCE_SEND_QUEUE_BYTES", &(64 * 1024 * 1024).to_string()),
     )
     .await;
-    let (mut alice, _) = RawWs::connect_with_recv_buffer(&s, "alice", Some(16 * 1024)).await;
+    let (mut alice, first) = RawWs::connect_with_recv_buffer(&s, "alice", Some(16 * 1024)).await;
     let frozen_at = Instant::now();
     assert_eq!(s.user_as(&Auth::Server, "alice").await["online"], true);
+    let ids = followed_by(&s, first["connection_id"].as_str().unwrap()).await;
     // Events keep coming for the frozen tab until the socket buffers between it and the server are full
-    // (~8 MB against a 16 KiB receive window and at most 4 MiB of send buffer), with far fewer bytes than the
-    // server's send-queue bound, and before the pong timeout.
-    let blob = "f".repeat(200 * 1024);
-    let updates = 40;
-    for i in 0..updates {
-        s.partial_update(
-            &Auth::Server,
-            "alice",
-            json!({ "status": format!("{i}{blob}") }),
-            &[],
-        )
-        .await
-        .ok(200);
+    // (~8 MB against a 16 KiB receive window and at most 4 MiB of send buffer), with fewer bytes than the
+    // send-queue bound set here, and before the pong timeout.
+    let batches = 16;
+    for i in 0..batches {
+        update_all(&s, &ids, i).await.ok(200);
     }
+    let updates = batches * ids.len();
     let filled = frozen_at.elapsed().as_millis();
     assert!(
         filled < pong as u128,

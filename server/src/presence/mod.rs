@@ -3,6 +3,7 @@
 //! [`Engine::poll_timeout`] and acted on with [`Engine::handle_timeout`]. What an operation causes is queued for
 //! the caller to drain: [`Delivery`]s (which connections get which frame, in order) and storage [`Write`]s.
 
+mod access;
 mod channels;
 mod connections;
 mod events;
@@ -10,6 +11,7 @@ mod fields;
 mod filter;
 mod follows;
 mod get_or_create;
+mod limits;
 mod queries;
 mod types;
 mod users;
@@ -33,6 +35,7 @@ use self::channels::Channels;
 use self::connections::Connections;
 use self::fields::WriteSource;
 use self::follows::Follows;
+use self::limits::ChannelQuota;
 pub use self::types::{Config, ConnId, Delivery, Ending};
 use self::users::Users;
 
@@ -42,6 +45,8 @@ pub struct Engine {
     conns: Connections,
     channels: Channels,
     follows: Follows,
+    /// Channels each user has created.
+    channel_quota: ChannelQuota,
     deliveries: Vec<Delivery>,
     writes: Vec<Write>,
 }
@@ -55,6 +60,7 @@ impl Engine {
             conns: Connections::default(),
             channels: Channels::default(),
             follows: Follows::default(),
+            channel_quota: ChannelQuota::default(),
             deliveries: Vec::new(),
             writes: Vec::new(),
         };
@@ -62,6 +68,7 @@ impl Engine {
             engine.users.insert(rec);
         }
         for rec in channels {
+            engine.channel_quota.count(rec.created_by.as_deref());
             engine.channels.insert(rec);
         }
         engine
@@ -117,7 +124,8 @@ impl Engine {
     /// When the user already holds the maximum number of connections, the oldest of them that the caller lists
     /// in `replaceable` (those it found dead) gives way: it ends as abnormally ended connections do, after the
     /// new one is registered, so the user never stops counting as online. It is returned for the caller to
-    /// close. With none to replace, the connection is refused (code 71).
+    /// close. With none to replace, the connection is refused (code 71). It is refused (code 4) as well when
+    /// `details` would make the user's data too large.
     pub fn connect(
         &mut self,
         conn: ConnId,
@@ -145,6 +153,7 @@ impl Engine {
                 }
             }
         };
+        self.check_connect_details(user_id, details, now)?;
         let rec = self.users.get_or_insert(user_id, now);
         let mut changed = false;
         for (field, value) in details {

@@ -41,6 +41,7 @@ impl Test {
             offline_grace: GRACE,
             watch_implies_presence,
             max_connections_per_user: 3,
+            max_channels_per_user: 1000,
         };
         let mut test = Test {
             engine: Engine::new(config, Vec::new(), Vec::new()),
@@ -270,6 +271,7 @@ fn a_user_at_a_limit_of_one_replacing_a_dead_connection_stays_online() {
             offline_grace: Duration::ZERO,
             watch_implies_presence: false,
             max_connections_per_user: 1,
+            max_channels_per_user: 1000,
         },
         Vec::new(),
         Vec::new(),
