@@ -319,7 +319,10 @@ test('at the connection cap a silent socket gives way, and a refused reconnect (
   await device.connectUser({ id: 'erin' }, admin.createToken('erin'));
 
   // Once erin reads again she finds the 4002 close and reconnects; the device holds the slot and answers pings,
-  // so the server refuses with code 71 and close 1013, and she keeps retrying with backoff.
+  // so the server refuses with code 71 and close 1013, and she keeps retrying with backoff. (She wakes only once
+  // the server is done closing her old socket: pongs it no longer reads would make it reset the connection, and
+  // the reset can beat the close frame.)
+  await new Promise((r) => setTimeout(r, 1000));
   frozen.resume();
   const deadline = Date.now() + 15000;
   while (!closes.includes(1013) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
