@@ -119,6 +119,7 @@ impl Engine {
                 format!("user {user_id} already has {open} open connections (the limit is {max})"),
             ));
         }
+        let connected = self.users.get(user_id).is_some_and(|u| u.connected());
         let rec = self.users.get_or_insert(user_id, now);
         let mut changed = false;
         for (field, value) in details {
@@ -126,12 +127,13 @@ impl Engine {
         }
         let invisible_changed = match fields::requested_invisible(details) {
             Some(inv) if inv != rec.invisible => {
-                fields::set_invisible(rec, inv, false, now);
+                fields::set_invisible(rec, inv, connected, now);
                 true
             }
             _ => false,
         };
-        if changed || invisible_changed {
+        // Invisibility is not part of the profile: `updated_at` moving with it would date the switch.
+        if changed {
             rec.updated_at = now;
         }
         rec.last_active = Some(now);
@@ -144,23 +146,29 @@ impl Engine {
             .push(Write::SaveUser(Box::new(entry.rec.clone())));
         self.health_check_reply(&conn, me, now);
         self.conns.insert(conn, user_id);
+        let went_invisible = invisible_changed && !self.is_visible(user_id);
+        if went_invisible {
+            self.watching_visibility_changed(user_id, now);
+        }
         let flipped = self.settle_presence(user_id, now);
         if changed && !flipped {
             self.user_event(user_id, event_type::USER_UPDATED, now);
         }
-        if invisible_changed {
+        if invisible_changed && !went_invisible {
             self.watching_visibility_changed(user_id, now);
         }
         Ok(())
     }
 
     /// Forgets a connection. The user goes offline at once after an explicit close, otherwise after the grace
-    /// window unless another connection of theirs appears first.
+    /// window unless another connection of theirs appears first. An invisible user gets no grace window: others
+    /// see nothing it could smooth over.
     pub fn disconnect(&mut self, conn: &ConnId, ending: Ending, now: DateTime<Utc>) {
         let Some(user_id) = self.conns.remove(conn) else {
             return;
         };
         self.follows.forget(conn);
+        let visible = self.is_visible(&user_id);
         for cid in self.channels.watched_by(conn) {
             self.unwatch(&cid, conn, &user_id, now);
         }
@@ -173,7 +181,7 @@ impl Engine {
             self.writes
                 .push(Write::TouchLastActive(user_id.clone(), now));
             let grace = self.config.offline_grace;
-            if ending == Ending::Abnormal && !grace.is_zero() {
+            if ending == Ending::Abnormal && !grace.is_zero() && visible {
                 let until = TimeDelta::from_std(grace)
                     .ok()
                     .and_then(|d| now.checked_add_signed(d))

@@ -462,3 +462,57 @@ fn a_health_check_is_answered_on_its_connection_only() {
     );
     assert!(t.take(&a2).is_empty());
 }
+
+#[test]
+fn switching_invisibility_alone_is_not_a_profile_change() {
+    let mut t = Test::new(false);
+    let bob = t.connect("b1", "bob", at(0));
+    t.follow(&bob, "bob", &["alice"]);
+    let a1 = t.connect("a1", "alice", at(100));
+    t.disconnect(&a1, Ending::Explicit, at(200));
+    t.take(&bob);
+    let before = t.seen_by("bob", "alice");
+    let partial = |invisible: bool| -> Vec<PartialUserUpdate> {
+        serde_json::from_value(json!([{ "id": "alice", "set": { "invisible": invisible } }]))
+            .unwrap()
+    };
+
+    // Invisible while offline, online (invisibly) and offline again, visible again while offline: to bob,
+    // nothing at all happened, last_active and updated_at included.
+    t.engine
+        .partial_update_users(&Caller::Server, &partial(true), at(300))
+        .unwrap();
+    let a2 = t.connect("a2", "alice", at(400));
+    t.engine.health_check(&a2, at(500));
+    t.disconnect(&a2, Ending::Abnormal, at(600));
+    t.engine
+        .partial_update_users(&Caller::Server, &partial(false), at(700))
+        .unwrap();
+    t.pump();
+    assert_eq!(t.take(&bob), Vec::<Value>::new());
+    assert_eq!(t.seen_by("bob", "alice"), before);
+
+    // Back while connected: like connecting, active now.
+    let a3 = t.connect("a3", "alice", at(800));
+    t.engine
+        .partial_update_users(&Caller::Server, &partial(true), at(900))
+        .unwrap();
+    t.pump();
+    t.take(&bob);
+    t.engine
+        .partial_update_users(&Caller::Server, &partial(false), at(1000))
+        .unwrap();
+    t.pump();
+    let got = t.take(&bob);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["type"], USER_PRESENCE_CHANGED);
+    assert_eq!(got[0]["user"]["last_active"], json!(record(at(1000))));
+    assert_eq!(got[0]["user"]["updated_at"], before["updated_at"]);
+    // Her own connection hears of each switch.
+    let own = t.taken(&a3, USER_UPDATED);
+    assert_eq!(own.len(), 2, "{own:?}");
+}
+
+fn record(t: DateTime<Utc>) -> String {
+    crate::model::record_time(t)
+}

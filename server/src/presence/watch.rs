@@ -82,7 +82,7 @@ impl Engine {
             .any(|(c, _)| self.conns.user_of(c) == Some(user_id))
     }
 
-    fn is_visible(&self, user_id: &str) -> bool {
+    pub(super) fn is_visible(&self, user_id: &str) -> bool {
         self.users.get(user_id).is_some_and(|u| !u.rec.invisible)
     }
 
@@ -104,7 +104,9 @@ impl Engine {
         users
     }
 
-    /// A user became invisible (or visible again): to other watchers they stop (or start) watching.
+    /// A user became invisible (or visible again): to other watchers they stop (or start) watching. Called
+    /// before the presence flip when going invisible and after it when coming back, so that for others it reads
+    /// like leaving (stop, offline) and arriving (online, start).
     pub(super) fn watching_visibility_changed(&mut self, user_id: &str, now: DateTime<Utc>) {
         let Some(entry) = self.users.get(user_id) else {
             return;
