@@ -53,6 +53,8 @@ pub struct ServerOpts {
     pub api_secret: String,
     /// Serve the operator endpoints on a port of their own (`--admin-addr 127.0.0.1:0`), else `--admin-addr off`.
     pub admin: bool,
+    /// `--max-channels-per-user`, when not the server's default.
+    pub max_channels_per_user: Option<usize>,
 }
 
 impl Default for ServerOpts {
@@ -68,6 +70,7 @@ impl Default for ServerOpts {
             env: Vec::new(),
             api_secret: API_SECRET.to_string(),
             admin: true,
+            max_channels_per_user: None,
         }
     }
 }
@@ -108,6 +111,10 @@ impl ServerOpts {
     }
     pub fn admin_off(mut self) -> Self {
         self.admin = false;
+        self
+    }
+    pub fn max_channels_per_user(mut self, max: usize) -> Self {
+        self.max_channels_per_user = Some(max);
         self
     }
 }
@@ -241,6 +248,7 @@ impl Server {
             pong_timeout: Duration::from_millis(opts.pong_ms),
             watch_implies_presence: opts.watch_implies_presence,
             max_connections_per_user: 50,
+            max_channels_per_user: opts.max_channels_per_user.unwrap_or(1000),
             send_queue: 1024,
         };
         let db = opts
@@ -294,6 +302,9 @@ impl Server {
                 "--admin-addr",
                 if opts.admin { "127.0.0.1:0" } else { "off" },
             ]);
+        if let Some(max) = opts.max_channels_per_user {
+            cmd.args(["--max-channels-per-user", &max.to_string()]);
+        }
         if opts.dev_tokens {
             cmd.arg("--dev-tokens");
         }
