@@ -106,6 +106,11 @@ impl Service {
         app(Arc::clone(&self.state), self.static_dir.clone())
     }
 
+    /// The router of the operator endpoints, for the admin address.
+    pub fn admin_router(&self) -> Router {
+        admin_app(Arc::clone(&self.state))
+    }
+
     /// A handle that asks every open connection to close (1001), stamping `last_active` of everyone connected.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         ShutdownHandle(Arc::clone(&self.state.hub))
@@ -150,7 +155,6 @@ pub fn app(state: Arc<AppState>, static_dir: Option<PathBuf>) -> Router {
             post(http::channels::stop_watching),
         )
         .route("/healthz", get(http::ops::healthz))
-        .route("/metrics", get(http::ops::metrics))
         .method_not_allowed_fallback(http::ops::method_not_allowed)
         .with_state(state);
     let api = match static_dir {
@@ -158,4 +162,15 @@ pub fn app(state: Arc<AppState>, static_dir: Option<PathBuf>) -> Router {
         None => api.fallback(http::ops::not_found),
     };
     http::layers::around(api)
+}
+
+/// The operator endpoints: `/metrics` and `/healthz`. They belong on a separate, private address: counts of
+/// connections and online users moving apart would tell anyone that an invisible user just connected.
+pub fn admin_app(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/metrics", get(http::ops::metrics))
+        .route("/healthz", get(http::ops::healthz))
+        .method_not_allowed_fallback(http::ops::method_not_allowed)
+        .fallback(http::ops::not_found)
+        .with_state(state)
 }

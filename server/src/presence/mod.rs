@@ -12,6 +12,7 @@ mod filter;
 mod follows;
 mod get_or_create;
 mod limits;
+mod linger;
 mod queries;
 mod types;
 mod users;
@@ -36,6 +37,7 @@ use self::connections::Connections;
 use self::fields::WriteSource;
 use self::follows::Follows;
 use self::limits::ChannelQuota;
+use self::linger::LingeringWatches;
 pub use self::types::{Config, ConnId, Delivery, Ending};
 use self::users::Users;
 
@@ -47,6 +49,7 @@ pub struct Engine {
     follows: Follows,
     /// Channels each user has created.
     channel_quota: ChannelQuota,
+    lingering: LingeringWatches,
     deliveries: Vec<Delivery>,
     writes: Vec<Write>,
 }
@@ -61,6 +64,7 @@ impl Engine {
             channels: Channels::default(),
             follows: Follows::default(),
             channel_quota: ChannelQuota::default(),
+            lingering: LingeringWatches::default(),
             deliveries: Vec::new(),
             writes: Vec::new(),
         };
@@ -86,15 +90,24 @@ impl Engine {
         std::mem::take(&mut self.writes)
     }
 
-    /// When [`Engine::handle_timeout`] next has work: the earliest end of a grace window.
+    /// When [`Engine::handle_timeout`] next has work: the earliest end of a grace window (of a user's presence
+    /// or of a watch that outlived its connection).
     #[must_use]
     pub fn poll_timeout(&self) -> Option<DateTime<Utc>> {
-        self.users.next_grace_end()
+        match (self.users.next_grace_end(), self.lingering.next_end()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
-    /// Ends every grace window due at `now`: those users go offline.
+    /// Ends every grace window due at `now`: those users stop watching what they did not return to, and go
+    /// offline.
     pub fn handle_timeout(&mut self, now: DateTime<Utc>) {
-        for user_id in self.users.end_graces(now) {
+        let gone = self.users.end_graces(now);
+        for (user_id, cid) in self.lingering.end_due(now) {
+            self.watch_ended(&cid, &user_id, now);
+        }
+        for user_id in gone {
             self.settle_presence(&user_id, now);
         }
     }
@@ -154,6 +167,7 @@ impl Engine {
             }
         };
         self.check_connect_details(user_id, details, now)?;
+        let connected = self.users.get(user_id).is_some_and(|u| u.connected());
         let rec = self.users.get_or_insert(user_id, now);
         let mut changed = false;
         for (field, value) in details {
@@ -161,12 +175,13 @@ impl Engine {
         }
         let invisible_changed = match fields::requested_invisible(details) {
             Some(inv) if inv != rec.invisible => {
-                fields::set_invisible(rec, inv, false, now);
+                fields::set_invisible(rec, inv, connected, now);
                 true
             }
             _ => false,
         };
-        if changed || invisible_changed {
+        // Invisibility is not part of the profile: `updated_at` moving with it would date the switch.
+        if changed {
             rec.updated_at = now;
         }
         rec.last_active = Some(now);
@@ -179,11 +194,15 @@ impl Engine {
             .push(Write::SaveUser(Box::new(entry.rec.clone())));
         self.health_check_reply(&conn, me, now);
         self.conns.insert(conn, user_id);
+        let went_invisible = invisible_changed && !self.is_visible(user_id);
+        if went_invisible {
+            self.watching_visibility_changed(user_id, now);
+        }
         let flipped = self.settle_presence(user_id, now);
         if changed && !flipped {
             self.user_event(user_id, event_type::USER_UPDATED, now);
         }
-        if invisible_changed {
+        if invisible_changed && !went_invisible {
             self.watching_visibility_changed(user_id, now);
         }
         if let Some(old) = &replaced {
@@ -193,15 +212,19 @@ impl Engine {
     }
 
     /// Forgets a connection. The user goes offline at once after an explicit close, otherwise after the grace
-    /// window unless another connection of theirs appears first.
+    /// window unless another connection of theirs appears first. Likewise for the channels it watched: the user
+    /// stops watching them at once, or when the grace window ends without their watching them again. An
+    /// invisible user gets no grace window: others see nothing it could smooth over.
     pub fn disconnect(&mut self, conn: &ConnId, ending: Ending, now: DateTime<Utc>) {
         let Some(user_id) = self.conns.remove(conn) else {
             return;
         };
         self.follows.forget(conn);
-        for cid in self.channels.watched_by(conn) {
-            self.unwatch(&cid, conn, &user_id, now);
-        }
+        let grace_until = if ending == Ending::Abnormal && self.is_visible(&user_id) {
+            self.grace_end(now)
+        } else {
+            None
+        };
         let mut in_grace = false;
         if self.users.remove_conn(&user_id, conn) {
             // "Last seen" is the moment the last connection ended.
@@ -210,19 +233,32 @@ impl Engine {
             }
             self.writes
                 .push(Write::TouchLastActive(user_id.clone(), now));
-            let grace = self.config.offline_grace;
-            if ending == Ending::Abnormal && !grace.is_zero() {
-                let until = TimeDelta::from_std(grace)
-                    .ok()
-                    .and_then(|d| now.checked_add_signed(d))
-                    .unwrap_or(DateTime::<Utc>::MAX_UTC);
+            if let Some(until) = grace_until {
                 self.users.start_grace(&user_id, until);
                 in_grace = true;
             }
         }
+        // Leaving reads as the reverse of arriving (online, then watching): no longer watching, then offline.
+        for cid in self.channels.watched_by(conn) {
+            self.unwatch_ended(&cid, conn, &user_id, grace_until, now);
+        }
         if !in_grace {
+            if !self.users.get(&user_id).is_some_and(|u| u.connected()) {
+                self.end_lingering(&user_id, now);
+            }
             self.settle_presence(&user_id, now);
         }
+    }
+
+    /// When a grace window opened at `now` ends; None when there is none.
+    fn grace_end(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let grace = self.config.offline_grace;
+        (!grace.is_zero()).then(|| {
+            TimeDelta::from_std(grace)
+                .ok()
+                .and_then(|d| now.checked_add_signed(d))
+                .unwrap_or(DateTime::<Utc>::MAX_UTC)
+        })
     }
 
     /// A client `health.check`: refreshes `last_active` and answers with a `health.check` carrying `me`.

@@ -21,7 +21,7 @@ function startServer(extra = []) {
   assert.ok(existsSync(BIN), `server binary not found at ${BIN} (build it or set PRESENCE_SERVER_BIN)`);
   const args = [
     '--addr', '127.0.0.1:0', '--db', ':memory:', '--api-key', KEY, '--api-secret', SECRET,
-    '--offline-grace-ms', String(GRACE_MS), ...extra,
+    '--offline-grace-ms', String(GRACE_MS), '--admin-addr', 'off', ...extra,
   ];
   const proc = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   servers.push(proc);
