@@ -10,13 +10,13 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, RwLock};
 
-use axum::extract::ws::Utf8Bytes;
 use chrono::{DateTime, Utc};
+use presence_protocol::codes::close_code;
 use presence_protocol::{
     ChannelQueryRequest, ChannelStateResponse, JsonMap, PartialUserUpdate, QueryChannelsRequest,
     QueryUsersPayload, User,
 };
-use tokio::sync::{mpsc as tokio_mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use self::actor::{Actor, Fact, Job, Op, Reply, ViewSlot};
 use crate::bus::{Bus, Outlet};
@@ -32,13 +32,6 @@ pub struct Counts {
     pub online_users: usize,
     pub frames_sent: u64,
     pub commits: u64,
-}
-
-/// A registered connection: its id, its outlet (eviction), and the queue its writer drains.
-pub struct Connection {
-    pub id: ConnId,
-    pub outlet: Arc<Outlet>,
-    pub queue: tokio_mpsc::Receiver<Utf8Bytes>,
 }
 
 pub struct Hub {
@@ -138,36 +131,43 @@ impl Hub {
 
     // ----- connections -----
 
-    /// Registers a new connection for `user_id`, applying `details` as on connect; its queue (at most
-    /// `queue_capacity` frames) starts with the first `health.check`. Answered once the connect is durable.
+    /// Registers a new connection for `user_id` that receives its frames through `outlet`, applying `details`
+    /// as on connect; its queue starts with the first `health.check`. At the per-user cap, the user's oldest
+    /// connection that has missed a pong gives way and is closed with 4002; with none, the connection is
+    /// refused (code 71). Answered once the connect is durable.
     pub async fn connect(
         &self,
         user_id: &str,
         details: &JsonMap,
-        queue_capacity: usize,
-    ) -> Result<Connection, Error> {
+        outlet: Arc<Outlet>,
+    ) -> Result<ConnId, Error> {
         const OP: &str = "Connect";
         let id: ConnId = uuid::Uuid::new_v4().to_string().into();
-        let (outlet, queue) = Outlet::new(queue_capacity);
         let (tx, rx) = oneshot::channel();
         let (user_id, details) = (user_id.to_string(), details.clone());
-        let (bus, conn, sink) = (Arc::clone(&self.bus), Arc::clone(&id), Arc::clone(&outlet));
+        let (bus, conn) = (Arc::clone(&self.bus), Arc::clone(&id));
         let ops = self.ops.clone();
         let job: Job = Box::new(move |engine, now| {
-            bus.attach(Arc::clone(&conn), sink);
-            let result = engine.connect(Arc::clone(&conn), &user_id, &details, now);
+            let dead = bus.missed_pong(engine.connections_at_cap(&user_id));
+            bus.attach(Arc::clone(&conn), outlet);
+            let result = engine.connect(Arc::clone(&conn), &user_id, &details, &dead, now);
             if result.is_err() {
                 bus.detach(&conn);
             }
             let reply: Reply = Box::new(move |failure| {
                 let answer = match (failure, result) {
                     (_, Err(e)) => Err(e),
-                    (Some(e), Ok(())) => {
-                        // The engine was put back: the connection never existed.
+                    (Some(e), Ok(_)) => {
+                        // The engine was put back: the connection never existed (nor was one replaced).
                         bus.detach(&conn);
                         Err(store_failure(e, OP))
                     }
-                    (None, Ok(())) => Ok(()),
+                    (None, Ok(replaced)) => {
+                        if let Some(old) = replaced {
+                            bus.evict(&old, close_code::PONG_TIMEOUT);
+                        }
+                        Ok(())
+                    }
                 };
                 let registered = answer.is_ok();
                 if tx.send(answer).is_err() && registered {
@@ -181,7 +181,7 @@ impl Hub {
             return Err(hub_gone(OP));
         }
         rx.await.unwrap_or_else(|_| Err(hub_gone(OP)))?;
-        Ok(Connection { id, outlet, queue })
+        Ok(id)
     }
 
     /// Forgets a connection (see [`Engine::disconnect`]).
