@@ -34,7 +34,7 @@ const plan = quick
     fanout: { watchers: [1000], flips: 5, connections: 2000 },
     queryload: { users: 5_000, channels: 500, probes: 20, loopers: 8, secs: 10 },
     restart: { clients: 200, observers: 3, downs: [0, 10_000] },
-    churn: { clients: 300, observers: 50, secs: 15, meanPauseMs: 3_000 },
+    churn: { clients: 300, observers: 50, secs: 15, meanPauseMs: 3_000, rounds: 2 },
   }
   : {
     ingest: { frames: 100_000, users: 10_000, runs: 3, profileFrames: 20_000 },
@@ -42,7 +42,7 @@ const plan = quick
     fanout: { watchers: [1000, 10000], flips: 10, connections: 15000 },
     queryload: { users: 100_000, channels: 10_000, probes: 50, loopers: 8, secs: 30 },
     restart: { clients: 1000, observers: 5, downs: [0, 10_000] },
-    churn: { clients: 2000, observers: 200, secs: 60, meanPauseMs: 10_000 },
+    churn: { clients: 2000, observers: 200, secs: 60, meanPauseMs: 10_000, rounds: 2 },
   };
 const loadgenSteps = ['fanout', 'queryload', 'restart', 'churn'];
 
@@ -229,7 +229,7 @@ if (only.has('churn')) {
   const result = await churn.run(p);
   save('churn', result);
   const r = result.result;
-  goals.push(`Churn, ${fmt(r.clients)} clients and ${r.observers} observers for ${r.secs} s: every view equals the server's truth, no event out of order — ${churn.verdict(r) ? 'met' : '**missed**'} (${r.after_churn.differences} + ${r.after_leave.differences} differences, ${r.out_of_order} out of order, ${r.repeated_flips} repeated flips); server RSS back near its baseline: ${fmt(r.rss_before / 1048576, 1)} MiB before, ${fmt(r.rss_peak / 1048576, 1)} MiB peak, ${fmt(r.rss_after / 1048576, 1)} MiB after.`);
+  goals.push(`Churn, ${fmt(r.clients)} clients and ${r.observers} observers for ${r.secs} s: every view equals the server's truth, no event out of order — ${churn.verdict(r) ? 'met' : '**missed**'} (${r.after_churn.differences} + ${r.after_leave.differences} differences, ${r.out_of_order} out of order, ${r.repeated_flips} repeated flips); server RSS back near its baseline: ${fmt(r.rss_before / 1048576, 1)} MiB before, ${fmt(r.rss_peak / 1048576, 1)} MiB peak, ${r.rounds.map((x) => fmt(x.rss_after / 1048576, 1)).join(' / ')} MiB after each round.`);
   faults.push([
     '### Churn soak',
     '',
@@ -240,12 +240,12 @@ if (only.has('churn')) {
     'observer\'s view (its query results, then every `user.presence.changed` / `user.updated` in arrival order) is',
     'compared with the server\'s truth (a query with a server token); every client then leaves and the views are',
     'compared again. Events about a user must arrive in `created_at` order and each `user.presence.changed` must flip',
-    'the previous state. RSS: the baseline with the observers connected and no client, the peak sampled every 200 ms,',
-    'and after every client left.',
+    'the previous state. Two rounds run on the same server, each ending with every client gone. RSS: the baseline with',
+    'the observers connected and no client, the peak sampled every 200 ms, and after each round.',
     '',
     churn.markdown(result),
     '',
-    `Reproduce: \`cargo build --release -p presence-server -p presence-loadgen && node bench/churn.mjs --clients ${p.clients} --observers ${p.observers} --secs ${p.secs} --mean-pause-ms ${p.meanPauseMs}\``,
+    `Reproduce: \`cargo build --release -p presence-server -p presence-loadgen && node bench/churn.mjs --clients ${p.clients} --observers ${p.observers} --secs ${p.secs} --mean-pause-ms ${p.meanPauseMs} --rounds ${p.rounds}\``,
   ].join('\n'));
 }
 if (faults.length) sections.push(['## 7. Faults and churn', '', ...faults.flatMap((f) => [f, ''])].join('\n').trimEnd());

@@ -35,7 +35,7 @@ assert.ok(back.persisted_checked > 0, 'some clients changed their status or invi
 assert.equal(back.persisted_lost, 0, `what was acknowledged before the crash reads back: ${JSON.stringify(back.lost_examples)}`);
 assert.equal(back.reconnects_per_sec.reduce((a, b) => a + b, 0), 40, 'the histogram counts every reconnect');
 
-const soak = await churn.run({ clients: 40, observers: 5, secs: 4, meanPauseMs: 300, log: quiet });
+const soak = await churn.run({ clients: 40, observers: 5, secs: 3, meanPauseMs: 300, rounds: 2, log: quiet });
 const c = soak.result;
 assert.ok(c.actions.connects > 0 && c.actions.invisible_on > 0, `the clients churned: ${JSON.stringify(c.actions)}`);
 assert.ok(c.presence_events > 0, 'the observers received presence events');
@@ -44,6 +44,8 @@ assert.ok(c.after_leave.converged, `every observer's view equals the server's tr
 assert.equal(c.after_leave.online_in_truth, 0, 'nobody is online after every client left');
 assert.equal(c.out_of_order, 0, `no event about a user arrives out of order: ${JSON.stringify(c.event_problems)}`);
 assert.equal(c.repeated_flips, 0, `presence flips alternate: ${JSON.stringify(c.event_problems)}`);
+assert.equal(c.rounds.length, 2, 'both churn rounds ran');
+assert.ok(c.rounds.every((r) => r.after_churn.converged && r.after_leave.converged), 'every round converged');
 assert.ok(c.rss_after > 0 && c.rss_peak >= c.rss_before, 'the server RSS is read');
 
 console.log(`load generator smoke: fan-out to 200 watchers, 200 idle connections, ${q.result.queries} queries under load, 40 clients through a restart, ${fmt(c.events)} churn events — ok`);

@@ -36,6 +36,9 @@ pub struct Params {
     /// How long to wait after the churn (and after everyone left) before comparing; longer than the grace window.
     pub settle_secs: u64,
     pub seed: u64,
+    /// Churn rounds, one after the other on the same server (each ends with every client gone): RSS after each
+    /// round tells memory kept for reuse (flat after the first) from memory that grows (a leak).
+    pub rounds: usize,
 }
 
 /// What the clients did, counted.
@@ -293,6 +296,18 @@ async fn compare(
     }))
 }
 
+/// The comparisons named `key` of every round as one: converged if each was, differences summed.
+fn merged(rounds: &[Value], key: &str) -> Value {
+    let all = || rounds.iter().map(|r| &r[key]);
+    let total = |field: &str| all().filter_map(|c| c[field].as_u64()).sum::<u64>();
+    json!({
+        "converged": all().all(|c| c["converged"] == json!(true)),
+        "differences": total("differences"),
+        "observers_incomplete": total("observers_incomplete"),
+        "online_in_truth": rounds.last().map_or(Value::Null, |r| r[key]["online_in_truth"].clone()),
+    })
+}
+
 /// How the observers' connections ended, by close code.
 pub fn close_codes(views: &[Arc<Mutex<View>>]) -> Value {
     let mut codes: HashMap<u16, u64> = HashMap::new();
@@ -375,41 +390,58 @@ pub async fn run(p: Params) -> Result<Value, Error> {
         http: http.clone(),
         counters: Counters::default(),
     });
-    let (leave_tx, leave) = watch::channel(false);
-    let started = Instant::now();
-    let churn_deadline = started + Duration::from_secs(p.secs);
-    let churners: Vec<_> = ids
-        .iter()
-        .enumerate()
-        .map(|(n, id)| {
-            tokio::spawn(churner(
-                Arc::clone(&ctx),
-                id.clone(),
-                n,
-                p.seed
-                    .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-                    .wrapping_add(n as u64),
-                p.mean_pause_ms,
-                churn_deadline,
-                leave.clone(),
-            ))
-        })
-        .collect();
-    tokio::time::sleep_until(churn_deadline.into()).await;
-    let churn_secs = started.elapsed().as_secs_f64();
-    let events_during: u64 = views.iter().map(|v| v.lock().map_or(0, |v| v.events)).sum();
-    tokio::time::sleep(Duration::from_secs(p.settle_secs)).await;
-    let after_churn = compare(&p, &http, &ids, &views).await?;
+    let events_now = || -> u64 { views.iter().map(|v| v.lock().map_or(0, |v| v.events)).sum() };
+    let mut churn_secs = 0.0;
+    let mut events_during = 0;
+    let mut rounds = Vec::new();
+    for round in 0..p.rounds.max(1) {
+        let (leave_tx, leave) = watch::channel(false);
+        let events_before = events_now();
+        let started = Instant::now();
+        let churn_deadline = started + Duration::from_secs(p.secs);
+        let seed = p
+            .seed
+            .wrapping_add(round as u64)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let churners: Vec<_> = ids
+            .iter()
+            .enumerate()
+            .map(|(n, id)| {
+                tokio::spawn(churner(
+                    Arc::clone(&ctx),
+                    id.clone(),
+                    n,
+                    seed.wrapping_add(n as u64),
+                    p.mean_pause_ms,
+                    churn_deadline,
+                    leave.clone(),
+                ))
+            })
+            .collect();
+        tokio::time::sleep_until(churn_deadline.into()).await;
+        churn_secs += started.elapsed().as_secs_f64();
+        events_during += events_now() - events_before;
+        tokio::time::sleep(Duration::from_secs(p.settle_secs)).await;
+        let after_churn = compare(&p, &http, &ids, &views).await?;
 
-    leave_tx.send(true)?;
-    for task in churners {
-        let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        leave_tx.send(true)?;
+        for task in churners {
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        }
+        tokio::time::sleep(Duration::from_secs(p.settle_secs)).await;
+        let after_leave = compare(&p, &http, &ids, &views).await?;
+        rounds.push(json!({
+            "after_churn": after_churn,
+            "after_leave": after_leave,
+            "rss_peak": peak.load(Ordering::Relaxed),
+            "rss_after": rss_bytes(p.pid)?,
+        }));
     }
-    tokio::time::sleep(Duration::from_secs(p.settle_secs)).await;
-    let after_leave = compare(&p, &http, &ids, &views).await?;
     let rss_after = rss_bytes(p.pid)?;
     sampling.store(false, Ordering::Relaxed);
     let _ = sampler.await;
+    let after_churn = merged(&rounds, "after_churn");
+    let after_leave = merged(&rounds, "after_leave");
 
     let sum =
         |f: fn(&View) -> u64| -> u64 { views.iter().map(|v| v.lock().map_or(0, |v| f(&v))).sum() };
@@ -418,6 +450,7 @@ pub async fn run(p: Params) -> Result<Value, Error> {
         "clients": p.clients,
         "observers": p.observers,
         "secs": p.secs,
+        "rounds": rounds,
         "churn_secs": churn_secs,
         "seed": p.seed,
         "mean_pause_ms": p.mean_pause_ms,

@@ -171,6 +171,9 @@ enum Command {
         /// The seed of the clients' random actions.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Churn rounds on the same server, each ending with every client gone (RSS is read after each).
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
         #[arg(long, default_value_t = 600)]
         max_secs: u64,
     },
@@ -263,9 +266,11 @@ async fn main() {
             mean_pause_ms,
             settle_secs,
             seed,
+            rounds,
             max_secs,
         } => {
             let params = churn::Params {
+                rounds,
                 server,
                 api_key,
                 server_token,
