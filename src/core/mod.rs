@@ -10,6 +10,7 @@ pub mod config;
 pub mod error;
 pub mod frame;
 pub mod listeners;
+pub mod own_user;
 pub mod session;
 pub mod store;
 pub mod subscriptions;
