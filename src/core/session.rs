@@ -135,6 +135,8 @@ pub struct Session {
     wake_spent: bool,
     /// A wake-up arrived while an attempt was in flight: if that attempt fails, the retry comes soon.
     wake_pending: bool,
+    /// The token was reloaded after a refusal since the last successful connection.
+    token_reloaded: bool,
     /// Counts `disconnect` calls: work that awaited something compares it to know its session still exists.
     epoch: u64,
     next_socket: u64,
@@ -169,6 +171,7 @@ impl Session {
             offline_event_at: None,
             wake_spent: false,
             wake_pending: false,
+            token_reloaded: false,
             epoch: 0,
             next_socket: 0,
             users: UserStore::default(),
@@ -244,6 +247,7 @@ impl Session {
         self.backoff.reset();
         self.wake_spent = false;
         self.wake_pending = false;
+        self.token_reloaded = false;
         self.epoch += 1;
     }
 
@@ -280,6 +284,7 @@ impl Session {
                 // The backoff is reset only once this connection has stayed healthy (`retry_later`): a server
                 // that accepts and then drops every connection keeps seeing growing delays.
                 self.wake_pending = false;
+                self.token_reloaded = false;
                 self.set_healthy();
                 self.observe_frame_users(frame);
                 if self.connect_deadline.take().is_some() {
@@ -563,6 +568,16 @@ impl Session {
     /// a backoff delay. A connection that stayed healthy for `healthy_reset` ends the backoff cycle first.
     fn retry_later(&mut self, now: Millis, alive_until: Millis) {
         self.end_cycle_if_healthy(alive_until);
+        let mut delay = self.backoff.next_delay(&mut self.rng);
+        if std::mem::take(&mut self.wake_pending) && !self.wake_spent {
+            self.wake_spent = true;
+            delay = delay.min(self.config.wake_retry);
+        }
+        self.retry_after(now, delay);
+    }
+
+    /// Abandons the current socket and waits `delay` before the next attempt.
+    fn retry_after(&mut self, now: Millis, delay: Millis) {
         if let Some(socket) = self.current_socket() {
             self.effects.push(Effect::CloseSocket {
                 socket,
@@ -572,11 +587,6 @@ impl Session {
         }
         self.set_unhealthy(now);
         self.recovery = None;
-        let mut delay = self.backoff.next_delay(&mut self.rng);
-        if std::mem::take(&mut self.wake_pending) && !self.wake_spent {
-            self.wake_spent = true;
-            delay = delay.min(self.config.wake_retry);
-        }
         self.phase = Phase::Waiting {
             retry_at: now.saturating_add(delay),
         };
@@ -598,8 +608,17 @@ impl Session {
         // the app can tell the user.
         let crowded =
             error.code == error_code::TOO_MANY_CONNECTIONS && self.connect_deadline.is_none();
-        if crowded || token::reload_cures(error.code, self.token_provider) {
-            self.reload_token = !crowded;
+        let reload = token::reload_cures(error.code, self.token_provider);
+        if reload && !self.token_reloaded {
+            // Not a failure of the network: the attempt with a fresh token follows after the floor delay. Only a
+            // provider whose fresh token is refused again meets the backoff.
+            self.token_reloaded = true;
+            self.reload_token = true;
+            self.retry_after(now, self.config.backoff_floor);
+            return;
+        }
+        if crowded || reload {
+            self.reload_token = reload;
             self.retry_later(now, now);
             return;
         }

@@ -1141,3 +1141,44 @@ fn each_disconnect_starts_a_new_epoch() {
     h.session.disconnect(h.now);
     assert_ne!(h.session.epoch(), first);
 }
+
+fn token_expired() -> Frame<'static> {
+    Frame {
+        kind: "connection.error",
+        error: Some(Rejection::from(&ApiError::new(40, 401, "token is expired"))),
+        ..Frame::default()
+    }
+}
+
+#[test]
+fn a_reconnect_refused_for_an_expired_token_retries_with_a_fresh_one_after_the_floor() {
+    let config = Config::default();
+    let mut h = Harness::new(config.clone());
+    h.session.connect(h.now, USER, true).unwrap();
+    h.drain();
+    h.health("conn-1");
+    h.close(1006);
+    // The network was gone a while: the backoff has grown.
+    h.fail_until_the_wait_exceeds(1_000);
+    h.wait_for_attempt();
+    h.frame(token_expired());
+    assert_eq!(
+        h.wait(),
+        config.backoff_floor,
+        "the fresh token waits out the backoff"
+    );
+    let effects = h.advance(config.backoff_floor);
+    assert!(matches!(
+        effects.last(),
+        Some(Effect::OpenSocket {
+            reload_token: true,
+            ..
+        })
+    ));
+    // A provider whose fresh tokens are refused too meets the backoff.
+    h.frame(token_expired());
+    assert!(h.wait() > config.backoff_floor);
+    h.wait_for_attempt();
+    let (_, effects) = h.health("conn-2");
+    assert!(effects.contains(&Effect::ConnectionRecovered));
+}
