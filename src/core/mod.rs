@@ -7,6 +7,7 @@
 
 pub mod backoff;
 pub mod config;
+pub mod effect;
 pub mod error;
 pub mod frame;
 pub mod listeners;

@@ -12,58 +12,15 @@ use presence_protocol::{ApiError, Event};
 
 use crate::core::backoff::Backoff;
 use crate::core::config::Config;
+pub use crate::core::effect::{Effect, SocketId};
 use crate::core::error::{client_code, decimal, ClientError};
 use crate::core::frame::{Frame, FrameVerdict, Rejection};
 use crate::core::store::{UserPresence, UserStore};
-use crate::core::subscriptions::{Subscription, Subscriptions};
+use crate::core::subscriptions::Subscriptions;
 use crate::core::time::Millis;
 use crate::core::token;
 use crate::core::uuid::uuid_v4;
 use recovery::Recovery;
-
-/// Names one WebSocket the session asked for; events of older sockets are ignored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct SocketId(u64);
-
-/// What the embedding layer must do.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Effect {
-    /// Open a WebSocket to `/connect` (fresh `client_request_id`); ask the token provider again first when
-    /// `reload_token` is set. `reconnect` says a connection succeeded before: the handshake then carries the user
-    /// as last known from the server (never the fields others may have changed meanwhile, see
-    /// [`crate::core::own_user`]) instead of what the app passed to `connectUser`.
-    OpenSocket {
-        socket: SocketId,
-        reload_token: bool,
-        reconnect: bool,
-    },
-    /// Close that socket; `None` closes without a code (an abandoned socket).
-    CloseSocket {
-        socket: SocketId,
-        code: Option<u16>,
-        reason: &'static str,
-    },
-    /// Send the keep-alive frame on that socket: `[{"type":"health.check","client_id":…}]` with
-    /// [`Session::client_id`] (serialized by the embedding layer, which has a JSON serializer at hand).
-    Ping { socket: SocketId },
-    /// Emit the local `connection.changed` event.
-    ConnectionChanged { online: bool },
-    /// The pending `connectUser` succeeds with the frame being handled.
-    ConnectResolved,
-    /// The pending `connectUser` fails.
-    ConnectRejected(ClientError),
-    /// The connection is new: make every subscription again (one request per kind and chunk, see
-    /// [`Subscriptions::recovery`]), then report each answer with [`Session::handle_recovery_answer`] and this
-    /// generation.
-    Resubscribe {
-        generation: u64,
-        requests: Vec<Subscription>,
-    },
-    /// The user's visible presence changed while the socket was down: emit `user.presence.changed` for them.
-    PresenceChanged { user_id: String },
-    /// Emit the local `connection.recovered` event.
-    ConnectionRecovered,
-}
 
 #[derive(Debug)]
 enum Phase {

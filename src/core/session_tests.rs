@@ -1,7 +1,8 @@
 //! Session behaviour under a manual clock and seeded randomness.
 
 use super::*;
-use crate::core::{subscriptions, PresenceState};
+use crate::core::subscriptions::{self, Subscription};
+use crate::core::PresenceState;
 
 const USER: &str = "john";
 
