@@ -52,6 +52,8 @@ pub struct Settings {
     pub watch_implies_presence: bool,
     /// Open connections one user may hold; one more is refused with code 71.
     pub max_connections_per_user: usize,
+    /// Channels one user token may create; one more is refused with code 4.
+    pub max_channels_per_user: usize,
     /// Frames a connection may have queued before it is closed as too slow (4003).
     pub send_queue: usize,
 }
@@ -76,6 +78,7 @@ impl Service {
                 offline_grace: settings.offline_grace,
                 watch_implies_presence: settings.watch_implies_presence,
                 max_connections_per_user: settings.max_connections_per_user,
+                max_channels_per_user: settings.max_channels_per_user,
             },
             snapshot,
             Arc::new(store),

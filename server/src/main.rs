@@ -80,6 +80,9 @@ struct ServeArgs {
     /// Open connections one user may hold (tabs, devices); one more is refused with code 71.
     #[arg(long, env = "PRESENCE_MAX_CONNECTIONS_PER_USER", default_value_t = 50)]
     max_connections_per_user: usize,
+    /// Channels one user token may create (server tokens create any number); one more is refused with code 4.
+    #[arg(long, env = "PRESENCE_MAX_CHANNELS_PER_USER", default_value_t = 1000)]
+    max_channels_per_user: usize,
     /// Frames a connection may have queued before it is closed as too slow (4003).
     #[arg(long, env = "PRESENCE_SEND_QUEUE", default_value_t = 1024)]
     send_queue: usize,
@@ -141,6 +144,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         pong_timeout: Duration::from_millis(args.pong_timeout_ms),
         watch_implies_presence: args.watch_implies_presence,
         max_connections_per_user: args.max_connections_per_user,
+        max_channels_per_user: args.max_channels_per_user,
         send_queue: args.send_queue,
     };
     let runtime = match tokio::runtime::Runtime::new() {

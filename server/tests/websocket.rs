@@ -183,29 +183,61 @@ async fn frozen_client_is_dropped_after_pong_timeout_and_goes_offline() {
     assert!(s.user_ids(json!({ "online": true })).await == strs(&["bob"]));
 }
 
+/// User data is capped at 5 KB, so large volumes of events come from many users: `alice` and 99 others whose
+/// presence `conn` (alice's connection) follows, each update of all of them queues 100 `user.updated` frames of
+/// about 5 KB on it. Returns their ids.
+async fn followed_by(s: &Server, conn: &str) -> Vec<String> {
+    let mut ids = vec!["alice".to_string()];
+    ids.extend((1..100).map(|i| format!("peer{i:02}")));
+    let users: Vec<_> = ids.iter().map(|id| json!({ "id": id })).collect();
+    s.upsert(&users[1..]).await;
+    s.query_users(
+        &Auth::Server,
+        Some(conn),
+        json!({ "filter_conditions": { "id": { "$in": ids } }, "presence": true, "limit": 100 }),
+    )
+    .await
+    .ok(200);
+    ids
+}
+
+/// One `PATCH /users` giving every user in `ids` a new status of nearly 5 KB that starts with `i`.
+async fn update_all(s: &Server, ids: &[String], i: usize) -> Resp {
+    let status = format!("{i}{}", "u".repeat(5000));
+    let users: Vec<_> = ids
+        .iter()
+        .map(|id| json!({ "id": id, "set": { "status": status } }))
+        .collect();
+    s.patch("/users")
+        .auth(&Auth::Server)
+        .json(json!({ "users": users }))
+        .send()
+        .await
+}
+
 #[tokio::test]
 async fn frozen_client_with_a_full_socket_buffer_still_times_out() {
     // A pong timeout long enough for the buffers to fill first even on a loaded machine.
     let (ping, pong, grace) = (500, 20_000, 300);
-    let s = Server::start_with(ServerOpts::default().ping(ping, pong).grace(grace)).await;
-    let (mut alice, _) = RawWs::connect_with_recv_buffer(&s, "alice", Some(16 * 1024)).await;
+    let s = Server::start_with(
+        ServerOpts::default()
+            .ping(ping, pong)
+            .grace(grace)
+            .env("PRESENCE_SEND_QUEUE", "4096"),
+    )
+    .await;
+    let (mut alice, first) = RawWs::connect_with_recv_buffer(&s, "alice", Some(16 * 1024)).await;
     let frozen_at = Instant::now();
     assert_eq!(s.user_as(&Auth::Server, "alice").await["online"], true);
+    let ids = followed_by(&s, first["connection_id"].as_str().unwrap()).await;
     // Events keep coming for the frozen tab until the socket buffers between it and the server are full
-    // (~8 MB against a 16 KiB receive window and at most 4 MiB of send buffer), with far fewer frames than the
-    // server's send-queue bound, and before the pong timeout.
-    let blob = "f".repeat(200 * 1024);
-    let updates = 40;
-    for i in 0..updates {
-        s.partial_update(
-            &Auth::Server,
-            "alice",
-            json!({ "status": format!("{i}{blob}") }),
-            &[],
-        )
-        .await
-        .ok(200);
+    // (~8 MB against a 16 KiB receive window and at most 4 MiB of send buffer), with fewer frames than the
+    // send-queue bound set here, and before the pong timeout.
+    let batches = 16;
+    for i in 0..batches {
+        update_all(&s, &ids, i).await.ok(200);
     }
+    let updates = batches * ids.len();
     let filled = frozen_at.elapsed().as_millis();
     assert!(
         filled < pong as u128,
@@ -296,22 +328,15 @@ async fn slow_consumer_is_disconnected_with_4003() {
     )
     .await;
     // A client that reads nothing after the handshake, with a small receive window.
-    let (mut alice, _) = RawWs::connect_with_recv_buffer(&s, "alice", Some(16 * 1024)).await;
+    let (mut alice, first) = RawWs::connect_with_recv_buffer(&s, "alice", Some(16 * 1024)).await;
     s.wait_metric("presence_open_connections", 1.0).await;
-    let blob = "s".repeat(200 * 1024);
+    let ids = followed_by(&s, first["connection_id"].as_str().unwrap()).await;
     let started = Instant::now();
     let mut dropped = false;
     let mut sent = 0;
     for i in 0..1500 {
         sent = i + 1;
-        let r = s
-            .partial_update(
-                &Auth::Server,
-                "alice",
-                json!({ "status": format!("{i}{blob}") }),
-                &[],
-            )
-            .await;
+        let r = update_all(&s, &ids, i).await;
         assert_eq!(r.status, 200, "update {i}: {}", r.text);
         if s.metric("presence_open_connections").await == 0.0 {
             dropped = true;
@@ -324,7 +349,7 @@ async fn slow_consumer_is_disconnected_with_4003() {
     assert!(
         dropped,
         "a connection that read nothing while {} MB of events were queued for it is still open",
-        sent * 200 / 1024
+        sent * ids.len() * 5 / 1024
     );
     // Reading again drains the socket buffers; the close frame comes after the frames already written.
     let frames = alice.read_to_end(ms(30_000)).await;

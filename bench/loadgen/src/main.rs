@@ -7,6 +7,9 @@
 //! - `fanout --baseline`: the same watchers and bytes against `broadcast-server`, the limit of this machine.
 //! - `broadcast-server`: a minimal tokio WebSocket broadcast: any text frame a client sends goes to every client.
 //! - `capacity`: opens idle authenticated connections and reads the server's RSS per connection.
+//! - `queryload`: idle probes time `health.check` round trips while clients loop unpinned queries over a large store.
+
+mod queryload;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -73,6 +76,33 @@ enum Command {
         #[arg(long, default_value_t = 300)]
         max_secs: u64,
     },
+    /// Queries under load: `probes` idle connections time `health.check` round trips while `loopers` clients
+    /// loop unpinned queryUsers/queryChannels over `users` users and `channels` channels (seeded first).
+    Queryload {
+        #[arg(long)]
+        server: String,
+        #[arg(long, default_value = "bench-key")]
+        api_key: String,
+        /// A server token (`presence-server token --server --api-secret ...`).
+        #[arg(long)]
+        server_token: String,
+        #[arg(long, default_value_t = 50_000)]
+        users: usize,
+        #[arg(long, default_value_t = 5_000)]
+        channels: usize,
+        #[arg(long, default_value_t = 50)]
+        probes: usize,
+        #[arg(long, default_value_t = 8)]
+        loopers: usize,
+        /// How long the load runs, in seconds.
+        #[arg(long, default_value_t = 30)]
+        secs: u64,
+        /// The users and channels are already there.
+        #[arg(long)]
+        skip_seed: bool,
+        #[arg(long, default_value_t = 600)]
+        max_secs: u64,
+    },
 }
 
 #[tokio::main]
@@ -97,6 +127,31 @@ async fn main() {
             pid,
             max_secs,
         } => bounded(max_secs, capacity(server, api_key, connections, pid)).await,
+        Command::Queryload {
+            server,
+            api_key,
+            server_token,
+            users,
+            channels,
+            probes,
+            loopers,
+            secs,
+            skip_seed,
+            max_secs,
+        } => {
+            let params = queryload::Params {
+                server,
+                api_key,
+                server_token,
+                users,
+                channels,
+                probes,
+                loopers,
+                secs,
+                skip_seed,
+            };
+            bounded(max_secs, queryload::run(params)).await
+        }
     };
     match outcome {
         Ok(report) => println!("{report}"),

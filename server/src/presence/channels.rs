@@ -41,10 +41,6 @@ impl Channels {
         self.records.get(cid)
     }
 
-    pub fn contains(&self, cid: &str) -> bool {
-        self.records.contains_key(cid)
-    }
-
     pub fn records(&self) -> impl Iterator<Item = &ChannelRecord> {
         self.records.values()
     }

@@ -3,6 +3,7 @@
 //! [`Engine::poll_timeout`] and acted on with [`Engine::handle_timeout`]. What an operation causes is queued for
 //! the caller to drain: [`Delivery`]s (which connections get which frame, in order) and storage [`Write`]s.
 
+mod access;
 mod channels;
 mod connections;
 mod events;
@@ -10,6 +11,7 @@ mod fields;
 mod filter;
 mod follows;
 mod get_or_create;
+mod limits;
 mod queries;
 mod types;
 mod users;
@@ -32,6 +34,7 @@ use self::channels::Channels;
 use self::connections::Connections;
 use self::fields::WriteSource;
 use self::follows::Follows;
+use self::limits::ChannelQuota;
 pub use self::types::{Config, ConnId, Delivery, Ending};
 use self::users::Users;
 
@@ -41,6 +44,8 @@ pub struct Engine {
     conns: Connections,
     channels: Channels,
     follows: Follows,
+    /// Channels each user has created.
+    channel_quota: ChannelQuota,
     deliveries: Vec<Delivery>,
     writes: Vec<Write>,
 }
@@ -54,6 +59,7 @@ impl Engine {
             conns: Connections::default(),
             channels: Channels::default(),
             follows: Follows::default(),
+            channel_quota: ChannelQuota::default(),
             deliveries: Vec::new(),
             writes: Vec::new(),
         };
@@ -61,6 +67,7 @@ impl Engine {
             engine.users.insert(rec);
         }
         for rec in channels {
+            engine.channel_quota.count(rec.created_by.as_deref());
             engine.channels.insert(rec);
         }
         engine
@@ -103,7 +110,8 @@ impl Engine {
 
     /// Registers connection `conn` of `user_id`, applying `details` as on connect, and queues the first
     /// `health.check` frame on it before any other frame can reach it.
-    /// Refused (code 71) when the user already holds the maximum number of connections.
+    /// Refused (code 71) when the user already holds the maximum number of connections, and (code 4) when
+    /// `details` would make the user's data too large.
     pub fn connect(
         &mut self,
         conn: ConnId,
@@ -119,6 +127,7 @@ impl Engine {
                 format!("user {user_id} already has {open} open connections (the limit is {max})"),
             ));
         }
+        self.check_connect_details(user_id, details, now)?;
         let rec = self.users.get_or_insert(user_id, now);
         let mut changed = false;
         for (field, value) in details {

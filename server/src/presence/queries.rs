@@ -13,7 +13,7 @@ use crate::model::{record_time, Caller, ChannelRecord, MemberRecord};
 use crate::presence::filter::{self, Filter};
 use crate::presence::users::UserEntry;
 use crate::presence::watch::caller_user;
-use crate::presence::Engine;
+use crate::presence::{access, Engine};
 
 const USER_SORT_DEFAULT: &[(&str, i64)] = &[("created_at", -1), ("id", -1)];
 const CHANNEL_SORT_DEFAULT: &[(&str, i64)] =
@@ -98,7 +98,8 @@ impl Engine {
         Ok(users)
     }
 
-    /// `POST /channels`: filter, sort and page channels; watch them (and their members' presence) if asked.
+    /// `POST /channels`: filter, sort and page the channels the caller may read; watch them (and their members'
+    /// presence) if asked.
     pub fn query_channels(
         &mut self,
         caller: &Caller,
@@ -122,6 +123,7 @@ impl Engine {
         let mut matched: Vec<(JsonMap, String)> = self
             .channels
             .records()
+            .filter(|rec| access::may_read(caller, rec))
             .map(|rec| (channel_filter_view(rec), rec.cid.clone()))
             .filter(|(view, _)| filter.matches(view))
             .collect();

@@ -41,6 +41,7 @@ impl Test {
             offline_grace: GRACE,
             watch_implies_presence,
             max_connections_per_user: 3,
+            max_channels_per_user: 1000,
         };
         let mut test = Test {
             engine: Engine::new(config, Vec::new(), Vec::new()),

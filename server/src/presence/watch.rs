@@ -9,7 +9,7 @@ use presence_protocol::codes::event_type;
 use crate::error::Error;
 use crate::model::Caller;
 use crate::presence::users::UserEntry;
-use crate::presence::{ConnId, Engine};
+use crate::presence::{access, ConnId, Engine};
 
 impl Engine {
     /// `POST /channels/{type}/{id}/stop-watching`.
@@ -20,10 +20,11 @@ impl Engine {
         cid: &str,
         now: DateTime<Utc>,
     ) -> Result<(), Error> {
-        if !self.channels.contains(cid) {
-            return Err(Error::not_found(format!("channel {cid} does not exist"))
-                .in_operation("StopWatchingChannel"));
-        }
+        const OP: &str = "StopWatchingChannel";
+        let Some(channel) = self.channels.get(cid) else {
+            return Err(Error::not_found(format!("channel {cid} does not exist")).in_operation(OP));
+        };
+        access::check_read(caller, channel).map_err(|e| e.in_operation(OP))?;
         if let Some(conn) = self.subscribable_conn(caller, conn_id) {
             if let Some(user_id) = self.conns.user_of(&conn).map(str::to_string) {
                 self.unwatch(cid, &conn, &user_id, now);

@@ -1,16 +1,17 @@
 //! User writes (`POST /users`, `PATCH /users`): who may write what, applying the write, invisibility, and
 //! telling everyone concerned.
 
-use std::collections::BTreeMap;
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use presence_protocol::codes::event_type;
 use presence_protocol::{JsonMap, PartialUserUpdate, User};
 
 use crate::error::Error;
-use crate::model::{Caller, Write};
+use crate::model::{Caller, UserRecord, Write};
 use crate::presence::fields::{self, set_invisible, WriteSource};
-use crate::presence::Engine;
+use crate::presence::{limits, Engine};
 
 /// A user write names between 1 and 100 users.
 fn check_batch(len: usize) -> Result<(), Error> {
@@ -67,6 +68,10 @@ impl Engine {
                         .map_err(|e| e.in_operation(OP))?;
                 }
             }
+            // An upsert replaces every stored field, so the result is the object's fields alone.
+            let mut after = UserRecord::new(id, now);
+            fields::replace_fields(&mut after, obj, source);
+            limits::check_user_data(id, &after.data).map_err(|e| e.in_operation(OP))?;
         }
         let mut result = BTreeMap::new();
         for (id, obj) in users {
@@ -112,6 +117,8 @@ impl Engine {
                 Error::not_found(format!("user {} does not exist", missing.id)).in_operation(OP),
             );
         }
+        self.check_partial_sizes(updates, source)
+            .map_err(|e| e.in_operation(OP))?;
         let mut result = BTreeMap::new();
         for u in updates {
             let Some(rec) = self.users.record_mut(&u.id) else {
@@ -131,6 +138,50 @@ impl Engine {
             self.finish_user_write(&u.id, invisible, now, &mut result);
         }
         Ok(result)
+    }
+
+    /// Whether every user's data stays within the cap after the updates, applied in order (one user may be named
+    /// twice) to copies of the records.
+    fn check_partial_sizes(
+        &self,
+        updates: &[PartialUserUpdate],
+        source: WriteSource,
+    ) -> Result<(), Error> {
+        let mut after: HashMap<&str, UserRecord> = HashMap::new();
+        for u in updates {
+            let rec = match after.entry(u.id.as_str()) {
+                Entry::Occupied(e) => e.into_mut(),
+                Entry::Vacant(e) => match self.users.get(&u.id) {
+                    Some(entry) => e.insert(entry.rec.clone()),
+                    None => continue,
+                },
+            };
+            for field in &u.unset {
+                fields::unset_field(rec, field);
+            }
+            for (field, value) in &u.set {
+                fields::set_field(rec, field, value, source);
+            }
+            limits::check_user_data(&u.id, &rec.data)?;
+        }
+        Ok(())
+    }
+
+    /// Whether the user's data stays within the cap once `details` (connect's `user_details`) are applied.
+    pub(super) fn check_connect_details(
+        &self,
+        user_id: &str,
+        details: &JsonMap,
+        now: DateTime<Utc>,
+    ) -> Result<(), Error> {
+        let mut after = match self.users.get(user_id) {
+            Some(entry) => entry.rec.clone(),
+            None => UserRecord::new(user_id, now),
+        };
+        for (field, value) in details {
+            fields::set_field(&mut after, field, value, WriteSource::Connect);
+        }
+        limits::check_user_data(user_id, &after.data)
     }
 
     /// After a user's fields were written: applies invisibility, persists, and tells everyone concerned.

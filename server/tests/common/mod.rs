@@ -51,6 +51,8 @@ pub struct ServerOpts {
     pub env: Vec<(String, String)>,
     /// The `--api-secret` the server starts with; the server's own token helpers sign with it.
     pub api_secret: String,
+    /// `--max-channels-per-user`, when not the server's default.
+    pub max_channels_per_user: Option<usize>,
 }
 
 impl Default for ServerOpts {
@@ -65,6 +67,7 @@ impl Default for ServerOpts {
             static_dir: None,
             env: Vec::new(),
             api_secret: API_SECRET.to_string(),
+            max_channels_per_user: None,
         }
     }
 }
@@ -101,6 +104,10 @@ impl ServerOpts {
     }
     pub fn api_secret(mut self, secret: &str) -> Self {
         self.api_secret = secret.to_string();
+        self
+    }
+    pub fn max_channels_per_user(mut self, max: usize) -> Self {
+        self.max_channels_per_user = Some(max);
         self
     }
 }
@@ -229,6 +236,7 @@ impl Server {
             pong_timeout: Duration::from_millis(opts.pong_ms),
             watch_implies_presence: opts.watch_implies_presence,
             max_connections_per_user: 50,
+            max_channels_per_user: opts.max_channels_per_user.unwrap_or(1000),
             send_queue: 1024,
         };
         let db = opts
@@ -271,6 +279,9 @@ impl Server {
             .args(["--offline-grace-ms", &opts.grace_ms.to_string()])
             .args(["--ping-interval-ms", &opts.ping_ms.to_string()])
             .args(["--pong-timeout-ms", &opts.pong_ms.to_string()]);
+        if let Some(max) = opts.max_channels_per_user {
+            cmd.args(["--max-channels-per-user", &max.to_string()]);
+        }
         if opts.dev_tokens {
             cmd.arg("--dev-tokens");
         }
