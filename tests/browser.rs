@@ -696,6 +696,63 @@ async fn the_browser_going_offline_drops_the_socket_and_online_reconnects_with_s
     disconnect(&client).await;
 }
 
+#[wasm_bindgen_test]
+async fn a_reconnect_watches_every_channel_again_and_reports_what_changed_meanwhile() {
+    let me = unique("lurker");
+    let others: Vec<String> = (0..3).map(|i| unique(&format!("member{i}"))).collect();
+    for other in &others {
+        ensure_user(other).await;
+    }
+    let (client, _) = connect(&format!(r#"{{"id":"{me}"}}"#), "").await;
+    let presence = Recorder::new();
+    let recovered = Recorder::new();
+    let _p = presence.listen(&client, "user.presence.changed");
+    let _r = recovered.listen(&client, "connection.recovered");
+    // Three channels watched with presence, each with one other member.
+    let mut channels = Vec::new();
+    for other in &others {
+        let channel = client
+            .channel(
+                JsValue::from_str("messaging"),
+                JsValue::from_str(&unique("room")),
+                json(&format!(r#"{{"members":["{me}","{other}"]}}"#)),
+            )
+            .unwrap();
+        settle(channel.watch(json(r#"{"presence":true}"#)))
+            .await
+            .expect("watch resolves");
+        channels.push(channel);
+    }
+    let before = client.connection_id();
+    let window = web_sys::window().expect("a window");
+    window
+        .dispatch_event(&web_sys::Event::new("offline").unwrap())
+        .unwrap();
+    // While the socket is down, the first member comes online.
+    let (early, _) = connect(&format!(r#"{{"id":"{}"}}"#, others[0]), "").await;
+    window
+        .dispatch_event(&web_sys::Event::new("online").unwrap())
+        .unwrap();
+    recovered
+        .wait_for("connection.recovered", 10_000, |_| true)
+        .await;
+    assert_ne!(client.connection_id(), before, "a new connection");
+    // What changed while down was reported before connection.recovered, and the channel's state follows.
+    assert_eq!(presence.count(presence_of(&others[0], true)), 1);
+    assert_eq!(
+        get(
+            &channels[0].state(),
+            &format!("members.{}.user.online", others[0])
+        )
+        .as_bool(),
+        Some(true)
+    );
+    // Every channel is watched again with presence: the last member's arrival is heard live.
+    peer_online_is_heard(&presence, &others[2]).await;
+    disconnect(&early).await;
+    disconnect(&client).await;
+}
+
 #[wasm_bindgen(inline_js = r#"
 // Counts the WebSockets the page opens from now on, their close events, and the codes the page closes them
 // with; the sockets stay real ones.
