@@ -132,7 +132,7 @@ for (const signal of ['SIGINT', 'SIGTERM']) {
 export async function startServer(extraArgs = [], bin = SERVER_BIN) {
   if (!existsSync(bin)) throw new Error(`no server binary at ${bin} (cargo build --release -p presence-server)`);
   const args = ['--addr', '127.0.0.1:0', '--db', ':memory:', '--api-key', API_KEY, '--api-secret', API_SECRET,
-    '--dev-tokens', ...extraArgs];
+    '--dev-tokens', '--admin-addr', 'off', ...extraArgs];
   const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: 'warn' } });
   children.add(child);
   let output = '';

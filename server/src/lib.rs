@@ -50,12 +50,13 @@ pub struct Settings {
     pub pong_timeout: Duration,
     /// Any watch of a channel subscribes to its members' presence.
     pub watch_implies_presence: bool,
-    /// Open connections one user may hold; one more is refused with code 71.
+    /// Open connections one user may hold; one more replaces the oldest that missed a pong, or is refused with
+    /// code 71.
     pub max_connections_per_user: usize,
     /// Channels one user token may create; one more is refused with code 4.
     pub max_channels_per_user: usize,
-    /// Frames a connection may have queued before it is closed as too slow (4003).
-    pub send_queue: usize,
+    /// Bytes of frames a connection may have queued before it is closed as too slow (4003).
+    pub send_queue_bytes: usize,
 }
 
 /// Storage opened and the driver running: what the router serves.
@@ -89,7 +90,7 @@ impl Service {
             auth::TokenVerifier::new(&settings.api_secret, settings.dev_tokens),
             settings.ping_interval,
             settings.pong_timeout,
-            settings.send_queue,
+            settings.send_queue_bytes,
             hub,
         );
         Ok(Service {
@@ -103,6 +104,11 @@ impl Service {
     /// The router serving this service.
     pub fn router(&self) -> Router {
         app(Arc::clone(&self.state), self.static_dir.clone())
+    }
+
+    /// The router of the operator endpoints, for the admin address.
+    pub fn admin_router(&self) -> Router {
+        admin_app(Arc::clone(&self.state))
     }
 
     /// A handle that asks every open connection to close (1001), stamping `last_active` of everyone connected.
@@ -149,7 +155,6 @@ pub fn app(state: Arc<AppState>, static_dir: Option<PathBuf>) -> Router {
             post(http::channels::stop_watching),
         )
         .route("/healthz", get(http::ops::healthz))
-        .route("/metrics", get(http::ops::metrics))
         .method_not_allowed_fallback(http::ops::method_not_allowed)
         .with_state(state);
     let api = match static_dir {
@@ -157,4 +162,15 @@ pub fn app(state: Arc<AppState>, static_dir: Option<PathBuf>) -> Router {
         None => api.fallback(http::ops::not_found),
     };
     http::layers::around(api)
+}
+
+/// The operator endpoints: `/metrics` and `/healthz`. They belong on a separate, private address: counts of
+/// connections and online users moving apart would tell anyone that an invisible user just connected.
+pub fn admin_app(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/metrics", get(http::ops::metrics))
+        .route("/healthz", get(http::ops::healthz))
+        .method_not_allowed_fallback(http::ops::method_not_allowed)
+        .fallback(http::ops::not_found)
+        .with_state(state)
 }

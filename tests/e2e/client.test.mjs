@@ -359,7 +359,7 @@ describe('refusals and evictions by the server', { timeout: 150_000 }, () => {
       graceMs: GRACE_MS,
       flags: [
         '--max-connections-per-user', '1', '--ping-interval-ms', '250', '--pong-timeout-ms', String(PONG_MS),
-        '--send-queue', '8',
+        '--send-queue-bytes', '2048',
       ],
       ids: ['alice', 'bob', 'dave', ...burstIds],
     });

@@ -32,7 +32,7 @@ let serverPort = 0;
 function startServer() {
   return new Promise((resolve, reject) => {
     const serverArgs = ['--addr', `127.0.0.1:${serverPort}`, '--db', db, '--api-key', apiKey, '--api-secret', apiSecret,
-      '--offline-grace-ms', grace];
+      '--offline-grace-ms', grace, '--admin-addr', 'off'];
     if (devTokens) serverArgs.push('--dev-tokens');
     const proc = spawn(bin, serverArgs, { stdio: ['ignore', 'pipe', 'inherit'] });
     child = proc;

@@ -9,14 +9,13 @@ mod timer;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use axum::extract::ws::Utf8Bytes;
 use chrono::{DateTime, Utc};
 use presence_protocol::codes::close_code;
 use presence_protocol::{
     ChannelQueryRequest, ChannelStateResponse, JsonMap, PartialUserUpdate, QueryChannelsRequest,
     QueryUsersPayload, User,
 };
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 
 use crate::bus::{Bus, Outlet};
 use crate::error::Error;
@@ -30,13 +29,6 @@ pub struct Counts {
     pub open_connections: usize,
     pub online_users: usize,
     pub frames_sent: u64,
-}
-
-/// A registered connection: its id, its outlet (eviction), and the queue its writer drains.
-pub struct Connection {
-    pub id: ConnId,
-    pub outlet: Arc<Outlet>,
-    pub queue: mpsc::Receiver<Utf8Bytes>,
 }
 
 pub struct Hub {
@@ -111,25 +103,34 @@ impl Hub {
 
     // ----- connections -----
 
-    /// Registers a new connection for `user_id`, applying `details` as on connect; its queue (at most
-    /// `queue_capacity` frames) starts with the first `health.check`.
+    /// Registers a new connection for `user_id` that receives its frames through `outlet`, applying `details`
+    /// as on connect; its queue starts with the first `health.check`. At the per-user cap, the user's oldest
+    /// connection that has missed a pong gives way and is closed with 4002; with none, the connection is
+    /// refused (code 71).
     pub fn connect(
         &self,
         user_id: &str,
         details: &JsonMap,
-        queue_capacity: usize,
-    ) -> Result<Connection, Error> {
+        outlet: Arc<Outlet>,
+    ) -> Result<ConnId, Error> {
         let id: ConnId = uuid::Uuid::new_v4().to_string().into();
-        let (outlet, queue) = Outlet::new(queue_capacity);
         self.run(|engine, now| {
-            self.bus.attach(Arc::clone(&id), Arc::clone(&outlet));
-            let connected = engine.connect(Arc::clone(&id), user_id, details, now);
-            if connected.is_err() {
-                self.bus.detach(&id);
+            let dead = self.bus.missed_pong(engine.connections_at_cap(user_id));
+            self.bus.attach(Arc::clone(&id), outlet);
+            match engine.connect(Arc::clone(&id), user_id, details, &dead, now) {
+                Ok(replaced) => {
+                    if let Some(old) = replaced {
+                        self.bus.evict(&old, close_code::PONG_TIMEOUT);
+                    }
+                    Ok(())
+                }
+                Err(e) => {
+                    self.bus.detach(&id);
+                    Err(e)
+                }
             }
-            connected
         })?;
-        Ok(Connection { id, outlet, queue })
+        Ok(id)
     }
 
     /// Forgets a connection (see [`Engine::disconnect`]).

@@ -132,6 +132,16 @@ impl Users {
         self.graces.insert((until, id.to_string()));
     }
 
+    /// Ends the user's grace window early, if any: they count as disconnected from now on.
+    pub fn cancel_grace(&mut self, id: &str) {
+        let Some(entry) = self.entries.get_mut(id) else {
+            return;
+        };
+        if let Some(until) = entry.grace_until.take() {
+            self.graces.remove(&(until, id.to_string()));
+        }
+    }
+
     pub fn next_grace_end(&self) -> Option<DateTime<Utc>> {
         self.graces.first().map(|(until, _)| *until)
     }

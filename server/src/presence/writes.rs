@@ -76,9 +76,9 @@ impl Engine {
         let mut result = BTreeMap::new();
         for (id, obj) in users {
             let rec = self.users.get_or_insert(id, now);
-            fields::replace_fields(rec, obj, source);
+            let changed = fields::replace_fields(rec, obj, source);
             let invisible = fields::requested_invisible(obj);
-            self.finish_user_write(id, invisible, now, &mut result);
+            self.finish_user_write(id, changed, invisible, now, &mut result);
         }
         Ok(result)
     }
@@ -124,18 +124,19 @@ impl Engine {
             let Some(rec) = self.users.record_mut(&u.id) else {
                 continue;
             };
+            let mut changed = false;
             for field in &u.unset {
-                fields::unset_field(rec, field);
+                changed |= fields::unset_field(rec, field);
             }
             for (field, value) in &u.set {
-                fields::set_field(rec, field, value, source);
+                changed |= fields::set_field(rec, field, value, source);
             }
             let invisible = match fields::requested_invisible(&u.set) {
                 Some(v) => Some(v),
                 None if u.unset.iter().any(|f| f == "invisible") => Some(false),
                 None => None,
             };
-            self.finish_user_write(&u.id, invisible, now, &mut result);
+            self.finish_user_write(&u.id, changed, invisible, now, &mut result);
         }
         Ok(result)
     }
@@ -184,33 +185,59 @@ impl Engine {
         limits::check_user_data(user_id, &after.data)
     }
 
-    /// After a user's fields were written: applies invisibility, persists, and tells everyone concerned.
+    /// After a user's fields were written (`changed`: any but `invisible`): applies invisibility, persists, and
+    /// tells everyone concerned.
+    ///
+    /// A write that only switches invisibility is not a profile change: it moves no `updated_at` and sends others
+    /// no `user.updated` (either would date the switch, or tell that an offline user was secretly online). To
+    /// others, going invisible reads like leaving (stop watching, offline) and coming back like arriving
+    /// (online with a fresh `last_active`, start watching); while offline it shows nothing at all.
     fn finish_user_write(
         &mut self,
         user_id: &str,
+        changed: bool,
         invisible: Option<bool>,
         now: DateTime<Utc>,
         result: &mut BTreeMap<String, User>,
     ) {
-        let Some(connected) = self.users.get(user_id).map(|u| u.connected()) else {
+        let Some(entry) = self.users.get(user_id) else {
             return;
         };
+        // Going invisible, a user still in the grace window of a lost connection leaves now; coming back
+        // counts only real connections (an invisible user has no grace window).
+        let (in_view, has_conns) = (entry.connected(), !entry.conns().is_empty());
         let Some(rec) = self.users.record_mut(user_id) else {
             return;
         };
-        let invisible_changed = match invisible {
+        let switched = match invisible {
             Some(v) if v != rec.invisible => {
-                set_invisible(rec, v, connected, now);
-                true
+                set_invisible(rec, v, if v { in_view } else { has_conns }, now);
+                Some(v)
             }
-            _ => false,
+            _ => None,
         };
-        rec.updated_at = now;
+        let profile_write = changed || switched.is_none();
+        if profile_write {
+            rec.updated_at = now;
+        }
         self.writes.push(Write::SaveUser(Box::new(rec.clone())));
-        result.insert(user_id.to_string(), rec.own_view(connected));
-        self.user_event(user_id, event_type::USER_UPDATED, now);
+        if switched == Some(true) {
+            self.users.cancel_grace(user_id);
+        }
+        let Some(entry) = self.users.get(user_id) else {
+            return;
+        };
+        result.insert(user_id.to_string(), entry.rec.own_view(entry.connected()));
+        if profile_write {
+            self.user_event(user_id, event_type::USER_UPDATED, now);
+        } else {
+            self.own_user_event(user_id, event_type::USER_UPDATED, now);
+        }
+        if switched == Some(true) {
+            self.watching_visibility_changed(user_id, now);
+        }
         self.settle_presence(user_id, now);
-        if invisible_changed {
+        if switched == Some(false) {
             self.watching_visibility_changed(user_id, now);
         }
     }
