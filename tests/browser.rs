@@ -628,6 +628,12 @@ async fn after_a_server_restart_the_client_reconnects_and_events_flow_again() {
     let _c = changed.listen(&client, "connection.changed");
     watch_users(&client, &[&peer_id, &late_id]).await;
     let before = client.connection_id();
+    // Users created by connecting are stored asynchronously; a REST write is answered only once everything queued
+    // before it is committed, so the restart (a kill) cannot lose them.
+    server_side_partial_update(&format!(
+        r#"{{"users":[{{"id":"{late_id}","set":{{"name":"Late"}}}}]}}"#
+    ))
+    .await;
 
     fetch_text(&format!("{CONTROL}/restart"), "POST").await;
 
