@@ -214,7 +214,7 @@ if (only.has('restart')) {
     'once every observer shows the visible clients online and the invisible ones offline, the server is killed with',
     'SIGKILL and started again on the same database and address, at once or after an outage. Each client reconnects',
     'by itself with the client\'s backoff (after n consecutive failures a uniform delay between 250 ms and',
-    'min(25 s, 500 ms · 2^n)); observers reconnect the same way and follow everyone again. Checked: every client back,',
+    'min(25 s, 2.5 s · 2^n)); observers reconnect the same way and follow everyone again. Checked: every client back,',
     'the observers converged, and each client\'s own `me` at its reconnect (and the server\'s view of its `status`)',
     'equal to what the server acknowledged before the crash.',
     '',

@@ -15,10 +15,10 @@ use super::{connect_first_frame, dev_token, percent_encode, Error, Socket};
 
 /// The reconnect policy of the client (src/core/backoff.rs), in one place so that it can follow the real one:
 /// after `failures` consecutive failures (0 right after an established connection drops), wait a uniform random
-/// time between a floor of 250 ms and min(25 s, 500 ms · 2^failures) — full jitter above the floor.
+/// time between a floor of 250 ms and min(25 s, 2.5 s · 2^failures) — full jitter above the floor.
 pub fn reconnect_delay(failures: u32, rng: &mut fastrand::Rng) -> Duration {
     const FLOOR_MS: u64 = 250;
-    const BASE_MS: u64 = 500;
+    const BASE_MS: u64 = 2_500;
     const CAP_MS: u64 = 25_000;
     let ceiling = BASE_MS.saturating_mul(1u64 << failures.min(16)).min(CAP_MS);
     Duration::from_millis(rng.u64(FLOOR_MS..=ceiling.max(FLOOR_MS)))
