@@ -172,6 +172,11 @@ export async function startServer(extraArgs = [], bin = SERVER_BIN) {
   };
 }
 
+/** A server token (`{"server": true}`) minted by the server binary itself. */
+export function serverToken(bin = SERVER_BIN) {
+  return execFileSync(bin, ['token', '--server', '--api-secret', API_SECRET], { encoding: 'utf8' }).trim();
+}
+
 // ---- wire helpers --------------------------------------------------------------------------------------------
 
 /** A development token as `client.devToken(id)` makes it (standard base64 payload, signature `devtoken`). */

@@ -6,15 +6,9 @@
 //        [--baseline-bin PATH] [--json FILE]
 //   --baseline-bin  also run the same load against another presence-server binary, side by side.
 //   (builds nothing: cargo build --release -p presence-server -p presence-loadgen)
-import { execFileSync } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
-import { API_KEY, API_SECRET, SERVER_BIN, fmt, isMain, parseArgs, startServer } from './lib.mjs';
+import { API_KEY, SERVER_BIN, fmt, isMain, parseArgs, serverToken, startServer } from './lib.mjs';
 import { LOADGEN_BIN, loadgen } from './fanout.mjs';
-
-/** A server token minted by the server binary itself. */
-function serverToken(bin) {
-  return execFileSync(bin, ['token', '--server', '--api-secret', API_SECRET], { encoding: 'utf8' }).trim();
-}
 
 async function once(bin, { users, channels, probes, loopers, secs }) {
   const server = await startServer([], bin);
