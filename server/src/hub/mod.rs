@@ -39,6 +39,16 @@ pub struct Hub {
     view: ViewSlot,
     bus: Arc<dyn Bus>,
     commits: Arc<AtomicU64>,
+    /// Unpinned queries are CPU-bound: at most one fewer at a time than there are cores, so the hub thread and
+    /// the sockets always keep a core (pings are answered while queries queue).
+    query_slots: Arc<tokio::sync::Semaphore>,
+}
+
+/// How many view queries may run at once: one fewer than the cores, at least one.
+fn query_parallelism() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get().saturating_sub(1))
+        .max(1)
 }
 
 /// The answer to a request whose batch could not be committed.
@@ -77,7 +87,34 @@ impl Hub {
             view,
             bus,
             commits,
+            query_slots: Arc::new(tokio::sync::Semaphore::new(query_parallelism())),
         }))
+    }
+
+    /// Runs `query` on a blocking thread, once a query slot is free unless it is `cheap`.
+    async fn on_view<R: Send + 'static>(
+        &self,
+        operation: &str,
+        cheap: bool,
+        query: impl FnOnce(Arc<View>) -> R + Send + 'static,
+    ) -> Result<R, Error> {
+        let failed = || Error::internal("the query failed").in_operation(operation);
+        let slot = if cheap {
+            None
+        } else {
+            let slots = Arc::clone(&self.query_slots);
+            Some(slots.acquire_owned().await.map_err(|_| failed())?)
+        };
+        // The view is taken once the slot is ours, so a query that waited still reads the latest state.
+        let view = self.view();
+        let answer = tokio::task::spawn_blocking(move || {
+            let answer = query(view);
+            drop(slot);
+            answer
+        })
+        .await
+        .map_err(|_| failed())?;
+        Ok(answer)
     }
 
     /// The users and channels as of the last committed batch.
@@ -234,11 +271,11 @@ impl Hub {
         payload: &QueryUsersPayload,
     ) -> Result<Vec<User>, Error> {
         const OP: &str = "QueryUsers";
-        let view = self.view();
+        let pinned = View::pins_user_ids(&payload.filter_conditions);
         let (who, query) = (caller.clone(), payload.clone());
-        let users = tokio::task::spawn_blocking(move || view.query_users(&who, &query))
-            .await
-            .map_err(|_| Error::internal("the query failed").in_operation(OP))??;
+        let users = self
+            .on_view(OP, pinned, move |view| view.query_users(&who, &query))
+            .await??;
         match conn_id {
             Some(conn) if payload.presence => {
                 let (caller, conn) = (caller.clone(), conn.to_string());
@@ -284,11 +321,10 @@ impl Hub {
         req: &QueryChannelsRequest,
     ) -> Result<Vec<ChannelStateResponse>, Error> {
         const OP: &str = "QueryChannels";
-        let view = self.view();
         let (who, query) = (caller.clone(), req.clone());
-        let page = tokio::task::spawn_blocking(move || view.select_channels(&who, &query))
-            .await
-            .map_err(|_| Error::internal("the query failed").in_operation(OP))??;
+        let page = self
+            .on_view(OP, false, move |view| view.select_channels(&who, &query))
+            .await??;
         let (caller, conn_id) = (caller.clone(), conn_id.map(str::to_string));
         self.request(OP, move |engine, now| {
             Ok(engine.channel_states(&caller, conn_id.as_deref(), &page, now))

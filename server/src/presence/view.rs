@@ -25,6 +25,13 @@ impl View {
         self.open_connections
     }
 
+    /// Whether a `queryUsers` filter pins `id` (the usual presence query): it then looks at those users only, so
+    /// it is cheap whatever the number of users.
+    pub fn pins_user_ids(filter_conditions: &presence_protocol::JsonMap) -> bool {
+        crate::presence::filter::Filter::parse(filter_conditions, None)
+            .is_ok_and(|f| f.id_candidates().is_some())
+    }
+
     /// Users peers saw online when the view was taken.
     pub fn online_users(&self) -> usize {
         self.users.online()
