@@ -1,5 +1,8 @@
 //! The fuzz targets' properties (`fuzz/src/`, included here as they are) over the reproducers the fuzzer found
-//! (`fuzz/regressions/<target>/`) and the seed inputs (`fuzz/seeds/<target>/`), in the normal test run.
+//! (`fuzz/regressions/<target>/`) and the seed inputs (`fuzz/seeds/<target>/`), in the normal test run; and what
+//! each finding meant for a user, through the real server.
+
+mod common;
 
 #[path = "../../fuzz/src/filter.rs"]
 mod filter;
@@ -8,6 +11,9 @@ mod server_frames;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
+
+use common::*;
+use serde_json::json;
 
 /// Runs `check` over every file of the target's reproducers and seeds; fails naming each file whose check
 /// panicked.
@@ -42,3 +48,31 @@ fn connect_and_client_frame_inputs_keep_their_properties() {
     check_inputs("server_frames", server_frames::check);
 }
 
+/// `0`, `0.0` and `-0.0` are one number (a `rank: 0` filter matches all three), so a sort on it ties them and
+/// the tie-break by id decides, in both directions. `-0.0` used to sort before the others.
+#[tokio::test]
+async fn zero_and_negative_zero_tie_in_a_sort() {
+    let s = Server::in_process().await;
+    s.upsert(&[
+        json!({ "id": "a", "rank": 0 }),
+        json!({ "id": "b", "rank": 0.0 }),
+        json!({ "id": "c", "rank": -0.0 }),
+        json!({ "id": "d", "rank": 1 }),
+    ])
+    .await;
+    let mut zeros = s.user_ids(json!({ "rank": 0 })).await;
+    zeros.sort();
+    assert_eq!(zeros, strs(&["a", "b", "c"]));
+    for (direction, want) in [(1, ["a", "b", "c", "d"]), (-1, ["d", "a", "b", "c"])] {
+        let got = s
+            .user_ids_as(
+                &Auth::Server,
+                json!({
+                    "filter_conditions": { "rank": { "$exists": true } },
+                    "sort": [{ "field": "rank", "direction": direction }],
+                }),
+            )
+            .await;
+        assert_eq!(got, strs(&want), "sort on rank, direction {direction}");
+    }
+}

@@ -283,8 +283,16 @@ pub fn sort_cmp(a: &Value, b: &Value) -> Ordering {
     }
     match (a, b) {
         (Value::Number(x), Value::Number(y)) => {
-            let (x, y) = (x.as_f64().unwrap_or(0.0), y.as_f64().unwrap_or(0.0));
-            x.total_cmp(&y)
+            // `-0.0` and `0.0` are equal JSON numbers (and `equal` matches them): they must tie here too.
+            let key = |n: &serde_json::Number| {
+                let f = n.as_f64().unwrap_or(0.0);
+                if f == 0.0 {
+                    0.0
+                } else {
+                    f
+                }
+            };
+            key(x).total_cmp(&key(y))
         }
         (Value::String(x), Value::String(y)) => match (as_time(a), as_time(b)) {
             (Some(tx), Some(ty)) => tx.cmp(&ty),
