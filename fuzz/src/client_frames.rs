@@ -12,7 +12,7 @@
 //!   frame; and it re-encodes to JSON that parses back to the same event.
 //! - The session never panics; a frame it dispatches leaves the users it carries in the cache as they were sent;
 //!   the first frame of a connecting socket opens the connection with that frame's `connection_id` unless it is an
-//!   error; a `connectUser` settles (resolved or rejected) at most once.
+//!   error; a `connectUser` settles (resolved or rejected) at most once, and `disconnectUser` settles it.
 //! - After timers ran at `now`, the next deadline is later than `now` (a due timer would spin the browser's loop).
 
 use presence_client::core::{
@@ -90,7 +90,11 @@ pub fn check(data: &[u8]) {
             "h" => h.session.handle_page_hide(now),
             "d" => {
                 h.session.disconnect(now);
-                h.connect_pending = false;
+                h.effects();
+                assert!(
+                    !h.connect_pending,
+                    "disconnectUser settles a pending connectUser"
+                );
             }
             "u" => h.connect(true),
             "U" => h.connect(false),
