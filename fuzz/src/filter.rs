@@ -11,7 +11,8 @@
 //! - `check_sort` accepts the sort or refuses it with code 4; `sort_order` with an accepted sort is a total order
 //!   over the document's objects, and sorting them by it gives an ordered list.
 //! - The engine's `query_users` over users made of the document's objects answers (at most `limit` users) or
-//!   refuses with code 4.
+//!   refuses with code 4, and answers the same when the filter is put under `$or` (which pins no ids, so the
+//!   engine looks at every user rather than only at the ids the filter names).
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -174,13 +175,31 @@ fn query_users(doc: &Value, objects: &[&JsonMap]) {
             assert_eq!(e.code(), 4, "a bad user is an input error: {e}");
         }
     }
-    match engine.query_users(&Caller::Server, None, &payload) {
+    let answer = engine.query_users(&Caller::Server, None, &payload);
+    match &answer {
         Ok(users) => {
             let limit = payload.limit.unwrap_or(30);
             assert!(users.len() as u64 <= limit, "at most limit users");
         }
         Err(e) => assert_eq!(e.code(), 4, "a bad query is an input error: {e}"),
     }
+    // The same filter under `$or` pins no id, so every user is looked at: the answer must be the same.
+    let mut scan = payload.clone();
+    let both = Value::Object(payload.filter_conditions.clone());
+    scan.filter_conditions =
+        JsonMap::from_iter([("$or".to_string(), Value::Array(vec![both.clone(), both]))]);
+    let scanned = engine.query_users(&Caller::Server, None, &scan);
+    let ids = |answer: &Result<Vec<presence_protocol::User>, _>| {
+        answer
+            .as_ref()
+            .ok()
+            .map(|users| users.iter().map(|u| u.id.clone()).collect::<Vec<_>>())
+    };
+    assert_eq!(
+        ids(&answer),
+        ids(&scanned),
+        "a filter pinning ids finds what a full scan finds"
+    );
     let _ = engine.poll_deliveries();
     let _ = engine.poll_writes();
 }

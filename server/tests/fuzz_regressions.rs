@@ -76,3 +76,27 @@ async fn zero_and_negative_zero_tie_in_a_sort() {
         assert_eq!(got, strs(&want), "sort on rank, direction {direction}");
     }
 }
+
+/// A user id is matched exactly, however the filter reaches it. Ids that read as timestamps used to match every id
+/// naming the same instant, except when the filter pinned the id (then only the exact id was looked up).
+#[tokio::test]
+async fn an_id_that_reads_as_a_timestamp_matches_only_itself() {
+    let s = Server::in_process().await;
+    s.upsert(&[
+        json!({ "id": "2024-05-01T10:00:00Z" }),
+        json!({ "id": "2024-05-01T12:00:00+02:00" }),
+    ])
+    .await;
+    for filter in [
+        json!({ "id": "2024-05-01T10:00:00Z" }),
+        json!({ "id": { "$in": ["2024-05-01T10:00:00Z"] } }),
+        json!({ "$or": [{ "id": "2024-05-01T10:00:00Z" }, { "id": "nobody" }] }),
+        json!({ "$nor": [{ "id": { "$ne": "2024-05-01T10:00:00Z" } }] }),
+    ] {
+        assert_eq!(
+            s.user_ids(filter.clone()).await,
+            strs(&["2024-05-01T10:00:00Z"]),
+            "{filter}"
+        );
+    }
+}

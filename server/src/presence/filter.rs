@@ -63,7 +63,8 @@ impl Filter {
             Filter::And(all) => all.iter().all(|f| f.matches(obj)),
             Filter::Or(any) => any.iter().any(|f| f.matches(obj)),
             Filter::Nor(none) => !none.iter().any(|f| f.matches(obj)),
-            Filter::Field { field, cond } => cond.holds(obj.field(field).as_ref()),
+            // An id is a name, not a time: it matches exactly, as the lookup by `id_candidates` does.
+            Filter::Field { field, cond } => cond.holds(obj.field(field).as_ref(), field != "id"),
         }
     }
 }
@@ -184,7 +185,9 @@ fn parse_entry(key: &str, value: &Value, allowed: Option<&[&str]>) -> Result<Fil
 }
 
 impl Condition {
-    fn holds(&self, actual: Option<&Value>) -> bool {
+    /// Whether `actual` passes; with `instants`, two RFC 3339 strings naming the same instant are equal.
+    fn holds(&self, actual: Option<&Value>, instants: bool) -> bool {
+        let equal = |a: &Value, b: &Value| equal(a, b, instants);
         let present = actual.filter(|v| !v.is_null());
         match self {
             Condition::Exists(want) => present.is_some() == *want,
@@ -229,11 +232,13 @@ fn as_time(v: &Value) -> Option<DateTime<FixedOffset>> {
         .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
 }
 
-/// Equality that treats two RFC 3339 strings naming the same instant as equal, and an array field as equal to a
-/// value it contains (`teams: "red"`).
-fn equal(a: &Value, b: &Value) -> bool {
-    if let (Some(x), Some(y)) = (as_time(a), as_time(b)) {
-        return x == y;
+/// Equality that treats two RFC 3339 strings naming the same instant as equal (with `instants`), and an array
+/// field as equal to a value it contains (`teams: "red"`).
+fn equal(a: &Value, b: &Value, instants: bool) -> bool {
+    if instants {
+        if let (Some(x), Some(y)) = (as_time(a), as_time(b)) {
+            return x == y;
+        }
     }
     if let (Some(x), Some(y)) = (a.as_f64(), b.as_f64()) {
         return x == y;
