@@ -13,7 +13,7 @@ import { API_KEY, ROOT, fmt, isMain, parseArgs, startServer } from './lib.mjs';
 export const LOADGEN_BIN = process.env.PRESENCE_LOADGEN_BIN || join(ROOT, 'target', 'release', 'presence-loadgen');
 
 /** Runs the load generator; resolves with the JSON it prints. */
-function loadgen(args) {
+export function loadgen(args) {
   return new Promise((done, fail) => {
     const child = spawn(LOADGEN_BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';

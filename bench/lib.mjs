@@ -129,11 +129,11 @@ for (const signal of ['SIGINT', 'SIGTERM']) {
  * Starts presence-server on a free loopback port with an in-memory database and dev tokens; resolves once it
  * prints `listening on URL`. Returns { url, wsUrl, stop() }.
  */
-export async function startServer(extraArgs = []) {
-  if (!existsSync(SERVER_BIN)) throw new Error(`no server binary at ${SERVER_BIN} (cargo build --release -p presence-server)`);
+export async function startServer(extraArgs = [], bin = SERVER_BIN) {
+  if (!existsSync(bin)) throw new Error(`no server binary at ${bin} (cargo build --release -p presence-server)`);
   const args = ['--addr', '127.0.0.1:0', '--db', ':memory:', '--api-key', API_KEY, '--api-secret', API_SECRET,
-    '--dev-tokens', ...extraArgs];
-  const child = spawn(SERVER_BIN, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: 'warn' } });
+    '--dev-tokens', '--admin-addr', 'off', ...extraArgs];
+  const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: 'warn' } });
   children.add(child);
   let output = '';
   const keep = (chunk) => { output = (output + chunk).slice(-8000); };
@@ -170,6 +170,11 @@ export async function startServer(extraArgs = []) {
       return result;
     },
   };
+}
+
+/** A server token (`{"server": true}`) minted by the server binary itself. */
+export function serverToken(bin = SERVER_BIN) {
+  return execFileSync(bin, ['token', '--server', '--api-secret', API_SECRET], { encoding: 'utf8' }).trim();
 }
 
 // ---- wire helpers --------------------------------------------------------------------------------------------

@@ -2,8 +2,9 @@
 # The main job: builds the wasm package and the server, runs the server on an embedded SQLite file serving the demo
 # page from www/, seeds the demo users and channel, and prints the URLs to open. Stop it with Ctrl-C.
 #
-# Environment: PRESENCE_ADDR (127.0.0.1:7070), PRESENCE_DB (presence.db), PRESENCE_API_KEY (demo-key),
-# PRESENCE_API_SECRET (demo-secret-change-me); any other PRESENCE_* variable of the server applies too.
+# Environment: PRESENCE_ADDR (127.0.0.1:7070), PRESENCE_ADMIN_ADDR (127.0.0.1:7071, /metrics), PRESENCE_DB
+# (presence.db), PRESENCE_API_KEY (demo-key), PRESENCE_API_SECRET (demo-secret-change-me); any other PRESENCE_*
+# variable of the server applies too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -58,6 +59,8 @@ if [ -z "$url" ]; then
 fi
 
 node scripts/seed.mjs --base-url "$url" --api-key "$PRESENCE_API_KEY" --api-secret "$PRESENCE_API_SECRET"
+# Printed right after the public address, so it is there by now (unless --admin-addr off).
+admin_url=$(sed -n 's/^admin listening on \(http:\/\/[^ ]*\).*/\1/p' "$out" | head -n 1)
 
 # The page assumes the key demo-key unless the URL names another one.
 key_param=
@@ -71,7 +74,7 @@ cat <<EOF
     $url/?user=bob$key_param
 
   or $url/${key_param:+?${key_param#&}} to pick a user, a status and invisibility before connecting.
-  Database: $PRESENCE_DB. Stop with Ctrl-C.
+  Database: $PRESENCE_DB.${admin_url:+ Metrics (this machine only): $admin_url/metrics.} Stop with Ctrl-C.
 
 EOF
 

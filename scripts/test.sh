@@ -29,6 +29,11 @@ cargo test --workspace --no-fail-fast
 step "stream-chat SDK against presence-server"
 PRESENCE_SERVER_BIN=target/debug/presence-server timeout 300 node --test --test-timeout=60000 server/tests/sdk/
 
+step "load generator smoke (bench/loadgen against the server, a few hundred connections)"
+cargo build -p presence-loadgen
+PRESENCE_SERVER_BIN=target/debug/presence-server PRESENCE_LOADGEN_BIN=target/debug/presence-loadgen \
+  timeout 300 node bench/smoke.mjs
+
 step "wasm package (size printed below)"
 bash scripts/build-wasm.sh
 

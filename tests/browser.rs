@@ -628,6 +628,12 @@ async fn after_a_server_restart_the_client_reconnects_and_events_flow_again() {
     let _c = changed.listen(&client, "connection.changed");
     watch_users(&client, &[&peer_id, &late_id]).await;
     let before = client.connection_id();
+    // Users created by connecting are stored asynchronously; a REST write is answered only once everything queued
+    // before it is committed, so the restart (a kill) cannot lose them.
+    server_side_partial_update(&format!(
+        r#"{{"users":[{{"id":"{late_id}","set":{{"name":"Late"}}}}]}}"#
+    ))
+    .await;
 
     fetch_text(&format!("{CONTROL}/restart"), "POST").await;
 
@@ -696,6 +702,63 @@ async fn the_browser_going_offline_drops_the_socket_and_online_reconnects_with_s
     disconnect(&client).await;
 }
 
+#[wasm_bindgen_test]
+async fn a_reconnect_watches_every_channel_again_and_reports_what_changed_meanwhile() {
+    let me = unique("lurker");
+    let others: Vec<String> = (0..3).map(|i| unique(&format!("member{i}"))).collect();
+    for other in &others {
+        ensure_user(other).await;
+    }
+    let (client, _) = connect(&format!(r#"{{"id":"{me}"}}"#), "").await;
+    let presence = Recorder::new();
+    let recovered = Recorder::new();
+    let _p = presence.listen(&client, "user.presence.changed");
+    let _r = recovered.listen(&client, "connection.recovered");
+    // Three channels watched with presence, each with one other member.
+    let mut channels = Vec::new();
+    for other in &others {
+        let channel = client
+            .channel(
+                JsValue::from_str("messaging"),
+                JsValue::from_str(&unique("room")),
+                json(&format!(r#"{{"members":["{me}","{other}"]}}"#)),
+            )
+            .unwrap();
+        settle(channel.watch(json(r#"{"presence":true}"#)))
+            .await
+            .expect("watch resolves");
+        channels.push(channel);
+    }
+    let before = client.connection_id();
+    let window = web_sys::window().expect("a window");
+    window
+        .dispatch_event(&web_sys::Event::new("offline").unwrap())
+        .unwrap();
+    // While the socket is down, the first member comes online.
+    let (early, _) = connect(&format!(r#"{{"id":"{}"}}"#, others[0]), "").await;
+    window
+        .dispatch_event(&web_sys::Event::new("online").unwrap())
+        .unwrap();
+    recovered
+        .wait_for("connection.recovered", 10_000, |_| true)
+        .await;
+    assert_ne!(client.connection_id(), before, "a new connection");
+    // What changed while down was reported before connection.recovered, and the channel's state follows.
+    assert_eq!(presence.count(presence_of(&others[0], true)), 1);
+    assert_eq!(
+        get(
+            &channels[0].state(),
+            &format!("members.{}.user.online", others[0])
+        )
+        .as_bool(),
+        Some(true)
+    );
+    // Every channel is watched again with presence: the last member's arrival is heard live.
+    peer_online_is_heard(&presence, &others[2]).await;
+    disconnect(&early).await;
+    disconnect(&client).await;
+}
+
 #[wasm_bindgen(inline_js = r#"
 // Counts the WebSockets the page opens from now on, their close events, and the codes the page closes them
 // with; the sockets stay real ones.
@@ -738,6 +801,36 @@ export function resetVisibility() {
 export function dispatchPageTransition(type, persisted) {
   window.dispatchEvent(new PageTransitionEvent(type, { persisted }));
 }
+
+// A network that can be cut for the clients connected while it records (`stopRecording()` ends that, so that
+// others in the same page keep theirs): `cut()` closes their sockets and makes every socket opened from then on go
+// to a closed loopback port (outside Linux's ephemeral range, so no test server holds it) and fail, until
+// `restore()`.
+export function cuttableNetwork() {
+  const Original = globalThis.WebSocket;
+  const recorded = [];
+  let recording = true;
+  let cut = false;
+  globalThis.WebSocket = class extends Original {
+    constructor(url, ...rest) {
+      super(cut ? 'ws://127.0.0.1:65534/connect' : url, ...rest);
+      if (recording) recorded.push(this);
+    }
+  };
+  return {
+    stopRecording: () => { recording = false; },
+    cut: () => {
+      cut = true;
+      for (const socket of recorded) socket.close();
+    },
+    restore: () => { globalThis.WebSocket = Original; },
+  };
+}
+
+// A token provider that answers with `token` after `ms`.
+export function slowProvider(token, ms) {
+  return () => new Promise((resolve) => setTimeout(() => resolve(token), ms));
+}
 "#)]
 extern "C" {
     type SocketWatch;
@@ -757,6 +850,17 @@ extern "C" {
     fn reset_visibility();
     #[wasm_bindgen(js_name = dispatchPageTransition)]
     fn dispatch_page_transition(kind: &str, persisted: bool);
+    type Network;
+    #[wasm_bindgen(js_name = cuttableNetwork)]
+    fn cuttable_network() -> Network;
+    #[wasm_bindgen(method, js_name = stopRecording)]
+    fn stop_recording(this: &Network);
+    #[wasm_bindgen(method)]
+    fn cut(this: &Network);
+    #[wasm_bindgen(method, js_name = restore)]
+    fn restore_network(this: &Network);
+    #[wasm_bindgen(js_name = slowProvider)]
+    fn slow_provider(token: &str, ms: u32) -> Function;
 }
 
 /// Waits until `done` holds; an error naming `what` after `timeout_ms`.
@@ -823,33 +927,6 @@ async fn leaving_for_the_back_forward_cache_and_returning_reconnects_with_subscr
     disconnect(&client).await;
 }
 
-/// While the server is down: lets three attempts fail (the backoff delay then reaches up to 4 s, then 8 s and
-/// 16 s), then, right after each further failure, makes the page visible again: the next attempt must start within
-/// 300 ms instead of at the end of the backoff delay. Three rounds leave a broken wiring a chance to pass below
-/// 1 in 10,000.
-async fn every_return_to_visible_retries_at_once(sockets: &SocketWatch) -> Result<(), String> {
-    until("3 failed attempts", 10_000, || {
-        sockets.closed() >= 3 && sockets.opened() == sockets.closed()
-    })
-    .await?;
-    for round in 1..=3 {
-        set_visibility("hidden");
-        let opened = sockets.opened();
-        set_visibility("visible");
-        until(
-            &format!("attempt in round {round} after becoming visible"),
-            300,
-            || sockets.opened() > opened,
-        )
-        .await?;
-        until(&format!("failure in round {round}"), 5_000, || {
-            sockets.closed() == sockets.opened()
-        })
-        .await?;
-    }
-    Ok(())
-}
-
 #[wasm_bindgen_test]
 async fn a_socket_dropped_while_hidden_reconnects_as_soon_as_the_page_is_visible() {
     let me = unique("sleeper");
@@ -865,21 +942,24 @@ async fn a_socket_dropped_while_hidden_reconnects_as_soon_as_the_page_is_visible
 
     let sockets = watch_sockets();
     set_visibility("hidden");
-    // The server goes away while the page is hidden: the client keeps retrying with a growing backoff.
+    // The server goes away while the page is hidden: the client keeps retrying with a growing backoff (after two
+    // failures the next delay is drawn from [0.25, 10] s).
     fetch_text(&format!("{CONTROL}/stop?for_ms=30000"), "POST").await;
-    let rounds = every_return_to_visible_retries_at_once(&sockets).await;
-    // Back up, the next return to visible reconnects at once although the backoff delay is now up to 25 s.
+    let failed = until("2 failed attempts", 10_000, || {
+        sockets.closed() >= 2 && sockets.opened() == sockets.closed()
+    })
+    .await;
+    // Back up, the return to visible reconnects at once instead of at the end of the backoff delay.
     fetch_text(&format!("{CONTROL}/start"), "POST").await;
-    set_visibility("hidden");
     let opened = sockets.opened();
     set_visibility("visible");
-    let reconnected = until("attempt after the server came back", 300, || {
+    let reconnected = until("attempt after the page became visible", 300, || {
         sockets.opened() > opened
     })
     .await;
     sockets.restore();
     reset_visibility();
-    rounds.unwrap();
+    failed.unwrap();
     reconnected.unwrap();
 
     recovered
@@ -888,5 +968,224 @@ async fn a_socket_dropped_while_hidden_reconnects_as_soon_as_the_page_is_visible
     assert_ne!(client.connection_id(), before, "a new connection");
     // The presence query was made again on the new connection.
     peer_online_is_heard(&presence, &peer_id).await;
+    disconnect(&client).await;
+}
+
+/// `PATCH /users` with the server-side token: a change made from another connection than the client's.
+async fn server_side_partial_update(body: &str) {
+    let token = fetch_text(&format!("{CONTROL}/token?server=1"), "GET").await;
+    let headers = web_sys::Headers::new().unwrap();
+    headers.set("Authorization", &token).unwrap();
+    headers.set("stream-auth-type", "jwt").unwrap();
+    headers.set("Content-Type", "application/json").unwrap();
+    let init = web_sys::RequestInit::new();
+    init.set_method("PATCH");
+    init.set_headers(&headers);
+    init.set_body(&JsValue::from_str(body));
+    let url = format!("{SERVER}/users?api_key={API_KEY}");
+    let request = web_sys::Request::new_with_str_and_init(&url, &init).unwrap();
+    let response: web_sys::Response =
+        JsFuture::from(web_sys::window().unwrap().fetch_with_request(&request))
+            .await
+            .expect("the server answers")
+            .unchecked_into();
+    assert!(response.ok(), "PATCH /users: HTTP {}", response.status());
+}
+
+#[wasm_bindgen_test]
+async fn a_reconnect_keeps_her_invisible_when_she_went_invisible_elsewhere_while_cut_off() {
+    let me = unique("hider");
+    let network = cuttable_network();
+    // The app connects with explicit presence choices, as the reference SDK's examples do.
+    let (client, _) = connect(
+        &format!(r#"{{"id":"{me}","name":"Hedy","invisible":false,"status":"around"}}"#),
+        "",
+    )
+    .await;
+    network.stop_recording();
+    let (peer, _) = connect(&format!(r#"{{"id":"{}"}}"#, unique("peer")), "").await;
+    let seen = Recorder::new();
+    let _s = seen.listen(&peer, "user.presence.changed");
+    let answer = watch_users(&peer, &[&me]).await;
+    assert_eq!(
+        get(&Array::from(&get(&answer, "users")).get(0), "online").as_bool(),
+        Some(true)
+    );
+    let recovered = Recorder::new();
+    let _r = recovered.listen(&client, "connection.recovered");
+
+    // Her network goes: her socket is dropped and every new one fails.
+    network.cut();
+    seen.wait_for("her offline event", 5_000, presence_of(&me, false))
+        .await;
+    // Meanwhile she goes invisible, with another status, from elsewhere.
+    server_side_partial_update(&format!(
+        r#"{{"users":[{{"id":"{me}","set":{{"invisible":true,"status":"gone fishing"}}}}]}}"#
+    ))
+    .await;
+    // Let an attempt or two fail, then the network comes back.
+    sleep(1_000).await;
+    network.restore_network();
+    let window = web_sys::window().expect("a window");
+    window
+        .dispatch_event(&web_sys::Event::new("online").unwrap())
+        .unwrap();
+    recovered
+        .wait_for("connection.recovered", 10_000, |_| true)
+        .await;
+
+    // She knows she is invisible; the peer still sees her offline, with the status set elsewhere.
+    assert_eq!(get(&client.user(), "invisible").as_bool(), Some(true));
+    assert_eq!(
+        get(&client.user(), "name").as_string().as_deref(),
+        Some("Hedy")
+    );
+    sleep(500).await;
+    let answer = watch_users(&peer, &[&me]).await;
+    let user = Array::from(&get(&answer, "users")).get(0);
+    assert_eq!(
+        get(&user, "online").as_bool(),
+        Some(false),
+        "the reconnect made her visible"
+    );
+    assert_eq!(
+        get(&user, "status").as_string().as_deref(),
+        Some("gone fishing")
+    );
+    assert_eq!(
+        seen.count(presence_of(&me, true)),
+        0,
+        "the peer saw her come back online"
+    );
+    disconnect(&client).await;
+    disconnect(&peer).await;
+}
+
+#[wasm_bindgen_test]
+async fn an_answer_to_a_call_made_before_disconnect_never_lands_in_the_next_session() {
+    let followed = unique("followed");
+    ensure_user(&followed).await;
+    let (client, _) = connect(&format!(r#"{{"id":"{}"}}"#, unique("first")), "").await;
+    let second = unique("second");
+    let second_token = jwt(&second, None).await;
+    let pending = client.query_users(
+        json(&format!(r#"{{"id":"{followed}"}}"#)),
+        JsValue::UNDEFINED,
+        json(r#"{"presence":true}"#),
+    );
+    // disconnectUser() runs while the request is on the wire; then the next user connects.
+    disconnect(&client).await;
+    settle(client.connect_user(
+        json(&format!(r#"{{"id":"{second}"}}"#)),
+        JsValue::from_str(&second_token),
+    ))
+    .await
+    .expect("the next user connects");
+    let error = settle(pending)
+        .await
+        .expect_err("the call of the ended session fails");
+    assert_eq!(get(&error, "code").as_f64(), Some(1003.0));
+    assert!(
+        get(&client.state(), &format!("users.{followed}")).is_undefined(),
+        "the answer of the ended session landed in the next one"
+    );
+    disconnect(&client).await;
+}
+
+#[wasm_bindgen_test]
+async fn a_token_the_provider_gives_after_disconnect_never_serves_the_next_user() {
+    let first = unique("slow");
+    let second = unique("next");
+    let first_token = jwt(&first, None).await;
+    let second_token = jwt(&second, None).await;
+    let client = new_client("");
+    // The first user's provider answers after 500 ms; she is disconnected before that.
+    let pending = client.connect_user(
+        json(&format!(r#"{{"id":"{first}"}}"#)),
+        slow_provider(&first_token, 500).into(),
+    );
+    disconnect(&client).await;
+    settle(pending)
+        .await
+        .expect_err("the cancelled connectUser rejects");
+    settle(client.connect_user(
+        json(&format!(r#"{{"id":"{second}"}}"#)),
+        slow_provider(&second_token, 0).into(),
+    ))
+    .await
+    .expect("the next user connects");
+    // The first provider answers now; the next user's calls still carry her own token.
+    sleep(800).await;
+    let update = json(&format!(r#"{{"id":"{second}","set":{{"name":"Next"}}}}"#));
+    let answer = settle(client.partial_update_user(update))
+        .await
+        .expect("the next user's own write is accepted");
+    assert_eq!(
+        get(&answer, &format!("users.{second}.name"))
+            .as_string()
+            .as_deref(),
+        Some("Next")
+    );
+    disconnect(&client).await;
+}
+
+#[wasm_bindgen_test]
+async fn a_timeout_longer_than_a_timer_holds_does_not_abort_requests() {
+    let id = unique("patient");
+    let (client, _) = connect(&format!(r#"{{"id":"{id}"}}"#), r#","timeout":1e12"#).await;
+    let answer = settle(client.query_users(
+        json(&format!(r#"{{"id":"{id}"}}"#)),
+        JsValue::UNDEFINED,
+        JsValue::UNDEFINED,
+    ))
+    .await
+    .expect("queryUsers resolves");
+    assert_eq!(Array::from(&get(&answer, "users")).length(), 1);
+    disconnect(&client).await;
+}
+
+fn member_count(channel: &Channel) -> u32 {
+    let members: js_sys::Object = get(&channel.state(), "members").unchecked_into();
+    js_sys::Object::keys(&members).length()
+}
+
+#[wasm_bindgen_test]
+async fn the_registry_forgets_a_channel_on_stop_watching_and_disconnect() {
+    let me = unique("forgetful");
+    let other = unique("member");
+    ensure_user(&other).await;
+    let (client, _) = connect(&format!(r#"{{"id":"{me}"}}"#), "").await;
+    let room = JsValue::from_str(&unique("room"));
+    let messaging = JsValue::from_str("messaging");
+    let members = json(&format!(r#"{{"members":["{me}","{other}"]}}"#));
+    let channel = client
+        .channel(messaging.clone(), room.clone(), members)
+        .unwrap();
+    settle(channel.watch(json(r#"{"presence":true}"#)))
+        .await
+        .expect("watch resolves");
+    assert_eq!(member_count(&channel), 2);
+    settle(channel.stop_watching())
+        .await
+        .expect("stopWatching resolves");
+    let again = client
+        .channel(messaging.clone(), room.clone(), JsValue::UNDEFINED)
+        .unwrap();
+    assert_eq!(member_count(&again), 0, "stopWatching kept the channel");
+    settle(again.watch(JsValue::UNDEFINED))
+        .await
+        .expect("watch resolves");
+    assert_eq!(member_count(&again), 2);
+    // disconnectUser() forgets every channel: the same client, connected again, starts afresh.
+    disconnect(&client).await;
+    let token = jwt(&me, None).await;
+    settle(client.connect_user(
+        json(&format!(r#"{{"id":"{me}"}}"#)),
+        JsValue::from_str(&token),
+    ))
+    .await
+    .expect("connects again");
+    let fresh = client.channel(messaging, room, JsValue::UNDEFINED).unwrap();
+    assert_eq!(member_count(&fresh), 0, "disconnectUser() kept the channel");
     disconnect(&client).await;
 }

@@ -305,7 +305,9 @@ function showError(node, error) {
   const code = error && error.code !== undefined ? ` (code ${error.code})` : '';
   const hint = error && error.code === 43 && /development tokens/i.test(message)
     ? ' Start the server with --dev-tokens to sign in from this page.'
-    : '';
+    : error && error.code === 17
+      ? ' Only members see a messaging channel; the users query still lists everyone.'
+      : '';
   node.textContent = message + code + hint;
   node.hidden = false;
 }

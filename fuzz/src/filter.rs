@@ -159,6 +159,7 @@ fn query_users(doc: &Value, objects: &[&JsonMap]) {
             offline_grace: std::time::Duration::from_secs(5),
             watch_implies_presence: false,
             max_connections_per_user: 2,
+            max_channels_per_user: 1000,
         },
         Vec::new(),
         Vec::new(),
@@ -175,7 +176,7 @@ fn query_users(doc: &Value, objects: &[&JsonMap]) {
             assert_eq!(e.code(), 4, "a bad user is an input error: {e}");
         }
     }
-    let answer = engine.query_users(&Caller::Server, None, &payload);
+    let answer = engine.view().query_users(&Caller::Server, &payload);
     match &answer {
         Ok(users) => {
             let limit = payload.limit.unwrap_or(30);
@@ -188,7 +189,7 @@ fn query_users(doc: &Value, objects: &[&JsonMap]) {
     let both = Value::Object(payload.filter_conditions.clone());
     scan.filter_conditions =
         JsonMap::from_iter([("$or".to_string(), Value::Array(vec![both.clone(), both]))]);
-    let scanned = engine.query_users(&Caller::Server, None, &scan);
+    let scanned = engine.view().query_users(&Caller::Server, &scan);
     let ids = |answer: &Result<Vec<presence_protocol::User>, _>| {
         answer
             .as_ref()

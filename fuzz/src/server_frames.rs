@@ -10,7 +10,8 @@
 //! - The handshake either names a user (non-empty, the token's, matching `user_details.id` when given) or fails
 //!   with one of the protocol's codes for it (2, 4, 5, 40 to 43) and a message. Development tokens are refused
 //!   with 43 unless enabled; enabling them changes nothing else.
-//! - A named user connects (the engine never refuses a first connection); the first frame on the connection is
+//! - A named user connects (a first connection is refused only with code 4, for `user_details` over the size
+//!   limit, and then gets no frame and is not counted); the first frame on the connection is
 //!   its `health.check` with `connection_id` and `me` (that user, online to themselves); every frame the engine
 //!   emits reads as a protocol event.
 //! - A client frame that is not JSON is refused (the server closes with 4004 and stops reading); a `health.check`
@@ -112,13 +113,28 @@ pub fn check(data: &[u8]) {
             offline_grace: grace,
             watch_implies_presence: false,
             max_connections_per_user: 2,
+            max_channels_per_user: 1000,
         },
         Vec::new(),
         Vec::new(),
     );
     let conn: ConnId = "conn-0".into();
-    if let Err(e) = engine.connect(conn.clone(), &user_id, &details, now) {
-        panic!("a first connection is accepted: {e:?}");
+    match engine.connect(conn.clone(), &user_id, &details, &[], now) {
+        Ok(replaced) => assert_eq!(replaced, None, "a first connection replaces none"),
+        Err(e) => {
+            // The one refusal a first connection may get: `user_details` too large.
+            assert_eq!(e.code(), 4, "a first connection is accepted: {e:?}");
+            assert!(
+                engine.poll_deliveries().is_empty(),
+                "a refused connection gets no frame"
+            );
+            assert_eq!(
+                engine.view().open_connections(),
+                0,
+                "a refused connection is not counted"
+            );
+            return;
+        }
     }
     let frames = delivered(&mut engine, &conn);
     let first = frames.first().expect("the connection gets a first frame");
@@ -162,12 +178,12 @@ pub fn check(data: &[u8]) {
     let _ = delivered(&mut engine, &conn);
     let _ = engine.poll_writes();
     assert_eq!(
-        engine.open_connections(),
+        engine.view().open_connections(),
         0,
         "nobody is connected after the disconnect"
     );
     assert_eq!(
-        engine.online_users(),
+        engine.view().online_users(),
         0,
         "nobody is online after the grace window"
     );

@@ -24,6 +24,11 @@ pub mod close_code {
     pub const NORMAL: u16 = 1000;
     /// The endpoint is going away: browser navigation, server shutdown.
     pub const GOING_AWAY: u16 = 1001;
+    /// The server failed (e.g. its database is unwritable); clients retry.
+    pub const INTERNAL_ERROR: u16 = 1011;
+    /// The server cannot take the connection now (a refused handshake the client should retry with backoff,
+    /// e.g. the per-user connection cap): any code but 1000 makes clients retry.
+    pub const TRY_AGAIN_LATER: u16 = 1013;
     /// The application-level "going away" code a page sends itself on `pagehide` (JS may not send 1001).
     /// Servers treat it exactly like 1001: the offline transition waits for the grace window.
     pub const CLIENT_GOING_AWAY: u16 = 4001;

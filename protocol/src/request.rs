@@ -6,6 +6,33 @@ use serde::{Deserialize, Serialize};
 
 use crate::{ChannelStateResponse, JsonMap, User};
 
+/// Paging numbers (`limit`, `offset`, `member_limit`): absent, `null` or a non-negative integer. Anything else
+/// (a negative or fractional number, a string) is refused with a message naming the field, not clamped.
+mod paging {
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer};
+    use serde_json::Value;
+
+    fn number<'de, D: Deserializer<'de>>(d: D, field: &str) -> Result<Option<u64>, D::Error> {
+        match Option::<Value>::deserialize(d)? {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) if n.as_u64().is_some() => Ok(n.as_u64()),
+            Some(other) => Err(D::Error::custom(format!(
+                "{field} must be a non-negative integer, got {other}"
+            ))),
+        }
+    }
+
+    macro_rules! fields {
+        ($($field:ident),*) => {$(
+            pub fn $field<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+                number(d, stringify!($field))
+            }
+        )*};
+    }
+    fields!(limit, offset, member_limit);
+}
+
 /// The `json` query parameter of `GET /connect`.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct ConnectPayload {
@@ -71,9 +98,17 @@ pub struct QueryUsersPayload {
     pub sort: Vec<SortParam>,
     #[serde(default)]
     pub presence: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "paging::limit"
+    )]
     pub limit: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "paging::offset"
+    )]
     pub offset: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connection_id: Option<String>,
@@ -90,9 +125,17 @@ pub struct QueryUsersResponse {
 /// Pagination of members or watchers inside a channel query.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct Pagination {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "paging::limit"
+    )]
     pub limit: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "paging::offset"
+    )]
     pub offset: Option<u64>,
 }
 
@@ -128,11 +171,23 @@ pub struct QueryChannelsRequest {
     pub watch: bool,
     #[serde(default)]
     pub presence: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "paging::limit"
+    )]
     pub limit: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "paging::offset"
+    )]
     pub offset: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "paging::member_limit"
+    )]
     pub member_limit: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connection_id: Option<String>,

@@ -48,15 +48,23 @@ impl TokenVerifier {
         if segments.len() != 3 {
             return Err(malformed("token does not have 3 segments"));
         }
-        let claims = if segments[2] == DEV_SIGNATURE {
+        if segments[2] == DEV_SIGNATURE {
             if !self.dev_tokens {
                 return Err(Error::new(
                     ErrorKind::TokenSignatureInvalid,
                     "JWTAuth error: signature is not valid (development tokens are disabled)",
                 ));
             }
-            decode_segment(segments[1], true)?
-        } else {
+            // Anyone can write a development token: it may name a user, never act as the server.
+            return match check_claims(&decode_segment(segments[1], true)?, now)? {
+                Caller::Server => Err(Error::new(
+                    ErrorKind::TokenSignatureInvalid,
+                    "JWTAuth error: signature is not valid (a development token cannot be a server token)",
+                )),
+                user => Ok(user),
+            };
+        }
+        let claims = {
             // The header is read here rather than by jsonwebtoken, which cannot even parse algorithms it does not
             // know (such as `none`): any algorithm but HS256 is a signature failure, not a malformed token.
             let header = decode_segment(segments[0], false)?;
@@ -232,6 +240,17 @@ mod tests {
         );
         let sdk_dev = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJ1c2VyX2lkIjoiam9obiJ9.devtoken";
         assert_eq!(code(sdk_dev), 43);
+    }
+
+    #[test]
+    fn a_dev_token_never_acts_as_the_server() {
+        let v = TokenVerifier::new("s3cret", true);
+        // {"alg":"HS256","typ":"JWT"} . {"server":true} . devtoken
+        let server_dev = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzZXJ2ZXIiOnRydWV9.devtoken";
+        assert_eq!(v.verify(server_dev, NOW).unwrap_err().code(), 43);
+        // {"user_id":"john","server":true}: the user, nothing more.
+        let both = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJ1c2VyX2lkIjoiam9obiIsInNlcnZlciI6dHJ1ZX0.devtoken";
+        assert_eq!(v.verify(both, NOW), Ok(Caller::User("john".into())));
     }
 
     #[test]

@@ -1,9 +1,9 @@
 //! `presence-server` as a library: a Stream Chat v1 compatible presence server (REST + WebSocket, SQLite storage).
 //!
 //! A request or frame is authenticated at the edge (`http`, `ws`) and becomes an operation of the presence
-//! engine (`presence`, no IO, no clock) run by the driver (`hub`) with the current time; the engine's deliveries
-//! go through the bus (`bus`) to connection queues, its writes to the store (`store`), its next deadline to the
-//! driver's one timer. [`Service::open`] opens storage and starts the driver; [`app`] is the router over it,
+//! engine (`presence`, no IO, no clock) run by the driver (`hub`) with the current time; the engine's writes go
+//! to the store (`store`), committed before anything else happens, then its deliveries through the bus (`bus`)
+//! to connection queues. [`Service::open`] opens storage and starts the driver; [`app`] is the router over it,
 //! which the binary serves and tests can drive in-process.
 
 pub mod auth;
@@ -37,7 +37,7 @@ pub use crate::store::StoreError;
 pub mod fuzzing {
     pub use crate::auth::TokenVerifier;
     pub use crate::presence::filter::{check_sort, compare, sort_cmp, sort_order, Fields, Filter};
-    pub use crate::presence::{Config, ConnId, Delivery, Ending, Engine};
+    pub use crate::presence::{Config, ConnId, Delivery, Ending, Engine, View};
     pub use crate::ws::{authenticate, read_client_frame, ClientFrame};
 }
 
@@ -60,10 +60,13 @@ pub struct Settings {
     pub pong_timeout: Duration,
     /// Any watch of a channel subscribes to its members' presence.
     pub watch_implies_presence: bool,
-    /// Open connections one user may hold; one more is refused with code 71.
+    /// Open connections one user may hold; one more replaces the oldest that missed a pong, or is refused with
+    /// code 71.
     pub max_connections_per_user: usize,
-    /// Frames a connection may have queued before it is closed as too slow (4003).
-    pub send_queue: usize,
+    /// Channels one user token may create; one more is refused with code 4.
+    pub max_channels_per_user: usize,
+    /// Bytes of frames a connection may have queued before it is closed as too slow (4003).
+    pub send_queue_bytes: usize,
 }
 
 /// Storage opened and the driver running: what the router serves.
@@ -77,7 +80,7 @@ pub struct Service {
 
 impl Service {
     /// Opens the SQLite database at `db` (`:memory:` keeps everything in memory) and starts the driver with the
-    /// in-process bus. Must be called inside a tokio runtime.
+    /// in-process bus.
     pub fn open(settings: &Settings, db: &str) -> Result<Service, StoreError> {
         let (store, snapshot) = SqliteStore::open(db)?;
         let (loaded_users, loaded_channels) = (snapshot.users.len(), snapshot.channels.len());
@@ -86,17 +89,18 @@ impl Service {
                 offline_grace: settings.offline_grace,
                 watch_implies_presence: settings.watch_implies_presence,
                 max_connections_per_user: settings.max_connections_per_user,
+                max_channels_per_user: settings.max_channels_per_user,
             },
             snapshot,
-            Arc::new(store),
+            Box::new(store),
             Arc::new(bus::local::LocalBus::default()),
-        );
+        )?;
         let state = AppState::new(
             settings.api_key.clone(),
             auth::TokenVerifier::new(&settings.api_secret, settings.dev_tokens),
             settings.ping_interval,
             settings.pong_timeout,
-            settings.send_queue,
+            settings.send_queue_bytes,
             hub,
         );
         Ok(Service {
@@ -110,6 +114,11 @@ impl Service {
     /// The router serving this service.
     pub fn router(&self) -> Router {
         app(Arc::clone(&self.state), self.static_dir.clone())
+    }
+
+    /// The router of the operator endpoints, for the admin address.
+    pub fn admin_router(&self) -> Router {
+        admin_app(Arc::clone(&self.state))
     }
 
     /// A handle that asks every open connection to close (1001), stamping `last_active` of everyone connected.
@@ -156,7 +165,6 @@ pub fn app(state: Arc<AppState>, static_dir: Option<PathBuf>) -> Router {
             post(http::channels::stop_watching),
         )
         .route("/healthz", get(http::ops::healthz))
-        .route("/metrics", get(http::ops::metrics))
         .method_not_allowed_fallback(http::ops::method_not_allowed)
         .with_state(state);
     let api = match static_dir {
@@ -164,4 +172,15 @@ pub fn app(state: Arc<AppState>, static_dir: Option<PathBuf>) -> Router {
         None => api.fallback(http::ops::not_found),
     };
     http::layers::around(api)
+}
+
+/// The operator endpoints: `/metrics` and `/healthz`. They belong on a separate, private address: counts of
+/// connections and online users moving apart would tell anyone that an invisible user just connected.
+pub fn admin_app(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/metrics", get(http::ops::metrics))
+        .route("/healthz", get(http::ops::healthz))
+        .method_not_allowed_fallback(http::ops::method_not_allowed)
+        .fallback(http::ops::not_found)
+        .with_state(state)
 }

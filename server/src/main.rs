@@ -50,6 +50,10 @@ struct ServeArgs {
     /// Address to listen on; port 0 picks a free port.
     #[arg(long, env = "PRESENCE_ADDR", default_value = "127.0.0.1:7070")]
     addr: SocketAddr,
+    /// Address of the operator endpoints (/metrics, /healthz), or `off`; port 0 picks a free port. Keep it private:
+    /// the counts would tell when an invisible user connects.
+    #[arg(long, env = "PRESENCE_ADMIN_ADDR", default_value = "127.0.0.1:7071")]
+    admin_addr: AdminAddr,
     /// SQLite database file, or :memory:.
     #[arg(long, env = "PRESENCE_DB", default_value = "presence.db")]
     db: String,
@@ -77,12 +81,33 @@ struct ServeArgs {
     /// Any watch of a channel subscribes to its members' presence, even without `presence: true`.
     #[arg(long, env = "PRESENCE_WATCH_IMPLIES_PRESENCE")]
     watch_implies_presence: bool,
-    /// Open connections one user may hold (tabs, devices); one more is refused with code 71.
+    /// Open connections one user may hold (tabs, devices); one more replaces the oldest that missed a pong
+    /// (closed with 4002), or is refused with code 71 and close 1013.
     #[arg(long, env = "PRESENCE_MAX_CONNECTIONS_PER_USER", default_value_t = 50)]
     max_connections_per_user: usize,
-    /// Frames a connection may have queued before it is closed as too slow (4003).
-    #[arg(long, env = "PRESENCE_SEND_QUEUE", default_value_t = 1024)]
-    send_queue: usize,
+    /// Channels one user token may create (server tokens create any number); one more is refused with code 4.
+    #[arg(long, env = "PRESENCE_MAX_CHANNELS_PER_USER", default_value_t = 1000)]
+    max_channels_per_user: usize,
+    /// Bytes of frames a connection may have queued before it is closed as too slow (4003).
+    #[arg(long, env = "PRESENCE_SEND_QUEUE_BYTES", default_value_t = 1024 * 1024)]
+    send_queue_bytes: usize,
+}
+
+/// Where the operator endpoints listen, if anywhere.
+#[derive(Clone, Copy)]
+struct AdminAddr(Option<SocketAddr>);
+
+impl std::str::FromStr for AdminAddr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "off" {
+            return Ok(AdminAddr(None));
+        }
+        s.parse()
+            .map(|addr| AdminAddr(Some(addr)))
+            .map_err(|e| format!("expected HOST:PORT or off: {e}"))
+    }
 }
 
 /// The shortest API secret the server starts with: shorter HS256 keys can be brute-forced from a single token.
@@ -131,6 +156,10 @@ fn serve(args: ServeArgs) -> ExitCode {
         eprintln!("presence-server: --ping-interval-ms must be > 0 and --pong-timeout-ms at least as long");
         return ExitCode::from(2);
     }
+    if args.send_queue_bytes == 0 {
+        eprintln!("presence-server: --send-queue-bytes must be > 0");
+        return ExitCode::from(2);
+    }
     let settings = Settings {
         api_key,
         api_secret,
@@ -141,7 +170,8 @@ fn serve(args: ServeArgs) -> ExitCode {
         pong_timeout: Duration::from_millis(args.pong_timeout_ms),
         watch_implies_presence: args.watch_implies_presence,
         max_connections_per_user: args.max_connections_per_user,
-        send_queue: args.send_queue,
+        max_channels_per_user: args.max_channels_per_user,
+        send_queue_bytes: args.send_queue_bytes,
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -150,7 +180,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(settings, args.addr, args.db)) {
+    match runtime.block_on(run(settings, args.addr, args.admin_addr.0, args.db)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("presence-server: {e}");
@@ -159,7 +189,12 @@ fn serve(args: ServeArgs) -> ExitCode {
     }
 }
 
-async fn run(settings: Settings, addr: SocketAddr, db: String) -> Result<(), String> {
+async fn run(
+    settings: Settings,
+    addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
+    db: String,
+) -> Result<(), String> {
     let service =
         Service::open(&settings, &db).map_err(|e| format!("cannot open database {db}: {e}"))?;
     tracing::info!(
@@ -168,26 +203,48 @@ async fn run(settings: Settings, addr: SocketAddr, db: String) -> Result<(), Str
         channels = service.loaded_channels,
         "database loaded"
     );
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    let local = listener
-        .local_addr()
-        .map_err(|e| format!("cannot read the bound address: {e}"))?;
-    println!("listening on http://{local}");
+    let listener = bind(addr).await?;
+    let admin = match admin_addr {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
+    println!("listening on http://{}", local_addr(&listener)?);
+    if let Some(admin) = &admin {
+        println!("admin listening on http://{}", local_addr(admin)?);
+    }
     let _ = std::io::stdout().flush();
+    let admin = admin.map(|listener| {
+        let router = service.admin_router();
+        tokio::spawn(async move { axum::serve(listener, router).await })
+    });
     let shutdown = service.shutdown_handle();
-    axum::serve(listener, service.router())
+    let served = axum::serve(listener, service.router())
         .with_graceful_shutdown(async move {
             shutdown_signal().await;
             tracing::info!("shutting down");
             shutdown.shut_down();
         })
         .await
-        .map_err(|e| format!("server error: {e}"))?;
+        .map_err(|e| format!("server error: {e}"));
+    if let Some(admin) = admin {
+        admin.abort();
+    }
+    served?;
     // Let evicted connections send their close frames, then make every write durable.
     tokio::time::sleep(Duration::from_millis(100)).await;
     service.close().await.map_err(|e| e.to_string())
+}
+
+async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, String> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))
+}
+
+fn local_addr(listener: &tokio::net::TcpListener) -> Result<SocketAddr, String> {
+    listener
+        .local_addr()
+        .map_err(|e| format!("cannot read the bound address: {e}"))
 }
 
 async fn shutdown_signal() {

@@ -14,8 +14,8 @@ pub struct AppState {
     pub verifier: TokenVerifier,
     pub ping_interval: Duration,
     pub pong_timeout: Duration,
-    /// Frames a connection may have queued.
-    pub send_queue: usize,
+    /// Bytes of frames a connection may have queued.
+    pub send_queue_bytes: usize,
     pub hub: Arc<Hub>,
     auth_failures: AtomicU64,
 }
@@ -26,7 +26,7 @@ impl AppState {
         verifier: TokenVerifier,
         ping_interval: Duration,
         pong_timeout: Duration,
-        send_queue: usize,
+        send_queue_bytes: usize,
         hub: Arc<Hub>,
     ) -> Self {
         AppState {
@@ -34,7 +34,7 @@ impl AppState {
             verifier,
             ping_interval,
             pong_timeout,
-            send_queue: send_queue.max(1),
+            send_queue_bytes,
             hub,
             auth_failures: AtomicU64::new(0),
         }

@@ -344,6 +344,53 @@ async fn dev_tokens_only_with_flag() {
 }
 
 #[tokio::test]
+async fn a_dev_token_never_carries_server_privileges() {
+    let s = Server::in_process_with(ServerOpts::default().dev_tokens()).await;
+    s.upsert(&[json!({ "id": "bob", "name": "Bob" })]).await;
+    let header = json!({ "alg": "HS256", "typ": "JWT" });
+    let dev = |claims: Value| Auth::Token(raw_token(&header, &claims, "devtoken"));
+
+    // Anyone can write `{"server": true}` with the devtoken signature: refused as a bad signature, on every
+    // endpoint, and it changes nothing.
+    let server_claim = dev(json!({ "server": true }));
+    let e = s
+        .upsert_as(
+            &server_claim,
+            &[json!({ "id": "bob", "name": "Hacked", "role": "admin" })],
+        )
+        .await
+        .err(401, error_code::TOKEN_SIGNATURE_INVALID);
+    assert!(e.message.contains("development token"), "{}", e.message);
+    s.partial_update(&server_claim, "bob", json!({ "name": "Hacked" }), &[])
+        .await
+        .err(401, error_code::TOKEN_SIGNATURE_INVALID);
+    list_users(&s, &server_claim)
+        .await
+        .err(401, error_code::TOKEN_SIGNATURE_INVALID);
+    let bob = s.user_as(&Auth::Server, "bob").await;
+    assert_eq!(
+        (&bob["name"], &bob["role"]),
+        (&json!("Bob"), &json!("user"))
+    );
+
+    // With a user id as well, it is that user and nothing more: no other user, no server-only field.
+    let both = dev(json!({ "user_id": "ab", "server": true }));
+    s.upsert_as(&both, &[json!({ "id": "bob", "name": "Hacked" })])
+        .await
+        .err(403, error_code::NOT_ALLOWED);
+    s.upsert_as(&both, &[json!({ "id": "ab", "role": "admin" })])
+        .await
+        .err(400, error_code::INPUT);
+    s.upsert_as(&both, &[json!({ "id": "ab", "name": "Ab" })])
+        .await
+        .ok(201);
+    // Neither claim: not a token at all.
+    list_users(&s, &dev(json!({})))
+        .await
+        .err(401, error_code::AUTHENTICATION);
+}
+
+#[tokio::test]
 async fn open_socket_survives_its_token_expiring() {
     let s = Server::start().await;
     let token = sign(&json!({ "user_id": "alice", "exp": now_secs() + 2 }));

@@ -1,4 +1,5 @@
-//! Cross-cutting HTTP behaviour: health, CORS and CORP on every response, preflight, metrics, static files.
+//! Cross-cutting HTTP behaviour: health, CORS and CORP on every response, preflight, metrics on the admin address
+//! only, static files.
 
 mod common;
 
@@ -42,11 +43,6 @@ async fn cors_headers_on_success_and_error_responses() {
     let s = Server::in_process().await;
     let responses = vec![
         s.get("/healthz")
-            .no_api_key()
-            .header("Origin", ORIGIN)
-            .send()
-            .await,
-        s.get("/metrics")
             .no_api_key()
             .header("Origin", ORIGIN)
             .send()
@@ -101,16 +97,13 @@ async fn cors_headers_on_success_and_error_responses() {
             .await,
     ];
     let statuses: Vec<u16> = responses.iter().map(|r| r.status).collect();
-    assert_eq!(
-        statuses,
-        vec![200, 200, 201, 200, 401, 401, 400, 404, 413, 404]
-    );
+    assert_eq!(statuses, vec![200, 201, 200, 401, 401, 400, 404, 413, 404]);
     for r in &responses {
         assert_cors(r);
     }
-    responses[4].err(401, error_code::ACCESS_KEY);
-    responses[7].err(404, error_code::DOES_NOT_EXIST);
-    responses[8].err(413, error_code::PAYLOAD_TOO_BIG);
+    responses[3].err(401, error_code::ACCESS_KEY);
+    responses[6].err(404, error_code::DOES_NOT_EXIST);
+    responses[7].err(413, error_code::PAYLOAD_TOO_BIG);
 }
 
 #[tokio::test]
@@ -219,6 +212,88 @@ async fn metrics_reflect_connections_and_events() {
     bob.close(1000).await;
     s.wait_metric("presence_open_connections", 0.0).await;
     s.wait_metric("presence_online_users", 0.0).await;
+}
+
+#[tokio::test]
+async fn metrics_are_served_on_the_admin_address_only() {
+    let s = Server::start().await;
+    s.upsert(&[json!({ "id": "alice" })]).await;
+    // An invisible user connecting moves the connection count but not the online count: anyone reading both on
+    // the public port would learn that someone invisible just came in.
+    let _alice = s
+        .connect_with("alice", json!({ "id": "alice", "invisible": true }))
+        .await;
+    s.wait_metric("presence_open_connections", 1.0).await;
+    assert_eq!(s.metric("presence_online_users").await, 0.0);
+    for (key, origin) in [(Some(API_KEY), None), (None, Some(ORIGIN))] {
+        let mut call = s.get("/metrics").no_api_key();
+        if let Some(key) = key {
+            call = call.api_key(key);
+        }
+        if let Some(origin) = origin {
+            call = call.header("Origin", origin);
+        }
+        let r = call.send().await;
+        r.err(404, error_code::DOES_NOT_EXIST);
+        assert!(!r.text.contains("presence_"), "{}", r.text);
+    }
+    // The admin address has the operator endpoints and nothing else; browsers on other origins may not read it.
+    let r = s
+        .admin_call(Method::GET, "/metrics")
+        .header("Origin", ORIGIN)
+        .send()
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.header("access-control-allow-origin"), None);
+    let r = s.admin_call(Method::GET, "/healthz").send().await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = s
+        .admin_call(Method::GET, "/users")
+        .query("payload", r#"{"filter_conditions":{}}"#)
+        .send()
+        .await;
+    r.err(404, error_code::DOES_NOT_EXIST);
+    // The public port keeps /healthz.
+    let r = s.get("/healthz").no_api_key().send().await;
+    assert_eq!(r.status, 200, "{}", r.text);
+}
+
+#[tokio::test]
+async fn the_admin_address_can_be_turned_off() {
+    let s = Server::start_with(ServerOpts::default().admin_off()).await;
+    s.get("/metrics")
+        .no_api_key()
+        .send()
+        .await
+        .err(404, error_code::DOES_NOT_EXIST);
+    s.upsert(&[json!({ "id": "alice" })]).await;
+    s.connect("alice").await;
+    let stdout = s.stdout_lines();
+    assert_eq!(
+        stdout.iter().filter(|l| l.contains("listening on")).count(),
+        1,
+        "only the public address is announced: {stdout:?}"
+    );
+    // A malformed address is refused before anything listens, naming the flag.
+    let run = run_to_exit(
+        &[
+            "--addr",
+            "127.0.0.1:0",
+            "--db",
+            ":memory:",
+            "--api-key",
+            API_KEY,
+            "--api-secret",
+            API_SECRET,
+            "--admin-addr",
+            "loopback",
+        ],
+        &[],
+    )
+    .await;
+    assert!(!run.status.success(), "{run:?}");
+    assert!(!run.stdout.contains("listening on"), "{run:?}");
+    assert!(run.stderr.contains("--admin-addr"), "{}", run.stderr);
 }
 
 #[tokio::test]

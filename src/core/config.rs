@@ -20,10 +20,15 @@ pub struct Config {
     pub attempt_timeout: Millis,
     /// `connectUser` gives up when no attempt succeeded within this.
     pub connect_budget: Millis,
-    /// Delay of the retry triggered by the browser going online or the page coming back.
+    /// Delay of the retry triggered by the browser going online or the page coming back (once per backoff cycle).
     pub wake_retry: Millis,
+    /// No reconnect comes sooner than this after a failure.
+    pub backoff_floor: Millis,
+    /// The ceiling of the first reconnect delay; it doubles with each consecutive failure up to `backoff_cap`.
     pub backoff_base: Millis,
     pub backoff_cap: Millis,
+    /// A connection that stayed healthy this long ends the backoff cycle: the next drop starts from the first delay.
+    pub healthy_reset: Millis,
 }
 
 impl Default for Config {
@@ -36,8 +41,11 @@ impl Default for Config {
             attempt_timeout: 10_000,
             connect_budget: 15_000,
             wake_retry: 10,
-            backoff_base: 500,
+            // The reference SDK's first delay is drawn from 250-2,500 ms and its delays never exceed 25 s.
+            backoff_floor: 250,
+            backoff_base: 2_500,
             backoff_cap: timing::MAX_RECONNECT_DELAY_MS,
+            healthy_reset: 30_000,
         }
     }
 }

@@ -7,9 +7,11 @@
 
 pub mod backoff;
 pub mod config;
+pub mod effect;
 pub mod error;
 pub mod frame;
 pub mod listeners;
+pub mod own_user;
 pub mod session;
 pub mod store;
 pub mod subscriptions;

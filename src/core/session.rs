@@ -5,60 +5,22 @@
 //! queue of [`Effect`]s. Every deadline is computed from recorded instants, never from counting timer ticks, so
 //! throttled timers (background tabs fire at most once a minute) only make the client late, never wrong.
 
-use presence_protocol::codes::{close_code, event_type};
+use presence_protocol::codes::{close_code, error_code, event_type};
 // The tests build frames from these wire types.
 #[cfg(test)]
 use presence_protocol::{ApiError, Event};
 
 use crate::core::backoff::Backoff;
 use crate::core::config::Config;
+pub use crate::core::effect::{Effect, SocketId};
 use crate::core::error::{client_code, decimal, ClientError};
 use crate::core::frame::{Frame, FrameVerdict, Rejection};
 use crate::core::store::{UserPresence, UserStore};
-use crate::core::subscriptions::{Subscription, Subscriptions};
+use crate::core::subscriptions::Subscriptions;
 use crate::core::time::Millis;
 use crate::core::token;
 use crate::core::uuid::uuid_v4;
-
-/// Names one WebSocket the session asked for; events of older sockets are ignored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct SocketId(u64);
-
-/// What the embedding layer must do.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Effect {
-    /// Open a WebSocket to `/connect` (fresh `client_request_id`); ask the token provider again first when
-    /// `reload_token` is set.
-    OpenSocket {
-        socket: SocketId,
-        reload_token: bool,
-    },
-    /// Close that socket; `None` closes without a code (an abandoned socket).
-    CloseSocket {
-        socket: SocketId,
-        code: Option<u16>,
-        reason: &'static str,
-    },
-    /// Send the keep-alive frame on that socket: `[{"type":"health.check","client_id":…}]` with
-    /// [`Session::client_id`] (serialized by the embedding layer, which has a JSON serializer at hand).
-    Ping { socket: SocketId },
-    /// Emit the local `connection.changed` event.
-    ConnectionChanged { online: bool },
-    /// The pending `connectUser` succeeds with the frame being handled.
-    ConnectResolved,
-    /// The pending `connectUser` fails.
-    ConnectRejected(ClientError),
-    /// The connection is new: make every subscription again, then report each answer with
-    /// [`Session::handle_recovery_answer`] and this generation.
-    Resubscribe {
-        generation: u64,
-        requests: Vec<Subscription>,
-    },
-    /// The user's visible presence changed while the socket was down: emit `user.presence.changed` for them.
-    PresenceChanged { user_id: String },
-    /// Emit the local `connection.recovered` event.
-    ConnectionRecovered,
-}
+use recovery::Recovery;
 
 #[derive(Debug)]
 enum Phase {
@@ -82,6 +44,8 @@ enum Phase {
 struct Open {
     socket: SocketId,
     connection_id: String,
+    /// When the first frame arrived.
+    opened_at: Millis,
     last_frame: Millis,
     last_health: Millis,
     /// The last ping sent, if any.
@@ -106,15 +70,6 @@ impl Open {
     }
 }
 
-#[derive(Debug)]
-struct Recovery {
-    generation: u64,
-    pending: usize,
-    fresh: Vec<UserPresence>,
-    /// Users whose state arrived live since the requests went out: newer than any answer, they are kept.
-    live: Vec<String>,
-}
-
 /// One client's connection and the state that must survive reconnects.
 #[derive(Debug)]
 pub struct Session {
@@ -132,6 +87,15 @@ pub struct Session {
     connect_deadline: Option<Millis>,
     healthy: bool,
     offline_event_at: Option<Millis>,
+    /// A wake-up has shortened a wait in this backoff cycle (which ends when a connection stays healthy for
+    /// `healthy_reset`): later ones leave the backoff alone.
+    wake_spent: bool,
+    /// A wake-up arrived while an attempt was in flight: if that attempt fails, the retry comes soon.
+    wake_pending: bool,
+    /// The token was reloaded after a refusal since the last successful connection.
+    token_reloaded: bool,
+    /// Counts `disconnect` calls: work that awaited something compares it to know its session still exists.
+    epoch: u64,
     next_socket: u64,
     users: UserStore,
     subscriptions: Subscriptions,
@@ -144,7 +108,11 @@ pub struct Session {
 
 impl Session {
     pub fn new(config: Config, seed: u64) -> Self {
-        let backoff = Backoff::new(config.backoff_base, config.backoff_cap);
+        let backoff = Backoff::new(
+            config.backoff_floor,
+            config.backoff_base,
+            config.backoff_cap,
+        );
         Session {
             config,
             phase: Phase::Idle,
@@ -158,6 +126,10 @@ impl Session {
             connect_deadline: None,
             healthy: false,
             offline_event_at: None,
+            wake_spent: false,
+            wake_pending: false,
+            token_reloaded: false,
+            epoch: 0,
             next_socket: 0,
             users: UserStore::default(),
             subscriptions: Subscriptions::default(),
@@ -230,6 +202,16 @@ impl Session {
         self.subscriptions.clear();
         self.recovery = None;
         self.backoff.reset();
+        self.wake_spent = false;
+        self.wake_pending = false;
+        self.token_reloaded = false;
+        self.epoch += 1;
+    }
+
+    /// Changes with every `disconnect`: an answer or a token awaited under another epoch belongs to a session
+    /// that no longer exists and must not land in this one.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
     }
 
     /// An incoming text frame on `socket`, already parsed.
@@ -249,13 +231,17 @@ impl Session {
                 self.phase = Phase::Open(Open {
                     socket,
                     connection_id: frame.connection_id.unwrap_or_default().to_string(),
+                    opened_at: now,
                     last_frame: now,
                     last_health: now,
                     ping_sent: None,
                     answered: true,
                     refresh_at: now.saturating_add(self.config.last_active_refresh),
                 });
-                self.backoff.reset();
+                // The backoff is reset only once this connection has stayed healthy (`retry_later`): a server
+                // that accepts and then drops every connection keeps seeing growing delays.
+                self.wake_pending = false;
+                self.token_reloaded = false;
                 self.set_healthy();
                 self.observe_frame_users(frame);
                 if self.connect_deadline.take().is_some() {
@@ -291,10 +277,10 @@ impl Session {
                         "the server closed the connection during the handshake",
                     ));
                 } else {
-                    self.retry_later(now);
+                    self.retry_later(now, now);
                 }
             }
-            Phase::Open(ref open) if open.socket == socket => self.retry_later(now),
+            Phase::Open(ref open) if open.socket == socket => self.retry_later(now, now),
             _ => {}
         }
     }
@@ -302,7 +288,7 @@ impl Session {
     /// The WebSocket reported an error.
     pub fn handle_socket_error(&mut self, now: Millis, socket: SocketId) {
         if self.current_socket() == Some(socket) {
-            self.retry_later(now);
+            self.retry_later(now, now);
         }
     }
 
@@ -329,11 +315,12 @@ impl Session {
             }
         }
         match &mut self.phase {
-            Phase::Connecting { deadline, .. } if now >= *deadline => self.retry_later(now),
+            Phase::Connecting { deadline, .. } if now >= *deadline => self.retry_later(now, now),
             Phase::Waiting { retry_at } if now >= *retry_at => self.start_attempt(now),
             Phase::Open(open) => {
                 if open.dead_at(&self.config).is_some_and(|dead| now >= dead) {
-                    self.retry_later(now);
+                    let alive_until = open.last_frame;
+                    self.retry_later(now, alive_until);
                     return;
                 }
                 let mut ping = now >= open.next_ping(&self.config);
@@ -352,12 +339,20 @@ impl Session {
         }
     }
 
-    /// The browser went online, the page became visible, or `pageshow` fired: retry soon if the socket is down,
-    /// probe it if it has been silent.
+    /// The browser went online, the page became visible, or `pageshow` fired: retry soon if the socket is down
+    /// (once per backoff cycle: a tab flipping visibility or a flapping network cannot turn the backoff into a
+    /// storm), probe it if it has been silent. A wake-up during an attempt applies to the wait after it, should
+    /// the attempt fail.
     pub fn handle_wake(&mut self, now: Millis) {
         let soon = now.saturating_add(self.config.wake_retry);
         match &mut self.phase {
-            Phase::Waiting { retry_at } => *retry_at = (*retry_at).min(soon),
+            Phase::Waiting { retry_at } => {
+                if !self.wake_spent && *retry_at > soon {
+                    *retry_at = soon;
+                    self.wake_spent = true;
+                }
+            }
+            Phase::Connecting { .. } => self.wake_pending = true,
             Phase::Suspended => {
                 if let Some(deadline) = &mut self.connect_deadline {
                     *deadline = now.saturating_add(self.config.connect_budget);
@@ -374,7 +369,7 @@ impl Session {
                     self.send_ping(socket);
                 }
             }
-            Phase::Connecting { .. } | Phase::Idle => {}
+            Phase::Idle => {}
         }
     }
 
@@ -383,14 +378,21 @@ impl Session {
     /// then brings the next attempt within `wake_retry`. Peers see nothing unless the outage outlasts the
     /// server's grace window.
     pub fn handle_offline(&mut self, now: Millis) {
-        if matches!(self.phase, Phase::Open(_) | Phase::Connecting { .. }) {
-            self.retry_later(now);
+        match &self.phase {
+            // The socket is known good up to its last frame.
+            Phase::Open(open) => {
+                let alive_until = open.last_frame;
+                self.retry_later(now, alive_until);
+            }
+            Phase::Connecting { .. } => self.retry_later(now, now),
+            _ => {}
         }
     }
 
     /// `pagehide`: close like a navigation (4001, which the server treats as going away, so its grace window
     /// hides a reload from peers) and stay quiet until the page shows again.
-    pub fn handle_page_hide(&mut self, _now: Millis) {
+    pub fn handle_page_hide(&mut self, now: Millis) {
+        self.end_cycle_if_healthy(now);
         if let Some(socket) = self.current_socket() {
             self.effects.push(Effect::CloseSocket {
                 socket,
@@ -413,21 +415,6 @@ impl Session {
         }
     }
 
-    /// The answer to one request of [`Effect::Resubscribe`] (an empty list when it failed).
-    pub fn handle_recovery_answer(&mut self, generation: u64, users: Vec<UserPresence>) {
-        let Some(recovery) = &mut self.recovery else {
-            return;
-        };
-        if recovery.generation != generation {
-            return;
-        }
-        recovery.fresh.extend(users);
-        recovery.pending = recovery.pending.saturating_sub(1);
-        if recovery.pending == 0 {
-            self.finish_recovery();
-        }
-    }
-
     pub fn watch_channel(&mut self, channel_type: &str, id: &str, presence: bool) {
         self.subscriptions.watch_channel(channel_type, id, presence);
     }
@@ -436,9 +423,9 @@ impl Session {
         self.subscriptions.stop_watching(channel_type, id);
     }
 
-    /// Records a `queryUsers` made with `presence:true` (payload JSON without `connection_id`).
-    pub fn add_user_query(&mut self, payload: String) {
-        self.subscriptions.add_user_query(payload);
+    /// Records the users a `queryUsers` made with `presence:true` returned: the server follows them.
+    pub fn follow_users<'a>(&mut self, ids: impl IntoIterator<Item = &'a str>) {
+        self.subscriptions.follow_users(ids);
     }
 
     pub fn subscriptions(&self) -> &Subscriptions {
@@ -530,11 +517,24 @@ impl Session {
         self.effects.push(Effect::OpenSocket {
             socket,
             reload_token: std::mem::take(&mut self.reload_token),
+            reconnect: self.connected_before,
         });
     }
 
-    /// The current socket failed or died: abandon it and wait a backoff delay.
-    fn retry_later(&mut self, now: Millis) {
+    /// The current socket failed or died (an open one was known to work until `alive_until`): abandon it and wait
+    /// a backoff delay. A connection that stayed healthy for `healthy_reset` ends the backoff cycle first.
+    fn retry_later(&mut self, now: Millis, alive_until: Millis) {
+        self.end_cycle_if_healthy(alive_until);
+        let mut delay = self.backoff.next_delay(&mut self.rng);
+        if std::mem::take(&mut self.wake_pending) && !self.wake_spent {
+            self.wake_spent = true;
+            delay = delay.min(self.config.wake_retry);
+        }
+        self.retry_after(now, delay);
+    }
+
+    /// Abandons the current socket and waits `delay` before the next attempt.
+    fn retry_after(&mut self, now: Millis, delay: Millis) {
         if let Some(socket) = self.current_socket() {
             self.effects.push(Effect::CloseSocket {
                 socket,
@@ -544,16 +544,39 @@ impl Session {
         }
         self.set_unhealthy(now);
         self.recovery = None;
-        let delay = self.backoff.next_delay(&mut self.rng);
         self.phase = Phase::Waiting {
             retry_at: now.saturating_add(delay),
         };
     }
 
+    /// Ends the backoff cycle when the open connection was healthy for `healthy_reset` up to `alive_until`.
+    fn end_cycle_if_healthy(&mut self, alive_until: Millis) {
+        if let Phase::Open(open) = &self.phase {
+            if alive_until.saturating_sub(open.opened_at) >= self.config.healthy_reset {
+                self.backoff.reset();
+                self.wake_spent = false;
+            }
+        }
+    }
+
     fn handshake_rejected(&mut self, now: Millis, socket: SocketId, error: &Rejection) {
-        if token::reload_cures(error.code, self.token_provider) {
+        // A reconnect refused for too many connections (code 71) passes once another tab or device of the user
+        // closes one: retried with backoff, whatever the close code. `connectUser` itself fails with the code, so
+        // the app can tell the user.
+        let crowded =
+            error.code == error_code::TOO_MANY_CONNECTIONS && self.connect_deadline.is_none();
+        let reload = token::reload_cures(error.code, self.token_provider);
+        if reload && !self.token_reloaded {
+            // Not a failure of the network: the attempt with a fresh token follows after the floor delay. Only a
+            // provider whose fresh token is refused again meets the backoff.
+            self.token_reloaded = true;
             self.reload_token = true;
-            self.retry_later(now);
+            self.retry_after(now, self.config.backoff_floor);
+            return;
+        }
+        if crowded || reload {
+            self.reload_token = reload;
+            self.retry_later(now, now);
             return;
         }
         self.effects.push(Effect::CloseSocket {
@@ -636,53 +659,10 @@ impl Session {
         }
         self.users.apply(&user.id, user.state);
     }
-
-    fn start_recovery(&mut self) {
-        self.recovery_generation += 1;
-        let requests = self.subscriptions.all().to_vec();
-        self.recovery = Some(Recovery {
-            generation: self.recovery_generation,
-            pending: requests.len(),
-            fresh: Vec::new(),
-            live: Vec::new(),
-        });
-        let empty = requests.is_empty();
-        self.effects.push(Effect::Resubscribe {
-            generation: self.recovery_generation,
-            requests,
-        });
-        if empty {
-            self.finish_recovery();
-        }
-    }
-
-    /// Compares the fresh answers with the cache: every known user whose visible presence changed while the
-    /// socket was down gets an event, then `connection.recovered`.
-    fn finish_recovery(&mut self) {
-        let Some(recovery) = self.recovery.take() else {
-            return;
-        };
-        // One state per user, the last answer naming them wins; events follow the order of the answers.
-        let mut latest = UserStore::default();
-        for user in &recovery.fresh {
-            latest.apply(&user.id, user.state.clone());
-        }
-        for user in recovery.fresh {
-            let Some(state) = latest.remove(&user.id) else {
-                continue;
-            };
-            if recovery.live.contains(&user.id) {
-                continue;
-            }
-            let known = self.users.get(&user.id).is_some();
-            if self.users.apply(&user.id, state) && known {
-                self.effects
-                    .push(Effect::PresenceChanged { user_id: user.id });
-            }
-        }
-        self.effects.push(Effect::ConnectionRecovered);
-    }
 }
+
+#[path = "recovery.rs"]
+mod recovery;
 
 #[cfg(test)]
 #[path = "session_tests.rs"]

@@ -1,6 +1,7 @@
 //! Session behaviour under a manual clock and seeded randomness.
 
 use super::*;
+use crate::core::subscriptions::{self, Subscription};
 use crate::core::PresenceState;
 
 const USER: &str = "john";
@@ -319,26 +320,43 @@ impl Harness {
     }
 }
 
+impl Harness {
+    /// Keeps the open connection healthy for `ms`: every ping is answered at once.
+    fn stay_healthy(&mut self, ms: Millis, connection_id: &str) {
+        let until = self.now + ms;
+        while let Some(deadline) = self.session.poll_timeout().filter(|d| *d <= until) {
+            let effects = self.advance_to(deadline);
+            if sends(&effects) > 0 {
+                self.health(connection_id);
+            }
+        }
+        self.now = until;
+    }
+}
+
 #[test]
-fn reconnect_delays_grow_within_bounds_and_reset_after_success() {
-    // Full jitter: the n-th consecutive delay is uniform in [0, min(25 s, 500 ms * 2^n)]. Across many seeds, each
-    // step stays under its ceiling, comes close to it, and averages about half of it: delays that stayed small
-    // (a reconnect storm) or stopped growing fail here as surely as delays above the ceiling.
+fn reconnect_delays_grow_within_bounds_and_reset_after_a_healthy_connection() {
+    // Full jitter above a floor: the n-th consecutive delay is uniform in [250 ms, min(25 s, 2.5 s * 2^n)]. Across
+    // many seeds, each step stays within its bounds, comes close to both, and averages the middle: delays that
+    // stayed small (a reconnect storm) or stopped growing fail here as surely as delays out of bounds.
     const SEEDS: u64 = 200;
-    let mut ceilings = vec![500, 1_000, 2_000, 4_000, 8_000, 16_000];
+    let config = Config::default();
+    let floor = config.backoff_floor;
+    let mut ceilings = vec![2_500, 5_000, 10_000, 20_000];
     // Stays capped, and never gives up.
-    ceilings.extend([25_000; 50]);
-    // A success resets the backoff: the first delay after it is again under 500 ms.
-    ceilings.push(500);
+    ceilings.extend([25_000; 30]);
+    // A connection healthy for 30 s resets the backoff: the first delay after it is again under 2.5 s.
+    ceilings.push(2_500);
     let reset_step = ceilings.len() - 1;
     let mut delays = vec![Vec::new(); ceilings.len()];
     for seed in 0..SEEDS {
-        let mut h = Harness::with_seed(Config::default(), seed);
+        let mut h = Harness::with_seed(config.clone(), seed);
         h.connect();
         h.close(1006);
         for (step, got) in delays.iter_mut().enumerate() {
             if step == reset_step {
                 h.health("conn-2");
+                h.stay_healthy(config.healthy_reset, "conn-2");
                 h.close(1006);
             }
             got.push(h.wait_for_attempt());
@@ -349,20 +367,111 @@ fn reconnect_delays_grow_within_bounds_and_reset_after_success() {
     }
     for (step, (ceiling, got)) in ceilings.iter().zip(&delays).enumerate() {
         let max = got.iter().copied().max().unwrap_or_default();
+        let min = got.iter().copied().min().unwrap_or_default();
         let mean = got.iter().sum::<Millis>() / SEEDS;
+        let middle = (floor + ceiling) / 2;
         assert!(
-            max <= *ceiling,
-            "step {step}: a delay of {max} ms is above {ceiling} ms"
+            (floor..=*ceiling).contains(&min) && max <= *ceiling,
+            "step {step}: delays {min}..{max} ms are not within [{floor}, {ceiling}] ms"
         );
         assert!(
-            max >= ceiling * 9 / 10,
-            "step {step}: no delay comes near {ceiling} ms (at most {max} ms)"
+            max >= ceiling * 9 / 10 && min <= floor + ceiling / 10,
+            "step {step}: the delays {min}..{max} ms do not cover [{floor}, {ceiling}] ms"
         );
         assert!(
-            (ceiling * 2 / 5..=ceiling * 3 / 5).contains(&mean),
-            "step {step}: the mean delay {mean} ms is not about half of {ceiling} ms"
+            mean.abs_diff(middle) <= ceiling / 10,
+            "step {step}: the mean delay {mean} ms is not about {middle} ms"
         );
     }
+}
+
+#[test]
+fn a_server_that_accepts_then_drops_every_connection_sees_growing_delays() {
+    // Each connection gets its first frame and lives 5 s (well under the 30 s that count as healthy), then the
+    // server drops it: the delay before each reconnect keeps growing up to the cap instead of starting over.
+    const SEEDS: u64 = 200;
+    const DROPS: usize = 8;
+    let config = Config::default();
+    let mut means = vec![0; DROPS];
+    for seed in 0..SEEDS {
+        let mut h = Harness::with_seed(config.clone(), seed);
+        h.connect();
+        for (drop, mean) in means.iter_mut().enumerate() {
+            h.stay_healthy(5_000, "conn");
+            h.close(1011);
+            *mean += h.wait_for_attempt() / SEEDS;
+            h.health(&format!("conn-{drop}"));
+        }
+    }
+    eprintln!("mean delay before each reconnect (ms): {means:?}");
+    let cap_middle = (config.backoff_floor + config.backoff_cap) / 2;
+    for step in 1..DROPS {
+        let ceiling = (config.backoff_base << step).min(config.backoff_cap);
+        let middle = (config.backoff_floor + ceiling) / 2;
+        assert!(
+            means[step].abs_diff(middle) <= ceiling / 10,
+            "reconnect {step}: mean delay {} ms, not about {middle} ms: {means:?}",
+            means[step]
+        );
+    }
+    assert!(means[DROPS - 1].abs_diff(cap_middle) <= config.backoff_cap / 10);
+}
+
+/// The per-second histogram of when 1,000 clients dropped together (a server restart) make their first
+/// reconnect attempt, printed with `cargo test -- --nocapture`.
+#[test]
+fn a_thousand_clients_dropped_together_spread_their_first_reconnects_over_the_backoff_window() {
+    const CLIENTS: u64 = 1_000;
+    let config = Config::default();
+    let mut first = Vec::new();
+    for seed in 0..CLIENTS {
+        let mut h = Harness::with_seed(config.clone(), seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        h.connect();
+        h.close(1012);
+        first.push(h.wait_for_attempt());
+    }
+    let (floor, ceiling) = (config.backoff_floor, config.backoff_base);
+    let seconds = usize::try_from(ceiling / 1_000 + 1).unwrap();
+    let mut histogram = vec![0u64; seconds];
+    for at in &first {
+        histogram[usize::try_from(at / 1_000).unwrap()] += 1;
+    }
+    eprintln!("first reconnect of {CLIENTS} clients dropped at 0 s, per second:");
+    for (second, count) in histogram.iter().enumerate() {
+        eprintln!(
+            "  {second}-{} s: {count:4} {}",
+            second + 1,
+            "#".repeat(usize::try_from(count / 10).unwrap())
+        );
+    }
+    // Each attempt is uniform in [floor, ceiling]: second s holds the share of that window it overlaps. The window
+    // must spread the herd (no second's share above half), and each second's count must match its share within
+    // five standard deviations of a binomial count (a chance failure below one in a million).
+    let window = (ceiling - floor) as f64;
+    let n = CLIENTS as f64;
+    for (second, count) in histogram.iter().enumerate() {
+        let lo = (second as u64 * 1_000).max(floor);
+        let hi = ((second as u64 + 1) * 1_000).min(ceiling);
+        let p = hi.saturating_sub(lo) as f64 / window;
+        assert!(
+            p <= 0.5,
+            "the first backoff window [{floor}, {ceiling}] ms puts {:.0}% of the herd into second {second}",
+            p * 100.0
+        );
+        let slack = 5.0 * (p * (1.0 - p) / n).sqrt();
+        let share = *count as f64 / n;
+        assert!(
+            (share - p).abs() <= slack,
+            "second {second} holds {:.1}% of the first reconnects, expected {:.1}% ± {:.1}%: {histogram:?}",
+            share * 100.0,
+            p * 100.0,
+            slack * 100.0
+        );
+    }
+    assert!(
+        first.iter().all(|at| (floor..=ceiling).contains(at)),
+        "a first reconnect outside [{floor}, {ceiling}] ms"
+    );
 }
 
 #[test]
@@ -617,17 +726,25 @@ fn frames_of_a_superseded_socket_are_ignored() {
 }
 
 #[test]
-fn every_subscription_is_made_again_after_a_reconnect() {
+fn every_subscription_is_made_again_with_one_request_per_kind_and_chunk() {
     let mut h = Harness::new(Config::default());
     h.connect();
-    h.session.watch_channel("messaging", "general", true);
-    h.session.watch_channel("messaging", "random", false);
-    for i in 0..40 {
-        h.session.add_user_query(format!(
-            r#"{{"filter_conditions":{{"id":"u{i}"}},"presence":true}}"#
-        ));
+    // 40 presence queries naming 250 distinct users (overlapping), 65 channels watched with presence, 2 without
+    // (one of which is watched again with presence), one stopped.
+    for query in 0..40 {
+        let ids: Vec<String> = (query * 5..query * 5 + 60)
+            .map(|i| format!("u{i}"))
+            .collect();
+        h.session.follow_users(ids.iter().map(String::as_str));
     }
-    h.session.stop_watching("messaging", "random");
+    for i in 0..65 {
+        h.session.watch_channel("messaging", &format!("c{i}"), true);
+    }
+    h.session.watch_channel("team", "quiet", false);
+    h.session.watch_channel("team", "loud", false);
+    h.session.watch_channel("team", "loud", true);
+    h.session.watch_channel("team", "gone", true);
+    h.session.stop_watching("team", "gone");
     let effects = h.reconnect("conn-2");
     let Some(Effect::Resubscribe { requests, .. }) = effects
         .iter()
@@ -635,16 +752,39 @@ fn every_subscription_is_made_again_after_a_reconnect() {
     else {
         panic!("no resubscription: {effects:?}");
     };
+    let mut users = Vec::new();
+    let mut with_presence = Vec::new();
+    let mut without = Vec::new();
+    let (mut user_requests, mut channel_requests) = (0, 0);
+    for request in requests {
+        match request {
+            Subscription::Users { ids } => {
+                assert!(ids.len() <= subscriptions::USERS_PER_QUERY);
+                user_requests += 1;
+                users.extend(ids.iter().cloned());
+            }
+            Subscription::Channels { cids, presence } => {
+                assert!(cids.len() <= subscriptions::CHANNELS_PER_QUERY);
+                channel_requests += 1;
+                if *presence {
+                    with_presence.extend(cids.iter().cloned());
+                } else {
+                    without.extend(cids.iter().cloned());
+                }
+            }
+        }
+    }
+    users.sort();
+    users.dedup();
+    assert_eq!(users.len(), 255, "every followed user, once");
+    assert_eq!(user_requests, 3, "255 users in chunks of 100");
+    assert_eq!(with_presence.len(), 66);
+    assert!(with_presence.contains(&"team:loud".to_string()));
+    assert_eq!(without, ["team:quiet"]);
     assert_eq!(
-        requests.len(),
-        41,
-        "all 40 queries (no cap) and the still-watched channel"
+        channel_requests, 4,
+        "66 channels with presence in chunks of 30, and 1 without"
     );
-    assert!(requests.contains(&Subscription::Channel {
-        channel_type: "messaging".into(),
-        id: "general".into(),
-        presence: true
-    }));
     assert_eq!(h.session.connection_id(), Some("conn-2"));
     // connection.changed comes first; connection.recovered waits for the answers.
     let changed = effects
@@ -670,7 +810,7 @@ fn the_initial_connect_is_not_a_recovery() {
 fn recovery_reconciles_the_cache_and_reports_changes_then_recovered() {
     let mut h = Harness::new(Config::default());
     h.connect();
-    h.session.add_user_query("q1".into());
+    h.session.follow_users(["jack", "jane", "jim", "joe"]);
     h.session.watch_channel("messaging", "general", true);
     h.session.observe_users([
         presence("jack", true, "here"),
@@ -763,7 +903,7 @@ fn a_reconnect_without_subscriptions_recovers_at_once() {
 fn a_drop_during_recovery_starts_a_new_one() {
     let mut h = Harness::new(Config::default());
     h.connect();
-    h.session.add_user_query("q1".into());
+    h.session.follow_users(["jack"]);
     let effects = h.reconnect("conn-2");
     let first = effects.iter().find_map(|e| match e {
         Effect::Resubscribe { generation, .. } => Some(*generation),
@@ -799,11 +939,11 @@ fn a_server_close_of_an_open_socket_reconnects_whatever_the_code() {
         let old = h.socket.expect("a socket");
         h.close(code);
         assert!(!h.session.is_connected(), "code {code}");
-        // The first retry comes within the base delay, on a new socket.
-        let effects = h.advance(500);
+        // The first retry comes within the first backoff ceiling, on a new socket.
+        let effects = h.advance(Config::default().backoff_base);
         let new = h
             .socket
-            .unwrap_or_else(|| panic!("code {code}: no new socket within 500 ms: {effects:?}"));
+            .unwrap_or_else(|| panic!("code {code}: no new socket within 2.5 s: {effects:?}"));
         assert_ne!(new, old, "code {code}");
         let (_, effects) = h.health("conn-2");
         assert_eq!(h.session.connection_id(), Some("conn-2"), "code {code}");
@@ -827,4 +967,219 @@ fn wire_events_convert_to_frames() {
     )
     .unwrap();
     assert!(Frame::from_event(&watching).user.is_none());
+}
+
+impl Harness {
+    /// After a failure: fails attempts at once until the scheduled retry is more than `ms` away.
+    fn fail_until_the_wait_exceeds(&mut self, ms: Millis) {
+        while self.session.poll_timeout().unwrap() - self.now <= ms {
+            self.wait_for_attempt();
+            self.close(1006);
+        }
+    }
+
+    fn wait(&self) -> Millis {
+        self.session.poll_timeout().expect("a retry is scheduled") - self.now
+    }
+}
+
+#[test]
+fn wake_ups_shorten_a_wait_at_most_once_per_backoff_cycle() {
+    let config = Config::default();
+    let mut h = Harness::new(config.clone());
+    h.connect();
+    h.close(1006);
+    h.fail_until_the_wait_exceeds(1_000);
+    h.session.handle_wake(h.now);
+    assert!(
+        h.wait() <= config.wake_retry,
+        "the first wake-up retries soon"
+    );
+    h.advance(h.wait());
+    h.close(1006);
+    // Flapping visibility or network during the rest of the cycle leaves the backoff alone.
+    for round in 0..5 {
+        h.fail_until_the_wait_exceeds(1_000);
+        let scheduled = h.session.poll_timeout();
+        for _ in 0..3 {
+            h.session.handle_wake(h.now);
+            h.session.handle_offline(h.now);
+        }
+        assert_eq!(
+            h.session.poll_timeout(),
+            scheduled,
+            "round {round}: a later wake-up moved the retry"
+        );
+        h.wait_for_attempt();
+        h.close(1006);
+    }
+    // A connection healthy for 30 s ends the cycle: the next wake-up shortens a wait again.
+    h.wait_for_attempt();
+    h.health("conn-2");
+    h.stay_healthy(config.healthy_reset, "conn-2");
+    h.close(1006);
+    h.fail_until_the_wait_exceeds(1_000);
+    h.session.handle_wake(h.now);
+    assert!(h.wait() <= config.wake_retry, "a new cycle");
+}
+
+#[test]
+fn a_wake_up_during_an_attempt_shortens_the_wait_after_it() {
+    let config = Config::default();
+    let mut h = Harness::new(config.clone());
+    h.connect();
+    h.close(1006);
+    h.fail_until_the_wait_exceeds(1_000);
+    h.wait_for_attempt();
+    // The network comes back while the attempt is in flight; the attempt then fails.
+    h.session.handle_wake(h.now);
+    h.close(1006);
+    assert!(
+        h.wait() <= config.wake_retry,
+        "the wake-up was dropped: retry in {} ms",
+        h.wait()
+    );
+    // It counted as this cycle's wake-up.
+    h.wait_for_attempt();
+    h.close(1006);
+    h.fail_until_the_wait_exceeds(1_000);
+    let scheduled = h.session.poll_timeout();
+    h.session.handle_wake(h.now);
+    assert_eq!(h.session.poll_timeout(), scheduled);
+}
+
+fn too_many_connections() -> Frame<'static> {
+    Frame {
+        kind: "connection.error",
+        error: Some(Rejection::from(&ApiError::new(
+            71,
+            429,
+            "too many connections",
+        ))),
+        ..Frame::default()
+    }
+}
+
+#[test]
+fn a_reconnect_refused_for_too_many_connections_is_retried_with_backoff() {
+    let config = Config::default();
+    let mut h = Harness::new(config.clone());
+    h.connect();
+    h.close(1006);
+    // The user's other tabs hold every connection the server allows: each attempt is refused with code 71 and
+    // closed (whatever the code, 1000 included).
+    let mut delays = Vec::new();
+    for code in [1000, 1008, 4000, 1000, 1000, 1000] {
+        delays.push(h.wait_for_attempt());
+        let (verdict, effects) = h.frame(too_many_connections());
+        assert_eq!(verdict, FrameVerdict::Ignore);
+        assert!(
+            !effects.contains(&Effect::ConnectionChanged { online: false }),
+            "{effects:?}"
+        );
+        if h.socket.is_some() {
+            h.close(code);
+        }
+        assert!(h.session.poll_timeout().is_some(), "gave up after code 71");
+    }
+    // The delays back off.
+    assert!(delays[5] > config.backoff_base, "{delays:?}");
+    // A tab closes: the next attempt gets in and the connection recovers.
+    h.wait_for_attempt();
+    let (_, effects) = h.health("conn-2");
+    assert!(effects.contains(&Effect::ConnectionRecovered));
+}
+
+#[test]
+fn a_first_connect_refused_for_too_many_connections_fails_with_code_71() {
+    let mut h = Harness::new(Config::default());
+    h.session.connect(h.now, USER, false).unwrap();
+    h.drain();
+    let effects = h.frame(too_many_connections()).1;
+    assert!(effects
+        .iter()
+        .any(|e| matches!(e, Effect::ConnectRejected(error) if error.code == 71)));
+    assert_eq!(h.session.poll_timeout(), None);
+}
+
+#[test]
+fn only_attempts_after_a_successful_connection_resend_the_last_known_user() {
+    let mut h = Harness::new(Config::default());
+    h.session.connect(h.now, USER, false).unwrap();
+    let reconnect_flags = |effects: &[Effect]| -> Vec<bool> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::OpenSocket { reconnect, .. } => Some(*reconnect),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(reconnect_flags(&h.drain()), [false]);
+    // A failed first attempt is retried with what the app passed to connectUser.
+    h.close(1006);
+    let failed_at = h.now;
+    let effects = h.advance_to(failed_at + Config::default().backoff_base);
+    assert_eq!(reconnect_flags(&effects), [false]);
+    h.health("conn-1");
+    h.close(1006);
+    let effects = h.advance_to(h.now + Config::default().backoff_base);
+    assert_eq!(reconnect_flags(&effects), [true]);
+    // A new session starts over.
+    h.session.disconnect(h.now);
+    h.drain();
+    h.session.connect(h.now, USER, false).unwrap();
+    assert_eq!(reconnect_flags(&h.drain()), [false]);
+}
+
+#[test]
+fn each_disconnect_starts_a_new_epoch() {
+    let mut h = Harness::new(Config::default());
+    h.connect();
+    let first = h.session.epoch();
+    h.reconnect("conn-2");
+    assert_eq!(h.session.epoch(), first, "a reconnect is the same session");
+    h.session.disconnect(h.now);
+    assert_ne!(h.session.epoch(), first);
+}
+
+fn token_expired() -> Frame<'static> {
+    Frame {
+        kind: "connection.error",
+        error: Some(Rejection::from(&ApiError::new(40, 401, "token is expired"))),
+        ..Frame::default()
+    }
+}
+
+#[test]
+fn a_reconnect_refused_for_an_expired_token_retries_with_a_fresh_one_after_the_floor() {
+    let config = Config::default();
+    let mut h = Harness::new(config.clone());
+    h.session.connect(h.now, USER, true).unwrap();
+    h.drain();
+    h.health("conn-1");
+    h.close(1006);
+    // The network was gone a while: the backoff has grown.
+    h.fail_until_the_wait_exceeds(1_000);
+    h.wait_for_attempt();
+    h.frame(token_expired());
+    assert_eq!(
+        h.wait(),
+        config.backoff_floor,
+        "the fresh token waits out the backoff"
+    );
+    let effects = h.advance(config.backoff_floor);
+    assert!(matches!(
+        effects.last(),
+        Some(Effect::OpenSocket {
+            reload_token: true,
+            ..
+        })
+    ));
+    // A provider whose fresh tokens are refused too meets the backoff.
+    h.frame(token_expired());
+    assert!(h.wait() > config.backoff_floor);
+    h.wait_for_attempt();
+    let (_, effects) = h.health("conn-2");
+    assert!(effects.contains(&Effect::ConnectionRecovered));
 }

@@ -1,6 +1,7 @@
 //! The JS mirror of what the client knows about users: `client.state.users` (every user seen, by id, replaced
-//! by each answer or event about them), `client.user` (the connected user, own fields included) and the user
-//! details sent again on every reconnect. The core's `UserStore` holds the presence view beside it.
+//! by each answer or event about them), `client.user` (the connected user as last known from the server, own
+//! fields included) and the user details of each handshake. The core's `UserStore` holds the presence view beside
+//! it.
 
 use std::cell::RefCell;
 
@@ -8,6 +9,7 @@ use js_sys::{Array, Object};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 
+use crate::core::own_user::resent_on_reconnect;
 use crate::core::UserPresence;
 use crate::web::js::{self, wire};
 
@@ -15,8 +17,10 @@ pub struct UserCache {
     /// `client.state`: `{ users }`.
     state: Object,
     users: RefCell<Object>,
+    /// `client.user`: the connected user, kept current from every source of truth (`me`, the user's own events,
+    /// the answers of the user's own writes).
     user: RefCell<JsValue>,
-    /// The user object given to `connectUser`, sent again on every reconnect.
+    /// The user object given to `connectUser`, sent by the attempts of the first connection.
     details: RefCell<JsValue>,
 }
 
@@ -46,8 +50,22 @@ impl UserCache {
         self.user.borrow().clone()
     }
 
-    pub fn details(&self) -> JsValue {
-        self.details.borrow().clone()
+    /// The handshake's `user_details`: what the app passed to `connectUser` until a connection succeeded, then
+    /// the last known user without the fields a reconnect must leave to the server (`core::own_user`).
+    pub fn details(&self, reconnect: bool) -> JsValue {
+        if !reconnect {
+            return self.details.borrow().clone();
+        }
+        let known = self.user();
+        let details = Object::new();
+        if let Some(known) = known.dyn_ref::<Object>() {
+            for key in Object::keys(known).iter() {
+                if let Some(key) = key.as_string().filter(|k| resent_on_reconnect(k)) {
+                    js::set(&details, &key, &js::get(known, &key));
+                }
+            }
+        }
+        details.into()
     }
 
     /// `connectUser(user)`: the user is shown and re-sent as given until the server says more.
@@ -87,29 +105,30 @@ impl UserCache {
     }
 
     /// `user.presence.changed` / `user.updated` about `id`: the event's user replaces the cached one; for the
-    /// connected user (`is_me`) it is merged into `client.user` and the re-sent details.
+    /// connected user (`is_me`) it is merged into `client.user`.
     pub fn replace_user(&self, id: &str, user: &JsValue, is_me: bool) {
         js::set(&self.users(), id, user);
-        if !is_me {
-            return;
+        if is_me {
+            self.merge_me(user);
         }
+    }
+
+    /// The answer of a user write (`{users: {id: user}}`): the connected user's entry, if there, is merged into
+    /// `client.user` and replaces its cache entry.
+    pub fn written_users(&self, me: &str, answer: &JsValue) {
+        let user = js::get(&js::get(answer, "users"), me);
+        if user.is_object() {
+            js::set(&self.users(), me, &user);
+            self.merge_me(&user);
+        }
+    }
+
+    fn merge_me(&self, user: &JsValue) {
         let merged = js::shallow_copy(&self.user.borrow());
         if let Some(user) = user.dyn_ref::<Object>() {
             Object::assign(&merged, user);
         }
         *self.user.borrow_mut() = merged.into();
-        // Keep what is re-sent on reconnect in step with the server (e.g. `invisible` changed by an upsert).
-        let details = self.details();
-        if let Some(details_obj) = details.dyn_ref::<Object>() {
-            for key in Object::keys(details_obj).iter() {
-                if let Some(key) = key.as_string() {
-                    let value = js::get(user, &key);
-                    if !value.is_undefined() && key != "id" {
-                        js::set(&details, &key, &value);
-                    }
-                }
-            }
-        }
     }
 
     /// The connected user's own object (`me`) replaces `client.user` and its cache entry.

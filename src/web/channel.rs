@@ -96,7 +96,7 @@ impl Channel {
         self.watch(options)
     }
 
-    /// Stops recording the channel for recovery and tells the server.
+    /// Stops recording the channel for recovery, drops it from the registry and tells the server.
     #[wasm_bindgen(js_name = stopWatching)]
     pub fn stop_watching(&self) -> Promise {
         let client = match self.client() {
@@ -108,6 +108,9 @@ impl Channel {
                 .session
                 .borrow_mut()
                 .stop_watching(&self.channel.channel_type, &id);
+            // The registry forgets it: a later `client.channel()` of that cid starts afresh, and events about its
+            // members stop updating it (this handle keeps its state, and a new `watch()` registers it again).
+            client.channels.forget(&self.channel);
             call
         });
         run_call(&client, call)

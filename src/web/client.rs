@@ -12,7 +12,7 @@ use crate::web::driver;
 use crate::web::js;
 use crate::web::requests;
 use crate::web::rest::run_call;
-use crate::web::runtime::promise;
+use crate::web::runtime::{promise, MAX_TIMER_MS};
 use crate::web::state::ClientState;
 
 pub use crate::web::events::EventSubscription;
@@ -56,9 +56,12 @@ impl Client {
         if let Some(budget) = option_u64(&options, "connectTimeout").filter(|v| *v > 0) {
             config.connect_budget = budget;
         }
+        // Clamped to what `setTimeout` holds: a longer delay would fire at once and abort every request.
         let timeout_ms = option_u64(&options, "timeout")
             .filter(|v| *v > 0)
-            .map_or(DEFAULT_TIMEOUT_MS, |v| v.min(u64::from(u32::MAX)) as u32);
+            .map_or(DEFAULT_TIMEOUT_MS, |v| {
+                v.min(u64::from(MAX_TIMER_MS)) as u32
+            });
         let seed = (js_sys::Math::random() * 9_007_199_254_740_992.0) as u64 ^ js::now();
         Ok(Client {
             state: ClientState::new(endpoints, timeout_ms, config, seed),

@@ -1,7 +1,9 @@
 //! The token source of the connected user: none, a static token, or the app's token provider (a function,
-//! possibly async) whose last token is kept until the core's token rule asks for a fresh one.
+//! possibly async) whose last token is kept until the core's token rule asks for a fresh one. A token that arrives
+//! after the source was replaced (`disconnectUser()`, then another `connectUser()`) is dropped, never kept for the
+//! next user.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 use js_sys::{Function, Promise};
 use wasm_bindgen::prelude::*;
@@ -22,17 +24,21 @@ pub enum Token {
 
 pub struct Credentials {
     token: RefCell<Token>,
+    /// Counts the sources set: a provider's answer is kept only if its source is still the current one.
+    generation: Cell<u64>,
 }
 
 impl Credentials {
     pub fn new() -> Self {
         Credentials {
             token: RefCell::new(Token::None),
+            generation: Cell::new(0),
         }
     }
 
     pub fn set(&self, token: Token) {
         *self.token.borrow_mut() = token;
+        self.generation.set(self.generation.get().wrapping_add(1));
     }
 
     pub fn clear(&self) {
@@ -44,8 +50,10 @@ impl Credentials {
         matches!(&*self.token.borrow(), Token::Provider { .. })
     }
 
-    /// The token to send; `reload` asks the provider again.
+    /// The token to send; `reload` asks the provider again. Fails (code `DISCONNECTED`) when the source was
+    /// replaced while the provider was being waited for.
     pub async fn current(&self, reload: bool) -> Result<Option<String>, ClientError> {
+        let generation = self.generation.get();
         let provider = {
             let token = self.token.borrow();
             match &*token {
@@ -72,6 +80,12 @@ impl Credentials {
                 .map_err(|e| failed(js::describe(&e)))?,
             Err(value) => value,
         };
+        if self.generation.get() != generation {
+            return Err(ClientError::new(
+                client_code::DISCONNECTED,
+                "the token was asked for by a user who has disconnected since",
+            ));
+        }
         let token = value
             .as_string()
             .ok_or_else(|| failed("it did not return a string".to_string()))?;

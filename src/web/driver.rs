@@ -162,8 +162,14 @@ fn run(client: &Rc<ClientState>, effect: Effect, frame: Option<&JsValue>) {
         Effect::OpenSocket {
             socket,
             reload_token,
+            reconnect,
         } => {
-            spawn(Box::pin(open_socket(client.clone(), socket, reload_token)));
+            spawn(Box::pin(open_socket(
+                client.clone(),
+                socket,
+                reload_token,
+                reconnect,
+            )));
         }
         Effect::CloseSocket {
             socket,
@@ -206,8 +212,9 @@ fn run(client: &Rc<ClientState>, effect: Effect, frame: Option<&JsValue>) {
             generation,
             requests,
         } => {
+            let epoch = client.session.borrow().epoch();
             for request in requests {
-                resubscribe(client, generation, request);
+                resubscribe(client, generation, epoch, request);
             }
         }
         Effect::PresenceChanged { user_id } => {
@@ -253,7 +260,12 @@ fn close_socket(client: &ClientState, socket: SocketId, code: Option<u16>, reaso
     }
 }
 
-async fn open_socket(client: Rc<ClientState>, socket: SocketId, reload_token: bool) {
+async fn open_socket(
+    client: Rc<ClientState>,
+    socket: SocketId,
+    reload_token: bool,
+    reconnect: bool,
+) {
     let token = client.credentials.current(reload_token).await;
     if !client.session.borrow().is_current(socket) {
         return;
@@ -276,7 +288,7 @@ async fn open_socket(client: Rc<ClientState>, socket: SocketId, reload_token: bo
         let user_id = JsValue::from_str(session.user_id().unwrap_or_default());
         js::set(&payload, "user_id", &user_id);
     }
-    js::set(&payload, "user_details", &client.cache.details());
+    js::set(&payload, "user_details", &client.cache.details(reconnect));
     let request_id = client.session.borrow_mut().uuid();
     js::set(
         &payload,
@@ -349,13 +361,13 @@ fn handle_message(client: &Rc<ClientState>, socket: SocketId, data: &JsValue) {
     }
 }
 
-/// Makes one subscription again on the new connection and reports its answer (none when it failed) to the
+/// Makes one recovery request on the new connection and reports its answer (none when it failed) to the
 /// session.
-fn resubscribe(client: &Rc<ClientState>, generation: u64, request: Subscription) {
+fn resubscribe(client: &Rc<ClientState>, generation: u64, epoch: u64, request: Subscription) {
     let client = client.clone();
     let call = requests::resubscribe(request);
     spawn(Box::pin(async move {
-        let users = match rest::call(client.clone(), call).await {
+        let users = match rest::call(client.clone(), call, epoch).await {
             Ok(answer) => rest::recovered_users(&client, &answer),
             Err(_) => Vec::new(),
         };

@@ -186,6 +186,18 @@ impl ChannelRegistry {
         }
     }
 
+    /// Drops `channel` (that very state: a newer one of the same cid stays).
+    pub fn forget(&self, channel: &Rc<ChannelState>) {
+        let forgotten = {
+            let mut channels = self.channels.borrow_mut();
+            channels
+                .iter()
+                .position(|(_, c)| Rc::ptr_eq(c, channel))
+                .map(|at| channels.remove(at))
+        };
+        drop(forgotten);
+    }
+
     pub fn clear(&self) {
         let channels = std::mem::take(&mut *self.channels.borrow_mut());
         drop(channels);

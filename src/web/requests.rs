@@ -22,6 +22,8 @@ pub type ChannelHandle = fn(Rc<ChannelState>, &Rc<ClientState>) -> JsValue;
 /// What to do with an answer.
 pub enum After {
     Nothing,
+    /// A user write: the connected user's entry of the answer updates `client.user`.
+    Written,
     /// Store the users; record the query for recovery when it asked for presence.
     Users {
         presence: bool,
@@ -143,7 +145,7 @@ pub fn upsert(users: &JsValue) -> Result<RestCall, ClientError> {
         "UpdateUsers",
         "/users".to_string(),
         body,
-        After::Nothing,
+        After::Written,
     ))
 }
 
@@ -169,7 +171,7 @@ pub fn partial_update(updates: &JsValue) -> Result<RestCall, ClientError> {
             "UpdateUsersPartial",
             "/users".to_string(),
             body,
-            After::Nothing,
+            After::Written,
         )
     })
 }
@@ -284,23 +286,35 @@ pub fn stop_watching(channel: &ChannelState) -> Result<(String, RestCall), Clien
     Ok((id, call))
 }
 
-/// One subscription made again on a new connection; its answer goes back to the session.
+/// One recovery request on a new connection (a chunk of followed users or of watched channels); its answer goes
+/// back to the session.
 pub fn resubscribe(request: Subscription) -> RestCall {
+    // `{"filter_conditions":{field:{"$in":[…]}},"presence":…,"limit":n}`: one page holds every name.
+    let body = |field: &str, names: Vec<String>, presence: bool| {
+        let limit = JsValue::from_f64(names.len() as f64);
+        let list: Array = names.into_iter().map(JsValue::from).collect();
+        let condition = Object::new();
+        js::set(&condition, "$in", &list);
+        let filter = Object::new();
+        js::set(&filter, field, &condition);
+        let body = Object::new();
+        js::set(&body, "filter_conditions", &filter);
+        js::set(&body, "presence", &JsValue::from_bool(presence));
+        js::set(&body, "limit", &limit);
+        body
+    };
     match request {
-        Subscription::UserQuery { payload } => user_query(payload, After::Nothing),
-        Subscription::Channel {
-            channel_type,
-            id,
-            presence,
-        } => {
-            let body = Object::new();
+        Subscription::Users { ids } => {
+            user_query(js::to_json(&body("id", ids, true)), After::Nothing)
+        }
+        Subscription::Channels { cids, presence } => {
+            let body = body("cid", cids, presence);
             js::set(&body, "state", &JsValue::TRUE);
             js::set(&body, "watch", &JsValue::TRUE);
-            js::set(&body, "presence", &JsValue::from_bool(presence));
             RestCall::post(
-                "watch",
-                "GetOrCreateChannel",
-                channel_query_path(&channel_type, Some(&id)),
+                "queryChannels",
+                "QueryChannels",
+                "/channels".to_string(),
                 body,
                 After::Nothing,
             )

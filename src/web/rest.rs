@@ -1,6 +1,7 @@
 //! The REST pipeline: wait for a pending `connectUser`, send with the common decoration (user, connection, key,
 //! token; an expired token from a provider is reloaded by the core's token rule), then fold the answer into the
-//! user cache, the channel registry and the session's subscriptions.
+//! user cache, the channel registry and the session's subscriptions. A call belongs to the session (epoch) it was
+//! made in: once `disconnectUser()` ends that session it fails instead of sending for, or landing in, the next.
 
 use std::rc::Rc;
 
@@ -19,14 +20,24 @@ use crate::web::state::ClientState;
 /// Runs a prepared call as a Promise (a preparation error rejects at once, with no network call).
 pub fn run_call(client: &Rc<ClientState>, call: Result<RestCall, ClientError>) -> Promise {
     match call {
-        Ok(call) => promise(Box::pin(self::call(client.clone(), call))),
+        Ok(call) => {
+            let epoch = client.session.borrow().epoch();
+            promise(Box::pin(self::call(client.clone(), call, epoch)))
+        }
         Err(error) => Promise::reject(&js::to_js_error(&error)),
     }
 }
 
-/// Every REST call of the client: wait for the connection, send, then fold the answer into the state.
-pub async fn call(client: Rc<ClientState>, call: RestCall) -> Result<JsValue, ClientError> {
+/// Every REST call of the client, made in session `epoch`: wait for the connection, send, then fold the answer
+/// into the state.
+pub async fn call(
+    client: Rc<ClientState>,
+    call: RestCall,
+    epoch: u64,
+) -> Result<JsValue, ClientError> {
+    same_session(&client, epoch, call.api)?;
     ready(&client, call.api).await?;
+    same_session(&client, epoch, call.api)?;
     let mut watch = false;
     let body = call.body.map(|body| {
         if call.default_watch && js::get(&body, "watch").is_undefined() {
@@ -51,13 +62,20 @@ pub async fn call(client: Rc<ClientState>, call: RestCall) -> Result<JsValue, Cl
         body.as_deref(),
     )
     .await?;
-    Ok(fold_answer(
-        &client,
-        call.after,
-        watch,
-        call.payload,
-        answer,
-    ))
+    same_session(&client, epoch, call.api)?;
+    Ok(fold_answer(&client, call.after, watch, answer))
+}
+
+/// Fails when `disconnectUser()` was called since the call was made (`epoch`).
+fn same_session(client: &ClientState, epoch: u64, call: &str) -> Result<(), ClientError> {
+    if client.session.borrow().epoch() == epoch {
+        Ok(())
+    } else {
+        Err(ClientError::new(
+            client_code::DISCONNECTED,
+            [call, "() was cancelled by disconnectUser()"].concat(),
+        ))
+    }
 }
 
 /// Waits for a pending `connectUser`; fails at once without a user.
@@ -118,23 +136,24 @@ async fn request(
     }
 }
 
-fn fold_answer(
-    client: &Rc<ClientState>,
-    after: After,
-    watch: bool,
-    payload: Option<String>,
-    answer: JsValue,
-) -> JsValue {
+fn fold_answer(client: &Rc<ClientState>, after: After, watch: bool, answer: JsValue) -> JsValue {
     match after {
         After::Nothing => answer,
+        After::Written => {
+            let me = client.session.borrow().user_id().map(str::to_string);
+            if let Some(me) = me {
+                client.cache.written_users(&me, &answer);
+            }
+            answer
+        }
         After::Users { presence } => {
             let users = js::get(&answer, "users");
             let presences = client.cache.store_users(&users);
             let mut session = client.session.borrow_mut();
-            session.observe_users(presences);
-            if let (true, Some(payload)) = (presence, payload) {
-                session.add_user_query(payload);
+            if presence {
+                session.follow_users(presences.iter().map(|p| p.id.as_str()));
             }
+            session.observe_users(presences);
             answer
         }
         After::Channels { presence, handle } => {
@@ -181,11 +200,31 @@ fn fold_channel(
     }
 }
 
-/// The users of a recovery answer (a channel's members, or a user query's users), folded into the cache.
+/// The users of a recovery answer (a user query's users, or the members of a channel query's channels), folded
+/// into the cache and the registry.
 pub fn recovered_users(client: &ClientState, answer: &JsValue) -> Vec<UserPresence> {
-    let cid = js::get(&js::get(answer, "channel"), "cid").as_string();
-    match cid.and_then(|cid| client.channels.find(&cid)) {
-        Some(channel) => client.cache.store_users(&channel.apply_answer(answer)),
-        None => client.cache.store_users(&js::get(answer, "users")),
+    let channels = js::get(answer, "channels");
+    if !Array::is_array(&channels) {
+        return client.cache.store_users(&js::get(answer, "users"));
     }
+    let mut users = Vec::new();
+    for state in Array::from(&channels).iter() {
+        let cid = js::get(&js::get(&state, "channel"), "cid").as_string();
+        let members = match cid.and_then(|cid| client.channels.find(&cid)) {
+            Some(channel) => channel.apply_answer(&state),
+            // Watched, but no longer in the registry: its members still count.
+            None => {
+                let list = js::get(&state, "members");
+                let users = Array::new();
+                if Array::is_array(&list) {
+                    for member in Array::from(&list).iter() {
+                        users.push(&js::get(&member, "user"));
+                    }
+                }
+                users.into()
+            }
+        };
+        users.extend(client.cache.store_users(&members));
+    }
+    users
 }

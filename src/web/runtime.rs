@@ -22,10 +22,14 @@ pub fn spawn(task: Pin<Box<dyn Future<Output = ()>>>) {
     wasm_bindgen_futures::spawn_local(task);
 }
 
-/// A timer running `callback` once after `ms`, cancelled when dropped. The callback is boxed so that every
-/// timer of the client shares one instance of the closure glue (gloo's `Timeout` is generic over it).
+/// The longest delay `setTimeout` holds (2^31 - 1 ms, about 24.8 days); a longer one fires at once.
+pub const MAX_TIMER_MS: u32 = i32::MAX as u32;
+
+/// A timer running `callback` once after `ms` (at most [`MAX_TIMER_MS`]), cancelled when dropped. The callback is
+/// boxed so that every timer of the client shares one instance of the closure glue (gloo's `Timeout` is generic
+/// over it).
 pub fn timeout(ms: u32, callback: Box<dyn FnOnce()>) -> gloo_timers::callback::Timeout {
-    gloo_timers::callback::Timeout::new(ms, callback)
+    gloo_timers::callback::Timeout::new(ms.min(MAX_TIMER_MS), callback)
 }
 
 /// Drops `value` once the current JS task has returned: for handlers and timers that may be running right now.

@@ -57,6 +57,7 @@ export async function startServer({ port = 0, db, graceMs = 1500, staticDir = jo
     '--dev-tokens',
     '--static-dir', staticDir,
     '--offline-grace-ms', String(graceMs),
+    '--admin-addr', 'off',
     ...extraArgs,
   ];
   const child = spawn(SERVER_BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });

@@ -9,6 +9,7 @@
 //   POST /stop?for_ms=N        kill the server; it starts again on the same port after N ms (at most 30 s)
 //   POST /start                start it now if it is stopped
 //   GET  /token?user_id=ID     a JWT for ID signed with the app secret (&secret=S signs with another secret)
+//   GET  /token?server=1       the server-side token (`{"server": true}`), signed with the app secret
 // The server is stopped when this process ends (SIGTERM or SIGINT).
 import { spawn, execFile } from 'node:child_process';
 import { createServer } from 'node:http';
@@ -31,7 +32,7 @@ let serverPort = 0;
 function startServer() {
   return new Promise((resolve, reject) => {
     const serverArgs = ['--addr', `127.0.0.1:${serverPort}`, '--db', db, '--api-key', apiKey, '--api-secret', apiSecret,
-      '--offline-grace-ms', grace];
+      '--offline-grace-ms', grace, '--admin-addr', 'off'];
     if (devTokens) serverArgs.push('--dev-tokens');
     const proc = spawn(bin, serverArgs, { stdio: ['ignore', 'pipe', 'inherit'] });
     child = proc;
@@ -96,8 +97,9 @@ async function startUntilListening() {
 }
 
 function token(userId, secret) {
+  const args = userId === null ? ['token', '--server'] : ['token', userId];
   return new Promise((resolve, reject) => {
-    execFile(bin, ['token', userId, '--api-secret', secret], (err, stdout) => (err ? reject(err) : resolve(stdout.trim())));
+    execFile(bin, [...args, '--api-secret', secret], (err, stdout) => (err ? reject(err) : resolve(stdout.trim())));
   });
 }
 
@@ -128,8 +130,9 @@ const control = createServer(async (req, res) => {
       await start();
       res.writeHead(200, headers).end('started');
     } else if (req.method === 'GET' && url.pathname === '/token') {
-      const userId = url.searchParams.get('user_id');
-      if (!userId) return res.writeHead(400, headers).end('user_id is required');
+      const server = url.searchParams.has('server');
+      const userId = server ? null : url.searchParams.get('user_id');
+      if (!server && !userId) return res.writeHead(400, headers).end('user_id is required');
       res.writeHead(200, headers).end(await token(userId, url.searchParams.get('secret') || apiSecret));
     } else {
       res.writeHead(404, headers).end('not found');

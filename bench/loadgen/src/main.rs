@@ -7,6 +7,14 @@
 //! - `fanout --baseline`: the same watchers and bytes against `broadcast-server`, the limit of this machine.
 //! - `broadcast-server`: a minimal tokio WebSocket broadcast: any text frame a client sends goes to every client.
 //! - `capacity`: opens idle authenticated connections and reads the server's RSS per connection.
+//! - `queryload`: idle probes time `health.check` round trips while clients loop unpinned queries over a large store.
+//! - `restart`: clients and observers through a kill -9 and restart of the server on the same database.
+//! - `churn`: clients connecting, leaving and going invisible at random while observers follow them all.
+
+mod churn;
+mod follow;
+mod queryload;
+mod restart;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -73,6 +81,102 @@ enum Command {
         #[arg(long, default_value_t = 300)]
         max_secs: u64,
     },
+    /// Queries under load: `probes` idle connections time `health.check` round trips while `loopers` clients
+    /// loop unpinned queryUsers/queryChannels over `users` users and `channels` channels (seeded first).
+    Queryload {
+        #[arg(long)]
+        server: String,
+        #[arg(long, default_value = "bench-key")]
+        api_key: String,
+        /// A server token (`presence-server token --server --api-secret ...`).
+        #[arg(long)]
+        server_token: String,
+        #[arg(long, default_value_t = 50_000)]
+        users: usize,
+        #[arg(long, default_value_t = 5_000)]
+        channels: usize,
+        #[arg(long, default_value_t = 50)]
+        probes: usize,
+        #[arg(long, default_value_t = 8)]
+        loopers: usize,
+        /// How long the load runs, in seconds.
+        #[arg(long, default_value_t = 30)]
+        secs: u64,
+        /// The users and channels are already there.
+        #[arg(long)]
+        skip_seed: bool,
+        #[arg(long, default_value_t = 600)]
+        max_secs: u64,
+    },
+    /// Crash and restart: `clients` connections and `observers` following them; the server (started here on a
+    /// file database) is killed with SIGKILL and started again on the same database and address.
+    Restart {
+        /// The presence-server binary to start (twice).
+        #[arg(long)]
+        server_bin: std::path::PathBuf,
+        /// The SQLite file the server runs on (created if missing).
+        #[arg(long)]
+        db: std::path::PathBuf,
+        /// The address the server binds both times (a free loopback port if not given).
+        #[arg(long)]
+        addr: Option<SocketAddr>,
+        #[arg(long, default_value = "bench-key")]
+        api_key: String,
+        #[arg(long)]
+        api_secret: String,
+        /// A server token (`presence-server token --server --api-secret ...`).
+        #[arg(long)]
+        server_token: String,
+        #[arg(long, default_value_t = 1000)]
+        clients: usize,
+        #[arg(long, default_value_t = 5)]
+        observers: usize,
+        /// How long the server stays down between the kill and the restart, in milliseconds.
+        #[arg(long, default_value_t = 0)]
+        down_ms: u64,
+        /// How long to wait for every client to be back, in seconds.
+        #[arg(long, default_value_t = 120)]
+        wait_secs: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, default_value_t = 300)]
+        max_secs: u64,
+    },
+    /// Churn soak: `clients` users connect, disconnect and go invisible and back at random for `secs` while
+    /// `observers` follow them all; then views against the server's truth, event order, and the server's RSS.
+    Churn {
+        #[arg(long)]
+        server: String,
+        #[arg(long, default_value = "bench-key")]
+        api_key: String,
+        /// A server token (`presence-server token --server --api-secret ...`).
+        #[arg(long)]
+        server_token: String,
+        /// The server's process id (its RSS is read from /proc).
+        #[arg(long)]
+        pid: u32,
+        #[arg(long, default_value_t = 2000)]
+        clients: usize,
+        #[arg(long, default_value_t = 200)]
+        observers: usize,
+        /// How long the churn runs, in seconds.
+        #[arg(long, default_value_t = 60)]
+        secs: u64,
+        /// Each client waits a uniform random time in [0, 2 × this] between its actions, in milliseconds.
+        #[arg(long, default_value_t = 10_000)]
+        mean_pause_ms: u64,
+        /// The wait before each comparison, in seconds; longer than the server's offline grace window.
+        #[arg(long, default_value_t = 5)]
+        settle_secs: u64,
+        /// The seed of the clients' random actions.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Churn rounds on the same server, each ending with every client gone (RSS is read after each).
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
+        #[arg(long, default_value_t = 600)]
+        max_secs: u64,
+    },
 }
 
 #[tokio::main]
@@ -97,6 +201,89 @@ async fn main() {
             pid,
             max_secs,
         } => bounded(max_secs, capacity(server, api_key, connections, pid)).await,
+        Command::Queryload {
+            server,
+            api_key,
+            server_token,
+            users,
+            channels,
+            probes,
+            loopers,
+            secs,
+            skip_seed,
+            max_secs,
+        } => {
+            let params = queryload::Params {
+                server,
+                api_key,
+                server_token,
+                users,
+                channels,
+                probes,
+                loopers,
+                secs,
+                skip_seed,
+            };
+            bounded(max_secs, queryload::run(params)).await
+        }
+        Command::Restart {
+            server_bin,
+            db,
+            addr,
+            api_key,
+            api_secret,
+            server_token,
+            clients,
+            observers,
+            down_ms,
+            wait_secs,
+            seed,
+            max_secs,
+        } => {
+            let params = restart::Params {
+                server_bin,
+                db,
+                addr,
+                api_key,
+                api_secret,
+                server_token,
+                clients,
+                observers,
+                down_ms,
+                wait_secs,
+                seed,
+            };
+            bounded(max_secs, restart::run(params)).await
+        }
+        Command::Churn {
+            server,
+            api_key,
+            server_token,
+            pid,
+            clients,
+            observers,
+            secs,
+            mean_pause_ms,
+            settle_secs,
+            seed,
+            rounds,
+            max_secs,
+        } => {
+            let params = churn::Params {
+                rounds,
+                server,
+                api_key,
+                server_token,
+                pid,
+                clients,
+                observers,
+                secs,
+                mean_pause_ms,
+                settle_secs,
+                seed,
+            };
+            bounded(max_secs, churn::run(params)).await
+        }
     };
     match outcome {
         Ok(report) => println!("{report}"),
@@ -196,6 +383,22 @@ async fn connect_user(
     id: &str,
     n: usize,
 ) -> Result<(Socket, String), Error> {
+    let (ws, first) = connect_first_frame(server, api_key, id, n).await?;
+    let connection_id = first["connection_id"]
+        .as_str()
+        .ok_or("no connection_id in the first frame")?
+        .to_owned();
+    Ok((ws, connection_id))
+}
+
+/// Opens an authenticated presence-server connection for `id` (`user_details` naming only the id, so that
+/// nothing stored is overwritten); returns it with its first frame (`connection_id`, `me`).
+async fn connect_first_frame(
+    server: &str,
+    api_key: &str,
+    id: &str,
+    n: usize,
+) -> Result<(Socket, Value), Error> {
     let ws_base = server.replacen("http", "ws", 1);
     let payload = json!({ "user_id": id, "user_details": { "id": id } }).to_string();
     let url = format!(
@@ -210,11 +413,10 @@ async fn connect_user(
             if frame.get("error").is_some() {
                 return Err(format!("{id}: connection refused: {text}").into());
             }
-            let connection_id = frame["connection_id"]
-                .as_str()
-                .ok_or("no connection_id in the first frame")?
-                .to_owned();
-            return Ok((ws, connection_id));
+            if frame["connection_id"].as_str().is_none() {
+                return Err(format!("{id}: no connection_id in the first frame").into());
+            }
+            return Ok((ws, frame));
         }
     }
     Err(format!("{id}: closed before the first frame").into())

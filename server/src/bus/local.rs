@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::extract::ws::Utf8Bytes;
+use tokio::time::Instant;
 
 use crate::bus::{Bus, Outlet};
 use crate::presence::{ConnId, Delivery};
@@ -52,6 +53,29 @@ impl Bus for LocalBus {
         for outlet in self.outlets().values() {
             outlet.evict(code);
         }
+    }
+
+    fn evict(&self, conn: &ConnId, code: u16) {
+        if let Some(outlet) = self.outlets().get(conn) {
+            outlet.evict(code);
+        }
+    }
+
+    fn missed_pong(&self, conns: &[ConnId]) -> Vec<ConnId> {
+        if conns.is_empty() {
+            return Vec::new();
+        }
+        let now = Instant::now();
+        let outlets = self.outlets();
+        conns
+            .iter()
+            .filter(|conn| {
+                outlets
+                    .get(*conn)
+                    .is_some_and(|outlet| outlet.liveness().missed_pong(now))
+            })
+            .cloned()
+            .collect()
     }
 
     fn frames_sent(&self) -> u64 {

@@ -23,8 +23,9 @@ pub async fn query_channel(
     State(app): State<Arc<AppState>>,
     ApiPath((channel_type, channel_id)): ApiPath<(String, String)>,
     auth: Authenticated,
-    JsonBody(req): JsonBody<ChannelQueryRequest>,
+    body: Result<JsonBody<ChannelQueryRequest>, Error>,
 ) -> Result<Response, Error> {
+    let JsonBody(req) = body.map_err(|e| e.in_operation("GetOrCreateChannel"))?;
     channel_query(&app, &auth, &req, &channel_type, Some(&channel_id)).await
 }
 
@@ -32,8 +33,9 @@ pub async fn query_distinct_channel(
     State(app): State<Arc<AppState>>,
     ApiPath(channel_type): ApiPath<String>,
     auth: Authenticated,
-    JsonBody(req): JsonBody<ChannelQueryRequest>,
+    body: Result<JsonBody<ChannelQueryRequest>, Error>,
 ) -> Result<Response, Error> {
+    let JsonBody(req) = body.map_err(|e| e.in_operation("GetOrCreateChannel"))?;
     channel_query(&app, &auth, &req, &channel_type, None).await
 }
 
@@ -56,10 +58,11 @@ async fn channel_query(
 pub async fn query_channels(
     State(app): State<Arc<AppState>>,
     auth: Authenticated,
-    JsonBody(req): JsonBody<QueryChannelsRequest>,
+    body: Result<JsonBody<QueryChannelsRequest>, Error>,
 ) -> Result<Response, Error> {
+    let JsonBody(req) = body.map_err(|e| e.in_operation("QueryChannels"))?;
     let conn = auth.connection_id(req.connection_id.as_deref());
-    let channels = app.hub.query_channels(&auth.caller, conn, &req)?;
+    let channels = app.hub.query_channels(&auth.caller, conn, &req).await?;
     Ok(created(QueryChannelsResponse {
         channels,
         duration: duration(),
@@ -81,7 +84,8 @@ pub async fn stop_watching(
 ) -> Result<Response, Error> {
     let conn = auth.connection_id(req.connection_id.as_deref());
     app.hub
-        .stop_watching(&auth.caller, conn, &format!("{channel_type}:{channel_id}"))?;
+        .stop_watching(&auth.caller, conn, &format!("{channel_type}:{channel_id}"))
+        .await?;
     Ok(created(DurationResponse {
         duration: duration(),
     }))

@@ -36,6 +36,12 @@ pub async fn metrics(State(app): State<Arc<AppState>>) -> Response {
             counts.frames_sent.to_string(),
         ),
         (
+            "presence_store_commits_total",
+            "counter",
+            "Database transactions committed (each holds a batch of writes).",
+            counts.commits.to_string(),
+        ),
+        (
             "presence_auth_failures_total",
             "counter",
             "Rejected credentials, REST and WebSocket.",

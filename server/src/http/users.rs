@@ -59,7 +59,7 @@ pub async fn query_users(
     let payload: QueryUsersPayload = serde_json::from_str(raw)
         .map_err(|e| Error::input(format!("invalid payload: {e}")).in_operation("QueryUsers"))?;
     let conn = auth.connection_id(payload.connection_id.as_deref());
-    let users = app.hub.query_users(&auth.caller, conn, &payload)?;
+    let users = app.hub.query_users(&auth.caller, conn, &payload).await?;
     Ok(Json(QueryUsersResponse {
         users,
         duration: duration(),

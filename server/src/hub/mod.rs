@@ -1,28 +1,29 @@
-//! The driver around the presence engine: one lock around it, one timer task for its deadlines, connection send
-//! queues through the bus, and the storage writer. Each operation reads the clock once, runs on the engine
-//! under the lock, and hands what the engine produced to the store and the bus before the lock is released, so
-//! every connection receives events in the order the state changed (queueing never blocks: a full queue evicts
-//! its connection).
+//! The driver around the presence engine. One thread (the [`actor`]) owns the engine and the store and runs
+//! operations in batches: nothing an operation did is visible — no event, no answer, no read — before its
+//! writes are committed. Callers queue an operation and wait for its answer. Queries filter, sort and serialize
+//! on the read view the thread publishes after each batch, on tokio's blocking pool; only subscribing the
+//! caller's connection to the page they return goes through the thread.
 
-mod timer;
+mod actor;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, RwLock};
 
-use axum::extract::ws::Utf8Bytes;
 use chrono::{DateTime, Utc};
 use presence_protocol::codes::close_code;
 use presence_protocol::{
     ChannelQueryRequest, ChannelStateResponse, JsonMap, PartialUserUpdate, QueryChannelsRequest,
     QueryUsersPayload, User,
 };
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::oneshot;
 
+use self::actor::{Actor, Fact, Job, Op, Reply, ViewSlot};
 use crate::bus::{Bus, Outlet};
 use crate::error::Error;
 use crate::model::Caller;
-use crate::presence::{self, ConnId, Ending, Engine};
-use crate::store::{Snapshot, Store};
+use crate::presence::{self, ConnId, Ending, Engine, View};
+use crate::store::{Snapshot, Store, StoreError};
 
 /// Counters exported at `/metrics`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,127 +31,172 @@ pub struct Counts {
     pub open_connections: usize,
     pub online_users: usize,
     pub frames_sent: u64,
-}
-
-/// A registered connection: its id, its outlet (eviction), and the queue its writer drains.
-pub struct Connection {
-    pub id: ConnId,
-    pub outlet: Arc<Outlet>,
-    pub queue: mpsc::Receiver<Utf8Bytes>,
+    pub commits: u64,
 }
 
 pub struct Hub {
-    engine: Mutex<Engine>,
-    store: Arc<dyn Store>,
+    ops: mpsc::Sender<Op>,
+    view: ViewSlot,
     bus: Arc<dyn Bus>,
-    /// Wakes the timer task when the engine's next deadline may have moved (or the hub is gone).
-    timer: Arc<Notify>,
+    commits: Arc<AtomicU64>,
+}
+
+/// The answer to a request whose batch could not be committed.
+fn store_failure(e: &StoreError, operation: &str) -> Error {
+    Error::internal(format!("database write failed, nothing was changed: {e}"))
+        .in_operation(operation)
+}
+
+fn hub_gone(operation: &str) -> Error {
+    Error::internal("the server is shutting down").in_operation(operation)
 }
 
 impl Hub {
-    /// A hub over `snapshot`, with its timer task running. Must be called inside a tokio runtime.
+    /// A hub over `snapshot`, with its thread running.
     pub fn start(
         config: presence::Config,
         snapshot: Snapshot,
-        store: Arc<dyn Store>,
+        store: Box<dyn Store>,
         bus: Arc<dyn Bus>,
-    ) -> Arc<Hub> {
-        let hub = Arc::new(Hub {
-            engine: Mutex::new(Engine::new(config, snapshot.users, snapshot.channels)),
+    ) -> Result<Arc<Hub>, StoreError> {
+        let engine = Engine::new(config, snapshot.users, snapshot.channels);
+        let view: ViewSlot = Arc::new(RwLock::new(Arc::new(engine.view())));
+        let commits = Arc::new(AtomicU64::new(0));
+        let (tx, rx) = mpsc::channel();
+        Actor::new(
+            engine,
             store,
+            Arc::clone(&bus),
+            Arc::clone(&view),
+            Arc::clone(&commits),
+        )
+        .spawn(rx)
+        .map_err(|e| StoreError::Open(Arc::new(e)))?;
+        Ok(Arc::new(Hub {
+            ops: tx,
+            view,
             bus,
-            timer: Arc::new(Notify::new()),
+            commits,
+        }))
+    }
+
+    /// The users and channels as of the last committed batch.
+    fn view(&self) -> Arc<View> {
+        Arc::clone(&self.view.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn fact(&self, fact: Fact) {
+        // The thread only stops once the hub is gone.
+        let _ = self.ops.send(Op::Fact(fact));
+    }
+
+    /// Runs `op` on the engine and answers once its writes are durable; a failed commit answers with a
+    /// database error in `operation`'s name (an error of the operation itself is answered as it is).
+    async fn request<R: Send + 'static>(
+        &self,
+        operation: &'static str,
+        op: impl FnOnce(&mut Engine, DateTime<Utc>) -> Result<R, Error> + Send + 'static,
+    ) -> Result<R, Error> {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |engine, now| {
+            let result = op(engine, now);
+            Box::new(move |failure: Option<&StoreError>| {
+                let answer = match failure {
+                    Some(e) if result.is_ok() => Err(store_failure(e, operation)),
+                    _ => result,
+                };
+                let _ = tx.send(answer);
+            })
         });
-        tokio::spawn(timer::run(Arc::downgrade(&hub), Arc::clone(&hub.timer)));
-        hub
+        if self.ops.send(Op::Request(job)).is_err() {
+            return Err(hub_gone(operation));
+        }
+        rx.await.unwrap_or_else(|_| Err(hub_gone(operation)))
     }
 
-    fn lock(&self) -> MutexGuard<'_, Engine> {
-        // A panic while holding the lock would leave state half-changed; recovering the guard keeps the server
-        // answering rather than failing every later request.
-        self.engine.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Runs `op` on the engine at the current time, then hands its writes to the store and its deliveries to
-    /// the bus, still under the lock.
-    fn run<R>(&self, op: impl FnOnce(&mut Engine, DateTime<Utc>) -> R) -> R {
-        let now = Utc::now();
-        let mut engine = self.lock();
-        let deadline = engine.poll_timeout();
-        let result = op(&mut engine, now);
-        let writes = engine.poll_writes();
-        if !writes.is_empty() {
-            self.store.write(writes);
-        }
-        let deliveries = engine.poll_deliveries();
-        if !deliveries.is_empty() {
-            self.bus.publish(deliveries);
-        }
-        if engine.poll_timeout() != deadline {
-            self.timer.notify_one();
-        }
-        result
-    }
-
-    /// Waits until every write queued so far is durable.
+    /// Waits until every write so far is durable.
     pub async fn flush(&self) -> Result<(), Error> {
-        self.store
-            .flush()
-            .await
-            .map_err(|e| Error::internal(format!("database write failed: {e}")))
+        self.request("Flush", |_, _| Ok(())).await
     }
 
     pub fn counts(&self) -> Counts {
-        let engine = self.lock();
+        let view = self.view();
         Counts {
-            open_connections: engine.open_connections(),
-            online_users: engine.online_users(),
+            open_connections: view.open_connections(),
+            online_users: view.online_users(),
             frames_sent: self.bus.frames_sent(),
+            commits: self.commits.load(Ordering::Relaxed),
         }
     }
 
     // ----- connections -----
 
-    /// Registers a new connection for `user_id`, applying `details` as on connect; its queue (at most
-    /// `queue_capacity` frames) starts with the first `health.check`.
-    pub fn connect(
+    /// Registers a new connection for `user_id` that receives its frames through `outlet`, applying `details`
+    /// as on connect; its queue starts with the first `health.check`. At the per-user cap, the user's oldest
+    /// connection that has missed a pong gives way and is closed with 4002; with none, the connection is
+    /// refused (code 71). Answered once the connect is durable.
+    pub async fn connect(
         &self,
         user_id: &str,
         details: &JsonMap,
-        queue_capacity: usize,
-    ) -> Result<Connection, Error> {
+        outlet: Arc<Outlet>,
+    ) -> Result<ConnId, Error> {
+        const OP: &str = "Connect";
         let id: ConnId = uuid::Uuid::new_v4().to_string().into();
-        let (outlet, queue) = Outlet::new(queue_capacity);
-        self.run(|engine, now| {
-            self.bus.attach(Arc::clone(&id), Arc::clone(&outlet));
-            let connected = engine.connect(Arc::clone(&id), user_id, details, now);
-            if connected.is_err() {
-                self.bus.detach(&id);
+        let (tx, rx) = oneshot::channel();
+        let (user_id, details) = (user_id.to_string(), details.clone());
+        let (bus, conn) = (Arc::clone(&self.bus), Arc::clone(&id));
+        let ops = self.ops.clone();
+        let job: Job = Box::new(move |engine, now| {
+            let dead = bus.missed_pong(engine.connections_at_cap(&user_id));
+            bus.attach(Arc::clone(&conn), outlet);
+            let result = engine.connect(Arc::clone(&conn), &user_id, &details, &dead, now);
+            if result.is_err() {
+                bus.detach(&conn);
             }
-            connected
-        })?;
-        Ok(Connection { id, outlet, queue })
+            let reply: Reply = Box::new(move |failure| {
+                let answer = match (failure, result) {
+                    (_, Err(e)) => Err(e),
+                    (Some(e), Ok(_)) => {
+                        // The engine was put back: the connection never existed (nor was one replaced).
+                        bus.detach(&conn);
+                        Err(store_failure(e, OP))
+                    }
+                    (None, Ok(replaced)) => {
+                        if let Some(old) = replaced {
+                            bus.evict(&old, close_code::PONG_TIMEOUT);
+                        }
+                        Ok(())
+                    }
+                };
+                let registered = answer.is_ok();
+                if tx.send(answer).is_err() && registered {
+                    // Nobody serves the socket any more: end the connection again.
+                    let _ = ops.send(Op::Fact(Fact::Disconnect(conn, Ending::Abnormal)));
+                }
+            });
+            reply
+        });
+        if self.ops.send(Op::Request(job)).is_err() {
+            return Err(hub_gone(OP));
+        }
+        rx.await.unwrap_or_else(|_| Err(hub_gone(OP)))?;
+        Ok(id)
     }
 
     /// Forgets a connection (see [`Engine::disconnect`]).
     pub fn disconnect(&self, conn: &ConnId, ending: Ending) {
-        self.run(|engine, now| {
-            engine.disconnect(conn, ending, now);
-            self.bus.detach(conn);
-        });
+        self.fact(Fact::Disconnect(Arc::clone(conn), ending));
     }
 
     /// A client `health.check`.
     pub fn health_check(&self, conn: &ConnId) {
-        self.run(|engine, now| engine.health_check(conn, now));
+        self.fact(Fact::HealthCheck(Arc::clone(conn)));
     }
 
     /// Closes every connection for shutdown (1001), stamping `last_active` of everyone connected.
     pub fn shutdown(&self) {
-        self.run(|engine, now| {
-            engine.shutdown(now);
-            self.bus.close_all(close_code::GOING_AWAY);
-        });
+        self.fact(Fact::Shutdown);
     }
 
     // ----- REST operations: each answers once its writes are durable -----
@@ -160,11 +206,11 @@ impl Hub {
         caller: &Caller,
         users: &BTreeMap<String, JsonMap>,
     ) -> Result<BTreeMap<String, User>, Error> {
-        let result = self.run(|engine, now| engine.upsert_users(caller, users, now))?;
-        self.flush()
-            .await
-            .map_err(|e| e.in_operation("UpdateUsers"))?;
-        Ok(result)
+        let (caller, users) = (caller.clone(), users.clone());
+        self.request("UpdateUsers", move |engine, now| {
+            engine.upsert_users(&caller, &users, now)
+        })
+        .await
     }
 
     pub async fn partial_update_users(
@@ -172,20 +218,37 @@ impl Hub {
         caller: &Caller,
         updates: &[PartialUserUpdate],
     ) -> Result<BTreeMap<String, User>, Error> {
-        let result = self.run(|engine, now| engine.partial_update_users(caller, updates, now))?;
-        self.flush()
-            .await
-            .map_err(|e| e.in_operation("UpdateUsersPartial"))?;
-        Ok(result)
+        let (caller, updates) = (caller.clone(), updates.to_vec());
+        self.request("UpdateUsersPartial", move |engine, now| {
+            engine.partial_update_users(&caller, &updates, now)
+        })
+        .await
     }
 
-    pub fn query_users(
+    /// Filters, sorts and pages on the last committed view, off the runtime's workers; with `presence`, the
+    /// connection then follows the users returned (and they are returned as they are at that moment).
+    pub async fn query_users(
         &self,
         caller: &Caller,
         conn_id: Option<&str>,
         payload: &QueryUsersPayload,
     ) -> Result<Vec<User>, Error> {
-        self.run(|engine, _| engine.query_users(caller, conn_id, payload))
+        const OP: &str = "QueryUsers";
+        let view = self.view();
+        let (who, query) = (caller.clone(), payload.clone());
+        let users = tokio::task::spawn_blocking(move || view.query_users(&who, &query))
+            .await
+            .map_err(|_| Error::internal("the query failed").in_operation(OP))??;
+        match conn_id {
+            Some(conn) if payload.presence => {
+                let (caller, conn) = (caller.clone(), conn.to_string());
+                self.request(OP, move |engine, _| {
+                    Ok(engine.follow_users(&caller, Some(&conn), users))
+                })
+                .await
+            }
+            _ => Ok(users),
+        }
     }
 
     pub async fn query_channel(
@@ -196,47 +259,53 @@ impl Hub {
         channel_id: Option<&str>,
         req: &ChannelQueryRequest,
     ) -> Result<ChannelStateResponse, Error> {
-        let result = self.run(|engine, now| {
-            engine.query_channel(caller, conn_id, channel_type, channel_id, req, now)
-        })?;
-        self.flush()
-            .await
-            .map_err(|e| e.in_operation("GetOrCreateChannel"))?;
-        Ok(result)
+        let (caller, conn_id) = (caller.clone(), conn_id.map(str::to_string));
+        let (channel_type, channel_id) = (channel_type.to_string(), channel_id.map(str::to_string));
+        let req = req.clone();
+        self.request("GetOrCreateChannel", move |engine, now| {
+            engine.query_channel(
+                &caller,
+                conn_id.as_deref(),
+                &channel_type,
+                channel_id.as_deref(),
+                &req,
+                now,
+            )
+        })
+        .await
     }
 
-    pub fn query_channels(
+    /// Filters, sorts and pages on the last committed view, off the runtime's workers; then watches the page
+    /// if asked and builds the channel states (with their live watchers) on the engine.
+    pub async fn query_channels(
         &self,
         caller: &Caller,
         conn_id: Option<&str>,
         req: &QueryChannelsRequest,
     ) -> Result<Vec<ChannelStateResponse>, Error> {
-        self.run(|engine, now| engine.query_channels(caller, conn_id, req, now))
+        const OP: &str = "QueryChannels";
+        let view = self.view();
+        let (who, query) = (caller.clone(), req.clone());
+        let page = tokio::task::spawn_blocking(move || view.select_channels(&who, &query))
+            .await
+            .map_err(|_| Error::internal("the query failed").in_operation(OP))??;
+        let (caller, conn_id) = (caller.clone(), conn_id.map(str::to_string));
+        self.request(OP, move |engine, now| {
+            Ok(engine.channel_states(&caller, conn_id.as_deref(), &page, now))
+        })
+        .await
     }
 
-    pub fn stop_watching(
+    pub async fn stop_watching(
         &self,
         caller: &Caller,
         conn_id: Option<&str>,
         cid: &str,
     ) -> Result<(), Error> {
-        self.run(|engine, now| engine.stop_watching(caller, conn_id, cid, now))
-    }
-}
-
-impl timer::Deadlines for Hub {
-    fn next_deadline(&self) -> Option<DateTime<Utc>> {
-        self.lock().poll_timeout()
-    }
-
-    fn handle_timeout(&self) {
-        self.run(|engine, now| engine.handle_timeout(now));
-    }
-}
-
-impl Drop for Hub {
-    fn drop(&mut self) {
-        // Lets the timer task see that the hub is gone.
-        self.timer.notify_one();
+        let (caller, conn_id, cid) = (caller.clone(), conn_id.map(str::to_string), cid.to_string());
+        self.request("StopWatchingChannel", move |engine, now| {
+            engine.stop_watching(&caller, conn_id.as_deref(), &cid, now)
+        })
+        .await
     }
 }

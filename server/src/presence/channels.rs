@@ -1,15 +1,17 @@
 //! Channels: their records, who is a member of which, and which connections watch which channel — each index
-//! kept in both directions here, so a change never updates one side only.
+//! kept in both directions here, so a change never updates one side only. All of it lives in persistent maps
+//! (records behind an `Arc`), so copying it costs O(1).
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+
+use imbl::{HashMap, HashSet};
 
 use crate::model::ChannelRecord;
 use crate::presence::types::ConnId;
 
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub(super) struct Channels {
-    records: HashMap<String, ChannelRecord>,
+    records: HashMap<String, Arc<ChannelRecord>>,
     /// user id → cids of channels the user is a member of.
     member_of: HashMap<String, HashSet<String>>,
     /// cid → watching connections, with whether they asked for members' presence.
@@ -34,19 +36,15 @@ impl Channels {
                 .or_default()
                 .insert(rec.cid.clone());
         }
-        self.records.insert(rec.cid.clone(), rec);
+        self.records.insert(rec.cid.clone(), Arc::new(rec));
     }
 
     pub fn get(&self, cid: &str) -> Option<&ChannelRecord> {
-        self.records.get(cid)
-    }
-
-    pub fn contains(&self, cid: &str) -> bool {
-        self.records.contains_key(cid)
+        self.records.get(cid).map(|r| &**r)
     }
 
     pub fn records(&self) -> impl Iterator<Item = &ChannelRecord> {
-        self.records.values()
+        self.records.values().map(|r| &**r)
     }
 
     /// Channels the user is a member of.

@@ -1,11 +1,12 @@
-//! Open connections and whose they are.
+//! Open connections and whose they are, in a persistent map (O(1) to copy).
 
-use std::collections::HashMap;
 use std::sync::Arc;
+
+use imbl::HashMap;
 
 use crate::presence::types::ConnId;
 
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub(super) struct Connections {
     /// connection → its user.
     owners: HashMap<ConnId, String>,

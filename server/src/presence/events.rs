@@ -56,6 +56,15 @@ impl Engine {
     /// watchers of channels the user is a member of that asked for presence (any watcher with
     /// `watch_implies_presence`). `user.updated` about an invisible user goes to their own connections only.
     pub(super) fn user_event(&mut self, user_id: &str, kind: &str, now: DateTime<Utc>) {
+        self.user_event_to(user_id, kind, true, now);
+    }
+
+    /// Sends a user-level event about `user_id` to their own connections only.
+    pub(super) fn own_user_event(&mut self, user_id: &str, kind: &str, now: DateTime<Utc>) {
+        self.user_event_to(user_id, kind, false, now);
+    }
+
+    fn user_event_to(&mut self, user_id: &str, kind: &str, others: bool, now: DateTime<Utc>) {
         let Some(entry) = self.users.get(user_id) else {
             return;
         };
@@ -70,7 +79,7 @@ impl Engine {
             );
         }
         audience.retain(|c| !own.contains(c) && self.conns.contains(c));
-        if kind == event_type::USER_UPDATED && entry.rec.invisible {
+        if !others || (kind == event_type::USER_UPDATED && entry.rec.invisible) {
             // A live update would tell others that an invisible user is active right now: while invisible,
             // updates reach only the user's own connections (others read the new fields from queries, or from
             // the presence event when the user becomes visible again).

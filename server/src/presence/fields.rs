@@ -112,7 +112,10 @@ pub fn requested_invisible(obj: &JsonMap) -> Option<bool> {
     obj.get("invisible").and_then(Value::as_bool)
 }
 
-/// Turns invisibility on or off. Others keep seeing the `last_active` of the moment it began.
+/// Turns invisibility on or off; `connected`: whether others see the user online (going invisible) or the user
+/// holds an open connection (coming back). Others keep seeing the `last_active` of the moment invisibility began,
+/// also after it ends while offline: whatever was stamped meanwhile stays hidden. Coming back while connected is
+/// like connecting: active now.
 pub fn set_invisible(rec: &mut UserRecord, invisible: bool, connected: bool, now: DateTime<Utc>) {
     rec.invisible = invisible;
     if invisible {
@@ -121,6 +124,11 @@ pub fn set_invisible(rec: &mut UserRecord, invisible: bool, connected: bool, now
         }
         rec.frozen_last_active = rec.last_active;
     } else {
+        rec.last_active = if connected {
+            Some(now)
+        } else {
+            rec.frozen_last_active
+        };
         rec.frozen_last_active = None;
     }
 }

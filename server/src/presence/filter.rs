@@ -7,6 +7,7 @@ use presence_protocol::{JsonMap, SortParam};
 use serde_json::Value;
 
 use crate::error::Error;
+use crate::presence::limits;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Filter {
@@ -46,9 +47,14 @@ impl Fields for JsonMap {
 impl Filter {
     /// Parses `filter_conditions`. `allowed` says which fields may be filtered on (`None`: any field).
     pub fn parse(raw: &JsonMap, allowed: Option<&[&str]>) -> Result<Filter, Error> {
+        Filter::parse_at(raw, allowed, 0)
+    }
+
+    /// Parses a filter inside `depth` logical operators.
+    fn parse_at(raw: &JsonMap, allowed: Option<&[&str]>, depth: usize) -> Result<Filter, Error> {
         let mut all = Vec::new();
         for (key, value) in raw {
-            all.push(parse_entry(key, value, allowed)?);
+            all.push(parse_entry(key, value, allowed, depth)?);
         }
         Ok(if all.len() == 1 {
             all.remove(0)
@@ -91,8 +97,14 @@ impl Filter {
     }
 }
 
-fn parse_entry(key: &str, value: &Value, allowed: Option<&[&str]>) -> Result<Filter, Error> {
+fn parse_entry(
+    key: &str,
+    value: &Value,
+    allowed: Option<&[&str]>,
+    depth: usize,
+) -> Result<Filter, Error> {
     let sub_filters = |min: usize| -> Result<Vec<Filter>, Error> {
+        limits::check_filter_depth(depth + 1)?;
         let items = value
             .as_array()
             .ok_or_else(|| Error::input(format!("{key} expects an array of filters")))?;
@@ -104,7 +116,7 @@ fn parse_entry(key: &str, value: &Value, allowed: Option<&[&str]>) -> Result<Fil
         items
             .iter()
             .map(|item| match item {
-                Value::Object(map) => Filter::parse(map, allowed),
+                Value::Object(map) => Filter::parse_at(map, allowed, depth + 1),
                 _ => Err(Error::input(format!("{key} expects an array of objects"))),
             })
             .collect()
@@ -142,9 +154,11 @@ fn parse_entry(key: &str, value: &Value, allowed: Option<&[&str]>) -> Result<Fil
     let mut conds = Vec::with_capacity(ops.len());
     for (op, arg) in ops {
         let list = || -> Result<Vec<Value>, Error> {
-            arg.as_array()
-                .cloned()
-                .ok_or_else(|| Error::input(format!("operator {op} on {key} expects an array")))
+            let items = arg
+                .as_array()
+                .ok_or_else(|| Error::input(format!("operator {op} on {key} expects an array")))?;
+            limits::check_in_values(op, key, items.len())?;
+            Ok(items.clone())
         };
         let text = || -> Result<String, Error> {
             arg.as_str()

@@ -1,12 +1,13 @@
 //! Who follows whose presence through `queryUsers` with `presence: true`: both directions of one relation, kept
-//! consistent here.
+//! consistent here, in persistent maps (O(1) to copy).
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+
+use imbl::{HashMap, HashSet};
 
 use crate::presence::types::ConnId;
 
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub(super) struct Follows {
     /// user → connections following them.
     followers: HashMap<String, HashSet<ConnId>>,

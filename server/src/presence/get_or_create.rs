@@ -3,13 +3,12 @@
 
 use chrono::{DateTime, Utc};
 use presence_protocol::ids::{is_channel_id, is_channel_type};
-use presence_protocol::{ChannelQueryRequest, ChannelStateResponse, JsonMap};
-use serde_json::Value;
+use presence_protocol::{ChannelQueryRequest, ChannelStateResponse};
 
 use crate::error::Error;
 use crate::model::{Caller, ChannelRecord, MemberRecord, Write};
 use crate::presence::watch::caller_user;
-use crate::presence::Engine;
+use crate::presence::{access, limits, Engine};
 
 /// A stable id for the distinct channel of a member set (FNV-1a over the sorted ids).
 fn distinct_channel_id(members: &[String]) -> String {
@@ -22,35 +21,6 @@ fn distinct_channel_id(members: &[String]) -> String {
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
     format!("!members-{hash:016x}")
-}
-
-/// Member ids named by channel data: strings or `{user_id}` objects.
-fn member_ids(data: &JsonMap) -> Result<Vec<String>, Error> {
-    let Some(raw) = data.get("members") else {
-        return Ok(Vec::new());
-    };
-    let items = raw
-        .as_array()
-        .ok_or_else(|| Error::input("data.members must be an array"))?;
-    let mut ids = Vec::with_capacity(items.len());
-    for item in items {
-        let id = match item {
-            Value::String(s) => s.clone(),
-            Value::Object(o) => match o.get("user_id").and_then(Value::as_str) {
-                Some(s) => s.to_string(),
-                None => return Err(Error::input("data.members objects need a user_id")),
-            },
-            _ => {
-                return Err(Error::input(
-                    "data.members must hold user ids or {user_id} objects",
-                ))
-            }
-        };
-        if !ids.contains(&id) {
-            ids.push(id);
-        }
-    }
-    Ok(ids)
 }
 
 impl Engine {
@@ -71,7 +41,10 @@ impl Engine {
                 "channel type may only contain ASCII letters, digits, _ and -",
             )));
         }
-        let members = member_ids(&req.data).map_err(fail)?;
+        access::check_channel_type(channel_type).map_err(fail)?;
+        let members = limits::member_ids(&req.data).map_err(fail)?;
+        let data = access::custom_channel_data(&req.data).map_err(fail)?;
+        limits::check_channel_data(&data).map_err(fail)?;
         let channel_id = match channel_id {
             Some(id) if is_channel_id(id) => id.to_string(),
             Some(_) => {
@@ -87,49 +60,29 @@ impl Engine {
             None => distinct_channel_id(&members),
         };
         let cid = format!("{channel_type}:{channel_id}");
-        if !self.channels.contains(&cid) {
-            let missing: Vec<&str> = members
-                .iter()
-                .filter(|m| !self.users.contains(m))
-                .map(String::as_str)
-                .collect();
-            if !missing.is_empty() {
-                return Err(fail(Error::input(format!(
-                    "the following users are specified in channel.members but don't exist: {}",
-                    missing.join(", ")
-                ))));
+        match self.channels.get(&cid) {
+            Some(existing) => access::check_read(caller, existing).map_err(fail)?,
+            None => {
+                let rec = ChannelRecord {
+                    cid: cid.clone(),
+                    channel_type: channel_type.to_string(),
+                    id: channel_id,
+                    data,
+                    created_by: caller_user(caller).map(str::to_string),
+                    created_at: now,
+                    updated_at: now,
+                    members: members
+                        .into_iter()
+                        .map(|user_id| MemberRecord {
+                            user_id,
+                            channel_role: "channel_member".to_string(),
+                            created_at: now,
+                            updated_at: now,
+                        })
+                        .collect(),
+                };
+                self.create_channel(caller, rec).map_err(fail)?;
             }
-            let mut data = req.data.clone();
-            for reserved in [
-                "members",
-                "created_by",
-                "created_by_id",
-                "cid",
-                "id",
-                "type",
-            ] {
-                data.remove(reserved);
-            }
-            let rec = ChannelRecord {
-                cid: cid.clone(),
-                channel_type: channel_type.to_string(),
-                id: channel_id.clone(),
-                data,
-                created_by: caller_user(caller).map(str::to_string),
-                created_at: now,
-                updated_at: now,
-                members: members
-                    .iter()
-                    .map(|m| MemberRecord {
-                        user_id: m.clone(),
-                        channel_role: "channel_member".to_string(),
-                        created_at: now,
-                        updated_at: now,
-                    })
-                    .collect(),
-            };
-            self.writes.push(Write::SaveChannel(Box::new(rec.clone())));
-            self.channels.insert(rec);
         }
         if req.watch {
             if let Some(conn) = self.subscribable_conn(caller, conn_id) {
@@ -138,5 +91,31 @@ impl Engine {
         }
         self.channel_state(&cid, caller_user(caller), req.members, req.watchers)
             .ok_or_else(|| fail(Error::internal("channel vanished")))
+    }
+
+    /// Stores a new channel for `caller`: a user must be among its members and under the per-user channel cap,
+    /// and every member must exist.
+    fn create_channel(&mut self, caller: &Caller, rec: ChannelRecord) -> Result<(), Error> {
+        access::check_create(caller, &rec)?;
+        if let Some(user_id) = caller_user(caller) {
+            self.channel_quota
+                .check(user_id, self.config.max_channels_per_user)?;
+        }
+        let missing: Vec<&str> = rec
+            .members
+            .iter()
+            .map(|m| m.user_id.as_str())
+            .filter(|id| !self.users.contains(id))
+            .collect();
+        if !missing.is_empty() {
+            return Err(Error::input(format!(
+                "the following users are specified in channel.members but don't exist: {}",
+                missing.join(", ")
+            )));
+        }
+        self.channel_quota.count(rec.created_by.as_deref());
+        self.writes.push(Write::SaveChannel(Box::new(rec.clone())));
+        self.channels.insert(rec);
+        Ok(())
     }
 }

@@ -3,6 +3,7 @@
 //! [`Engine::poll_timeout`] and acted on with [`Engine::handle_timeout`]. What an operation causes is queued for
 //! the caller to drain: [`Delivery`]s (which connections get which frame, in order) and storage [`Write`]s.
 
+mod access;
 mod channels;
 mod connections;
 mod events;
@@ -10,15 +11,19 @@ mod fields;
 pub(crate) mod filter;
 mod follows;
 mod get_or_create;
+mod limits;
+mod linger;
 mod queries;
 mod types;
 mod users;
+mod view;
 mod watch;
 mod writes;
 
 #[cfg(test)]
 mod tests;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -32,15 +37,23 @@ use self::channels::Channels;
 use self::connections::Connections;
 use self::fields::WriteSource;
 use self::follows::Follows;
+use self::limits::ChannelQuota;
+use self::linger::LingeringWatches;
 pub use self::types::{Config, ConnId, Delivery, Ending};
 use self::users::Users;
+pub use self::view::View;
 
+/// The whole state. Cloning it is O(1) (persistent maps); the clone shares everything until either side changes.
+#[derive(Clone)]
 pub struct Engine {
     config: Config,
     users: Users,
     conns: Connections,
     channels: Channels,
     follows: Follows,
+    /// Channels each user has created.
+    channel_quota: ChannelQuota,
+    lingering: LingeringWatches,
     deliveries: Vec<Delivery>,
     writes: Vec<Write>,
 }
@@ -54,6 +67,8 @@ impl Engine {
             conns: Connections::default(),
             channels: Channels::default(),
             follows: Follows::default(),
+            channel_quota: ChannelQuota::default(),
+            lingering: LingeringWatches::default(),
             deliveries: Vec::new(),
             writes: Vec::new(),
         };
@@ -61,9 +76,15 @@ impl Engine {
             engine.users.insert(rec);
         }
         for rec in channels {
+            engine.channel_quota.count(rec.created_by.as_deref());
             engine.channels.insert(rec);
         }
         engine
+    }
+
+    /// Users and channels as they are now, for readers.
+    pub fn view(&self) -> View {
+        View::new(self.users.clone(), self.channels.clone(), self.conns.len())
     }
 
     /// Frames to queue, in order. Drain after every operation.
@@ -78,47 +99,86 @@ impl Engine {
         std::mem::take(&mut self.writes)
     }
 
-    /// When [`Engine::handle_timeout`] next has work: the earliest end of a grace window.
+    /// When [`Engine::handle_timeout`] next has work: the earliest end of a grace window (of a user's presence
+    /// or of a watch that outlived its connection).
     #[must_use]
     pub fn poll_timeout(&self) -> Option<DateTime<Utc>> {
-        self.users.next_grace_end()
+        match (self.users.next_grace_end(), self.lingering.next_end()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
-    /// Ends every grace window due at `now`: those users go offline.
+    /// Ends every grace window due at `now`: those users stop watching what they did not return to, and go
+    /// offline.
     pub fn handle_timeout(&mut self, now: DateTime<Utc>) {
-        for user_id in self.users.end_graces(now) {
+        let gone = self.users.end_graces(now);
+        for (user_id, cid) in self.lingering.end_due(now) {
+            self.watch_ended(&cid, &user_id, now);
+        }
+        for user_id in gone {
             self.settle_presence(&user_id, now);
         }
     }
 
     /// Open connections.
+    #[cfg(test)]
     pub fn open_connections(&self) -> usize {
         self.conns.len()
     }
 
     /// Users peers currently see online.
+    #[cfg(test)]
     pub fn online_users(&self) -> usize {
         self.users.online()
     }
 
+    /// The user's open connections, oldest first, when they hold as many as allowed (so a new one must replace
+    /// one of them or be refused); empty otherwise.
+    pub fn connections_at_cap(&self, user_id: &str) -> &[ConnId] {
+        match self.users.get(user_id) {
+            Some(u) if u.conns().len() >= self.config.max_connections_per_user => u.conns(),
+            _ => &[],
+        }
+    }
+
     /// Registers connection `conn` of `user_id`, applying `details` as on connect, and queues the first
     /// `health.check` frame on it before any other frame can reach it.
-    /// Refused (code 71) when the user already holds the maximum number of connections.
+    ///
+    /// When the user already holds the maximum number of connections, the oldest of them that the caller lists
+    /// in `replaceable` (those it found dead) gives way: it ends as abnormally ended connections do, after the
+    /// new one is registered, so the user never stops counting as online. It is returned for the caller to
+    /// close. With none to replace, the connection is refused (code 71). It is refused (code 4) as well when
+    /// `details` would make the user's data too large.
     pub fn connect(
         &mut self,
         conn: ConnId,
         user_id: &str,
         details: &JsonMap,
+        replaceable: &[ConnId],
         now: DateTime<Utc>,
-    ) -> Result<(), Error> {
-        let open = self.users.get(user_id).map_or(0, |u| u.conns().len());
-        let max = self.config.max_connections_per_user;
-        if open >= max {
-            return Err(Error::new(
-                ErrorKind::TooManyConnections,
-                format!("user {user_id} already has {open} open connections (the limit is {max})"),
-            ));
-        }
+    ) -> Result<Option<ConnId>, Error> {
+        let at_cap = self.connections_at_cap(user_id);
+        let replaced = if at_cap.is_empty() {
+            None
+        } else {
+            let dead: HashSet<&ConnId> = replaceable.iter().collect();
+            match at_cap.iter().find(|c| dead.contains(c)) {
+                Some(oldest_dead) => Some(Arc::clone(oldest_dead)),
+                None => {
+                    let (open, max) = (at_cap.len(), self.config.max_connections_per_user);
+                    return Err(Error::new(
+                        ErrorKind::TooManyConnections,
+                        format!(
+                            "user {user_id} already has {open} open connections (the limit is {max}) \
+                             and none of them has missed a pong"
+                        ),
+                    ));
+                }
+            }
+        };
+        self.check_connect_details(user_id, details, now)?;
+        let connected = self.users.get(user_id).is_some_and(|u| u.connected());
         let rec = self.users.get_or_insert(user_id, now);
         let mut changed = false;
         for (field, value) in details {
@@ -126,12 +186,13 @@ impl Engine {
         }
         let invisible_changed = match fields::requested_invisible(details) {
             Some(inv) if inv != rec.invisible => {
-                fields::set_invisible(rec, inv, false, now);
+                fields::set_invisible(rec, inv, connected, now);
                 true
             }
             _ => false,
         };
-        if changed || invisible_changed {
+        // Invisibility is not part of the profile: `updated_at` moving with it would date the switch.
+        if changed {
             rec.updated_at = now;
         }
         rec.last_active = Some(now);
@@ -141,29 +202,40 @@ impl Engine {
         };
         let me = entry.rec.own_view(true);
         self.writes
-            .push(Write::SaveUser(Box::new(entry.rec.clone())));
+            .push(Write::SaveUser(Box::new((*entry.rec).clone())));
         self.health_check_reply(&conn, me, now);
         self.conns.insert(conn, user_id);
+        let went_invisible = invisible_changed && !self.is_visible(user_id);
+        if went_invisible {
+            self.watching_visibility_changed(user_id, now);
+        }
         let flipped = self.settle_presence(user_id, now);
         if changed && !flipped {
             self.user_event(user_id, event_type::USER_UPDATED, now);
         }
-        if invisible_changed {
+        if invisible_changed && !went_invisible {
             self.watching_visibility_changed(user_id, now);
         }
-        Ok(())
+        if let Some(old) = &replaced {
+            self.disconnect(old, Ending::Abnormal, now);
+        }
+        Ok(replaced)
     }
 
     /// Forgets a connection. The user goes offline at once after an explicit close, otherwise after the grace
-    /// window unless another connection of theirs appears first.
+    /// window unless another connection of theirs appears first. Likewise for the channels it watched: the user
+    /// stops watching them at once, or when the grace window ends without their watching them again. An
+    /// invisible user gets no grace window: others see nothing it could smooth over.
     pub fn disconnect(&mut self, conn: &ConnId, ending: Ending, now: DateTime<Utc>) {
         let Some(user_id) = self.conns.remove(conn) else {
             return;
         };
         self.follows.forget(conn);
-        for cid in self.channels.watched_by(conn) {
-            self.unwatch(&cid, conn, &user_id, now);
-        }
+        let grace_until = if ending == Ending::Abnormal && self.is_visible(&user_id) {
+            self.grace_end(now)
+        } else {
+            None
+        };
         let mut in_grace = false;
         if self.users.remove_conn(&user_id, conn) {
             // "Last seen" is the moment the last connection ended.
@@ -172,19 +244,32 @@ impl Engine {
             }
             self.writes
                 .push(Write::TouchLastActive(user_id.clone(), now));
-            let grace = self.config.offline_grace;
-            if ending == Ending::Abnormal && !grace.is_zero() {
-                let until = TimeDelta::from_std(grace)
-                    .ok()
-                    .and_then(|d| now.checked_add_signed(d))
-                    .unwrap_or(DateTime::<Utc>::MAX_UTC);
+            if let Some(until) = grace_until {
                 self.users.start_grace(&user_id, until);
                 in_grace = true;
             }
         }
+        // Leaving reads as the reverse of arriving (online, then watching): no longer watching, then offline.
+        for cid in self.channels.watched_by(conn) {
+            self.unwatch_ended(&cid, conn, &user_id, grace_until, now);
+        }
         if !in_grace {
+            if !self.users.get(&user_id).is_some_and(|u| u.connected()) {
+                self.end_lingering(&user_id, now);
+            }
             self.settle_presence(&user_id, now);
         }
+    }
+
+    /// When a grace window opened at `now` ends; None when there is none.
+    fn grace_end(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let grace = self.config.offline_grace;
+        (!grace.is_zero()).then(|| {
+            TimeDelta::from_std(grace)
+                .ok()
+                .and_then(|d| now.checked_add_signed(d))
+                .unwrap_or(DateTime::<Utc>::MAX_UTC)
+        })
     }
 
     /// A client `health.check`: refreshes `last_active` and answers with a `health.check` carrying `me`.

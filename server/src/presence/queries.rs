@@ -1,5 +1,7 @@
-//! Reading: filter, sort and page users and channels, and the state of a channel as a viewer sees it. A query
-//! may also subscribe the caller's connection (followers, watchers).
+//! Reading: filter, sort and page users and channels — on a [`View`], so the engine is not held up by O(N)
+//! work — and the state of a channel as a viewer sees it. A query may also subscribe the caller's connection
+//! (followers, watchers); that, and the channel states with their live watchers, is a short step on the engine
+//! for the at most 100 users or 30 channels returned.
 
 use chrono::{DateTime, Utc};
 use presence_protocol::{
@@ -12,8 +14,9 @@ use crate::error::Error;
 use crate::model::{record_time, Caller, ChannelRecord, MemberRecord};
 use crate::presence::filter::{self, Filter};
 use crate::presence::users::UserEntry;
+use crate::presence::view::{ChannelPage, View};
 use crate::presence::watch::caller_user;
-use crate::presence::Engine;
+use crate::presence::{access, Engine};
 
 const USER_SORT_DEFAULT: &[(&str, i64)] = &[("created_at", -1), ("id", -1)];
 const CHANNEL_SORT_DEFAULT: &[(&str, i64)] =
@@ -45,12 +48,11 @@ fn page_bounds(
     Ok((limit as usize, offset as usize))
 }
 
-impl Engine {
-    /// `GET /users`: filter, sort and page users; with `presence` the connection follows each user returned.
+impl View {
+    /// `GET /users` on this view: filter, sort and page users as the caller sees them.
     pub fn query_users(
-        &mut self,
+        &self,
         caller: &Caller,
-        conn_id: Option<&str>,
         payload: &QueryUsersPayload,
     ) -> Result<Vec<User>, Error> {
         const OP: &str = "QueryUsers";
@@ -82,30 +84,20 @@ impl Engine {
             })
             .collect();
         matched.sort_by(|a, b| filter::sort_order(&sort, &a.0, &b.0));
-        let users: Vec<User> = matched
+        Ok(matched
             .into_iter()
             .skip(offset)
             .take(limit)
             .map(|(_, entry)| entry.view_for(viewer))
-            .collect();
-        if payload.presence {
-            if let Some(conn) = self.subscribable_conn(caller, conn_id) {
-                for user in &users {
-                    self.follows.follow(&conn, &user.id);
-                }
-            }
-        }
-        Ok(users)
+            .collect())
     }
 
-    /// `POST /channels`: filter, sort and page channels; watch them (and their members' presence) if asked.
-    pub fn query_channels(
-        &mut self,
+    /// `POST /channels` on this view: the page of the channels the caller may read selected, in order.
+    pub fn select_channels(
+        &self,
         caller: &Caller,
-        conn_id: Option<&str>,
         req: &QueryChannelsRequest,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<ChannelStateResponse>, Error> {
+    ) -> Result<ChannelPage, Error> {
         const OP: &str = "QueryChannels";
         let fail = |f: Error| f.in_operation(OP);
         let filter = Filter::parse(&req.filter_conditions, None).map_err(fail)?;
@@ -122,6 +114,7 @@ impl Engine {
         let mut matched: Vec<(JsonMap, String)> = self
             .channels
             .records()
+            .filter(|rec| access::may_read(caller, rec))
             .map(|rec| (channel_filter_view(rec), rec.cid.clone()))
             .filter(|(view, _)| filter.matches(view))
             .collect();
@@ -132,25 +125,81 @@ impl Engine {
             .take(limit)
             .map(|(_, cid)| cid)
             .collect();
-        if req.watch {
+        Ok(ChannelPage {
+            cids,
+            watch: req.watch,
+            presence: req.presence,
+            member_limit,
+        })
+    }
+}
+
+impl Engine {
+    /// `GET /users`: filter, sort and page users; with `presence` the connection follows each user returned.
+    /// (The hub runs the two halves apart: the query on a view, the subscription on the engine.)
+    #[cfg(test)]
+    pub fn query_users(
+        &mut self,
+        caller: &Caller,
+        conn_id: Option<&str>,
+        payload: &QueryUsersPayload,
+    ) -> Result<Vec<User>, Error> {
+        let users = self.view().query_users(caller, payload)?;
+        Ok(if payload.presence {
+            self.follow_users(caller, conn_id, users)
+        } else {
+            users
+        })
+    }
+
+    /// The caller's connection (if it may subscribe) follows the presence of each of `users`, which are then
+    /// returned as they are now, so no change between the query and the subscription goes unseen.
+    pub fn follow_users(
+        &mut self,
+        caller: &Caller,
+        conn_id: Option<&str>,
+        users: Vec<User>,
+    ) -> Vec<User> {
+        let Some(conn) = self.subscribable_conn(caller, conn_id) else {
+            return users;
+        };
+        let viewer = caller_user(caller);
+        users
+            .iter()
+            .filter_map(|user| {
+                self.follows.follow(&conn, &user.id);
+                self.users.get(&user.id).map(|entry| entry.view_for(viewer))
+            })
+            .collect()
+    }
+
+    /// The channels of `page` as the caller sees them now, watched first if the page asks for it.
+    pub fn channel_states(
+        &mut self,
+        caller: &Caller,
+        conn_id: Option<&str>,
+        page: &ChannelPage,
+        now: DateTime<Utc>,
+    ) -> Vec<ChannelStateResponse> {
+        if page.watch {
             if let Some(conn) = self.subscribable_conn(caller, conn_id) {
-                for cid in &cids {
-                    self.watch(cid, &conn, req.presence, now);
+                for cid in &page.cids {
+                    self.watch(cid, &conn, page.presence, now);
                 }
             }
         }
         let members = Pagination {
-            limit: member_limit,
+            limit: page.member_limit,
             offset: None,
         };
-        Ok(cids
+        page.cids
             .iter()
             .filter_map(|cid| self.channel_state(cid, caller_user(caller), Some(members), None))
             .map(|mut state| {
                 state.duration = None;
                 state
             })
-            .collect())
+            .collect()
     }
 
     /// A channel as `viewer` sees it: members and watchers paged, presence as the viewer may see it.

@@ -41,6 +41,7 @@ impl Test {
             offline_grace: GRACE,
             watch_implies_presence,
             max_connections_per_user: 3,
+            max_channels_per_user: 1000,
         };
         let mut test = Test {
             engine: Engine::new(config, Vec::new(), Vec::new()),
@@ -78,7 +79,7 @@ impl Test {
     ) -> ConnId {
         let id: ConnId = Arc::from(conn);
         self.engine
-            .connect(Arc::clone(&id), user, &map(details), now)
+            .connect(Arc::clone(&id), user, &map(details), &[], now)
             .unwrap();
         self.pump();
         let mut frames = self.take(&id);
@@ -210,12 +211,89 @@ fn connections_beyond_the_limit_are_refused_and_change_nothing() {
     }
     let refused = t
         .engine
-        .connect(Arc::from("a4"), "alice", &JsonMap::new(), at(1))
+        .connect(Arc::from("a4"), "alice", &JsonMap::new(), &[], at(1))
         .unwrap_err();
     assert_eq!(refused.code(), 71);
     t.pump();
     assert!(t.take(&Arc::from("a4")).is_empty());
     assert_eq!(t.engine.open_connections(), 3);
+}
+
+#[test]
+fn at_the_limit_the_oldest_dead_connection_gives_way_without_a_presence_flip() {
+    let mut t = Test::new(false);
+    let bob = t.connect("b1", "bob", at(0));
+    t.follow(&bob, "bob", &["alice"]);
+    let [a1, a2, a3] = ["a1", "a2", "a3"].map(|c| t.connect(c, "alice", at(0)));
+    t.take(&bob);
+    assert!(t.engine.connections_at_cap("bob").is_empty());
+    assert_eq!(
+        t.engine.connections_at_cap("alice"),
+        [a1.clone(), a2.clone(), a3.clone()]
+    );
+
+    // Connections of someone else, or unknown ones, never make room.
+    let not_hers = [Arc::clone(&bob), Arc::from("zz")];
+    let refused = t
+        .engine
+        .connect(Arc::from("a4"), "alice", &JsonMap::new(), &not_hers, at(1))
+        .unwrap_err();
+    assert_eq!(refused.code(), 71);
+
+    // Of the dead ones named, the oldest is replaced.
+    let replaced = t
+        .engine
+        .connect(
+            Arc::from("a4"),
+            "alice",
+            &JsonMap::new(),
+            &[a3.clone(), a2.clone()],
+            at(2),
+        )
+        .unwrap();
+    assert_eq!(replaced, Some(a2.clone()));
+    t.pump();
+    assert_eq!(t.take(&Arc::from("a4"))[0]["type"], HEALTH_CHECK);
+    assert_eq!(
+        t.engine.connections_at_cap("alice"),
+        [a1, a3, Arc::from("a4")]
+    );
+    assert_eq!(t.engine.open_connections(), 4);
+    assert_eq!(t.engine.poll_timeout(), None, "no grace window opens");
+    assert_eq!(t.presence_flips(&bob, "alice"), Vec::<bool>::new());
+}
+
+#[test]
+fn a_user_at_a_limit_of_one_replacing_a_dead_connection_stays_online() {
+    let mut t = Test::new(false);
+    t.engine = Engine::new(
+        Config {
+            offline_grace: Duration::ZERO,
+            watch_implies_presence: false,
+            max_connections_per_user: 1,
+            max_channels_per_user: 1000,
+        },
+        Vec::new(),
+        Vec::new(),
+    );
+    let a1 = t.connect("a1", "alice", at(0));
+    let bob = t.connect("b1", "bob", at(0));
+    t.follow(&bob, "bob", &["alice"]);
+    t.take(&bob);
+    let replaced = t
+        .engine
+        .connect(
+            Arc::from("a2"),
+            "alice",
+            &JsonMap::new(),
+            std::slice::from_ref(&a1),
+            at(5),
+        )
+        .unwrap();
+    assert_eq!(replaced, Some(a1));
+    t.pump();
+    assert_eq!(t.engine.online_users(), 2);
+    assert_eq!(t.presence_flips(&bob, "alice"), Vec::<bool>::new());
 }
 
 #[test]
@@ -419,7 +497,7 @@ fn watchers_start_once_per_user_and_stop_with_their_last_connection() {
         0,
         "her other tab still watches"
     );
-    t.disconnect(&a2, Ending::Abnormal, at(40));
+    t.disconnect(&a2, Ending::Explicit, at(40));
     let stop = t.taken(&bob, USER_WATCHING_STOP);
     assert_eq!(stop.len(), 1);
     assert_eq!(stop[0]["watcher_count"], 1);
@@ -461,4 +539,141 @@ fn a_health_check_is_answered_on_its_connection_only() {
         json!("2027-01-15T08:00:00.500000Z")
     );
     assert!(t.take(&a2).is_empty());
+}
+
+#[test]
+fn a_watch_outlives_an_abnormal_end_for_the_grace_window() {
+    let mut t = Test::new(false);
+    t.channel("room", &["alice", "bob"]);
+    t.channel("hall", &["alice", "bob"]);
+    let bob = t.connect("b1", "bob", at(0));
+    t.watch(&bob, "bob", "room", false, at(0));
+    t.watch(&bob, "bob", "hall", false, at(0));
+    let a1 = t.connect("a1", "alice", at(0));
+    t.watch(&a1, "alice", "room", false, at(10));
+    t.watch(&a1, "alice", "hall", false, at(10));
+    t.take(&bob);
+
+    // The socket drops: nothing yet, and alice still counts as a watcher of both channels.
+    t.disconnect(&a1, Ending::Abnormal, at(100));
+    assert_eq!(t.take(&bob), Vec::<Value>::new());
+    assert_eq!(t.engine.poll_timeout(), Some(at(3100)));
+    let state = t.watch(&bob, "bob", "room", false, at(200));
+    assert_eq!(state["watcher_count"], 2, "{state}");
+    assert_eq!(ids_of(&state["watchers"]), ["alice", "bob"]);
+
+    // She reconnects and re-watches one channel within the window: bob hears nothing about it.
+    let a2 = t.connect("a2", "alice", at(500));
+    t.watch(&a2, "alice", "room", false, at(600));
+    assert_eq!(t.taken(&bob, USER_WATCHING_START), Vec::<Value>::new());
+    t.engine.handle_timeout(at(3099));
+    t.pump();
+    assert_eq!(t.take(&bob), Vec::<Value>::new());
+    // The other one she did not return to: it stops when the window ends, with the count that follows.
+    t.engine.handle_timeout(at(3100));
+    t.pump();
+    let stops = t.taken(&bob, USER_WATCHING_STOP);
+    assert_eq!(stops.len(), 1, "{stops:?}");
+    assert_eq!(stops[0]["cid"], "messaging:hall");
+    assert_eq!(stops[0]["watcher_count"], 1);
+    assert_eq!(
+        stops[0]["user"]["online"], true,
+        "she is back: {}",
+        stops[0]
+    );
+    assert_eq!(t.engine.poll_timeout(), None);
+
+    // An explicit stop-watching, or an explicit close, ends a lingering watch at once.
+    t.disconnect(&a2, Ending::Abnormal, at(4000));
+    let a3 = t.connect("a3", "alice", at(4100));
+    t.engine
+        .stop_watching(
+            &Caller::User("alice".into()),
+            Some(&a3),
+            "messaging:room",
+            at(4200),
+        )
+        .unwrap();
+    t.pump();
+    assert_eq!(t.taken(&bob, USER_WATCHING_STOP).len(), 1);
+    t.watch(&a3, "alice", "hall", false, at(4300));
+    assert_eq!(t.taken(&bob, USER_WATCHING_START).len(), 1);
+    let a4 = t.connect("a4", "alice", at(4400));
+    t.disconnect(&a3, Ending::Abnormal, at(4500));
+    t.disconnect(&a4, Ending::Explicit, at(4600));
+    let got = t.take(&bob);
+    let kinds: Vec<&str> = got.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds, [USER_WATCHING_STOP], "{got:?}");
+    assert_eq!(got[0]["user"]["online"], false, "{}", got[0]);
+    assert_eq!(t.engine.poll_timeout(), None);
+
+    // An invisible user leaves nothing lingering (there was nothing to see).
+    let a5 = t.connect_with("a5", "alice", json!({ "invisible": true }), at(5000));
+    t.watch(&a5, "alice", "hall", false, at(5100));
+    t.disconnect(&a5, Ending::Abnormal, at(5200));
+    assert_eq!(t.engine.poll_timeout(), None);
+    assert_eq!(t.take(&bob), Vec::<Value>::new());
+}
+
+#[test]
+fn switching_invisibility_alone_is_not_a_profile_change() {
+    let mut t = Test::new(false);
+    let bob = t.connect("b1", "bob", at(0));
+    t.follow(&bob, "bob", &["alice"]);
+    let a1 = t.connect("a1", "alice", at(100));
+    t.disconnect(&a1, Ending::Explicit, at(200));
+    t.take(&bob);
+    let before = t.seen_by("bob", "alice");
+    let partial = |invisible: bool| -> Vec<PartialUserUpdate> {
+        serde_json::from_value(json!([{ "id": "alice", "set": { "invisible": invisible } }]))
+            .unwrap()
+    };
+
+    // Invisible while offline, online (invisibly) and offline again, visible again while offline: to bob,
+    // nothing at all happened, last_active and updated_at included.
+    t.engine
+        .partial_update_users(&Caller::Server, &partial(true), at(300))
+        .unwrap();
+    let a2 = t.connect("a2", "alice", at(400));
+    t.engine.health_check(&a2, at(500));
+    t.disconnect(&a2, Ending::Abnormal, at(600));
+    t.engine
+        .partial_update_users(&Caller::Server, &partial(false), at(700))
+        .unwrap();
+    t.pump();
+    assert_eq!(t.take(&bob), Vec::<Value>::new());
+    assert_eq!(t.seen_by("bob", "alice"), before);
+
+    // Back while connected: like connecting, active now.
+    let a3 = t.connect("a3", "alice", at(800));
+    t.engine
+        .partial_update_users(&Caller::Server, &partial(true), at(900))
+        .unwrap();
+    t.pump();
+    t.take(&bob);
+    t.engine
+        .partial_update_users(&Caller::Server, &partial(false), at(1000))
+        .unwrap();
+    t.pump();
+    let got = t.take(&bob);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["type"], USER_PRESENCE_CHANGED);
+    assert_eq!(got[0]["user"]["last_active"], json!(record(at(1000))));
+    assert_eq!(got[0]["user"]["updated_at"], before["updated_at"]);
+    // Her own connection hears of each switch.
+    let own = t.taken(&a3, USER_UPDATED);
+    assert_eq!(own.len(), 2, "{own:?}");
+}
+
+fn ids_of(users: &Value) -> Vec<String> {
+    users
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn record(t: DateTime<Utc>) -> String {
+    crate::model::record_time(t)
 }

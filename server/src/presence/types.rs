@@ -31,4 +31,6 @@ pub struct Config {
     pub watch_implies_presence: bool,
     /// Open connections one user may hold.
     pub max_connections_per_user: usize,
+    /// Channels one user token may create.
+    pub max_channels_per_user: usize,
 }

@@ -1,17 +1,21 @@
 //! Users and their presence: each user's record, open connections, grace window and the online state peers were
 //! last told. The grace windows are also kept ordered by their end, so the next deadline is one lookup; the
-//! count of users announced online is kept with them.
+//! count of users announced online is kept with them. Everything is held in persistent maps with each record
+//! behind an `Arc`, so a copy of all users (a snapshot for readers, or the state to restore after a failed commit)
+//! costs O(1) and a change after it copies only the path to what changed.
 
-use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use imbl::{HashMap, OrdSet};
 use presence_protocol::User;
 
 use crate::model::UserRecord;
 use crate::presence::types::ConnId;
 
+#[derive(Clone)]
 pub(super) struct UserEntry {
-    pub rec: UserRecord,
+    pub rec: Arc<UserRecord>,
     conns: Vec<ConnId>,
     /// Set while the offline transition waits out the grace window: when it ends.
     grace_until: Option<DateTime<Utc>>,
@@ -22,7 +26,7 @@ pub(super) struct UserEntry {
 impl UserEntry {
     fn new(rec: UserRecord) -> Self {
         UserEntry {
-            rec,
+            rec: Arc::new(rec),
             conns: Vec::new(),
             grace_until: None,
             announced: false,
@@ -52,11 +56,11 @@ impl UserEntry {
     }
 }
 
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub(super) struct Users {
     entries: HashMap<String, UserEntry>,
     /// (end, user) of every open grace window; exactly the users whose `grace_until` is set.
-    graces: BTreeSet<(DateTime<Utc>, String)>,
+    graces: OrdSet<(DateTime<Utc>, String)>,
     /// Users whose `announced` is true.
     online: usize,
 }
@@ -89,16 +93,16 @@ impl Users {
 
     /// The stored fields of a user (presence state stays with this type).
     pub fn record_mut(&mut self, id: &str) -> Option<&mut UserRecord> {
-        self.entries.get_mut(id).map(|e| &mut e.rec)
+        self.entries.get_mut(id).map(|e| Arc::make_mut(&mut e.rec))
     }
 
     /// The user's record, created (offline, no fields) if it does not exist yet.
     pub fn get_or_insert(&mut self, id: &str, now: DateTime<Utc>) -> &mut UserRecord {
-        &mut self
+        let entry = self
             .entries
             .entry(id.to_string())
-            .or_insert_with(|| UserEntry::new(UserRecord::new(id, now)))
-            .rec
+            .or_insert_with(|| UserEntry::new(UserRecord::new(id, now)));
+        Arc::make_mut(&mut entry.rec)
     }
 
     /// A connection of the user opened: any grace window ends (the user never went offline).
@@ -132,18 +136,28 @@ impl Users {
         self.graces.insert((until, id.to_string()));
     }
 
+    /// Ends the user's grace window early, if any: they count as disconnected from now on.
+    pub fn cancel_grace(&mut self, id: &str) {
+        let Some(entry) = self.entries.get_mut(id) else {
+            return;
+        };
+        if let Some(until) = entry.grace_until.take() {
+            self.graces.remove(&(until, id.to_string()));
+        }
+    }
+
     pub fn next_grace_end(&self) -> Option<DateTime<Utc>> {
-        self.graces.first().map(|(until, _)| *until)
+        self.graces.get_min().map(|(until, _)| *until)
     }
 
     /// Ends the grace windows due at `now`; returns whose, earliest first.
     pub fn end_graces(&mut self, now: DateTime<Utc>) -> Vec<String> {
         let mut ended = Vec::new();
-        while let Some((until, _)) = self.graces.first() {
+        while let Some((until, _)) = self.graces.get_min() {
             if *until > now {
                 break;
             }
-            let Some((_, id)) = self.graces.pop_first() else {
+            let Some((_, id)) = self.graces.remove_min() else {
                 break;
             };
             if let Some(entry) = self.entries.get_mut(&id) {

@@ -1,5 +1,5 @@
-//! Watching channels: starting and stopping a watch, what the other watchers are told, and which connection a
-//! REST call may subscribe.
+//! Watching channels: starting and stopping a watch, what the other watchers are told, watches that outlive an
+//! abnormally ended connection for the grace window, and which connection a REST call may subscribe.
 
 use std::collections::HashSet;
 
@@ -9,7 +9,7 @@ use presence_protocol::codes::event_type;
 use crate::error::Error;
 use crate::model::Caller;
 use crate::presence::users::UserEntry;
-use crate::presence::{ConnId, Engine};
+use crate::presence::{access, ConnId, Engine};
 
 impl Engine {
     /// `POST /channels/{type}/{id}/stop-watching`.
@@ -20,13 +20,18 @@ impl Engine {
         cid: &str,
         now: DateTime<Utc>,
     ) -> Result<(), Error> {
-        if !self.channels.contains(cid) {
-            return Err(Error::not_found(format!("channel {cid} does not exist"))
-                .in_operation("StopWatchingChannel"));
-        }
+        const OP: &str = "StopWatchingChannel";
+        let Some(channel) = self.channels.get(cid) else {
+            return Err(Error::not_found(format!("channel {cid} does not exist")).in_operation(OP));
+        };
+        access::check_read(caller, channel).map_err(|e| e.in_operation(OP))?;
         if let Some(conn) = self.subscribable_conn(caller, conn_id) {
             if let Some(user_id) = self.conns.user_of(&conn).map(str::to_string) {
-                self.unwatch(cid, &conn, &user_id, now);
+                // An explicit stop also ends what an earlier connection left lingering.
+                let lingered = self.lingering.remove(&user_id, cid);
+                if self.channels.unwatch(cid, &conn) || lingered {
+                    self.watch_ended(cid, &user_id, now);
+                }
             }
         }
         Ok(())
@@ -55,6 +60,8 @@ impl Engine {
         if !self.channels.watch(cid, conn, presence) {
             return;
         }
+        // Back within the grace window: the user never stopped watching, as far as others know.
+        self.lingering.remove(&user_id, cid);
         if first_of_user && self.is_visible(&user_id) {
             self.watching_event(
                 cid,
@@ -66,34 +73,66 @@ impl Engine {
         }
     }
 
-    pub(super) fn unwatch(&mut self, cid: &str, conn: &ConnId, user_id: &str, now: DateTime<Utc>) {
+    /// Connection `conn` of `user_id`, which watched `cid`, has ended. Unless another watch of the user's
+    /// remains, the user keeps watching until `linger_until` if given (an abnormal end), else stops now.
+    pub(super) fn unwatch_ended(
+        &mut self,
+        cid: &str,
+        conn: &ConnId,
+        user_id: &str,
+        linger_until: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) {
         if !self.channels.unwatch(cid, conn) {
             return;
         }
+        match linger_until {
+            Some(until) if !self.user_watches(cid, user_id) => {
+                self.lingering.start(user_id, cid, until)
+            }
+            Some(_) => {}
+            None => self.watch_ended(cid, user_id, now),
+        }
+    }
+
+    /// A watch of `user_id` on `cid` is over: others hear the user stop watching unless another remains.
+    pub(super) fn watch_ended(&mut self, cid: &str, user_id: &str, now: DateTime<Utc>) {
         if !self.user_watches(cid, user_id) && self.is_visible(user_id) {
             self.watching_event(cid, user_id, event_type::USER_WATCHING_STOP, None, now);
         }
     }
 
-    /// Whether any connection of the user watches the channel.
-    fn user_watches(&self, cid: &str, user_id: &str) -> bool {
-        self.channels
-            .watchers(cid)
-            .any(|(c, _)| self.conns.user_of(c) == Some(user_id))
+    /// The user is offline for good: what they left lingering ends now.
+    pub(super) fn end_lingering(&mut self, user_id: &str, now: DateTime<Utc>) {
+        for cid in self.lingering.channels_of(user_id) {
+            self.lingering.remove(user_id, &cid);
+            self.watch_ended(&cid, user_id, now);
+        }
     }
 
-    fn is_visible(&self, user_id: &str) -> bool {
+    /// Whether any connection of the user watches the channel, or a watch of theirs lingers on it.
+    fn user_watches(&self, cid: &str, user_id: &str) -> bool {
+        self.lingering.contains(user_id, cid)
+            || self
+                .channels
+                .watchers(cid)
+                .any(|(c, _)| self.conns.user_of(c) == Some(user_id))
+    }
+
+    pub(super) fn is_visible(&self, user_id: &str) -> bool {
         self.users.get(user_id).is_some_and(|u| !u.rec.invisible)
     }
 
-    /// Distinct visible users watching a channel, by id.
+    /// Distinct visible users watching a channel (lingering watches included), by id.
     pub(super) fn watching_users(&self, cid: &str) -> Vec<&UserEntry> {
         let mut seen = HashSet::new();
         let mut users = Vec::new();
-        for (c, _) in self.channels.watchers(cid) {
-            let Some(uid) = self.conns.user_of(c) else {
-                continue;
-            };
+        let connected = self
+            .channels
+            .watchers(cid)
+            .filter_map(|(c, _)| self.conns.user_of(c));
+        let lingering = self.lingering.users_on(cid).map(String::as_str);
+        for uid in connected.chain(lingering) {
             if let Some(entry) = self.users.get(uid) {
                 if !entry.rec.invisible && seen.insert(uid) {
                     users.push(entry);
@@ -104,7 +143,9 @@ impl Engine {
         users
     }
 
-    /// A user became invisible (or visible again): to other watchers they stop (or start) watching.
+    /// A user became invisible (or visible again): to other watchers they stop (or start) watching. Called
+    /// before the presence flip when going invisible and after it when coming back, so that for others it reads
+    /// like leaving (stop, offline) and arriving (online, start). An invisible user keeps no lingering watch.
     pub(super) fn watching_visibility_changed(&mut self, user_id: &str, now: DateTime<Utc>) {
         let Some(entry) = self.users.get(user_id) else {
             return;
@@ -118,11 +159,17 @@ impl Engine {
             .conns()
             .iter()
             .flat_map(|c| self.channels.watched_by(c))
+            .chain(self.lingering.channels_of(user_id))
             .collect();
         cids.sort();
         cids.dedup();
         for cid in cids {
             self.watching_event(&cid, user_id, kind, None, now);
+        }
+        if kind == event_type::USER_WATCHING_STOP {
+            for cid in self.lingering.channels_of(user_id) {
+                self.lingering.remove(user_id, &cid);
+            }
         }
     }
 }

@@ -1,16 +1,17 @@
 //! User writes (`POST /users`, `PATCH /users`): who may write what, applying the write, invisibility, and
 //! telling everyone concerned.
 
-use std::collections::BTreeMap;
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use presence_protocol::codes::event_type;
 use presence_protocol::{JsonMap, PartialUserUpdate, User};
 
 use crate::error::Error;
-use crate::model::{Caller, Write};
+use crate::model::{Caller, UserRecord, Write};
 use crate::presence::fields::{self, set_invisible, WriteSource};
-use crate::presence::Engine;
+use crate::presence::{limits, Engine};
 
 /// A user write names between 1 and 100 users.
 fn check_batch(len: usize) -> Result<(), Error> {
@@ -67,13 +68,17 @@ impl Engine {
                         .map_err(|e| e.in_operation(OP))?;
                 }
             }
+            // An upsert replaces every stored field, so the result is the object's fields alone.
+            let mut after = UserRecord::new(id, now);
+            fields::replace_fields(&mut after, obj, source);
+            limits::check_user_data(id, &after.data).map_err(|e| e.in_operation(OP))?;
         }
         let mut result = BTreeMap::new();
         for (id, obj) in users {
             let rec = self.users.get_or_insert(id, now);
-            fields::replace_fields(rec, obj, source);
+            let changed = fields::replace_fields(rec, obj, source);
             let invisible = fields::requested_invisible(obj);
-            self.finish_user_write(id, invisible, now, &mut result);
+            self.finish_user_write(id, changed, invisible, now, &mut result);
         }
         Ok(result)
     }
@@ -112,10 +117,45 @@ impl Engine {
                 Error::not_found(format!("user {} does not exist", missing.id)).in_operation(OP),
             );
         }
+        self.check_partial_sizes(updates, source)
+            .map_err(|e| e.in_operation(OP))?;
         let mut result = BTreeMap::new();
         for u in updates {
             let Some(rec) = self.users.record_mut(&u.id) else {
                 continue;
+            };
+            let mut changed = false;
+            for field in &u.unset {
+                changed |= fields::unset_field(rec, field);
+            }
+            for (field, value) in &u.set {
+                changed |= fields::set_field(rec, field, value, source);
+            }
+            let invisible = match fields::requested_invisible(&u.set) {
+                Some(v) => Some(v),
+                None if u.unset.iter().any(|f| f == "invisible") => Some(false),
+                None => None,
+            };
+            self.finish_user_write(&u.id, changed, invisible, now, &mut result);
+        }
+        Ok(result)
+    }
+
+    /// Whether every user's data stays within the cap after the updates, applied in order (one user may be named
+    /// twice) to copies of the records.
+    fn check_partial_sizes(
+        &self,
+        updates: &[PartialUserUpdate],
+        source: WriteSource,
+    ) -> Result<(), Error> {
+        let mut after: HashMap<&str, UserRecord> = HashMap::new();
+        for u in updates {
+            let rec = match after.entry(u.id.as_str()) {
+                Entry::Occupied(e) => e.into_mut(),
+                Entry::Vacant(e) => match self.users.get(&u.id) {
+                    Some(entry) => e.insert((*entry.rec).clone()),
+                    None => continue,
+                },
             };
             for field in &u.unset {
                 fields::unset_field(rec, field);
@@ -123,43 +163,81 @@ impl Engine {
             for (field, value) in &u.set {
                 fields::set_field(rec, field, value, source);
             }
-            let invisible = match fields::requested_invisible(&u.set) {
-                Some(v) => Some(v),
-                None if u.unset.iter().any(|f| f == "invisible") => Some(false),
-                None => None,
-            };
-            self.finish_user_write(&u.id, invisible, now, &mut result);
+            limits::check_user_data(&u.id, &rec.data)?;
         }
-        Ok(result)
+        Ok(())
     }
 
-    /// After a user's fields were written: applies invisibility, persists, and tells everyone concerned.
+    /// Whether the user's data stays within the cap once `details` (connect's `user_details`) are applied.
+    pub(super) fn check_connect_details(
+        &self,
+        user_id: &str,
+        details: &JsonMap,
+        now: DateTime<Utc>,
+    ) -> Result<(), Error> {
+        let mut after = match self.users.get(user_id) {
+            Some(entry) => (*entry.rec).clone(),
+            None => UserRecord::new(user_id, now),
+        };
+        for (field, value) in details {
+            fields::set_field(&mut after, field, value, WriteSource::Connect);
+        }
+        limits::check_user_data(user_id, &after.data)
+    }
+
+    /// After a user's fields were written (`changed`: any but `invisible`): applies invisibility, persists, and
+    /// tells everyone concerned.
+    ///
+    /// A write that only switches invisibility is not a profile change: it moves no `updated_at` and sends others
+    /// no `user.updated` (either would date the switch, or tell that an offline user was secretly online). To
+    /// others, going invisible reads like leaving (stop watching, offline) and coming back like arriving
+    /// (online with a fresh `last_active`, start watching); while offline it shows nothing at all.
     fn finish_user_write(
         &mut self,
         user_id: &str,
+        changed: bool,
         invisible: Option<bool>,
         now: DateTime<Utc>,
         result: &mut BTreeMap<String, User>,
     ) {
-        let Some(connected) = self.users.get(user_id).map(|u| u.connected()) else {
+        let Some(entry) = self.users.get(user_id) else {
             return;
         };
+        // Going invisible, a user still in the grace window of a lost connection leaves now; coming back
+        // counts only real connections (an invisible user has no grace window).
+        let (in_view, has_conns) = (entry.connected(), !entry.conns().is_empty());
         let Some(rec) = self.users.record_mut(user_id) else {
             return;
         };
-        let invisible_changed = match invisible {
+        let switched = match invisible {
             Some(v) if v != rec.invisible => {
-                set_invisible(rec, v, connected, now);
-                true
+                set_invisible(rec, v, if v { in_view } else { has_conns }, now);
+                Some(v)
             }
-            _ => false,
+            _ => None,
         };
-        rec.updated_at = now;
+        let profile_write = changed || switched.is_none();
+        if profile_write {
+            rec.updated_at = now;
+        }
         self.writes.push(Write::SaveUser(Box::new(rec.clone())));
-        result.insert(user_id.to_string(), rec.own_view(connected));
-        self.user_event(user_id, event_type::USER_UPDATED, now);
+        if switched == Some(true) {
+            self.users.cancel_grace(user_id);
+        }
+        let Some(entry) = self.users.get(user_id) else {
+            return;
+        };
+        result.insert(user_id.to_string(), entry.rec.own_view(entry.connected()));
+        if profile_write {
+            self.user_event(user_id, event_type::USER_UPDATED, now);
+        } else {
+            self.own_user_event(user_id, event_type::USER_UPDATED, now);
+        }
+        if switched == Some(true) {
+            self.watching_visibility_changed(user_id, now);
+        }
         self.settle_presence(user_id, now);
-        if invisible_changed {
+        if switched == Some(false) {
             self.watching_visibility_changed(user_id, now);
         }
     }

@@ -1,27 +1,23 @@
-//! The SQLite store. Everything is loaded into memory at start; writes go to one writer thread that commits
-//! whatever has queued up in a single transaction, so bursts cost one fsync. Callers that must know their write
-//! is durable (REST writes) wait on a flush.
+//! The SQLite store: everything is loaded into memory at start; each [`Store::commit`] is one immediate
+//! transaction in WAL mode with `synchronous=FULL`, so a committed batch survives power loss and a burst of
+//! writes costs one fsync.
 
-use std::sync::{mpsc, Arc};
-use std::thread;
+use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use presence_protocol::JsonMap;
-use rusqlite::{params, Connection};
-use tokio::sync::oneshot;
+use rusqlite::{params, Connection, TransactionBehavior};
 
 use crate::model::{ChannelRecord, MemberRecord, UserRecord, Write};
-use crate::store::{Flushed, Snapshot, Store, StoreError};
+use crate::store::{Snapshot, Store, StoreError};
 
-enum Op {
-    Write(Write),
-    /// Answered once every op queued before it is committed (or failed).
-    Flush(oneshot::Sender<Result<(), StoreError>>),
-}
+/// How long one commit waits for a lock held by another connection before it fails (the hub retries).
+const BUSY_TIMEOUT: Duration = Duration::from_millis(100);
 
-/// The SQLite store: a queue to its writer thread, which stops once the store is dropped.
+/// The SQLite store: one connection, used by the hub's thread.
 pub struct SqliteStore {
-    tx: mpsc::Sender<Op>,
+    conn: Connection,
 }
 
 fn open_error(e: rusqlite::Error) -> StoreError {
@@ -73,70 +69,31 @@ impl SqliteStore {
             .map_err(open_error)?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(open_error)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(open_error)?;
         conn.execute_batch(SCHEMA).map_err(open_error)?;
         let snapshot = load(&conn).map_err(open_error)?;
-        let (tx, rx) = mpsc::channel();
-        thread::Builder::new()
-            .name("sqlite-writer".into())
-            .spawn(move || write_loop(conn, rx))
-            .map_err(|e| StoreError::Open(Arc::new(e)))?;
-        Ok((SqliteStore { tx }, snapshot))
-    }
-
-    fn send(&self, ops: impl IntoIterator<Item = Op>) {
-        for op in ops {
-            // The writer only stops when the store is gone, so a send cannot fail while it exists.
-            let _ = self.tx.send(op);
-        }
+        Ok((SqliteStore { conn }, snapshot))
     }
 }
 
 impl Store for SqliteStore {
-    fn write(&self, writes: Vec<Write>) {
-        self.send(writes.into_iter().map(Op::Write));
-    }
-
-    fn flush(&self) -> Flushed {
-        let (tx, rx) = oneshot::channel();
-        self.send([Op::Flush(tx)]);
-        Box::pin(async move { rx.await.unwrap_or(Err(StoreError::Stopped)) })
+    fn commit(&mut self, writes: &[Write]) -> Result<(), StoreError> {
+        commit(&mut self.conn, writes).map_err(|e| StoreError::Write(Arc::new(e)))
     }
 }
 
-fn write_loop(mut conn: Connection, rx: mpsc::Receiver<Op>) {
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        while let Ok(op) = rx.try_recv() {
-            batch.push(op);
-            if batch.len() >= 4096 {
-                break;
-            }
-        }
-        let result = commit(&mut conn, &batch).map_err(|e| StoreError::Write(Arc::new(e)));
-        if let Err(e) = &result {
-            tracing::error!(error = %e, "database write failed");
-        }
-        for op in batch {
-            if let Op::Flush(ack) = op {
-                let _ = ack.send(result.clone());
-            }
-        }
-    }
-}
-
-fn commit(conn: &mut Connection, batch: &[Op]) -> rusqlite::Result<()> {
-    let tx = conn.transaction()?;
-    for op in batch {
-        match op {
-            Op::Write(Write::SaveUser(u)) => save_user(&tx, u)?,
-            Op::Write(Write::TouchLastActive(id, at)) => {
+fn commit(conn: &mut Connection, writes: &[Write]) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    for write in writes {
+        match write {
+            Write::SaveUser(u) => save_user(&tx, u)?,
+            Write::TouchLastActive(id, at) => {
                 tx.execute(
                     "UPDATE users SET last_active = ?2 WHERE id = ?1",
                     params![id, at.to_rfc3339()],
                 )?;
             }
-            Op::Write(Write::SaveChannel(c)) => save_channel(&tx, c)?,
-            Op::Flush(_) => {}
+            Write::SaveChannel(c) => save_channel(&tx, c)?,
         }
     }
     tx.commit()

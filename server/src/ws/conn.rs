@@ -1,6 +1,6 @@
-//! The socket after the upgrade: a refused handshake answered, or one accepted connection: registration with the hub, the read loop (client frames, eviction, the pong
-//! deadline), the write loop (queued frames, protocol pings, the close frame), and how each way of ending counts
-//! for presence.
+//! The socket after the upgrade: a refused handshake answered, or one accepted connection: registration with
+//! the hub, the read loop (client frames and the liveness they show, eviction, the pong deadline), the write
+//! loop (queued frames, protocol pings, the close frame), and how each way of ending counts for presence.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,10 +10,11 @@ use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use presence_protocol::codes::{close_code, event_type};
 use presence_protocol::{Event, JsonMap};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use crate::error::Error;
+use crate::bus::{Liveness, Outlet, OutletQueue};
+use crate::error::{Error, ErrorKind};
 use crate::http::error::envelope;
 use crate::model::event_time;
 use crate::presence::{ConnId, Ending};
@@ -40,23 +41,31 @@ pub(super) async fn serve(
     user_id: String,
     details: JsonMap,
 ) {
-    let conn = match app.hub.connect(&user_id, &details, app.send_queue) {
-        Ok(conn) => conn,
+    let opened = Instant::now();
+    let (outlet, queue) = Outlet::new(
+        app.send_queue_bytes,
+        Liveness::new(opened, app.ping_interval),
+    );
+    let id = match app
+        .hub
+        .connect(&user_id, &details, Arc::clone(&outlet))
+        .await
+    {
+        Ok(id) => id,
         Err(error) => {
             reject(socket, error).await;
             return;
         }
     };
-    let id = conn.id;
     tracing::debug!(user = %user_id, conn = %id, "connected");
     let (sink, mut stream) = socket.split();
     let (close_tx, close_rx) = oneshot::channel();
-    let mut writer = tokio::spawn(write_loop(sink, conn.queue, close_rx, app.ping_interval));
+    let mut writer = tokio::spawn(write_loop(sink, queue, close_rx, opened, app.ping_interval));
+    let liveness = outlet.liveness();
     let pong_timeout = app.pong_timeout;
-    let mut last_heard = Instant::now();
     let stop = loop {
         tokio::select! {
-            code = conn.outlet.evicted() => break Stop::Close(code, "closed by the server"),
+            code = outlet.evicted() => break Stop::Close(code, eviction_reason(code)),
             msg = stream.next() => {
                 let msg = match msg {
                     Some(Ok(msg)) => msg,
@@ -65,7 +74,7 @@ pub(super) async fn serve(
                     Some(Err(_)) => break Stop::Close(close_code::BAD_FRAME, "unreadable or oversized frame"),
                     None => break Stop::Lost,
                 };
-                last_heard = Instant::now();
+                liveness.heard(Instant::now());
                 match msg {
                     Message::Text(text) => {
                         if let Err(reason) = client_frame(&app, &id, text.as_str()) {
@@ -77,7 +86,7 @@ pub(super) async fn serve(
                     Message::Close(frame) => break Stop::ClientClosed(frame.map(|f| f.code)),
                 }
             }
-            _ = tokio::time::sleep_until(last_heard + pong_timeout) => {
+            _ = tokio::time::sleep_until(liveness.last_heard() + pong_timeout) => {
                 break Stop::Close(close_code::PONG_TIMEOUT, "no pong within the timeout");
             }
             _ = &mut writer => break Stop::Lost,
@@ -112,14 +121,17 @@ pub(super) async fn serve(
     }
 }
 
-/// Writes queued frames and protocol pings until told to close (or the socket fails); then sends the close frame.
+/// Writes queued frames and protocol pings (due every `ping_interval` from `opened`, the schedule the
+/// connection's [`Liveness`] is measured against) until told to close (or the socket fails); then sends the
+/// close frame.
 async fn write_loop(
     mut sink: SplitSink<WebSocket, Message>,
-    mut queue: mpsc::Receiver<Utf8Bytes>,
+    mut queue: OutletQueue,
     mut close: oneshot::Receiver<CloseFrame>,
+    opened: Instant,
     ping_interval: Duration,
 ) {
-    let mut ping = tokio::time::interval_at(Instant::now() + ping_interval, ping_interval);
+    let mut ping = tokio::time::interval_at(opened + ping_interval, ping_interval);
     loop {
         let sent = tokio::select! {
             biased;
@@ -178,8 +190,33 @@ pub fn read_client_frame(text: &str) -> Result<ClientFrame, &'static str> {
     }
 }
 
-/// A refused connection: the upgrade completes, one `connection.error` frame explains, then close 1000.
+/// Why the server closes a connection it evicted, by close code.
+fn eviction_reason(code: u16) -> &'static str {
+    match code {
+        close_code::SLOW_CONSUMER => "the send queue is full: frames were not read fast enough",
+        close_code::PONG_TIMEOUT => {
+            "a ping went unanswered; a new connection of the user took this one's place"
+        }
+        close_code::GOING_AWAY => "the server is shutting down",
+        _ => "closed by the server",
+    }
+}
+
+/// A refused connection: the upgrade completes, one `connection.error` frame explains, then the close: 1000 (a
+/// permanent refusal, clients do not retry) unless the refusal is temporary: the per-user connection cap closes
+/// with 1013 and a server failure (its database is unwritable) with 1011, so that clients retry with backoff.
 pub(super) async fn reject(mut socket: WebSocket, error: Error) {
+    let (code, reason) = match error.kind() {
+        ErrorKind::TooManyConnections => (
+            close_code::TRY_AGAIN_LATER,
+            "too many connections for this user; try again later",
+        ),
+        ErrorKind::Internal => (
+            close_code::INTERNAL_ERROR,
+            "the server failed; try again later",
+        ),
+        _ => (close_code::NORMAL, "connection refused"),
+    };
     let ev = Event {
         kind: event_type::CONNECTION_ERROR.to_string(),
         created_at: Some(event_time(chrono::Utc::now())),
@@ -191,8 +228,8 @@ pub(super) async fn reject(mut socket: WebSocket, error: Error) {
     let _ = socket.send(Message::Text(text.into())).await;
     let _ = socket
         .send(Message::Close(Some(CloseFrame {
-            code: close_code::NORMAL,
-            reason: Utf8Bytes::from_static("authentication failed"),
+            code,
+            reason: Utf8Bytes::from_static(reason),
         })))
         .await;
 }

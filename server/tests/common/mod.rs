@@ -51,6 +51,10 @@ pub struct ServerOpts {
     pub env: Vec<(String, String)>,
     /// The `--api-secret` the server starts with; the server's own token helpers sign with it.
     pub api_secret: String,
+    /// Serve the operator endpoints on a port of their own (`--admin-addr 127.0.0.1:0`), else `--admin-addr off`.
+    pub admin: bool,
+    /// `--max-channels-per-user`, when not the server's default.
+    pub max_channels_per_user: Option<usize>,
 }
 
 impl Default for ServerOpts {
@@ -65,6 +69,8 @@ impl Default for ServerOpts {
             static_dir: None,
             env: Vec::new(),
             api_secret: API_SECRET.to_string(),
+            admin: true,
+            max_channels_per_user: None,
         }
     }
 }
@@ -101,6 +107,14 @@ impl ServerOpts {
     }
     pub fn api_secret(mut self, secret: &str) -> Self {
         self.api_secret = secret.to_string();
+        self
+    }
+    pub fn admin_off(mut self) -> Self {
+        self.admin = false;
+        self
+    }
+    pub fn max_channels_per_user(mut self, max: usize) -> Self {
+        self.max_channels_per_user = Some(max);
         self
     }
 }
@@ -176,8 +190,12 @@ pub struct Server {
     in_process: Option<InProcess>,
     pub port: u16,
     pub base: String,
+    /// Where the operator endpoints answer (`--admin-addr`), unless they are off.
+    pub admin_base: Option<String>,
     pub opts: ServerOpts,
     stderr: Arc<Mutex<Vec<String>>>,
+    /// Every line the server wrote to stdout so far.
+    stdout: Arc<Mutex<Vec<String>>>,
     http: reqwest::Client,
 }
 
@@ -200,6 +218,7 @@ fn spawn_drain<R: Read + Send + 'static>(reader: R, sink: Option<Arc<Mutex<Vec<S
 /// A server built in the test's process: the library's router over an in-memory (or file) database.
 struct InProcess {
     router: axum::Router,
+    admin_router: axum::Router,
     _service: presence_server::Service,
 }
 
@@ -229,7 +248,8 @@ impl Server {
             pong_timeout: Duration::from_millis(opts.pong_ms),
             watch_implies_presence: opts.watch_implies_presence,
             max_connections_per_user: 50,
-            send_queue: 1024,
+            max_channels_per_user: opts.max_channels_per_user.unwrap_or(1000),
+            send_queue_bytes: 1024 * 1024,
         };
         let db = opts
             .db
@@ -238,16 +258,23 @@ impl Server {
             .unwrap_or_else(|| ":memory:".to_string());
         let service = presence_server::Service::open(&settings, &db).expect("open the service");
         let router = service.router();
+        let admin_router = service.admin_router();
+        let admin_base = opts
+            .admin
+            .then(|| "http://in-process-admin.invalid".to_string());
         Server {
             child: None,
             in_process: Some(InProcess {
                 router,
+                admin_router,
                 _service: service,
             }),
             port: 0,
             base: "http://in-process.invalid".to_string(),
+            admin_base,
             opts,
             stderr: Arc::new(Mutex::new(Vec::new())),
+            stdout: Arc::new(Mutex::new(Vec::new())),
             http: reqwest::Client::new(),
         }
     }
@@ -270,7 +297,14 @@ impl Server {
             .args(["--api-key", API_KEY, "--api-secret", &opts.api_secret])
             .args(["--offline-grace-ms", &opts.grace_ms.to_string()])
             .args(["--ping-interval-ms", &opts.ping_ms.to_string()])
-            .args(["--pong-timeout-ms", &opts.pong_ms.to_string()]);
+            .args(["--pong-timeout-ms", &opts.pong_ms.to_string()])
+            .args([
+                "--admin-addr",
+                if opts.admin { "127.0.0.1:0" } else { "off" },
+            ]);
+        if let Some(max) = opts.max_channels_per_user {
+            cmd.args(["--max-channels-per-user", &max.to_string()]);
+        }
         if opts.dev_tokens {
             cmd.arg("--dev-tokens");
         }
@@ -292,49 +326,55 @@ impl Server {
 
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std_mpsc::channel::<String>();
+        // The public address comes first, then the admin one (when on).
+        let wanted = if opts.admin { 2 } else { 1 };
+        let stdout_lines = Arc::new(Mutex::new(Vec::new()));
+        let lines = Arc::clone(&stdout_lines);
         std::thread::spawn(move || {
             let mut reader = BufReader::new(stdout);
             let mut line = String::new();
-            loop {
+            let mut found = 0;
+            while found < wanted {
                 line.clear();
                 match reader.read_line(&mut line) {
                     Ok(0) | Err(_) => return,
                     Ok(_) => {
-                        if line.starts_with("listening on ") {
+                        lines.lock().unwrap().push(line.trim_end().to_string());
+                        if line.starts_with("listening on ")
+                            || line.starts_with("admin listening on ")
+                        {
                             let _ = tx.send(line.trim().to_string());
-                            break;
+                            found += 1;
                         }
                     }
                 }
             }
             // Keep draining so the server never blocks on a full pipe.
-            let mut rest = Vec::new();
-            let _ = reader.read_to_end(&mut rest);
+            for line in reader.lines() {
+                let Ok(line) = line else { return };
+                lines.lock().unwrap().push(line);
+            }
         });
 
-        let line = match rx.recv_timeout(Duration::from_secs(30)) {
+        let mut next_line = |what: &str| match rx.recv_timeout(Duration::from_secs(30)) {
             Ok(line) => line,
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
                 std::thread::sleep(Duration::from_millis(100));
                 panic!(
-                    "presence-server did not print `listening on http://...` within 30 s; stderr:\n{}",
+                    "presence-server did not print `{what}http://...` within 30 s; stderr:\n{}",
                     stderr.lock().unwrap().join("\n")
                 );
             }
         };
-        let url = line.trim_start_matches("listening on ").trim();
-        assert!(
-            url.starts_with("http://127.0.0.1:"),
-            "unexpected listening line: {line:?}"
-        );
-        let port: u16 = url
-            .trim_start_matches("http://127.0.0.1:")
-            .trim_end_matches('/')
-            .parse()
-            .unwrap_or_else(|_| panic!("no port in listening line {line:?}"));
-        assert_ne!(port, 0, "the server must print the port it actually bound");
+        let port = listening_port(&next_line("listening on "), "listening on ");
+        let admin_base = opts.admin.then(|| {
+            let line = next_line("admin listening on ");
+            let admin_port = listening_port(&line, "admin listening on ");
+            assert_ne!(admin_port, port, "{line}");
+            format!("http://127.0.0.1:{admin_port}")
+        });
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(20))
             .pool_max_idle_per_host(0)
@@ -345,8 +385,10 @@ impl Server {
             in_process: None,
             port,
             base: format!("http://127.0.0.1:{port}"),
+            admin_base,
             opts,
             stderr,
+            stdout: stdout_lines,
             http,
         }
     }
@@ -356,6 +398,10 @@ impl Server {
     }
 
     /// The last lines the server wrote to stderr (for failure messages).
+    pub fn stdout_lines(&self) -> Vec<String> {
+        self.stdout.lock().unwrap().clone()
+    }
+
     pub fn stderr_tail(&self) -> String {
         let lines = self.stderr.lock().unwrap();
         let start = lines.len().saturating_sub(40);
@@ -423,6 +469,7 @@ impl Server {
     pub fn call(&self, method: Method, path: &str) -> Call<'_> {
         Call {
             server: self,
+            admin: false,
             method,
             path: path.to_string(),
             query: Vec::new(),
@@ -600,8 +647,20 @@ impl Server {
             .await
     }
 
+    /// A call to the operator endpoints on the admin address (no API key).
+    pub fn admin_call(&self, method: Method, path: &str) -> Call<'_> {
+        assert!(
+            self.admin_base.is_some(),
+            "the server was started with --admin-addr off"
+        );
+        let mut call = self.call(method, path).no_api_key();
+        call.admin = true;
+        call
+    }
+
+    /// `GET /metrics` on the admin address.
     pub async fn metrics(&self) -> String {
-        let r = self.get("/metrics").no_api_key().send().await;
+        let r = self.admin_call(Method::GET, "/metrics").send().await;
         assert_eq!(r.status, 200, "GET /metrics: {}", r.text);
         r.text
     }
@@ -687,6 +746,22 @@ impl Server {
         ws.handshake().await;
         ws
     }
+}
+
+/// The port of a `<prefix>http://127.0.0.1:PORT` line; panics on any other line or port 0.
+fn listening_port(line: &str, prefix: &str) -> u16 {
+    let url = line
+        .strip_prefix(prefix)
+        .unwrap_or_else(|| panic!("expected `{prefix}...`, got {line:?}"))
+        .trim();
+    let port: u16 = url
+        .strip_prefix("http://127.0.0.1:")
+        .unwrap_or_else(|| panic!("unexpected listening line: {line:?}"))
+        .trim_end_matches('/')
+        .parse()
+        .unwrap_or_else(|_| panic!("no port in listening line {line:?}"));
+    assert_ne!(port, 0, "the server must print the port it actually bound");
+    port
 }
 
 impl Drop for Server {
@@ -840,6 +915,8 @@ impl Auth {
 
 pub struct Call<'a> {
     server: &'a Server,
+    /// Sent to the admin address instead of the public one.
+    admin: bool,
     method: Method,
     path: String,
     query: Vec<(String, String)>,
@@ -909,7 +986,11 @@ impl Call<'_> {
     }
 
     pub async fn send(self) -> Resp {
-        let mut url = Url::parse(&self.server.url(&self.path)).unwrap();
+        let base = match (self.admin, &self.server.admin_base) {
+            (true, Some(admin)) => admin.as_str(),
+            _ => self.server.base.as_str(),
+        };
+        let mut url = Url::parse(&format!("{base}{}", self.path)).unwrap();
         {
             let mut q = url.query_pairs_mut();
             for (k, v) in &self.query {
@@ -975,11 +1056,15 @@ impl Call<'_> {
         let req = req
             .body(body)
             .unwrap_or_else(|e| panic!("{desc}: cannot build the request: {e}"));
-        let resp =
-            tokio::time::timeout(Duration::from_secs(20), server.router.clone().oneshot(req))
-                .await
-                .unwrap_or_else(|_| panic!("{desc}: no answer within 20 s"))
-                .unwrap_or_else(|e| match e {});
+        let router = if self.admin {
+            server.admin_router.clone()
+        } else {
+            server.router.clone()
+        };
+        let resp = tokio::time::timeout(Duration::from_secs(20), router.oneshot(req))
+            .await
+            .unwrap_or_else(|_| panic!("{desc}: no answer within 20 s"))
+            .unwrap_or_else(|e| match e {});
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)

@@ -21,7 +21,7 @@ function startServer(extra = []) {
   assert.ok(existsSync(BIN), `server binary not found at ${BIN} (build it or set PRESENCE_SERVER_BIN)`);
   const args = [
     '--addr', '127.0.0.1:0', '--db', ':memory:', '--api-key', KEY, '--api-secret', SECRET,
-    '--offline-grace-ms', String(GRACE_MS), ...extra,
+    '--offline-grace-ms', String(GRACE_MS), '--admin-addr', 'off', ...extra,
   ];
   const proc = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   servers.push(proc);
@@ -296,4 +296,45 @@ test('distinct channels and queryChannels as the SDK sends them', { timeout: 200
   await distinct.stopWatching();
   await dave.disconnectUser();
   await bob.disconnectUser();
+});
+
+test('at the connection cap a silent socket gives way, and a refused reconnect (71, close 1013) is retried', { timeout: 45000 }, async () => {
+  const url = await startServer(['--max-connections-per-user', '1', '--ping-interval-ms', '300', '--pong-timeout-ms', '30000']);
+  const admin = newServerClient(url);
+  await admin.upsertUsers([{ id: 'erin' }]);
+  const erin = newClient(url);
+  const closes = [];
+  erin.logger = (_level, message) => {
+    const m = /^connection:onclose\(\) - onclose callback - (\d+)$/.exec(message);
+    if (m) closes.push(Number(m[1]));
+  };
+  await erin.connectUser({ id: 'erin' }, admin.createToken('erin'));
+
+  // erin's socket stops being read (a frozen tab, a dead network): the server's pings go unanswered.
+  const frozen = erin.wsConnection.ws._socket;
+  frozen.pause();
+  await new Promise((r) => setTimeout(r, 1000));
+  // Another device of erin's takes the only slot from the silent connection.
+  const device = newClient(url);
+  await device.connectUser({ id: 'erin' }, admin.createToken('erin'));
+
+  // Once erin reads again she finds the 4002 close and reconnects; the device holds the slot and answers pings,
+  // so the server refuses with code 71 and close 1013, and she keeps retrying with backoff. (She wakes only once
+  // the server is done closing her old socket: pongs it no longer reads would make it reset the connection, and
+  // the reset can beat the close frame.)
+  await new Promise((r) => setTimeout(r, 1000));
+  frozen.resume();
+  const deadline = Date.now() + 15000;
+  while (!closes.includes(1013) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  assert.deepEqual(closes.slice(0, 2), [4002, 1013], `close codes erin's client saw: ${closes}`);
+  assert.equal(erin.wsConnection.isHealthy, false);
+
+  // The device leaves: a later retry gets through.
+  const recovered = nextEvent(erin, 'connection.recovered', () => true, 20000);
+  await device.disconnectUser();
+  await recovered;
+  assert.equal(erin.wsConnection.isHealthy, true);
+  const { users } = await admin.queryUsers({ id: 'erin' });
+  assert.equal(users[0].online, true);
+  await erin.disconnectUser();
 });

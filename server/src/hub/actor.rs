@@ -1,0 +1,237 @@
+//! The hub's thread: it owns the engine and the store. It takes the operations queued so far as one batch,
+//! applies them to the engine, commits all their writes in one transaction, and only then makes the batch
+//! visible: it publishes a new read view, hands the deliveries to the bus in operation order, and answers each
+//! operation. A commit that still fails after a few tries puts the engine back to the copy taken before the
+//! batch (memory stays equal to disk), answers each request of the batch with the failure and publishes none
+//! of what they did. Facts (a connection ended, a ping, a grace window ran out, shutdown) cannot be refused:
+//! they are applied again to the restored engine, and their writes (`last_active` stamps) wait for the next
+//! commit.
+
+use std::collections::HashMap;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, RwLock};
+use std::thread;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use presence_protocol::codes::close_code;
+
+use crate::bus::Bus;
+use crate::model::Write;
+use crate::presence::{ConnId, Ending, Engine, View};
+use crate::store::{Store, StoreError};
+
+/// Most operations applied (and committed) together.
+const MAX_BATCH: usize = 1024;
+
+/// Waits between the tries of a failing commit: three tries over about a second.
+const RETRY_DELAYS: [Duration; 2] = [Duration::from_millis(200), Duration::from_millis(600)];
+
+/// A request to the engine: applied, then answered through its [`Reply`] once the batch is settled.
+pub(super) type Job = Box<dyn FnOnce(&mut Engine, DateTime<Utc>) -> Reply + Send>;
+
+/// Answers a request once its batch is settled: with `None` when its writes are durable (or it had none), with
+/// the store's failure when its batch could not be committed and its effects were undone.
+pub(super) type Reply = Box<dyn FnOnce(Option<&StoreError>) + Send>;
+
+/// Something that happened and cannot be refused.
+#[derive(Clone)]
+pub(super) enum Fact {
+    Disconnect(ConnId, Ending),
+    HealthCheck(ConnId),
+    Shutdown,
+    /// Grace windows due now end.
+    Timeout,
+}
+
+pub(super) enum Op {
+    Fact(Fact),
+    Request(Job),
+}
+
+/// What readers see: the view published after the last settled batch.
+pub(super) type ViewSlot = Arc<RwLock<Arc<View>>>;
+
+pub(super) struct Actor {
+    pub engine: Engine,
+    pub store: Box<dyn Store>,
+    pub bus: Arc<dyn Bus>,
+    pub view: ViewSlot,
+    /// Commits that succeeded.
+    pub commits: Arc<std::sync::atomic::AtomicU64>,
+    /// Writes of facts whose commit failed: committed before the next batch's writes.
+    carry: Vec<Write>,
+}
+
+impl Actor {
+    pub fn new(
+        engine: Engine,
+        store: Box<dyn Store>,
+        bus: Arc<dyn Bus>,
+        view: ViewSlot,
+        commits: Arc<std::sync::atomic::AtomicU64>,
+    ) -> Actor {
+        Actor {
+            engine,
+            store,
+            bus,
+            view,
+            commits,
+            carry: Vec::new(),
+        }
+    }
+
+    /// Starts the thread; it ends once every sender of `ops` is gone.
+    pub fn spawn(self, ops: Receiver<Op>) -> std::io::Result<()> {
+        thread::Builder::new()
+            .name("presence-hub".into())
+            .spawn(move || self.run(ops))
+            .map(|_| ())
+    }
+
+    fn run(mut self, ops: Receiver<Op>) {
+        loop {
+            // Sleep until the next operation, or until the next grace window ends.
+            let first = match self.engine.poll_timeout() {
+                Some(at) => {
+                    let wait = (at - Utc::now()).to_std().unwrap_or_default();
+                    match ops.recv_timeout(wait) {
+                        Ok(op) => Some(op),
+                        Err(RecvTimeoutError::Timeout) => None,
+                        Err(RecvTimeoutError::Disconnected) => return,
+                    }
+                }
+                None => match ops.recv() {
+                    Ok(op) => Some(op),
+                    Err(_) => return,
+                },
+            };
+            let mut batch = Vec::new();
+            if self
+                .engine
+                .poll_timeout()
+                .is_some_and(|at| at <= Utc::now())
+            {
+                batch.push(Op::Fact(Fact::Timeout));
+            }
+            batch.extend(first);
+            while batch.len() < MAX_BATCH {
+                match ops.try_recv() {
+                    Ok(op) => batch.push(op),
+                    Err(_) => break,
+                }
+            }
+            self.settle(batch);
+        }
+    }
+
+    fn apply(&mut self, fact: &Fact, now: DateTime<Utc>) {
+        match fact {
+            Fact::Disconnect(conn, ending) => {
+                self.engine.disconnect(conn, *ending, now);
+                self.bus.detach(conn);
+            }
+            Fact::HealthCheck(conn) => self.engine.health_check(conn, now),
+            Fact::Shutdown => self.engine.shutdown(now),
+            Fact::Timeout => self.engine.handle_timeout(now),
+        }
+    }
+
+    /// Applies, commits and publishes (or undoes) one batch.
+    fn settle(&mut self, batch: Vec<Op>) {
+        let before = self.engine.clone();
+        let mut facts = Vec::new();
+        let mut replies = Vec::new();
+        for op in batch {
+            let now = Utc::now();
+            match op {
+                Op::Fact(fact) => {
+                    self.apply(&fact, now);
+                    facts.push((fact, now));
+                }
+                Op::Request(job) => replies.push(job(&mut self.engine, now)),
+            }
+        }
+        let carried = self.carry.len();
+        let mut writes = std::mem::take(&mut self.carry);
+        writes.extend(self.engine.poll_writes());
+        let mut deliveries = self.engine.poll_deliveries();
+        let failure = self.commit(&writes).err();
+        if failure.is_some() {
+            if !replies.is_empty() {
+                // Undo the batch, then apply its facts again: they happened whether or not the requests did.
+                self.engine = before;
+                writes.truncate(carried);
+                for (fact, now) in &facts {
+                    self.apply(fact, *now);
+                }
+                writes.extend(self.engine.poll_writes());
+                deliveries = self.engine.poll_deliveries();
+            }
+            // What is left is the facts' writes: they wait for the next commit.
+            self.carry = compact(writes);
+        }
+        let view = Arc::new(self.engine.view());
+        *self.view.write().unwrap_or_else(|e| e.into_inner()) = view;
+        if !deliveries.is_empty() {
+            self.bus.publish(deliveries);
+        }
+        for reply in replies {
+            reply(failure.as_ref());
+        }
+        if facts.iter().any(|(f, _)| matches!(f, Fact::Shutdown)) {
+            self.bus.close_all(close_code::GOING_AWAY);
+        }
+    }
+
+    /// Commits `writes`, trying again a few times before giving up.
+    fn commit(&mut self, writes: &[Write]) -> Result<(), StoreError> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let mut delays = RETRY_DELAYS.iter();
+        loop {
+            match self.store.commit(writes) {
+                Ok(()) => {
+                    self.commits
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    return Ok(());
+                }
+                Err(e) => match delays.next() {
+                    Some(delay) => {
+                        tracing::warn!(error = %e, writes = writes.len(), "database commit failed, retrying");
+                        thread::sleep(*delay);
+                    }
+                    None => {
+                        tracing::error!(error = %e, writes = writes.len(), "database commit failed; the batch is undone");
+                        return Err(e);
+                    }
+                },
+            }
+        }
+    }
+}
+
+/// `writes` without the `last_active` stamps a later stamp of the same user overrides, so writes waiting on an
+/// unwritable database grow with the number of users, not of pings.
+fn compact(writes: Vec<Write>) -> Vec<Write> {
+    let mut last_touch: HashMap<&str, usize> = HashMap::new();
+    for (i, w) in writes.iter().enumerate() {
+        if let Write::TouchLastActive(id, _) = w {
+            last_touch.insert(id, i);
+        }
+    }
+    let keep: Vec<bool> = writes
+        .iter()
+        .enumerate()
+        .map(|(i, w)| match w {
+            Write::TouchLastActive(id, _) => last_touch.get(id.as_str()) == Some(&i),
+            _ => true,
+        })
+        .collect();
+    writes
+        .into_iter()
+        .zip(keep)
+        .filter_map(|(w, keep)| keep.then_some(w))
+        .collect()
+}

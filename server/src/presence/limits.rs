@@ -1,0 +1,162 @@
+//! Input limits (protocol section 10): how much one request or one user may make the server hold or look at. Each
+//! check runs in time linear in its input and refuses with an input error (code 4) that names the limit.
+
+use std::collections::HashSet;
+use std::io;
+
+use presence_protocol::JsonMap;
+use serde_json::Value;
+
+use crate::error::Error;
+
+/// Largest serialized custom data of a user or a channel: 5 KB, as Stream caps it.
+pub const MAX_CUSTOM_DATA_BYTES: usize = 5 * 1024;
+/// Most members one channel request may name.
+pub const MAX_MEMBERS_PER_REQUEST: usize = 100;
+/// Most values of one `$in` or `$nin`.
+pub const MAX_IN_VALUES: usize = 1000;
+/// Deepest nesting of `$and` / `$or` / `$nor` in a filter.
+pub const MAX_FILTER_DEPTH: usize = 10;
+
+/// Counts the bytes written to it and keeps none.
+struct ByteCount(usize);
+
+impl io::Write for ByteCount {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The length of `data` serialized as a JSON object, without building the text.
+fn serialized_len(data: &JsonMap) -> usize {
+    let mut count = ByteCount(0);
+    // Writing a JSON map into a sink that cannot fail does not fail.
+    let _ = serde_json::to_writer(&mut count, data);
+    count.0
+}
+
+/// Checks a custom data map against the 5 KB cap; `what` says whose data it is.
+fn check_custom_data(what: &str, data: &JsonMap) -> Result<(), Error> {
+    let len = serialized_len(data);
+    if len > MAX_CUSTOM_DATA_BYTES {
+        return Err(Error::input(format!(
+            "{what} custom data is {len} bytes serialized, over the limit of 5 KB ({MAX_CUSTOM_DATA_BYTES} bytes)"
+        )));
+    }
+    Ok(())
+}
+
+/// A user's stored fields after a write (name, image, language, privacy_settings and custom fields): ≤ 5 KB.
+pub fn check_user_data(user_id: &str, data: &JsonMap) -> Result<(), Error> {
+    check_custom_data(&format!("users[{user_id}]"), data)
+}
+
+/// A channel's custom data as it would be stored: ≤ 5 KB.
+pub fn check_channel_data(data: &JsonMap) -> Result<(), Error> {
+    check_custom_data("channel", data)
+}
+
+/// Member ids named by channel data (`data.members`: strings or `{user_id}` objects), at most 100, in the order
+/// given with repeats dropped. The count is checked before anything else is looked at.
+pub fn member_ids(data: &JsonMap) -> Result<Vec<String>, Error> {
+    let Some(raw) = data.get("members") else {
+        return Ok(Vec::new());
+    };
+    let items = raw
+        .as_array()
+        .ok_or_else(|| Error::input("data.members must be an array"))?;
+    if items.len() > MAX_MEMBERS_PER_REQUEST {
+        return Err(Error::input(format!(
+            "data.members names {} members, over the limit of {MAX_MEMBERS_PER_REQUEST} per request",
+            items.len()
+        )));
+    }
+    let mut seen = HashSet::with_capacity(items.len());
+    let mut ids = Vec::with_capacity(items.len());
+    for item in items {
+        let id = match item {
+            Value::String(s) => s.as_str(),
+            Value::Object(o) => o
+                .get("user_id")
+                .and_then(Value::as_str)
+                .ok_or_else(|| Error::input("data.members objects need a user_id"))?,
+            _ => {
+                return Err(Error::input(
+                    "data.members must hold user ids or {user_id} objects",
+                ))
+            }
+        };
+        if seen.insert(id) {
+            ids.push(id.to_string());
+        }
+    }
+    Ok(ids)
+}
+
+/// One `$in` / `$nin` list: at most 1,000 values.
+pub fn check_in_values(op: &str, field: &str, len: usize) -> Result<(), Error> {
+    if len > MAX_IN_VALUES {
+        return Err(Error::input(format!(
+            "operator {op} on {field} has {len} values, over the limit of {MAX_IN_VALUES}"
+        )));
+    }
+    Ok(())
+}
+
+/// The nesting of a logical operator at `depth` (1 for one at the top of the filter): at most 10.
+pub fn check_filter_depth(depth: usize) -> Result<(), Error> {
+    if depth > MAX_FILTER_DEPTH {
+        return Err(Error::input(format!(
+            "filter nesting ($and/$or/$nor) is limited to {MAX_FILTER_DEPTH} levels"
+        )));
+    }
+    Ok(())
+}
+
+/// How many channels each user has created, kept as channels are created (and counted once from storage at
+/// start), so the cap is one lookup per creation. A persistent map, so copying the engine stays O(1).
+#[derive(Debug, Clone, Default)]
+pub struct ChannelQuota {
+    created: imbl::HashMap<String, usize>,
+}
+
+impl ChannelQuota {
+    /// Counts one more channel created by `creator` (none for channels a server token created).
+    pub fn count(&mut self, creator: Option<&str>) {
+        if let Some(user_id) = creator {
+            *self.created.entry(user_id.to_string()).or_default() += 1;
+        }
+    }
+
+    /// Whether `user_id` may create one more channel when each user may create `max`.
+    pub fn check(&self, user_id: &str, max: usize) -> Result<(), Error> {
+        let created = self.created.get(user_id).copied().unwrap_or(0);
+        if created >= max {
+            return Err(Error::input(format!(
+                "user {user_id} has created {created} channels, the limit of channels per user is {max}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn serialized_len_is_the_length_of_the_json_text() {
+        let data = json!({ "name": "Zoë", "n": [1, 2.5, null], "o": { "k": "\"quoted\"" } });
+        let map = data.as_object().unwrap();
+        assert_eq!(
+            serialized_len(map),
+            serde_json::to_string(map).unwrap().len()
+        );
+    }
+}
