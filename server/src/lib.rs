@@ -31,6 +31,16 @@ pub use crate::state::AppState;
 use crate::store::sqlite::SqliteStore;
 pub use crate::store::StoreError;
 
+/// What the fuzz targets (`fuzz/`) drive: the parsers of network input and the engine they feed. Re-exports only;
+/// not a stable API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::auth::TokenVerifier;
+    pub use crate::presence::filter::{check_sort, compare, sort_cmp, sort_order, Fields, Filter};
+    pub use crate::presence::{Config, ConnId, Delivery, Ending, Engine, View};
+    pub use crate::ws::{authenticate, read_client_frame, ClientFrame};
+}
+
 /// Everything the server needs to know besides where its data lives.
 #[derive(Debug, Clone)]
 pub struct Settings {

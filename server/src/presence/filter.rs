@@ -69,7 +69,8 @@ impl Filter {
             Filter::And(all) => all.iter().all(|f| f.matches(obj)),
             Filter::Or(any) => any.iter().any(|f| f.matches(obj)),
             Filter::Nor(none) => !none.iter().any(|f| f.matches(obj)),
-            Filter::Field { field, cond } => cond.holds(obj.field(field).as_ref()),
+            // An id is a name, not a time: it matches exactly, as the lookup by `id_candidates` does.
+            Filter::Field { field, cond } => cond.holds(obj.field(field).as_ref(), field != "id"),
         }
     }
 }
@@ -198,7 +199,9 @@ fn parse_entry(
 }
 
 impl Condition {
-    fn holds(&self, actual: Option<&Value>) -> bool {
+    /// Whether `actual` passes; with `instants`, two RFC 3339 strings naming the same instant are equal.
+    fn holds(&self, actual: Option<&Value>, instants: bool) -> bool {
+        let equal = |a: &Value, b: &Value| equal(a, b, instants);
         let present = actual.filter(|v| !v.is_null());
         match self {
             Condition::Exists(want) => present.is_some() == *want,
@@ -243,11 +246,13 @@ fn as_time(v: &Value) -> Option<DateTime<FixedOffset>> {
         .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
 }
 
-/// Equality that treats two RFC 3339 strings naming the same instant as equal, and an array field as equal to a
-/// value it contains (`teams: "red"`).
-fn equal(a: &Value, b: &Value) -> bool {
-    if let (Some(x), Some(y)) = (as_time(a), as_time(b)) {
-        return x == y;
+/// Equality that treats two RFC 3339 strings naming the same instant as equal (with `instants`), and an array
+/// field as equal to a value it contains (`teams: "red"`).
+fn equal(a: &Value, b: &Value, instants: bool) -> bool {
+    if instants {
+        if let (Some(x), Some(y)) = (as_time(a), as_time(b)) {
+            return x == y;
+        }
     }
     if let (Some(x), Some(y)) = (a.as_f64(), b.as_f64()) {
         return x == y;
@@ -297,8 +302,16 @@ pub fn sort_cmp(a: &Value, b: &Value) -> Ordering {
     }
     match (a, b) {
         (Value::Number(x), Value::Number(y)) => {
-            let (x, y) = (x.as_f64().unwrap_or(0.0), y.as_f64().unwrap_or(0.0));
-            x.total_cmp(&y)
+            // `-0.0` and `0.0` are equal JSON numbers (and `equal` matches them): they must tie here too.
+            let key = |n: &serde_json::Number| {
+                let f = n.as_f64().unwrap_or(0.0);
+                if f == 0.0 {
+                    0.0
+                } else {
+                    f
+                }
+            };
+            key(x).total_cmp(&key(y))
         }
         (Value::String(x), Value::String(y)) => match (as_time(a), as_time(b)) {
             (Some(tx), Some(ty)) => tx.cmp(&ty),

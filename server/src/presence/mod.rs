@@ -8,7 +8,7 @@ mod channels;
 mod connections;
 mod events;
 mod fields;
-mod filter;
+pub(crate) mod filter;
 mod follows;
 mod get_or_create;
 mod limits;

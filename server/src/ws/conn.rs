@@ -157,9 +157,26 @@ async fn write_loop(
     }
 }
 
-/// A text frame from the client. The only one with meaning is the keep-alive `health.check`, sent as a one-element
-/// array (or a bare object); other JSON is ignored, anything else is refused.
+/// A text frame from the client. The only one with meaning is the keep-alive `health.check`.
 fn client_frame(app: &AppState, conn: &ConnId, text: &str) -> Result<(), &'static str> {
+    if read_client_frame(text)? == ClientFrame::HealthCheck {
+        app.hub.health_check(conn);
+    }
+    Ok(())
+}
+
+/// What a client's text frame asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientFrame {
+    /// The keep-alive `health.check`.
+    HealthCheck,
+    /// Other JSON: ignored.
+    Ignored,
+}
+
+/// Reads a client's text frame: a `health.check` is sent as a one-element array (or a bare object); other JSON is
+/// ignored, anything else is refused with the reason the close frame gives.
+pub fn read_client_frame(text: &str) -> Result<ClientFrame, &'static str> {
     let value: serde_json::Value = serde_json::from_str(text).map_err(|_| "frames must be JSON")?;
     let first = match &value {
         serde_json::Value::Array(items) => items.first(),
@@ -167,9 +184,10 @@ fn client_frame(app: &AppState, conn: &ConnId, text: &str) -> Result<(), &'stati
     };
     if first.and_then(|f| f.get("type")).and_then(|t| t.as_str()) == Some(event_type::HEALTH_CHECK)
     {
-        app.hub.health_check(conn);
+        Ok(ClientFrame::HealthCheck)
+    } else {
+        Ok(ClientFrame::Ignored)
     }
-    Ok(())
 }
 
 /// Why the server closes a connection it evicted, by close code.

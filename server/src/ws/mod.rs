@@ -13,9 +13,12 @@ use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use presence_protocol::{ConnectPayload, JsonMap};
 
+use crate::auth::TokenVerifier;
 use crate::error::{Error, ErrorKind};
 use crate::model::Caller;
 use crate::state::AppState;
+
+pub use self::conn::{read_client_frame, ClientFrame};
 
 /// Largest frame or message a client may send: client frames are tiny pings.
 const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
@@ -34,7 +37,12 @@ pub async fn connect(
         }
     };
     let auth = match query {
-        Ok(Query(q)) => authenticate(&app, &q),
+        Ok(Query(q)) => authenticate(
+            &app.api_key,
+            &app.verifier,
+            &q,
+            chrono::Utc::now().timestamp(),
+        ),
         Err(e) => Err(Error::input(format!("invalid query string: {e}"))),
     };
     if let Err(e) = &auth {
@@ -54,9 +62,15 @@ pub async fn connect(
         })
 }
 
-/// Validates the connect URL: API key, `json` payload, token, and that the token's user is the one connecting.
-fn authenticate(app: &AppState, q: &HashMap<String, String>) -> Result<(String, JsonMap), Error> {
-    if q.get("api_key").map(String::as_str) != Some(app.api_key.as_str()) {
+/// Validates the connect URL's parameters at `now` (Unix seconds): API key, `json` payload, token, and that the
+/// token's user is the one connecting. Gives that user and the `user_details` to apply.
+pub fn authenticate(
+    api_key: &str,
+    verifier: &TokenVerifier,
+    q: &HashMap<String, String>,
+    now: i64,
+) -> Result<(String, JsonMap), Error> {
+    if q.get("api_key").map(String::as_str) != Some(api_key) {
         return Err(Error::new(
             ErrorKind::ApiKey,
             "api_key not found or invalid",
@@ -81,7 +95,7 @@ fn authenticate(app: &AppState, q: &HashMap<String, String>) -> Result<(String, 
         ));
     }
     let token = q.get("authorization").map_or("", String::as_str);
-    match app.verifier.verify(token, chrono::Utc::now().timestamp())? {
+    match verifier.verify(token, now)? {
         Caller::User(id) if id == payload.user_id => Ok((id, payload.user_details)),
         Caller::User(id) => Err(Error::new(
             ErrorKind::Authentication,
