@@ -5,27 +5,12 @@
 //! down. The server applies `user_details` as a partial update, so a field left out keeps the server's value:
 //! a reconnect can no longer make an invisible user visible, or put back a status set elsewhere.
 
-/// Fields a reconnect never sends back.
+use presence_protocol::user::RESERVED_USER_FIELDS;
+
+/// Fields a reconnect never sends back, besides the protocol's reserved fields (written only by the server, and
+/// ignored on connect anyway).
 const NOT_RESENT: &[&str] = &[
-    // Written only by the server (protocol §7.2): ignored on connect anyway.
-    "online",
-    "last_active",
-    "created_at",
-    "updated_at",
-    "deactivated_at",
-    "deleted_at",
-    "banned",
-    "shadow_banned",
-    "revoke_tokens_issued_before",
-    "blocked_user_ids",
-    "devices",
-    "mutes",
-    "channel_mutes",
-    "unread_count",
-    "total_unread_count",
-    "unread_channels",
-    "unread_threads",
-    "avg_response_time",
+    // Also the server's, and not written through connect.
     "total_unread_count_by_team",
     "role",
     "roles",
@@ -39,7 +24,7 @@ const NOT_RESENT: &[&str] = &[
 
 /// Whether a reconnect's `user_details` carries `field` of the last known user.
 pub fn resent_on_reconnect(field: &str) -> bool {
-    !NOT_RESENT.contains(&field)
+    !RESERVED_USER_FIELDS.contains(&field) && !NOT_RESENT.contains(&field)
 }
 
 #[cfg(test)]
