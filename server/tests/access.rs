@@ -10,15 +10,6 @@ use serde_json::{json, Value};
 
 const MEMBERS_ONLY: [&str; 4] = ["messaging", "team", "commerce", "gaming"];
 
-fn cids(body: &Value) -> Vec<String> {
-    body["channels"]
-        .as_array()
-        .unwrap_or_else(|| panic!("channels array in {body}"))
-        .iter()
-        .map(|c| c["channel"]["cid"].as_str().expect("cid").to_string())
-        .collect()
-}
-
 async fn users(s: &Server, ids: &[&str]) {
     let list: Vec<Value> = ids.iter().map(|id| json!({ "id": id })).collect();
     s.upsert(&list).await;

@@ -28,15 +28,6 @@ fn member<'a>(state: &'a Value, id: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("member {id} missing in {state}"))
 }
 
-fn cids(body: &Value) -> Vec<String> {
-    body["channels"]
-        .as_array()
-        .unwrap_or_else(|| panic!("channels array in {body}"))
-        .iter()
-        .map(|c| c["channel"]["cid"].as_str().expect("cid").to_string())
-        .collect()
-}
-
 #[tokio::test]
 async fn channel_query_gets_or_creates() {
     let s = Server::start().await;

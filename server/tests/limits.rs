@@ -48,15 +48,6 @@ async fn create_as(s: &Server, user: &str, id: Option<&str>, members: Value) -> 
     .await
 }
 
-fn cids(body: &Value) -> Vec<String> {
-    body["channels"]
-        .as_array()
-        .unwrap_or_else(|| panic!("channels array in {body}"))
-        .iter()
-        .map(|c| c["channel"]["cid"].as_str().expect("cid").to_string())
-        .collect()
-}
-
 #[tokio::test]
 async fn user_custom_data_is_capped_at_5_kb_on_upsert() {
     let s = Server::in_process().await;

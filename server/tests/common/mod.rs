@@ -785,6 +785,16 @@ fn uuid_like() -> String {
 }
 
 /// Parse `name value` (or `name{labels} value`, summed) from Prometheus text.
+/// The cids of a `queryChannels` answer, in order.
+pub fn cids(body: &Value) -> Vec<String> {
+    body["channels"]
+        .as_array()
+        .unwrap_or_else(|| panic!("channels array in {body}"))
+        .iter()
+        .map(|c| c["channel"]["cid"].as_str().expect("cid").to_string())
+        .collect()
+}
+
 pub fn metric_value(text: &str, name: &str) -> Option<f64> {
     let mut found = None;
     for line in text.lines() {
