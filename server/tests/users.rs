@@ -112,6 +112,39 @@ async fn partial_update_sets_and_unsets() {
     assert_eq!(body["users"]["bob"]["status"], "two");
 }
 
+/// Numbers in custom data come back exactly as written: an app storing a float reads the same float, so a write
+/// of what it read changes nothing.
+#[tokio::test]
+async fn custom_numbers_read_back_exactly() {
+    let s = Server::in_process().await;
+    // Each of these was read as a neighbouring double (one unit in the last place off) by a best-effort parser.
+    let numbers = [
+        1.3334086232277007e-71,
+        -8.088841257752153e-184,
+        1.8510366350748305e245,
+        7.430287280994896e-287,
+    ];
+    s.upsert(&[json!({ "id": "alice", "scores": numbers })])
+        .await;
+    let stored = s.user_as(&Auth::Server, "alice").await;
+    let read: Vec<f64> = stored["scores"]
+        .as_array()
+        .unwrap_or_else(|| panic!("scores missing: {stored}"))
+        .iter()
+        .filter_map(Value::as_f64)
+        .collect();
+    assert_eq!(read, numbers, "stored: {stored}");
+    s.partial_update(&Auth::Server, "alice", json!({ "best": numbers[0] }), &[])
+        .await
+        .ok(200);
+    let stored = s.user_as(&Auth::Server, "alice").await;
+    assert_eq!(
+        stored["best"].as_f64(),
+        Some(numbers[0]),
+        "stored: {stored}"
+    );
+}
+
 #[tokio::test]
 async fn query_users_shape_and_live_presence() {
     let s = Server::start().await;
