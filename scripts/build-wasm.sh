@@ -48,7 +48,14 @@ total_gz=$(($(gz "$wasm") + $(gz "$glue")))
 printf '%-28s %9s %9s\n' file raw gzip-9
 printf '%-28s %9d %9d\n' "$wasm" "$(size "$wasm")" "$(gz "$wasm")"
 printf '%-28s %9d %9d\n' "$glue" "$(size "$glue")" "$(gz "$glue")"
-budget=50000
+# The budget: 56 KiB of gzip for wasm + glue, about half of stream-chat's 104.5 KB. Measured (this script, gzip -9 of
+# both files): 48,478 B before wire timestamps were parsed; chrono's RFC 3339 parsing (no default features) adds
+# 7,880 B, most of it core's formatting and Unicode tables that its str-slicing panic paths link into a bundle that
+# had none, so 56,358 B. serde + serde-wasm-bindgen decoding the app's arguments and the REST answers (into
+# deserialize-only views of the protocol types, no serde_json::Value) was measured at +29,779 B on its own and
+# 81,069 B with chrono: serde-wasm-bindgen's error messages alone link float formatting (serde's `Unexpected`),
+# so it stays out of the bundle while the budget holds.
+budget=57344
 printf '%-28s %9d %9d\n' "total (budget $budget gzip)" "$total_raw" "$total_gz"
 if [ "$total_gz" -ge "$budget" ]; then
   echo "size budget exceeded: $total_gz bytes gzip >= $budget" >&2

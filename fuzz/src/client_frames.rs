@@ -226,7 +226,14 @@ fn assert_decoded(event: &Event, frame: &Frame<'_>) {
         .user
         .as_ref()
         .filter(|_| carries_user)
-        .map(presence_of);
+        .map(presence_of)
+        .map(|mut user| {
+            // A user with no time of its own is dated by the event.
+            if user.state.since.is_none() {
+                user.state.since = event.created_at.as_deref().and_then(micros);
+            }
+            user
+        });
     assert_eq!(
         frame.user, user,
         "only presence and update events carry their user"
@@ -249,6 +256,18 @@ fn presence_of(user: &User) -> UserPresence {
                 .and_then(|s| s.as_str())
                 .map(str::to_string),
             last_active: user.last_active.clone(),
+            since: user
+                .last_active
+                .as_deref()
+                .and_then(micros)
+                .or_else(|| user.updated_at.as_deref().and_then(micros)),
         },
     }
+}
+
+/// An RFC 3339 time in microseconds since the epoch.
+fn micros(text: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|at| at.timestamp_micros())
 }

@@ -5,7 +5,7 @@ use presence_protocol::codes::event_type;
 use presence_protocol::{ApiError, Event};
 
 use crate::core::error::decimal;
-use crate::core::store::UserPresence;
+use crate::core::store::{parse_stamp, UserPresence};
 use crate::core::wire::{WireError, WireEvent};
 
 /// What the session needs to know of an incoming frame.
@@ -34,7 +34,13 @@ impl<'a> Frame<'a> {
             user: event
                 .user()
                 .filter(|_| carries_user)
-                .and_then(|user| UserPresence::decode(&user)),
+                .and_then(|user| UserPresence::decode(&user))
+                .map(|mut user| {
+                    if user.state.since.is_none() {
+                        user.state.since = event.created_at().as_deref().and_then(parse_stamp);
+                    }
+                    user
+                }),
             me: event.me().and_then(|me| UserPresence::decode(&me)),
         }
     }
@@ -78,6 +84,9 @@ impl From<&ApiError> for Rejection {
 pub enum FrameVerdict {
     /// Dispatch it.
     Dispatch,
+    /// Dispatch it, but its `user` is older than what the client already holds of that user (it was overtaken,
+    /// e.g. by a recovery answer): the cache keeps the newer state.
+    DispatchOutdated,
     /// A frame of a superseded socket, or a handshake error: drop it.
     Ignore,
 }

@@ -15,19 +15,33 @@ pub(super) struct Recovery {
 }
 
 impl Session {
-    /// The answer to one request of [`Effect::Resubscribe`] (an empty list when it failed).
-    pub fn handle_recovery_answer(&mut self, generation: u64, users: Vec<UserPresence>) {
+    /// The answer to one request of [`Effect::Resubscribe`] (an empty list when it failed). Returns, for each
+    /// user, whether the answer is taken: not when it belongs to an abandoned recovery, nor for a user whose
+    /// answer is older than what the cache holds (an event overtook it). The embedding layer's cache follows.
+    pub fn handle_recovery_answer(
+        &mut self,
+        generation: u64,
+        users: Vec<UserPresence>,
+    ) -> Vec<bool> {
         let Some(recovery) = &mut self.recovery else {
-            return;
+            return vec![false; users.len()];
         };
         if recovery.generation != generation {
-            return;
+            return vec![false; users.len()];
         }
-        recovery.fresh.extend(users);
+        let mut taken = Vec::with_capacity(users.len());
+        for user in users {
+            let fresh = !self.users.is_outdated(&user.id, &user.state);
+            taken.push(fresh);
+            if fresh {
+                recovery.fresh.push(user);
+            }
+        }
         recovery.pending = recovery.pending.saturating_sub(1);
         if recovery.pending == 0 {
             self.finish_recovery();
         }
+        taken
     }
 
     pub(super) fn start_recovery(&mut self) {
@@ -64,7 +78,7 @@ impl Session {
             let Some(state) = latest.remove(&user.id) else {
                 continue;
             };
-            if recovery.live.contains(&user.id) {
+            if recovery.live.contains(&user.id) || self.users.is_outdated(&user.id, &state) {
                 continue;
             }
             let known = self.users.get(&user.id).is_some();

@@ -243,7 +243,7 @@ impl Session {
                 self.wake_pending = false;
                 self.token_reloaded = false;
                 self.set_healthy();
-                self.observe_frame_users(frame);
+                let verdict = self.observe_frame_users(frame);
                 if self.connect_deadline.take().is_some() {
                     self.effects.push(Effect::ConnectResolved);
                 }
@@ -251,7 +251,7 @@ impl Session {
                     self.start_recovery();
                 }
                 self.connected_before = true;
-                FrameVerdict::Dispatch
+                verdict
             }
             Phase::Open(open) if open.socket == socket => {
                 open.last_frame = now;
@@ -259,8 +259,7 @@ impl Session {
                 if frame.kind == event_type::HEALTH_CHECK {
                     open.last_health = now;
                 }
-                self.observe_frame_users(frame);
-                FrameVerdict::Dispatch
+                self.observe_frame_users(frame)
             }
             _ => FrameVerdict::Ignore,
         }
@@ -408,11 +407,28 @@ impl Session {
         }
     }
 
-    /// Users from a REST answer the app asked for (queryUsers, watch, queryChannels): the cache follows them.
+    /// Users from a REST answer the app asked for (queryUsers, watch, queryChannels, the user's own writes): the
+    /// cache follows them, except those older than what it holds.
     pub fn observe_users(&mut self, users: impl IntoIterator<Item = UserPresence>) {
         for user in users {
             self.observe_user(user);
         }
+    }
+
+    /// [`Session::observe_users`] for one user; returns whether it was taken (`false`: older than what the cache
+    /// holds, which the embedding layer's cache then keeps too).
+    pub fn observe_user(&mut self, user: UserPresence) -> bool {
+        if self.users.is_outdated(&user.id, &user.state) {
+            return false;
+        }
+        if let Some(recovery) = &mut self.recovery {
+            // What arrives after the recovery requests went out is taken as newer than their answers.
+            if !recovery.live.contains(&user.id) {
+                recovery.live.push(user.id.clone());
+            }
+        }
+        self.users.apply(&user.id, user.state);
+        true
     }
 
     pub fn watch_channel(&mut self, channel_type: &str, id: &str, presence: bool) {
@@ -641,23 +657,19 @@ impl Session {
         self.effects.push(Effect::Ping { socket });
     }
 
-    fn observe_frame_users(&mut self, frame: &Frame<'_>) {
+    /// Takes the users a frame carries; an event whose `user` is older than the cached state is still dispatched
+    /// (listeners hear everything the server said) but leaves the cache alone.
+    fn observe_frame_users(&mut self, frame: &Frame<'_>) -> FrameVerdict {
+        let mut verdict = FrameVerdict::Dispatch;
         if let Some(user) = &frame.user {
-            self.observe_user(user.clone());
+            if !self.observe_user(user.clone()) {
+                verdict = FrameVerdict::DispatchOutdated;
+            }
         }
         if let Some(me) = &frame.me {
             self.observe_user(me.clone());
         }
-    }
-
-    fn observe_user(&mut self, user: UserPresence) {
-        if let Some(recovery) = &mut self.recovery {
-            // What arrives after the recovery requests went out is taken as newer than their answers.
-            if !recovery.live.contains(&user.id) {
-                recovery.live.push(user.id.clone());
-            }
-        }
-        self.users.apply(&user.id, user.state);
+        verdict
     }
 }
 

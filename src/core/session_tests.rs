@@ -111,12 +111,18 @@ fn sends(effects: &[Effect]) -> usize {
 }
 
 fn presence(id: &str, online: bool, status: &str) -> UserPresence {
+    presence_at(id, online, status, "2026-01-01T00:00:00Z")
+}
+
+/// A user as an answer or event carries it, `last_active` at `at` (RFC 3339).
+fn presence_at(id: &str, online: bool, status: &str, at: &str) -> UserPresence {
     UserPresence {
         id: id.to_string(),
         state: PresenceState {
             online,
             status: Some(status.to_string()),
-            last_active: Some("2026-01-01T00:00:00Z".to_string()),
+            last_active: Some(at.to_string()),
+            since: crate::core::store::parse_stamp(at),
         },
     }
 }
@@ -828,8 +834,7 @@ fn recovery_reconciles_the_cache_and_reports_changes_then_recovered() {
     };
     // jack went offline, jane is unchanged (only last_active moved), jim changed status, joe changed but a live
     // event after the request already told us.
-    let mut jane = presence("jane", true, "here");
-    jane.state.last_active = Some("2026-02-02T00:00:00Z".into());
+    let jane = presence_at("jane", true, "here", "2026-02-02T00:00:00Z");
     h.frame(Frame {
         kind: "user.presence.changed",
         user: Some(presence("joe", false, "here")),
@@ -1182,4 +1187,151 @@ fn a_reconnect_refused_for_an_expired_token_retries_with_a_fresh_one_after_the_f
     h.wait_for_attempt();
     let (_, effects) = h.health("conn-2");
     assert!(effects.contains(&Effect::ConnectionRecovered));
+}
+
+fn presence_event(user: UserPresence) -> Frame<'static> {
+    Frame {
+        kind: "user.presence.changed",
+        user: Some(user),
+        ..Frame::default()
+    }
+}
+
+fn online(h: &Harness, id: &str) -> bool {
+    h.session.users().get(id).expect("a known user").online
+}
+
+#[test]
+fn an_event_older_than_the_cached_user_is_dispatched_but_does_not_roll_the_cache_back() {
+    let mut h = Harness::new(no_pings());
+    h.connect();
+    // A queryUsers answer dated 12:00:10 says jack is online.
+    h.session
+        .observe_users([presence_at("jack", true, "here", "2026-01-01T12:00:10Z")]);
+    // An event from 12:00:05 (overtaken by that answer) says he went offline.
+    let (verdict, _) = h.frame(presence_event(presence_at(
+        "jack",
+        false,
+        "here",
+        "2026-01-01T12:00:05Z",
+    )));
+    assert_eq!(
+        verdict,
+        FrameVerdict::DispatchOutdated,
+        "listeners still get it"
+    );
+    assert!(online(&h, "jack"), "the cache keeps the newer answer");
+    // Same time (a status change keeps last_active) or later: taken.
+    let (verdict, _) = h.frame(presence_event(presence_at(
+        "jack",
+        true,
+        "lunch",
+        "2026-01-01T12:00:10Z",
+    )));
+    assert_eq!(verdict, FrameVerdict::Dispatch);
+    assert_eq!(
+        h.session.users().get("jack").unwrap().status.as_deref(),
+        Some("lunch")
+    );
+    let (verdict, _) = h.frame(presence_event(presence_at(
+        "jack",
+        false,
+        "lunch",
+        "2026-01-01T12:01:00Z",
+    )));
+    assert_eq!(verdict, FrameVerdict::Dispatch);
+    assert!(!online(&h, "jack"));
+}
+
+#[test]
+fn an_answer_older_than_an_event_does_not_roll_the_cache_back() {
+    let mut h = Harness::new(no_pings());
+    h.connect();
+    h.frame(presence_event(presence_at(
+        "jack",
+        false,
+        "",
+        "2026-01-01T12:00:20+00:00",
+    )));
+    // The answer to a query made before that event arrives after it; its time has another offset.
+    let taken = h
+        .session
+        .observe_user(presence_at("jack", true, "", "2026-01-01T13:00:15+01:00"));
+    assert!(
+        !taken,
+        "the embedding layer's cache keeps the event's user too"
+    );
+    assert!(!online(&h, "jack"));
+    // A user without any time is not judged.
+    let mut undated = presence("jack", true, "");
+    undated.state.since = None;
+    assert!(h.session.observe_user(undated));
+    assert!(online(&h, "jack"));
+}
+
+#[test]
+fn a_recovery_answer_older_than_an_event_does_not_roll_the_cache_back() {
+    let mut h = Harness::new(no_pings());
+    h.connect();
+    h.session.follow_users(["jack", "jill"]);
+    h.session.observe_users([
+        presence_at("jack", true, "", "2026-01-01T12:00:00Z"),
+        presence_at("jill", true, "", "2026-01-01T12:00:00Z"),
+    ]);
+    let effects = h.reconnect("conn-2");
+    let generation = effects
+        .iter()
+        .find_map(|e| match e {
+            Effect::Resubscribe { generation, .. } => Some(*generation),
+            _ => None,
+        })
+        .expect("a recovery");
+    // An event on the new connection says jack left at 12:00:30; the answer, which the server read before, comes
+    // after it.
+    h.frame(presence_event(presence_at(
+        "jack",
+        false,
+        "",
+        "2026-01-01T12:00:30Z",
+    )));
+    let taken = h.session.handle_recovery_answer(
+        generation,
+        vec![
+            // Read by the server at 12:00:29, before jack left.
+            presence_at("jack", true, "", "2026-01-01T12:00:29Z"),
+            // jill went offline while the socket was down.
+            presence_at("jill", false, "", "2026-01-01T12:00:31Z"),
+        ],
+    );
+    assert_eq!(
+        taken,
+        [false, true],
+        "only jill's answer lands in the cache"
+    );
+    assert_eq!(
+        h.drain(),
+        [
+            Effect::PresenceChanged {
+                user_id: "jill".into()
+            },
+            Effect::ConnectionRecovered
+        ]
+    );
+    assert!(!online(&h, "jack"), "the recovery did not bring jack back");
+    assert!(!online(&h, "jill"));
+}
+
+#[test]
+fn an_event_without_a_time_of_its_user_is_dated_by_its_created_at() {
+    let older: Event = serde_json::from_str(
+        r#"{"type":"user.presence.changed","created_at":"2026-01-01T12:00:05Z","user":{"id":"jack","online":false}}"#,
+    )
+    .unwrap();
+    let mut h = Harness::new(no_pings());
+    h.connect();
+    h.session
+        .observe_users([presence_at("jack", true, "", "2026-01-01T12:00:10Z")]);
+    let (verdict, _) = h.frame(Frame::from_event(&older));
+    assert_eq!(verdict, FrameVerdict::DispatchOutdated);
+    assert!(online(&h, "jack"));
 }

@@ -1,9 +1,20 @@
 //! The presence view of every user the client knows: enough to tell whether a fresh answer changes what a
-//! presence UI shows. The full user objects live beside it in the embedding layer.
+//! presence UI shows, and whether it is older than what is known already. The full user objects live beside it
+//! in the embedding layer.
 
 use presence_protocol::User;
 
 use crate::core::wire::WireUser;
+
+/// When a user object was current, in microseconds since the Unix epoch.
+pub type Stamp = i64;
+
+/// An RFC 3339 wire timestamp as a [`Stamp`]; `None` for anything else.
+pub fn parse_stamp(text: &str) -> Option<Stamp> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|at| at.timestamp_micros())
+}
 
 /// What a presence UI shows of a user.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -11,6 +22,9 @@ pub struct PresenceState {
     pub online: bool,
     pub status: Option<String>,
     pub last_active: Option<String>,
+    /// When this state was current: the user's `last_active`, else its `updated_at`, else the `created_at` of
+    /// the event that carried it. `None` when none of them is a timestamp.
+    pub since: Option<Stamp>,
 }
 
 impl PresenceState {
@@ -18,6 +32,12 @@ impl PresenceState {
     /// moves on every refresh of every connected user.
     pub fn differs_visibly(&self, next: &PresenceState) -> bool {
         self.online != next.online || self.status != next.status
+    }
+
+    /// Whether `self` is older than `known`: both carry a time and `self`'s is earlier. An equal time is not
+    /// older (a status change keeps `last_active`), and a state without a time is never judged.
+    pub fn is_older_than(&self, known: &PresenceState) -> bool {
+        matches!((self.since, known.since), (Some(this), Some(known)) if this < known)
     }
 }
 
@@ -29,11 +49,18 @@ pub struct UserPresence {
 
 impl PresenceState {
     /// What a user object says: offline unless `online` is `true`; `status` and `last_active` when strings.
+    /// `updated_at` is read only when `last_active` is no timestamp.
     pub fn decode(user: &impl WireUser) -> Self {
+        let last_active = user.last_active();
+        let since = last_active
+            .as_deref()
+            .and_then(parse_stamp)
+            .or_else(|| user.updated_at().as_deref().and_then(parse_stamp));
         PresenceState {
             online: user.online().unwrap_or(false),
             status: user.status(),
-            last_active: user.last_active(),
+            last_active,
+            since,
         }
     }
 }
@@ -65,6 +92,11 @@ pub struct UserStore {
 }
 
 impl UserStore {
+    /// Whether `state` is older than what is known of `id` ([`PresenceState::is_older_than`]).
+    pub fn is_outdated(&self, id: &str, state: &PresenceState) -> bool {
+        self.get(id).is_some_and(|known| state.is_older_than(known))
+    }
+
     /// Stores the latest state of a user; returns whether it differs visibly from what was known (a user seen for
     /// the first time counts as a change).
     pub fn apply(&mut self, id: &str, state: PresenceState) -> bool {
@@ -117,6 +149,7 @@ mod tests {
             online,
             status: Some(status.to_string()),
             last_active: Some(last_active.to_string()),
+            since: parse_stamp(last_active),
         }
     }
 
@@ -157,5 +190,34 @@ mod tests {
         let presence = UserPresence::from(&user);
         assert_eq!(presence.id, "jack");
         assert_eq!(presence.state, state(true, "busy", "2026-01-01T00:00:00Z"));
+    }
+
+    #[test]
+    fn wire_timestamps_order_states_whatever_their_precision_and_offset() {
+        let at = |text: &str| parse_stamp(text).unwrap();
+        assert!(at("2026-06-24T11:44:48.171042576Z") < at("2026-06-24T11:44:48.2Z"));
+        assert_eq!(at("2026-06-24T13:44:48+02:00"), at("2026-06-24T11:44:48Z"));
+        assert_eq!(parse_stamp("yesterday"), None);
+        assert_eq!(parse_stamp(""), None);
+    }
+
+    #[test]
+    fn a_user_without_last_active_is_dated_by_updated_at() {
+        let user: User = serde_json::from_str(
+            r#"{"id":"jack","last_active":"soon","updated_at":"2026-01-01T00:00:01Z"}"#,
+        )
+        .unwrap();
+        let presence = UserPresence::from(&user);
+        assert_eq!(presence.state.since, parse_stamp("2026-01-01T00:00:01Z"));
+    }
+
+    #[test]
+    fn only_a_strictly_older_state_is_outdated() {
+        let mut store = UserStore::default();
+        store.apply("jack", state(true, "here", "2026-01-01T00:00:10Z"));
+        assert!(store.is_outdated("jack", &state(false, "here", "2026-01-01T00:00:09Z")));
+        assert!(!store.is_outdated("jack", &state(false, "away", "2026-01-01T00:00:10Z")));
+        assert!(!store.is_outdated("jack", &state(false, "here", "not a time")));
+        assert!(!store.is_outdated("jill", &state(false, "here", "2020-01-01T00:00:00Z")));
     }
 }

@@ -15,6 +15,10 @@ pub trait WireEvent {
     fn me(&self) -> Option<Self::User>;
     /// The `error` of a `connection.error` frame, when it is an object.
     fn error(&self) -> Option<Self::Error>;
+    /// The event's `created_at`: read only to date a `user` that carries no time of its own.
+    fn created_at(&self) -> Option<String> {
+        None
+    }
 }
 
 /// A user object.
@@ -23,6 +27,10 @@ pub trait WireUser {
     fn online(&self) -> Option<bool>;
     fn status(&self) -> Option<String>;
     fn last_active(&self) -> Option<String>;
+    /// Read only when `last_active` is no timestamp.
+    fn updated_at(&self) -> Option<String> {
+        None
+    }
 }
 
 /// An API error envelope.
@@ -48,6 +56,10 @@ impl<'a> WireEvent for &'a Event {
     fn error(&self) -> Option<&'a ApiError> {
         self.error.as_ref()
     }
+
+    fn created_at(&self) -> Option<String> {
+        self.created_at.clone()
+    }
 }
 
 impl WireUser for &User {
@@ -65,6 +77,10 @@ impl WireUser for &User {
 
     fn last_active(&self) -> Option<String> {
         self.last_active.clone()
+    }
+
+    fn updated_at(&self) -> Option<String> {
+        self.updated_at.clone()
     }
 }
 

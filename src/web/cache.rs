@@ -5,13 +5,12 @@
 
 use std::cell::RefCell;
 
-use js_sys::{Array, Object};
+use js_sys::Object;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 
 use crate::core::own_user::resent_on_reconnect;
-use crate::core::UserPresence;
-use crate::web::js::{self, wire};
+use crate::web::js;
 
 pub struct UserCache {
     /// `client.state`: `{ users }`.
@@ -88,20 +87,14 @@ impl UserCache {
         *self.users.borrow_mut() = fresh_users;
     }
 
-    /// Puts the users of an answer's list into `state.users`; returns their presence for the session.
-    pub fn store_users(&self, users: &JsValue) -> Vec<UserPresence> {
-        let mut presences = Vec::new();
-        if !Array::is_array(users) {
-            return presences;
-        }
-        let target = self.users();
-        for user in Array::from(users).iter() {
-            if let Some(presence) = wire(&user).and_then(UserPresence::decode) {
-                js::set(&target, &presence.id, &user);
-                presences.push(presence);
-            }
-        }
-        presences
+    /// An answer's object of user `id` replaces the cached one.
+    pub fn store(&self, id: &str, user: &JsValue) {
+        js::set(&self.users(), id, user);
+    }
+
+    /// The cached object of user `id` (`undefined` when unknown).
+    pub fn cached(&self, id: &str) -> JsValue {
+        js::get(&self.users(), id)
     }
 
     /// `user.presence.changed` / `user.updated` about `id`: the event's user replaces the cached one; for the
@@ -113,14 +106,11 @@ impl UserCache {
         }
     }
 
-    /// The answer of a user write (`{users: {id: user}}`): the connected user's entry, if there, is merged into
-    /// `client.user` and replaces its cache entry.
-    pub fn written_users(&self, me: &str, answer: &JsValue) {
-        let user = js::get(&js::get(answer, "users"), me);
-        if user.is_object() {
-            js::set(&self.users(), me, &user);
-            self.merge_me(&user);
-        }
+    /// The connected user's object in the answer of their own write: merged into `client.user`, and it replaces
+    /// the cache entry.
+    pub fn written_me(&self, id: &str, user: &JsValue) {
+        self.store(id, user);
+        self.merge_me(user);
     }
 
     fn merge_me(&self, user: &JsValue) {

@@ -356,8 +356,8 @@ fn handle_message(client: &Rc<ClientState>, socket: SocketId, data: &JsValue) {
         .borrow_mut()
         .handle_frame(js::now(), socket, &frame);
     pump(client, Some(inbound.event()));
-    if verdict == FrameVerdict::Dispatch {
-        inbound::dispatch(client, &inbound, &frame);
+    if verdict != FrameVerdict::Ignore {
+        inbound::dispatch(client, &inbound, &frame, verdict == FrameVerdict::Dispatch);
     }
 }
 
@@ -371,10 +371,19 @@ fn resubscribe(client: &Rc<ClientState>, generation: u64, epoch: u64, request: S
             Ok(answer) => rest::recovered_users(&client, &answer),
             Err(_) => Vec::new(),
         };
-        client
+        let (presences, objects): (Vec<_>, Vec<_>) = users
+            .into_iter()
+            .map(|(user, object)| {
+                let id = user.id.clone();
+                (user, (id, object))
+            })
+            .unzip();
+        let taken = client
             .session
             .borrow_mut()
-            .handle_recovery_answer(generation, users);
+            .handle_recovery_answer(generation, presences);
+        // Before the effects: the events of what changed read the cache.
+        rest::settle_recovered(&client, objects, &taken);
         pump(&client, None);
     }));
 }

@@ -50,11 +50,12 @@ impl Inbound {
     }
 }
 
-/// A frame the session accepted: the users it carries replace the cached ones, watching events update their
-/// channel, then the app's listeners get it (stamped with `received_at`).
-pub fn dispatch(client: &ClientState, inbound: &Inbound, frame: &Frame<'_>) {
+/// A frame the session accepted: the users it carries replace the cached ones (unless `fresh_user` is false:
+/// the event's user is older than the cached one), watching events update their channel, then the app's
+/// listeners get it (stamped with `received_at`).
+pub fn dispatch(client: &ClientState, inbound: &Inbound, frame: &Frame<'_>, fresh_user: bool) {
     let wire = inbound.wire();
-    if let Some(presence) = &frame.user {
+    if let Some(presence) = frame.user.as_ref().filter(|_| fresh_user) {
         let user = wire.user_value();
         let is_me = client.session.borrow().user_id() == Some(presence.id.as_str());
         client.cache.replace_user(&presence.id, &user, is_me);

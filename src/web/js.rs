@@ -77,6 +77,10 @@ impl WireEvent for Wire {
     fn error(&self) -> Option<JsValue> {
         into_wire(self.error_value()).map(JsValue::from)
     }
+
+    fn created_at(&self) -> Option<String> {
+        get(self, "created_at").as_string()
+    }
 }
 
 impl WireUser for Wire {
@@ -94,6 +98,10 @@ impl WireUser for Wire {
 
     fn last_active(&self) -> Option<String> {
         self.last_active_value().as_string()
+    }
+
+    fn updated_at(&self) -> Option<String> {
+        get(self, "updated_at").as_string()
     }
 }
 

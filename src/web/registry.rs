@@ -9,6 +9,7 @@ use js_sys::{Array, Object};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 
+use crate::core::UserPresence;
 use crate::web::events::Emitter;
 use crate::web::js::{self, wire};
 
@@ -57,11 +58,12 @@ impl ChannelState {
         self.state.clone().into()
     }
 
-    /// Takes members, watchers and counts from a channel answer; returns the member users, for the user cache.
-    pub fn apply_answer(&self, answer: &JsValue) -> JsValue {
-        let users = Array::new();
+    /// Takes members, watchers and counts from a channel answer; returns the member users (with an id) and their
+    /// objects, for the user cache.
+    pub fn apply_answer(&self, answer: &JsValue) -> Vec<(UserPresence, JsValue)> {
+        let mut users = Vec::new();
         let Some(answer) = wire(answer) else {
-            return users.into();
+            return users;
         };
         let channel = js::get(answer, "channel");
         if channel.is_object() {
@@ -75,12 +77,15 @@ impl ChannelState {
         if Array::is_array(&list) {
             for member in Array::from(&list).iter() {
                 let user = js::get(&member, "user");
+                let presence = wire(&user).and_then(UserPresence::decode);
                 let id = js::get(&member, "user_id")
                     .as_string()
-                    .or_else(|| js::get(&user, "id").as_string());
+                    .or_else(|| presence.as_ref().map(|p| p.id.clone()));
                 if let Some(id) = id {
                     js::set(&members, &id, &member);
-                    users.push(&user);
+                }
+                if let Some(presence) = presence {
+                    users.push((presence, user));
                 }
             }
         }
@@ -99,7 +104,7 @@ impl ChannelState {
         if count.as_f64().is_some() {
             js::set(&self.state, "watcher_count", &count);
         }
-        users.into()
+        users
     }
 
     /// A user event replaced the cached user: members and watchers follow.

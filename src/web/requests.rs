@@ -38,6 +38,8 @@ pub enum After {
         channel: Rc<ChannelState>,
         presence: bool,
     },
+    /// A recovery request: the driver reconciles the session from the answer.
+    Recovered,
 }
 
 /// A REST call, prepared (arguments checked) before anything is awaited.
@@ -305,7 +307,7 @@ pub fn resubscribe(request: Subscription) -> RestCall {
     };
     match request {
         Subscription::Users { ids } => {
-            user_query(js::to_json(&body("id", ids, true)), After::Nothing)
+            user_query(js::to_json(&body("id", ids, true)), After::Recovered)
         }
         Subscription::Channels { cids, presence } => {
             let body = body("cid", cids, presence);
@@ -316,7 +318,7 @@ pub fn resubscribe(request: Subscription) -> RestCall {
                 "QueryChannels",
                 "/channels".to_string(),
                 body,
-                After::Nothing,
+                After::Recovered,
             )
         }
     }

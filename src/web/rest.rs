@@ -1,6 +1,7 @@
 //! The REST pipeline: wait for a pending `connectUser`, send with the common decoration (user, connection, key,
 //! token; an expired token from a provider is reloaded by the core's token rule), then fold the answer into the
-//! user cache, the channel registry and the session's subscriptions. A call belongs to the session (epoch) it was
+//! user cache, the channel registry and the session's subscriptions (users older than what the client holds
+//! are left out: `Session::observe_user`). A call belongs to the session (epoch) it was
 //! made in: once `disconnectUser()` ends that session it fails instead of sending for, or landing in, the next.
 
 use std::rc::Rc;
@@ -11,7 +12,7 @@ use wasm_bindgen_futures::JsFuture;
 
 use crate::core::{client_code, ClientError, RestAttempts, UserPresence};
 use crate::web::http::{self, Call};
-use crate::web::js;
+use crate::web::js::{self, wire};
 use crate::web::registry::ChannelState;
 use crate::web::requests::{After, RestCall};
 use crate::web::runtime::promise;
@@ -138,22 +139,29 @@ async fn request(
 
 fn fold_answer(client: &Rc<ClientState>, after: After, watch: bool, answer: JsValue) -> JsValue {
     match after {
-        After::Nothing => answer,
+        After::Nothing | After::Recovered => answer,
         After::Written => {
+            // `{users: {id: user}}`: only the connected user's entry matters here.
             let me = client.session.borrow().user_id().map(str::to_string);
             if let Some(me) = me {
-                client.cache.written_users(&me, &answer);
+                let user = js::get(&js::get(&answer, "users"), &me);
+                if let Some(presence) = wire(&user).and_then(UserPresence::decode) {
+                    if take_user(client, presence, &user) {
+                        client.cache.written_me(&me, &user);
+                    }
+                }
             }
             answer
         }
         After::Users { presence } => {
-            let users = js::get(&answer, "users");
-            let presences = client.cache.store_users(&users);
-            let mut session = client.session.borrow_mut();
+            let users = answer_users(&js::get(&answer, "users"));
             if presence {
-                session.follow_users(presences.iter().map(|p| p.id.as_str()));
+                let mut session = client.session.borrow_mut();
+                session.follow_users(users.iter().map(|(user, _)| user.id.as_str()));
             }
-            session.observe_users(presences);
+            for (user, object) in users {
+                take_user(client, user, &object);
+            }
             answer
         }
         After::Channels { presence, handle } => {
@@ -184,6 +192,43 @@ fn fold_answer(client: &Rc<ClientState>, after: After, watch: bool, answer: JsVa
     }
 }
 
+/// The users of an answer's list that have an id, with their objects.
+fn answer_users(list: &JsValue) -> Vec<(UserPresence, JsValue)> {
+    let mut users = Vec::new();
+    if Array::is_array(list) {
+        for user in Array::from(list).iter() {
+            if let Some(presence) = wire(&user).and_then(UserPresence::decode) {
+                users.push((presence, user));
+            }
+        }
+    }
+    users
+}
+
+/// A user of an answer the app asked for: the session takes it unless it is older than what the client holds,
+/// and `state.users` follows; an outdated one leaves the cache alone and channels keep showing the newer user.
+/// Returns whether it was taken.
+fn take_user(client: &ClientState, user: UserPresence, object: &JsValue) -> bool {
+    let id = user.id.clone();
+    let taken = client.session.borrow_mut().observe_user(user);
+    settle_user(client, &id, object, taken);
+    taken
+}
+
+/// `state.users` takes a user's object from an answer (`taken`), or channels get the cached one back.
+fn settle_user(client: &ClientState, id: &str, object: &JsValue, taken: bool) {
+    if taken {
+        client.cache.store(id, object);
+        return;
+    }
+    let cached = client.cache.cached(id);
+    if cached.is_object() {
+        for channel in client.channels.all() {
+            channel.replace_user(id, &cached);
+        }
+    }
+}
+
 fn fold_channel(
     client: &ClientState,
     channel: &Rc<ChannelState>,
@@ -191,40 +236,50 @@ fn fold_channel(
     watch: bool,
     presence: bool,
 ) {
-    let presences = client.cache.store_users(&channel.apply_answer(state));
+    let members = channel.apply_answer(state);
     client.channels.register(channel);
-    let mut session = client.session.borrow_mut();
-    session.observe_users(presences);
+    for (user, object) in members {
+        take_user(client, user, &object);
+    }
     if let (true, Some(id)) = (watch, channel.id()) {
+        let mut session = client.session.borrow_mut();
         session.watch_channel(&channel.channel_type, &id, presence);
     }
 }
 
-/// The users of a recovery answer (a user query's users, or the members of a channel query's channels), folded
-/// into the cache and the registry.
-pub fn recovered_users(client: &ClientState, answer: &JsValue) -> Vec<UserPresence> {
+/// The users of a recovery answer (a user query's users, or the members of a channel query's channels, which
+/// refresh the registry's channels), each with its JS object.
+pub fn recovered_users(client: &ClientState, answer: &JsValue) -> Vec<(UserPresence, JsValue)> {
     let channels = js::get(answer, "channels");
     if !Array::is_array(&channels) {
-        return client.cache.store_users(&js::get(answer, "users"));
+        return answer_users(&js::get(answer, "users"));
     }
     let mut users = Vec::new();
     for state in Array::from(&channels).iter() {
         let cid = js::get(&js::get(&state, "channel"), "cid").as_string();
-        let members = match cid.and_then(|cid| client.channels.find(&cid)) {
-            Some(channel) => channel.apply_answer(&state),
+        match cid.and_then(|cid| client.channels.find(&cid)) {
+            Some(channel) => users.extend(channel.apply_answer(&state)),
             // Watched, but no longer in the registry: its members still count.
             None => {
                 let list = js::get(&state, "members");
-                let users = Array::new();
                 if Array::is_array(&list) {
                     for member in Array::from(&list).iter() {
-                        users.push(&js::get(&member, "user"));
+                        let user = js::get(&member, "user");
+                        if let Some(presence) = wire(&user).and_then(UserPresence::decode) {
+                            users.push((presence, user));
+                        }
                     }
                 }
-                users.into()
             }
-        };
-        users.extend(client.cache.store_users(&members));
+        }
     }
     users
+}
+
+/// The session's verdict on a recovery answer's users (`taken`, in order), applied to `state.users` and the
+/// channels.
+pub fn settle_recovered(client: &ClientState, objects: Vec<(String, JsValue)>, taken: &[bool]) {
+    for ((id, object), taken) in objects.iter().zip(taken) {
+        settle_user(client, id, object, *taken);
+    }
 }
