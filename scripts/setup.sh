@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # Installs what building and testing need, skipping whatever is already there:
 # the wasm32 target, the wasm-bindgen CLI matching Cargo.lock, npm packages, (with --browser) Debian's Chromium
-# and ChromeDriver, and (with --wasm-pack) wasm-pack, which the normal build and tests do not need.
+# and ChromeDriver, (with --wasm-pack) wasm-pack, which the normal build and tests do not need, and (with --cluster)
+# Debian's redis-server and postgresql for cluster mode and its tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 want_browser=0
 want_wasm_pack=0
+want_cluster=0
 for arg in "$@"; do
   case "$arg" in
     --browser) want_browser=1 ;;
     --wasm-pack) want_wasm_pack=1 ;;
+    --cluster) want_cluster=1 ;;
     *) echo "setup.sh: unknown option $arg" >&2; exit 2 ;;
   esac
 done
@@ -49,4 +52,11 @@ fi
 if [ "$want_wasm_pack" = 1 ] && ! command -v wasm-pack >/dev/null; then
   step "installing wasm-pack (about 2 minutes)"
   cargo install wasm-pack --version "=0.15.1"
+fi
+
+if [ "$want_cluster" = 1 ] && { ! command -v redis-server >/dev/null || ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; }; then
+  step "installing redis-server and postgresql"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q redis-server postgresql
 fi

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bash scripts/setup.sh --browser
+bash scripts/setup.sh --browser --cluster
 
 step() { printf '\n==> %s\n' "$*"; }
 
@@ -26,8 +26,8 @@ node scripts/check-layout.mjs server/src src
 step "native tests"
 cargo test --workspace --no-fail-fast
 
-step "stream-chat SDK against presence-server"
-PRESENCE_SERVER_BIN=target/debug/presence-server timeout 300 node --test --test-timeout=60000 server/tests/sdk/
+step "stream-chat SDK against presence-server (one process, then three in cluster mode on a private Redis)"
+PRESENCE_SERVER_BIN=target/debug/presence-server timeout 420 node --test --test-timeout=120000 server/tests/sdk/
 
 step "load generator smoke (bench/loadgen against the server, a few hundred connections)"
 cargo build -p presence-loadgen

@@ -8,6 +8,7 @@
 
 pub mod auth;
 mod bus;
+mod cluster;
 mod error;
 mod http;
 mod hub;
@@ -25,6 +26,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use tower_http::services::ServeDir;
 
+pub use crate::cluster::ClusterSettings;
 pub use crate::error::{Error, ErrorKind};
 use crate::hub::Hub;
 pub use crate::state::AppState;
@@ -83,6 +85,33 @@ impl Service {
     /// in-process bus.
     pub fn open(settings: &Settings, db: &str) -> Result<Service, StoreError> {
         let (store, snapshot) = SqliteStore::open(db)?;
+        let (service, _) = Service::start(settings, Box::new(store), snapshot, None)?;
+        Ok(service)
+    }
+
+    /// [`Service::open`] as a node of the cluster on `cluster`'s Redis: connects, replays the cluster log over
+    /// the database and returns once this node is up to date with the others.
+    pub async fn open_cluster(
+        settings: &Settings,
+        db: &str,
+        cluster: &ClusterSettings,
+    ) -> Result<Service, String> {
+        let (store, snapshot) =
+            SqliteStore::open(db).map_err(|e| format!("cannot open database {db}: {e}"))?;
+        let node = cluster::Node::connect(cluster).await?;
+        let (service, hub) =
+            Service::start(settings, Box::new(store), snapshot, Some(Arc::clone(&node)))
+                .map_err(|e| e.to_string())?;
+        node.start(hub.log_sink()).await?;
+        Ok(service)
+    }
+
+    fn start(
+        settings: &Settings,
+        store: Box<dyn store::Store>,
+        snapshot: store::Snapshot,
+        node: Option<Arc<cluster::Node>>,
+    ) -> Result<(Service, Arc<Hub>), StoreError> {
         let (loaded_users, loaded_channels) = (snapshot.users.len(), snapshot.channels.len());
         let hub = Hub::start(
             presence::Config {
@@ -92,8 +121,9 @@ impl Service {
                 max_channels_per_user: settings.max_channels_per_user,
             },
             snapshot,
-            Box::new(store),
+            store,
             Arc::new(bus::local::LocalBus::default()),
+            node,
         )?;
         let state = AppState::new(
             settings.api_key.clone(),
@@ -101,14 +131,15 @@ impl Service {
             settings.ping_interval,
             settings.pong_timeout,
             settings.send_queue_bytes,
-            hub,
+            Arc::clone(&hub),
         );
-        Ok(Service {
+        let service = Service {
             state: Arc::new(state),
             static_dir: settings.static_dir.clone(),
             loaded_users,
             loaded_channels,
-        })
+        };
+        Ok((service, hub))
     }
 
     /// The router serving this service.

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use presence_server::{auth, Service, Settings};
+use presence_server::{auth, ClusterSettings, Service, Settings};
 
 #[derive(Parser)]
 #[command(
@@ -91,6 +91,26 @@ struct ServeArgs {
     /// Bytes of frames a connection may have queued before it is closed as too slow (4003).
     #[arg(long, env = "PRESENCE_SEND_QUEUE_BYTES", default_value_t = 1024 * 1024)]
     send_queue_bytes: usize,
+    /// Cluster mode: share presence, events and records with every other process on this Redis
+    /// (redis://HOST:PORT).
+    #[arg(long, env = "PRESENCE_REDIS_URL")]
+    redis_url: Option<String>,
+    /// This process's name in the cluster (letters, digits, `-`, `_`); random by default. A process started
+    /// again with the same id first ends the connections its predecessor left.
+    #[arg(long, env = "PRESENCE_NODE_ID", value_parser = parse_node_id)]
+    node_id: Option<String>,
+}
+
+fn parse_node_id(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err("expected 1 to 64 letters, digits, '-' or '_'".to_string())
+    }
 }
 
 /// Where the operator endpoints listen, if anywhere.
@@ -180,7 +200,24 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(settings, args.addr, args.admin_addr.0, args.db)) {
+    let cluster = match (args.redis_url, args.node_id) {
+        (Some(redis_url), node_id) => Some(ClusterSettings {
+            redis_url,
+            node_id: node_id.unwrap_or_else(uuid_node_id),
+        }),
+        (None, Some(_)) => {
+            eprintln!("presence-server: --node-id needs --redis-url");
+            return ExitCode::from(2);
+        }
+        (None, None) => None,
+    };
+    match runtime.block_on(run(
+        settings,
+        args.addr,
+        args.admin_addr.0,
+        args.db,
+        cluster,
+    )) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("presence-server: {e}");
@@ -189,14 +226,28 @@ fn serve(args: ServeArgs) -> ExitCode {
     }
 }
 
+/// A random node id: eight hex digits.
+fn uuid_node_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..8].to_string()
+}
+
 async fn run(
     settings: Settings,
     addr: SocketAddr,
     admin_addr: Option<SocketAddr>,
     db: String,
+    cluster: Option<ClusterSettings>,
 ) -> Result<(), String> {
-    let service =
-        Service::open(&settings, &db).map_err(|e| format!("cannot open database {db}: {e}"))?;
+    let service = match &cluster {
+        Some(cluster) => {
+            let service = Service::open_cluster(&settings, &db, cluster).await?;
+            tracing::info!(node = %cluster.node_id, "joined the cluster");
+            service
+        }
+        None => {
+            Service::open(&settings, &db).map_err(|e| format!("cannot open database {db}: {e}"))?
+        }
+    };
     tracing::info!(
         db = %db,
         users = service.loaded_users,

@@ -4,10 +4,11 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use presence_protocol::user::BUILT_IN_USER_FIELDS;
 use presence_protocol::{JsonMap, User};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// Who a request or connection acts as.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Caller {
     /// A server-side token: may do everything.
     Server,

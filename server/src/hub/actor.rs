@@ -6,6 +6,12 @@
 //! of what they did. Facts (a connection ended, a ping, a grace window ran out, shutdown) cannot be refused:
 //! they are applied again to the restored engine, and their writes (`last_active` stamps) wait for the next
 //! commit.
+//!
+//! In cluster mode the batch also holds entries of the cluster log, applied at the time the log gave them.
+//! They cannot be undone either (every node applies them): a failed commit leaves their writes waiting like
+//! the facts'. With a store the nodes share, a node commits only the writes of its own entries. Grace windows
+//! do not end on this node's clock: when one is due, the node asks for a `Timeout` entry (the primary node at
+//! once, the others a moment later if nobody did).
 
 use std::collections::HashMap;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -13,16 +19,21 @@ use std::sync::{Arc, RwLock};
 use std::thread;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use presence_protocol::codes::close_code;
 
 use crate::bus::Bus;
+use crate::cluster::{LogItem, LogPos, Node};
 use crate::model::Write;
 use crate::presence::{ConnId, Ending, Engine, View};
 use crate::store::{Store, StoreError};
 
 /// Most operations applied (and committed) together.
 const MAX_BATCH: usize = 1024;
+
+/// How long a node other than the primary waits past a due grace window before asking for its end, and how
+/// long any node waits before asking again.
+const TIMEOUT_BACKUP: TimeDelta = TimeDelta::seconds(1);
 
 /// Waits between the tries of a failing commit: three tries over about a second.
 const RETRY_DELAYS: [Duration; 2] = [Duration::from_millis(200), Duration::from_millis(600)];
@@ -47,6 +58,8 @@ pub(super) enum Fact {
 pub(super) enum Op {
     Fact(Fact),
     Request(Job),
+    /// Cluster mode: the next entry of the log.
+    Entry(Box<LogItem>),
 }
 
 /// What readers see: the view published after the last settled batch.
@@ -59,8 +72,14 @@ pub(super) struct Actor {
     pub view: ViewSlot,
     /// Commits that succeeded.
     pub commits: Arc<std::sync::atomic::AtomicU64>,
+    /// Cluster mode: this process in the cluster.
+    pub node: Option<Arc<Node>>,
+    /// Whether the store is shared by the nodes (each commits only its own entries' writes).
+    shared_store: bool,
     /// Writes of facts whose commit failed: committed before the next batch's writes.
     carry: Vec<Write>,
+    /// Cluster mode: when this node last asked for the end of due grace windows.
+    timeout_asked: Option<DateTime<Utc>>,
 }
 
 impl Actor {
@@ -70,15 +89,38 @@ impl Actor {
         bus: Arc<dyn Bus>,
         view: ViewSlot,
         commits: Arc<std::sync::atomic::AtomicU64>,
+        node: Option<Arc<Node>>,
     ) -> Actor {
+        let shared_store = store.shared();
         Actor {
             engine,
             store,
             bus,
             view,
             commits,
+            node,
+            shared_store,
             carry: Vec::new(),
+            timeout_asked: None,
         }
+    }
+
+    /// When the engine next needs its clock: the end of the earliest grace window, or in cluster mode when
+    /// this node should ask for it to be ended.
+    fn next_deadline(&self) -> Option<DateTime<Utc>> {
+        let due = self.engine.poll_timeout()?;
+        let Some(node) = &self.node else {
+            return Some(due);
+        };
+        let mut at = if node.is_primary() {
+            due
+        } else {
+            due + TIMEOUT_BACKUP
+        };
+        if let Some(asked) = self.timeout_asked {
+            at = at.max(asked + TIMEOUT_BACKUP);
+        }
+        Some(at)
     }
 
     /// Starts the thread; it ends once every sender of `ops` is gone.
@@ -92,7 +134,7 @@ impl Actor {
     fn run(mut self, ops: Receiver<Op>) {
         loop {
             // Sleep until the next operation, or until the next grace window ends.
-            let first = match self.engine.poll_timeout() {
+            let first = match self.next_deadline() {
                 Some(at) => {
                     let wait = (at - Utc::now()).to_std().unwrap_or_default();
                     match ops.recv_timeout(wait) {
@@ -107,12 +149,18 @@ impl Actor {
                 },
             };
             let mut batch = Vec::new();
-            if self
-                .engine
-                .poll_timeout()
-                .is_some_and(|at| at <= Utc::now())
-            {
-                batch.push(Op::Fact(Fact::Timeout));
+            let now = Utc::now();
+            if self.next_deadline().is_some_and(|at| at <= now) {
+                match &self.node {
+                    Some(node) => {
+                        node.request_timeout();
+                        self.timeout_asked = Some(now);
+                    }
+                    None => batch.push(Op::Fact(Fact::Timeout)),
+                }
+            }
+            if batch.is_empty() && first.is_none() {
+                continue;
             }
             batch.extend(first);
             while batch.len() < MAX_BATCH {
@@ -132,6 +180,8 @@ impl Actor {
                 self.bus.detach(conn);
             }
             Fact::HealthCheck(conn) => self.engine.health_check(conn, now),
+            // A node leaving the cluster ends its connections through the log; here they are only closed.
+            Fact::Shutdown if self.node.is_some() => {}
             Fact::Shutdown => self.engine.shutdown(now),
             Fact::Timeout => self.engine.handle_timeout(now),
         }
@@ -142,6 +192,10 @@ impl Actor {
         let before = self.engine.clone();
         let mut facts = Vec::new();
         let mut replies = Vec::new();
+        let mut answers = Vec::new();
+        let mut applied: Option<LogPos> = None;
+        let carried = self.carry.len();
+        let mut writes = std::mem::take(&mut self.carry);
         for op in batch {
             let now = Utc::now();
             match op {
@@ -150,15 +204,31 @@ impl Actor {
                     facts.push((fact, now));
                 }
                 Op::Request(job) => replies.push(job(&mut self.engine, now)),
+                Op::Entry(item) => {
+                    let LogItem { pos, entry, waiter } = *item;
+                    applied = Some(pos);
+                    let Some(entry) = entry else {
+                        continue;
+                    };
+                    // Writes so far belong to the facts and requests before this entry.
+                    writes.extend(self.engine.poll_writes());
+                    let outcome = entry.command.apply(&mut self.engine, &*self.bus, entry.now);
+                    let own = self.node.as_ref().is_some_and(|n| n.id() == entry.origin);
+                    let entry_writes = self.engine.poll_writes();
+                    if own || !self.shared_store {
+                        writes.extend(entry_writes);
+                    }
+                    if let Some(waiter) = waiter {
+                        answers.push((waiter, outcome));
+                    }
+                }
             }
         }
-        let carried = self.carry.len();
-        let mut writes = std::mem::take(&mut self.carry);
         writes.extend(self.engine.poll_writes());
         let mut deliveries = self.engine.poll_deliveries();
         let failure = self.commit(&writes).err();
         if failure.is_some() {
-            if !replies.is_empty() {
+            if !replies.is_empty() && applied.is_none() {
                 // Undo the batch, then apply its facts again: they happened whether or not the requests did.
                 self.engine = before;
                 writes.truncate(carried);
@@ -168,7 +238,7 @@ impl Actor {
                 writes.extend(self.engine.poll_writes());
                 deliveries = self.engine.poll_deliveries();
             }
-            // What is left is the facts' writes: they wait for the next commit.
+            // What is left is the facts' (and log entries') writes: they wait for the next commit.
             self.carry = compact(writes);
         }
         let view = Arc::new(self.engine.view());
@@ -176,8 +246,14 @@ impl Actor {
         if !deliveries.is_empty() {
             self.bus.publish(deliveries);
         }
+        if let (Some(node), Some(pos)) = (&self.node, applied) {
+            node.set_applied(pos);
+        }
         for reply in replies {
             reply(failure.as_ref());
+        }
+        for (waiter, outcome) in answers {
+            waiter(outcome, failure.as_ref());
         }
         if facts.iter().any(|(f, _)| matches!(f, Fact::Shutdown)) {
             self.bus.close_all(close_code::GOING_AWAY);

@@ -3,12 +3,18 @@
 //! writes are committed. Callers queue an operation and wait for its answer. Queries filter, sort and serialize
 //! on the read view the thread publishes after each batch, on tokio's blocking pool; only subscribing the
 //! caller's connection to the page they return goes through the thread.
+//!
+//! In cluster mode every state-changing operation becomes a [`command::Command`] appended to the cluster log
+//! instead: the thread applies the log's entries in order, and an operation is answered when this node applies
+//! its own entry. Health checks stay local (they only refresh `last_active`). Queries first wait until this
+//! node has applied what the log held when they arrived, so they see every write acknowledged anywhere.
 
 mod actor;
+pub(crate) mod command;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, RwLock};
+use std::sync::{mpsc, Arc, Mutex, RwLock};
 
 use chrono::{DateTime, Utc};
 use presence_protocol::codes::close_code;
@@ -19,7 +25,9 @@ use presence_protocol::{
 use tokio::sync::oneshot;
 
 use self::actor::{Actor, Fact, Job, Op, Reply, ViewSlot};
+use self::command::{conn_prefix, Command, Outcome};
 use crate::bus::{Bus, Outlet};
+use crate::cluster::{LogItem, Node};
 use crate::error::Error;
 use crate::model::Caller;
 use crate::presence::{self, ConnId, Ending, Engine, View};
@@ -42,6 +50,8 @@ pub struct Hub {
     /// Unpinned queries are CPU-bound: at most one fewer at a time than there are cores, so the hub thread and
     /// the sockets always keep a core (pings are answered while queries queue).
     query_slots: Arc<tokio::sync::Semaphore>,
+    /// Cluster mode: this process in the cluster.
+    node: Option<Arc<Node>>,
 }
 
 /// How many view queries may run at once: one fewer than the cores, at least one.
@@ -61,13 +71,32 @@ fn hub_gone(operation: &str) -> Error {
     Error::internal("the server is shutting down").in_operation(operation)
 }
 
+fn mismatch(operation: &str) -> Error {
+    Error::internal("unexpected outcome").in_operation(operation)
+}
+
+impl Outcome {
+    /// The outcome, or the error the operation ended with.
+    fn checked(self) -> Result<Outcome, Error> {
+        match self {
+            Outcome::Connected(Err(e))
+            | Outcome::Users(Err(e))
+            | Outcome::Channel(Err(e))
+            | Outcome::Done(Err(e)) => Err(e),
+            ok => Ok(ok),
+        }
+    }
+}
+
 impl Hub {
-    /// A hub over `snapshot`, with its thread running.
+    /// A hub over `snapshot`, with its thread running; in cluster mode (`node`), the thread also applies the
+    /// cluster log once [`Node::start`] runs.
     pub fn start(
         config: presence::Config,
         snapshot: Snapshot,
         store: Box<dyn Store>,
         bus: Arc<dyn Bus>,
+        node: Option<Arc<Node>>,
     ) -> Result<Arc<Hub>, StoreError> {
         let engine = Engine::new(config, snapshot.users, snapshot.channels);
         let view: ViewSlot = Arc::new(RwLock::new(Arc::new(engine.view())));
@@ -79,6 +108,7 @@ impl Hub {
             Arc::clone(&bus),
             Arc::clone(&view),
             Arc::clone(&commits),
+            node.clone(),
         )
         .spawn(rx)
         .map_err(|e| StoreError::Open(Arc::new(e)))?;
@@ -88,7 +118,48 @@ impl Hub {
             bus,
             commits,
             query_slots: Arc::new(tokio::sync::Semaphore::new(query_parallelism())),
+            node,
         }))
+    }
+
+    /// Cluster mode: where the log's entries go (the hub's thread).
+    pub fn log_sink(&self) -> crate::cluster::Sink {
+        let ops = Mutex::new(self.ops.clone());
+        Arc::new(move |item: LogItem| {
+            let _ = ops
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .send(Op::Entry(Box::new(item)));
+        })
+    }
+
+    /// Runs `command`: through the cluster log in cluster mode, otherwise on the thread like any request.
+    async fn run(&self, operation: &'static str, command: Command) -> Result<Outcome, Error> {
+        let Some(node) = &self.node else {
+            let bus = Arc::clone(&self.bus);
+            return self
+                .request(operation, move |engine, now| {
+                    command.apply(engine, &*bus, now).checked()
+                })
+                .await;
+        };
+        let (tx, rx) = oneshot::channel();
+        node.submit(
+            command,
+            Box::new(move |outcome, _| {
+                let _ = tx.send(outcome);
+            }),
+        )
+        .await
+        .map_err(|e| e.in_operation(operation))?;
+        rx.await.map_err(|_| hub_gone(operation))?.checked()
+    }
+
+    /// In cluster mode, waits until this node has applied every write acknowledged anywhere so far.
+    async fn catch_up(&self) {
+        if let Some(node) = &self.node {
+            node.catch_up().await;
+        }
     }
 
     /// Runs `query` on a blocking thread, once a query slot is free unless it is `cheap`.
@@ -179,6 +250,11 @@ impl Hub {
         outlet: Arc<Outlet>,
     ) -> Result<ConnId, Error> {
         const OP: &str = "Connect";
+        if let Some(node) = &self.node {
+            return self
+                .connect_in_cluster(node, user_id, details, outlet)
+                .await;
+        }
         let id: ConnId = uuid::Uuid::new_v4().to_string().into();
         let (tx, rx) = oneshot::channel();
         let (user_id, details) = (user_id.to_string(), details.clone());
@@ -221,9 +297,65 @@ impl Hub {
         Ok(id)
     }
 
+    /// [`Hub::connect`] through the cluster log: the connection's id names this node, and the user's
+    /// connections that may give way are those this node holds that missed a pong.
+    async fn connect_in_cluster(
+        &self,
+        node: &Arc<Node>,
+        user_id: &str,
+        details: &JsonMap,
+        outlet: Arc<Outlet>,
+    ) -> Result<ConnId, Error> {
+        const OP: &str = "Connect";
+        let id: ConnId = format!("{}{}", conn_prefix(node.id()), uuid::Uuid::new_v4()).into();
+        let replaceable = self.bus.missed_pong(&self.view().connections_of(user_id));
+        // Attached first, so the connection's first frame finds it; nothing reaches it before its entry.
+        self.bus.attach(Arc::clone(&id), outlet);
+        let command = Command::Connect {
+            conn: Arc::clone(&id),
+            user_id: user_id.to_string(),
+            details: details.clone(),
+            replaceable,
+        };
+        let (tx, rx) = oneshot::channel();
+        let (bus, conn, waiting) = (Arc::clone(&self.bus), Arc::clone(&id), Arc::clone(node));
+        let submitted = node
+            .submit(
+                command,
+                Box::new(move |outcome, _| {
+                    let registered = matches!(outcome, Outcome::Connected(Ok(_)));
+                    if !registered {
+                        bus.detach(&conn);
+                    }
+                    if tx.send(outcome).is_err() && registered {
+                        // Nobody serves the socket any more: end the connection again.
+                        waiting.submit_fact(Command::Disconnect {
+                            conn,
+                            ending: Ending::Abnormal,
+                        });
+                    }
+                }),
+            )
+            .await;
+        if let Err(e) = submitted {
+            self.bus.detach(&id);
+            return Err(e.in_operation(OP));
+        }
+        match rx.await.map_err(|_| hub_gone(OP))?.checked()? {
+            Outcome::Connected(_) => Ok(id),
+            _ => Err(mismatch(OP)),
+        }
+    }
+
     /// Forgets a connection (see [`Engine::disconnect`]).
     pub fn disconnect(&self, conn: &ConnId, ending: Ending) {
-        self.fact(Fact::Disconnect(Arc::clone(conn), ending));
+        match &self.node {
+            Some(node) => node.submit_fact(Command::Disconnect {
+                conn: Arc::clone(conn),
+                ending,
+            }),
+            None => self.fact(Fact::Disconnect(Arc::clone(conn), ending)),
+        }
     }
 
     /// A client `health.check`.
@@ -231,9 +363,25 @@ impl Hub {
         self.fact(Fact::HealthCheck(Arc::clone(conn)));
     }
 
-    /// Closes every connection for shutdown (1001), stamping `last_active` of everyone connected.
-    pub fn shutdown(&self) {
-        self.fact(Fact::Shutdown);
+    /// Closes every connection for shutdown (1001), stamping `last_active` of everyone connected. In cluster
+    /// mode this node first leaves the cluster: its connections end on every node (for a second at most
+    /// while Redis is away).
+    pub fn shutdown(self: &Arc<Self>) {
+        let Some(node) = self.node.clone() else {
+            self.fact(Fact::Shutdown);
+            return;
+        };
+        let hub = Arc::clone(self);
+        tokio::spawn(async move {
+            let leave = hub.run(
+                "Shutdown",
+                Command::NodeDown {
+                    node: node.id().to_string(),
+                },
+            );
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), leave).await;
+            hub.fact(Fact::Shutdown);
+        });
     }
 
     // ----- REST operations: each answers once its writes are durable -----
@@ -243,11 +391,15 @@ impl Hub {
         caller: &Caller,
         users: &BTreeMap<String, JsonMap>,
     ) -> Result<BTreeMap<String, User>, Error> {
-        let (caller, users) = (caller.clone(), users.clone());
-        self.request("UpdateUsers", move |engine, now| {
-            engine.upsert_users(&caller, &users, now)
-        })
-        .await
+        const OP: &str = "UpdateUsers";
+        let command = Command::UpsertUsers {
+            caller: caller.clone(),
+            users: users.clone(),
+        };
+        match self.run(OP, command).await? {
+            Outcome::Users(users) => users,
+            _ => Err(mismatch(OP)),
+        }
     }
 
     pub async fn partial_update_users(
@@ -255,11 +407,15 @@ impl Hub {
         caller: &Caller,
         updates: &[PartialUserUpdate],
     ) -> Result<BTreeMap<String, User>, Error> {
-        let (caller, updates) = (caller.clone(), updates.to_vec());
-        self.request("UpdateUsersPartial", move |engine, now| {
-            engine.partial_update_users(&caller, &updates, now)
-        })
-        .await
+        const OP: &str = "UpdateUsersPartial";
+        let command = Command::PartialUpdateUsers {
+            caller: caller.clone(),
+            updates: updates.to_vec(),
+        };
+        match self.run(OP, command).await? {
+            Outcome::Users(users) => users,
+            _ => Err(mismatch(OP)),
+        }
     }
 
     /// Filters, sorts and pages on the last committed view, off the runtime's workers; with `presence`, the
@@ -273,16 +429,21 @@ impl Hub {
         const OP: &str = "QueryUsers";
         let pinned = View::pins_user_ids(&payload.filter_conditions);
         let (who, query) = (caller.clone(), payload.clone());
+        self.catch_up().await;
         let users = self
             .on_view(OP, pinned, move |view| view.query_users(&who, &query))
             .await??;
         match conn_id {
             Some(conn) if payload.presence => {
-                let (caller, conn) = (caller.clone(), conn.to_string());
-                self.request(OP, move |engine, _| {
-                    Ok(engine.follow_users(&caller, Some(&conn), users))
-                })
-                .await
+                let command = Command::FollowUsers {
+                    caller: caller.clone(),
+                    conn: conn.to_string(),
+                    ids: users.iter().map(|u| u.id.clone()).collect(),
+                };
+                match self.run(OP, command).await? {
+                    Outcome::Followed(followed) => Ok(followed.unwrap_or(users)),
+                    _ => Err(mismatch(OP)),
+                }
             }
             _ => Ok(users),
         }
@@ -296,20 +457,18 @@ impl Hub {
         channel_id: Option<&str>,
         req: &ChannelQueryRequest,
     ) -> Result<ChannelStateResponse, Error> {
-        let (caller, conn_id) = (caller.clone(), conn_id.map(str::to_string));
-        let (channel_type, channel_id) = (channel_type.to_string(), channel_id.map(str::to_string));
-        let req = req.clone();
-        self.request("GetOrCreateChannel", move |engine, now| {
-            engine.query_channel(
-                &caller,
-                conn_id.as_deref(),
-                &channel_type,
-                channel_id.as_deref(),
-                &req,
-                now,
-            )
-        })
-        .await
+        const OP: &str = "GetOrCreateChannel";
+        let command = Command::QueryChannel {
+            caller: caller.clone(),
+            conn_id: conn_id.map(str::to_string),
+            channel_type: channel_type.to_string(),
+            channel_id: channel_id.map(str::to_string),
+            req: req.clone(),
+        };
+        match self.run(OP, command).await? {
+            Outcome::Channel(state) => state.map(|s| *s),
+            _ => Err(mismatch(OP)),
+        }
     }
 
     /// Filters, sorts and pages on the last committed view, off the runtime's workers; then watches the page
@@ -322,14 +481,19 @@ impl Hub {
     ) -> Result<Vec<ChannelStateResponse>, Error> {
         const OP: &str = "QueryChannels";
         let (who, query) = (caller.clone(), req.clone());
+        self.catch_up().await;
         let page = self
             .on_view(OP, false, move |view| view.select_channels(&who, &query))
             .await??;
-        let (caller, conn_id) = (caller.clone(), conn_id.map(str::to_string));
-        self.request(OP, move |engine, now| {
-            Ok(engine.channel_states(&caller, conn_id.as_deref(), &page, now))
-        })
-        .await
+        let command = Command::ChannelStates {
+            caller: caller.clone(),
+            conn_id: conn_id.map(str::to_string),
+            page,
+        };
+        match self.run(OP, command).await? {
+            Outcome::Channels(states) => Ok(states),
+            _ => Err(mismatch(OP)),
+        }
     }
 
     pub async fn stop_watching(
@@ -338,10 +502,15 @@ impl Hub {
         conn_id: Option<&str>,
         cid: &str,
     ) -> Result<(), Error> {
-        let (caller, conn_id, cid) = (caller.clone(), conn_id.map(str::to_string), cid.to_string());
-        self.request("StopWatchingChannel", move |engine, now| {
-            engine.stop_watching(&caller, conn_id.as_deref(), &cid, now)
-        })
-        .await
+        const OP: &str = "StopWatchingChannel";
+        let command = Command::StopWatching {
+            caller: caller.clone(),
+            conn_id: conn_id.map(str::to_string),
+            cid: cid.to_string(),
+        };
+        match self.run(OP, command).await? {
+            Outcome::Done(done) => done,
+            _ => Err(mismatch(OP)),
+        }
     }
 }

@@ -37,6 +37,15 @@ impl Connections {
         self.owners.contains_key(conn)
     }
 
+    /// The open connections whose id starts with `prefix`.
+    pub fn with_prefix(&self, prefix: &str) -> Vec<ConnId> {
+        self.owners
+            .keys()
+            .filter(|id| id.starts_with(prefix))
+            .cloned()
+            .collect()
+    }
+
     pub fn len(&self) -> usize {
         self.owners.len()
     }

@@ -41,7 +41,7 @@ use self::limits::ChannelQuota;
 use self::linger::LingeringWatches;
 pub use self::types::{Config, ConnId, Delivery, Ending};
 use self::users::Users;
-pub use self::view::View;
+pub use self::view::{ChannelPage, View};
 
 /// The whole state. Cloning it is O(1) (persistent maps); the clone shares everything until either side changes.
 #[derive(Clone)]
@@ -259,6 +259,18 @@ impl Engine {
             }
             self.settle_presence(&user_id, now);
         }
+    }
+
+    /// Ends, as closed by their clients, every connection whose id starts with `prefix` (those of a server
+    /// process that is gone: its users go offline at once, their watches end); returns them.
+    pub fn disconnect_prefixed(&mut self, prefix: &str, now: DateTime<Utc>) -> Vec<ConnId> {
+        let mut gone = self.conns.with_prefix(prefix);
+        // In id order, so every process that applies this ends them in the same order.
+        gone.sort();
+        for conn in &gone {
+            self.disconnect(conn, Ending::Explicit, now);
+        }
+        gone
     }
 
     /// When a grace window opened at `now` ends; None when there is none.

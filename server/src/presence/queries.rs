@@ -178,17 +178,28 @@ impl Engine {
         conn_id: Option<&str>,
         users: Vec<User>,
     ) -> Vec<User> {
-        let Some(conn) = self.subscribable_conn(caller, conn_id) else {
-            return users;
-        };
+        let ids: Vec<String> = users.iter().map(|u| u.id.clone()).collect();
+        self.follow_user_ids(caller, conn_id, &ids).unwrap_or(users)
+    }
+
+    /// The caller's connection follows the presence of each of `ids`; the users as they are now, or None when
+    /// the connection may not subscribe (nothing changed then).
+    pub fn follow_user_ids(
+        &mut self,
+        caller: &Caller,
+        conn_id: Option<&str>,
+        ids: &[String],
+    ) -> Option<Vec<User>> {
+        let conn = self.subscribable_conn(caller, conn_id)?;
         let viewer = caller_user(caller);
-        users
-            .iter()
-            .filter_map(|user| {
-                self.follows.follow(&conn, &user.id);
-                self.users.get(&user.id).map(|entry| entry.view_for(viewer))
-            })
-            .collect()
+        Some(
+            ids.iter()
+                .filter_map(|id| {
+                    self.follows.follow(&conn, id);
+                    self.users.get(id).map(|entry| entry.view_for(viewer))
+                })
+                .collect(),
+        )
     }
 
     /// The channels of `page` as the caller sees them now, watched first if the page asks for it.

@@ -4,6 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 /// Identifies one connection.
 pub type ConnId = Arc<str>;
 
@@ -15,7 +17,7 @@ pub struct Delivery {
 }
 
 /// How a connection ended, as far as presence is concerned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Ending {
     /// The client closed with 1000 (`disconnectUser`): offline at once.
     Explicit,

@@ -1,7 +1,10 @@
 //! A read-only copy of users and channels as of some moment, O(1) to take (the maps are persistent): queries
 //! filter, sort and serialize on it without holding up the engine.
 
+use serde::{Deserialize, Serialize};
+
 use crate::presence::channels::Channels;
+use crate::presence::types::ConnId;
 use crate::presence::users::Users;
 
 #[derive(Clone, Default)]
@@ -32,6 +35,14 @@ impl View {
             .is_ok_and(|f| f.id_candidates().is_some())
     }
 
+    /// The user's open connections when the view was taken, oldest first.
+    pub fn connections_of(&self, user_id: &str) -> Vec<ConnId> {
+        self.users
+            .get(user_id)
+            .map(|u| u.conns().to_vec())
+            .unwrap_or_default()
+    }
+
     /// Users peers saw online when the view was taken.
     pub fn online_users(&self) -> usize {
         self.users.online()
@@ -39,7 +50,7 @@ impl View {
 }
 
 /// The channels a `queryChannels` selected on a view, and what the caller asked to do with them.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ChannelPage {
     pub cids: Vec<String>,
     pub watch: bool,

@@ -22,6 +22,11 @@ pub trait Store: Send + 'static {
     /// Applies `writes` in order as one transaction: when this returns `Ok` all of them are durable, after an
     /// `Err` none of them is applied.
     fn commit(&mut self, writes: &[Write]) -> Result<(), StoreError>;
+
+    /// Whether other server processes commit to the same data (then each commits only its own writes).
+    fn shared(&self) -> bool {
+        false
+    }
 }
 
 /// A storage failure.

@@ -1,0 +1,157 @@
+//! The cluster log on Redis: one stream entry per state change (`n` the node that appended it, `s` its
+//! sequence number there, `c` the command as JSON), appended with `XADD` and read in order with `XREAD BLOCK`.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use redis::aio::ConnectionManager;
+use redis::streams::{StreamId, StreamRangeReply, StreamReadReply};
+
+use crate::hub::command::{Command, Entry, Waiter};
+
+/// The stream's key.
+pub const LOG_KEY: &str = "presence:log";
+
+/// How many entries the stream keeps (about): enough for a node that starts to replay what it missed.
+const LOG_MAX_LEN: u64 = 1_000_000;
+
+/// How long one read waits for new entries before asking again.
+pub const BLOCK: Duration = Duration::from_secs(2);
+
+/// Entries read at once.
+const READ_COUNT: usize = 1024;
+
+/// A stream entry id: milliseconds (the Redis server's clock when it was appended), then a sequence number.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct LogPos(u64, u64);
+
+impl LogPos {
+    fn parse(id: &str) -> Option<LogPos> {
+        let (ms, seq) = id.split_once('-')?;
+        Some(LogPos(ms.parse().ok()?, seq.parse().ok()?))
+    }
+
+    pub fn time(self) -> DateTime<Utc> {
+        i64::try_from(self.0)
+            .ok()
+            .and_then(DateTime::from_timestamp_millis)
+            .unwrap_or(DateTime::<Utc>::MAX_UTC)
+    }
+
+    fn id(self) -> String {
+        format!("{}-{}", self.0, self.1)
+    }
+}
+
+/// One entry read from the log, for the hub thread: `entry` is None when it could not be decoded (it is
+/// skipped, but its position still counts as applied).
+pub struct LogItem {
+    pub pos: LogPos,
+    pub entry: Option<Entry>,
+    /// The caller waiting on it, when this node appended it.
+    pub waiter: Option<Waiter>,
+}
+
+pub async fn append(
+    redis: &mut ConnectionManager,
+    node: &str,
+    seq: u64,
+    command: &Command,
+) -> Result<(), redis::RedisError> {
+    let json = serde_json::to_string(command).map_err(|e| {
+        redis::RedisError::from((
+            redis::ErrorKind::Client,
+            "cannot encode a command",
+            e.to_string(),
+        ))
+    })?;
+    redis::cmd("XADD")
+        .arg(LOG_KEY)
+        .arg("MAXLEN")
+        .arg("~")
+        .arg(LOG_MAX_LEN)
+        .arg("*")
+        .arg("n")
+        .arg(node)
+        .arg("s")
+        .arg(seq)
+        .arg("c")
+        .arg(json)
+        .query_async::<String>(redis)
+        .await
+        .map(|_| ())
+}
+
+/// The position of the log's last entry, if it has any.
+pub async fn last_pos(redis: &mut ConnectionManager) -> Result<Option<LogPos>, redis::RedisError> {
+    let reply: StreamRangeReply = redis::cmd("XREVRANGE")
+        .arg(LOG_KEY)
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(1)
+        .query_async(redis)
+        .await?;
+    Ok(reply.ids.first().and_then(|e| LogPos::parse(&e.id)))
+}
+
+/// An entry as stored: who appended it, its sequence number there, the command.
+pub struct RawEntry {
+    pub origin: String,
+    pub seq: u64,
+    pub command: Command,
+}
+
+/// Reads the log from its start, handing each entry to `on_entry` in order (None when it cannot be decoded),
+/// forever; waits and reads on while Redis is away (a restarted Redis with an empty stream gives ids past the
+/// last one read, so nothing is skipped or read twice).
+pub async fn read(
+    mut redis: ConnectionManager,
+    mut on_entry: impl FnMut(LogPos, Option<RawEntry>),
+) {
+    let mut last = LogPos::default();
+    loop {
+        let reply: Result<Option<StreamReadReply>, _> = redis::cmd("XREAD")
+            .arg("COUNT")
+            .arg(READ_COUNT)
+            .arg("BLOCK")
+            .arg(BLOCK.as_millis() as u64)
+            .arg("STREAMS")
+            .arg(LOG_KEY)
+            .arg(last.id())
+            .query_async(&mut redis)
+            .await;
+        match reply {
+            Ok(Some(reply)) => {
+                for key in reply.keys {
+                    for raw in key.ids {
+                        let Some(pos) = LogPos::parse(&raw.id) else {
+                            continue;
+                        };
+                        last = pos;
+                        on_entry(pos, decode(&raw));
+                    }
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the cluster log; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
+fn decode(raw: &StreamId) -> Option<RawEntry> {
+    let entry = (|| {
+        Some(RawEntry {
+            origin: raw.get("n")?,
+            seq: raw.get("s")?,
+            command: serde_json::from_str(&raw.get::<String>("c")?).ok()?,
+        })
+    })();
+    if entry.is_none() {
+        tracing::warn!(id = %raw.id, "skipping a cluster log entry that cannot be decoded");
+    }
+    entry
+}

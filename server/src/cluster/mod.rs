@@ -1,0 +1,236 @@
+//! Cluster mode: several server processes ("nodes") on one Redis run the same engine state by applying the
+//! same ordered log of [`Command`]s. The log is a Redis stream: a node appends each state-changing operation of
+//! its own (`XADD`), every node reads the stream in order (`XREAD BLOCK`) and hands each entry to its hub
+//! thread, and the node an entry came from answers its waiting caller when it applies it. The entry's stream id
+//! gives its time, so every node applies it at the same `now`. Each node delivers only to the connections it
+//! holds; membership and node death are in [`membership`].
+
+mod log;
+mod membership;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::runtime::Handle;
+use tokio::sync::watch;
+
+use self::log::RawEntry;
+pub use self::log::{LogItem, LogPos};
+use crate::error::Error;
+use crate::hub::command::{Command, Entry, Waiter};
+
+/// Where a node finds the others.
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    pub redis_url: String,
+    pub node_id: String,
+}
+
+/// How long a query waits for this node to apply what the log held when the query arrived.
+const CATCH_UP_BUDGET: Duration = Duration::from_secs(5);
+
+/// Waits between tries of an append that must not be lost (a connection ended, a grace window ran out).
+const APPEND_RETRY: Duration = Duration::from_millis(500);
+
+/// Receives each entry read from the log, in order.
+pub type Sink = Arc<dyn Fn(LogItem) + Send + Sync>;
+
+/// This process as a member of the cluster.
+pub struct Node {
+    id: String,
+    client: redis::Client,
+    /// Appends, heartbeats and reads of the log's end; reconnects by itself.
+    redis: ConnectionManager,
+    runtime: Handle,
+    next_seq: AtomicU64,
+    /// Callers of this node's entries not yet applied, by the entry's sequence number.
+    waiters: Mutex<HashMap<u64, Waiter>>,
+    /// The last entry the hub thread has applied and published.
+    applied: watch::Sender<LogPos>,
+    /// Whether this node has the lowest id among the live ones: it appends the end of grace windows; the
+    /// others only when it has not done so a moment later.
+    primary: Arc<AtomicBool>,
+    /// Nodes that appended entries and have not been declared gone since.
+    known: Arc<Mutex<HashSet<String>>>,
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn unavailable(e: &redis::RedisError) -> Error {
+    Error::internal(format!("the cluster log (Redis) is unavailable: {e}"))
+}
+
+impl Node {
+    /// Connects to Redis.
+    pub async fn connect(settings: &ClusterSettings) -> Result<Arc<Node>, String> {
+        let client = redis::Client::open(settings.redis_url.as_str())
+            .map_err(|e| format!("bad --redis-url: {e}"))?;
+        let redis = ConnectionManager::new_with_config(client.clone(), manager_config(None))
+            .await
+            .map_err(|e| format!("cannot reach Redis at {}: {e}", settings.redis_url))?;
+        Ok(Arc::new(Node {
+            id: settings.node_id.clone(),
+            client,
+            redis,
+            runtime: Handle::current(),
+            next_seq: AtomicU64::new(1),
+            waiters: Mutex::new(HashMap::new()),
+            applied: watch::Sender::new(LogPos::default()),
+            primary: Arc::new(AtomicBool::new(true)),
+            known: Arc::new(Mutex::new(HashSet::new())),
+        }))
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Starts reading the log into `sink` (from its first entry) and the heartbeat; then announces this node,
+    /// ending whatever connections an earlier process with the same id left in the log, and returns once
+    /// everything the log held is applied.
+    pub async fn start(self: &Arc<Self>, sink: Sink) -> Result<(), String> {
+        membership::beat(&mut self.redis.clone(), &self.id)
+            .await
+            .map_err(|e| format!("cannot register in Redis: {e}"))?;
+        let reader = ConnectionManager::new_with_config(
+            self.client.clone(),
+            manager_config(Some(log::BLOCK + Duration::from_secs(5))),
+        )
+        .await
+        .map_err(|e| format!("cannot reach Redis: {e}"))?;
+        let node = Arc::clone(self);
+        self.runtime.spawn(log::read(reader, move |pos, raw| {
+            sink(node.log_item(pos, raw))
+        }));
+        let node = Arc::clone(self);
+        self.runtime.spawn(membership::run(
+            self.redis.clone(),
+            self.id.clone(),
+            Arc::clone(&self.known),
+            Arc::clone(&self.primary),
+            move |gone| node.submit_fact(Command::NodeDown { node: gone }),
+        ));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let node = self.id.clone();
+        self.submit(
+            Command::NodeDown { node },
+            Box::new(move |_, _| {
+                let _ = tx.send(());
+            }),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        rx.await
+            .map_err(|_| "the hub stopped while catching up with the log".to_string())
+    }
+
+    /// Appends `command`; `waiter` is called once this node has applied it. Fails when Redis cannot be reached.
+    pub async fn submit(&self, command: Command, waiter: Waiter) -> Result<(), Error> {
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        lock(&self.waiters).insert(seq, waiter);
+        if let Err(e) = log::append(&mut self.redis.clone(), &self.id, seq, &command).await {
+            lock(&self.waiters).remove(&seq);
+            return Err(unavailable(&e));
+        }
+        Ok(())
+    }
+
+    /// Appends `command`, which nobody waits for, trying again until Redis takes it.
+    pub fn submit_fact(self: &Arc<Self>, command: Command) {
+        let node = Arc::clone(self);
+        self.runtime.spawn(async move {
+            let mut redis = node.redis.clone();
+            loop {
+                let seq = node.next_seq.fetch_add(1, Ordering::Relaxed);
+                match log::append(&mut redis, &node.id, seq, &command).await {
+                    Ok(()) => return,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot append to the cluster log; retrying");
+                        tokio::time::sleep(APPEND_RETRY).await;
+                    }
+                }
+            }
+        });
+    }
+
+    /// Asks for the end of the grace windows due now.
+    pub fn request_timeout(self: &Arc<Self>) {
+        self.submit_fact(Command::Timeout);
+    }
+
+    pub fn is_primary(&self) -> bool {
+        self.primary.load(Ordering::Relaxed)
+    }
+
+    /// An entry read from the log, for the hub thread, with its waiter if this node appended it. Keeps track
+    /// of the nodes the log names.
+    fn log_item(&self, pos: LogPos, raw: Option<RawEntry>) -> LogItem {
+        let Some(RawEntry {
+            origin,
+            seq,
+            command,
+        }) = raw
+        else {
+            return LogItem {
+                pos,
+                entry: None,
+                waiter: None,
+            };
+        };
+        match &command {
+            Command::NodeDown { node } => {
+                lock(&self.known).remove(node);
+            }
+            _ if origin != self.id && !lock(&self.known).contains(&origin) => {
+                lock(&self.known).insert(origin.clone());
+            }
+            _ => {}
+        }
+        let waiter = (origin == self.id)
+            .then(|| lock(&self.waiters).remove(&seq))
+            .flatten();
+        LogItem {
+            pos,
+            entry: Some(Entry {
+                origin,
+                now: pos.time(),
+                command,
+            }),
+            waiter,
+        }
+    }
+
+    /// Called by the hub thread once everything up to `pos` is applied and visible.
+    pub fn set_applied(&self, pos: LogPos) {
+        self.applied.send_if_modified(|at| {
+            let newer = pos > *at;
+            if newer {
+                *at = pos;
+            }
+            newer
+        });
+    }
+
+    /// Waits until this node has applied every entry the log held when called, so a read here sees every write
+    /// another node acknowledged before (one Redis round trip). Gives up after a few seconds (or when Redis is
+    /// down), answering from what this node has.
+    pub async fn catch_up(&self) {
+        let Ok(Some(end)) = log::last_pos(&mut self.redis.clone()).await else {
+            return;
+        };
+        let mut applied = self.applied.subscribe();
+        let _ = tokio::time::timeout(CATCH_UP_BUDGET, applied.wait_for(|at| *at >= end)).await;
+    }
+}
+
+fn manager_config(response_timeout: Option<Duration>) -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(response_timeout.unwrap_or(Duration::from_secs(2))))
+        .set_max_delay(Duration::from_millis(1000))
+}
