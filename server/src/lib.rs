@@ -1,4 +1,5 @@
-//! `presence-server` as a library: a Stream Chat v1 compatible presence server (REST + WebSocket, SQLite storage).
+//! `presence-server` as a library: a Stream Chat v1 compatible presence server (REST + WebSocket, SQLite or
+//! PostgreSQL storage).
 //!
 //! A request or frame is authenticated at the edge (`http`, `ws`) and becomes an operation of the presence
 //! engine (`presence`, no IO, no clock) run by the driver (`hub`) with the current time; the engine's writes go
@@ -28,8 +29,10 @@ use tower_http::services::ServeDir;
 pub use crate::error::{Error, ErrorKind};
 use crate::hub::Hub;
 pub use crate::state::AppState;
+use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
 pub use crate::store::StoreError;
+use crate::store::{Snapshot, Store};
 
 /// What the fuzz targets (`fuzz/`) drive: the parsers of network input and the engine they feed. Re-exports only;
 /// not a stable API.
@@ -83,6 +86,26 @@ impl Service {
     /// in-process bus.
     pub fn open(settings: &Settings, db: &str) -> Result<Service, StoreError> {
         let (store, snapshot) = SqliteStore::open(db)?;
+        Service::start(settings, Box::new(store), snapshot)
+    }
+
+    /// Connects to the PostgreSQL database at `url` (migrating its schema) and starts the driver with the
+    /// in-process bus.
+    pub fn open_postgres(settings: &Settings, url: &str) -> Result<Service, StoreError> {
+        let (store, snapshot) = PostgresStore::open(url)?;
+        Service::start(settings, Box::new(store), snapshot)
+    }
+
+    /// `url` without its password, for logs.
+    pub fn describe_database_url(url: &str) -> String {
+        PostgresStore::describe(url)
+    }
+
+    fn start(
+        settings: &Settings,
+        store: Box<dyn Store>,
+        snapshot: Snapshot,
+    ) -> Result<Service, StoreError> {
         let (loaded_users, loaded_channels) = (snapshot.users.len(), snapshot.channels.len());
         let hub = Hub::start(
             presence::Config {
@@ -92,7 +115,7 @@ impl Service {
                 max_channels_per_user: settings.max_channels_per_user,
             },
             snapshot,
-            Box::new(store),
+            store,
             Arc::new(bus::local::LocalBus::default()),
         )?;
         let state = AppState::new(
