@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # Installs what building and testing need, skipping whatever is already there:
 # the wasm32 target, the wasm-bindgen CLI matching Cargo.lock, npm packages, (with --browser) Debian's Chromium
-# and ChromeDriver, and (with --wasm-pack) wasm-pack, which the normal build and tests do not need.
+# and ChromeDriver, (with --cluster) Debian's PostgreSQL and Redis for the cluster and PostgreSQL tests, and (with
+# --wasm-pack) wasm-pack, which the normal build and tests do not need.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 want_browser=0
 want_wasm_pack=0
+want_cluster=0
 for arg in "$@"; do
   case "$arg" in
     --browser) want_browser=1 ;;
     --wasm-pack) want_wasm_pack=1 ;;
+    --cluster) want_cluster=1 ;;
     *) echo "setup.sh: unknown option $arg" >&2; exit 2 ;;
   esac
 done
@@ -44,6 +47,18 @@ if [ "$want_browser" = 1 ] && { [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/ch
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q
   apt-get install -y -q chromium chromium-driver
+fi
+
+if [ "$want_cluster" = 1 ]; then
+  missing=()
+  compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || missing+=(postgresql)
+  command -v redis-server >/dev/null || missing+=(redis-server)
+  if [ "${#missing[@]}" -gt 0 ]; then
+    step "installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q "${missing[@]}"
+  fi
 fi
 
 if [ "$want_wasm_pack" = 1 ] && ! command -v wasm-pack >/dev/null; then

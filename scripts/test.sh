@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bash scripts/setup.sh --browser
+bash scripts/setup.sh --browser --cluster
 
 step() { printf '\n==> %s\n' "$*"; }
 
