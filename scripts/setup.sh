@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing need, skipping whatever is already there:
 # the wasm32 target, the wasm-bindgen CLI matching Cargo.lock, npm packages, (with --browser) Debian's Chromium
-# and ChromeDriver, (with --wasm-pack) wasm-pack, which the normal build and tests do not need, and (with --cluster)
-# Debian's redis-server and postgresql for cluster mode and its tests.
+# and ChromeDriver, (with --cluster) Debian's PostgreSQL and Redis for the cluster and PostgreSQL tests, and (with
+# --wasm-pack) wasm-pack, which the normal build and tests do not need.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -49,14 +49,19 @@ if [ "$want_browser" = 1 ] && { [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/ch
   apt-get install -y -q chromium chromium-driver
 fi
 
+if [ "$want_cluster" = 1 ]; then
+  missing=()
+  compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || missing+=(postgresql)
+  command -v redis-server >/dev/null || missing+=(redis-server)
+  if [ "${#missing[@]}" -gt 0 ]; then
+    step "installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q "${missing[@]}"
+  fi
+fi
+
 if [ "$want_wasm_pack" = 1 ] && ! command -v wasm-pack >/dev/null; then
   step "installing wasm-pack (about 2 minutes)"
   cargo install wasm-pack --version "=0.15.1"
-fi
-
-if [ "$want_cluster" = 1 ] && { ! command -v redis-server >/dev/null || ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; }; then
-  step "installing redis-server and postgresql"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -q
-  apt-get install -y -q redis-server postgresql
 fi

@@ -1,4 +1,5 @@
-//! `presence-server` as a library: a Stream Chat v1 compatible presence server (REST + WebSocket, SQLite storage).
+//! `presence-server` as a library: a Stream Chat v1 compatible presence server (REST + WebSocket, SQLite or
+//! PostgreSQL storage).
 //!
 //! A request or frame is authenticated at the edge (`http`, `ws`) and becomes an operation of the presence
 //! engine (`presence`, no IO, no clock) run by the driver (`hub`) with the current time; the engine's writes go
@@ -30,8 +31,10 @@ pub use crate::cluster::ClusterSettings;
 pub use crate::error::{Error, ErrorKind};
 use crate::hub::Hub;
 pub use crate::state::AppState;
+use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
 pub use crate::store::StoreError;
+use crate::store::{Snapshot, Store};
 
 /// What the fuzz targets (`fuzz/`) drive: the parsers of network input and the engine they feed. Re-exports only;
 /// not a stable API.
@@ -71,6 +74,38 @@ pub struct Settings {
     pub send_queue_bytes: usize,
 }
 
+/// Where users, channels and members are kept.
+#[derive(Debug, Clone)]
+pub enum Storage {
+    /// A SQLite file (or `:memory:`).
+    Sqlite(String),
+    /// A PostgreSQL URL.
+    Postgres(String),
+}
+
+impl Storage {
+    fn open(&self) -> Result<(Box<dyn Store>, Snapshot), StoreError> {
+        Ok(match self {
+            Storage::Sqlite(path) => {
+                let (store, snapshot) = SqliteStore::open(path)?;
+                (Box::new(store), snapshot)
+            }
+            Storage::Postgres(url) => {
+                let (store, snapshot) = PostgresStore::open(url)?;
+                (Box::new(store), snapshot)
+            }
+        })
+    }
+
+    /// The database's name for logs: a path, or a URL without its password.
+    pub fn describe(&self) -> String {
+        match self {
+            Storage::Sqlite(path) => path.clone(),
+            Storage::Postgres(url) => PostgresStore::describe(url),
+        }
+    }
+}
+
 /// Storage opened and the driver running: what the router serves.
 pub struct Service {
     state: Arc<AppState>,
@@ -89,27 +124,36 @@ impl Service {
         Ok(service)
     }
 
-    /// [`Service::open`] as a node of the cluster on `cluster`'s Redis: connects, replays the cluster log over
-    /// the database and returns once this node is up to date with the others.
+    /// Connects to the PostgreSQL database at `url` (migrating its schema) and starts the driver with the
+    /// in-process bus.
+    pub fn open_postgres(settings: &Settings, url: &str) -> Result<Service, StoreError> {
+        let (store, snapshot) = PostgresStore::open(url)?;
+        let (service, _) = Service::start(settings, Box::new(store), snapshot, None)?;
+        Ok(service)
+    }
+
+    /// A node of the cluster on `cluster`'s Redis over `storage` (its own SQLite file, or the PostgreSQL database
+    /// the nodes share): connects, replays the cluster log over the database and returns once this node is up to
+    /// date with the others.
     pub async fn open_cluster(
         settings: &Settings,
-        db: &str,
+        storage: &Storage,
         cluster: &ClusterSettings,
     ) -> Result<Service, String> {
-        let (store, snapshot) =
-            SqliteStore::open(db).map_err(|e| format!("cannot open database {db}: {e}"))?;
+        let (store, snapshot) = storage
+            .open()
+            .map_err(|e| format!("cannot open database {}: {e}", storage.describe()))?;
         let node = cluster::Node::connect(cluster).await?;
-        let (service, hub) =
-            Service::start(settings, Box::new(store), snapshot, Some(Arc::clone(&node)))
-                .map_err(|e| e.to_string())?;
+        let (service, hub) = Service::start(settings, store, snapshot, Some(Arc::clone(&node)))
+            .map_err(|e| e.to_string())?;
         node.start(hub.log_sink()).await?;
         Ok(service)
     }
 
     fn start(
         settings: &Settings,
-        store: Box<dyn store::Store>,
-        snapshot: store::Snapshot,
+        store: Box<dyn Store>,
+        snapshot: Snapshot,
         node: Option<Arc<cluster::Node>>,
     ) -> Result<(Service, Arc<Hub>), StoreError> {
         let (loaded_users, loaded_channels) = (snapshot.users.len(), snapshot.channels.len());

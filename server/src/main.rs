@@ -1,5 +1,6 @@
-//! `presence-server`: a Stream Chat v1 compatible presence server (REST + WebSocket, SQLite storage), and a
-//! token minting command for scripts and tests. The binary parses the command line, opens storage and serves.
+//! `presence-server`: a Stream Chat v1 compatible presence server (REST + WebSocket, SQLite or PostgreSQL
+//! storage), and a token minting command for scripts and tests. The binary parses the command line, opens
+//! storage and serves.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -8,7 +9,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use presence_server::{auth, ClusterSettings, Service, Settings};
+use presence_server::{auth, ClusterSettings, Service, Settings, Storage};
 
 #[derive(Parser)]
 #[command(
@@ -54,9 +55,13 @@ struct ServeArgs {
     /// the counts would tell when an invisible user connects.
     #[arg(long, env = "PRESENCE_ADMIN_ADDR", default_value = "127.0.0.1:7071")]
     admin_addr: AdminAddr,
-    /// SQLite database file, or :memory:.
+    /// SQLite database file, or :memory:. Ignored with --database-url.
     #[arg(long, env = "PRESENCE_DB", default_value = "presence.db")]
     db: String,
+    /// Keep users, channels and members in this PostgreSQL database instead of SQLite
+    /// (postgres://user:password@host:port/database); its schema is migrated at start.
+    #[arg(long, env = "PRESENCE_DATABASE_URL")]
+    database_url: Option<String>,
     /// The app's API key; requests must carry it as `api_key`.
     #[arg(long, env = "PRESENCE_API_KEY")]
     api_key: Option<String>,
@@ -211,13 +216,11 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
         (None, None) => None,
     };
-    match runtime.block_on(run(
-        settings,
-        args.addr,
-        args.admin_addr.0,
-        args.db,
-        cluster,
-    )) {
+    let storage = match args.database_url {
+        Some(url) => Storage::Postgres(url),
+        None => Storage::Sqlite(args.db),
+    };
+    match runtime.block_on(run(settings, args.addr, args.admin_addr.0, storage, cluster)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("presence-server: {e}");
@@ -235,18 +238,21 @@ async fn run(
     settings: Settings,
     addr: SocketAddr,
     admin_addr: Option<SocketAddr>,
-    db: String,
+    storage: Storage,
     cluster: Option<ClusterSettings>,
 ) -> Result<(), String> {
+    let db = storage.describe();
     let service = match &cluster {
         Some(cluster) => {
-            let service = Service::open_cluster(&settings, &db, cluster).await?;
+            let service = Service::open_cluster(&settings, &storage, cluster).await?;
             tracing::info!(node = %cluster.node_id, "joined the cluster");
             service
         }
-        None => {
-            Service::open(&settings, &db).map_err(|e| format!("cannot open database {db}: {e}"))?
+        None => match &storage {
+            Storage::Sqlite(path) => Service::open(&settings, path),
+            Storage::Postgres(url) => Service::open_postgres(&settings, url),
         }
+        .map_err(|e| format!("cannot open database {db}: {e}"))?,
     };
     tracing::info!(
         db = %db,

@@ -1,7 +1,9 @@
 //! Storage behind a trait: the server keeps everything in memory and writes through a [`Store`], which loads a
 //! [`Snapshot`] at start and commits batches of [`Write`]s, each batch all or nothing and durable once
-//! [`Store::commit`] returns. [`sqlite::SqliteStore`] is the embedded default.
+//! [`Store::commit`] returns. [`sqlite::SqliteStore`] is the embedded default; [`postgres::PostgresStore`] a
+//! database several server processes share.
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::error::Error as StdError;
@@ -23,7 +25,8 @@ pub trait Store: Send + 'static {
     /// `Err` none of them is applied.
     fn commit(&mut self, writes: &[Write]) -> Result<(), StoreError>;
 
-    /// Whether other server processes commit to the same data (then each commits only its own writes).
+    /// Whether other server processes write to the same database: then a process must not commit again the
+    /// writes another process already committed.
     fn shared(&self) -> bool {
         false
     }

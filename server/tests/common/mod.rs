@@ -3,6 +3,8 @@
 //! API with an HTTP client and the realtime API with a native WebSocket client. Every wait is bounded.
 #![allow(dead_code)]
 
+pub mod pg;
+
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};

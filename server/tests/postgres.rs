@@ -1,0 +1,375 @@
+//! The PostgreSQL store (`--database-url`) with the real binary against a private PostgreSQL: records survive
+//! restarts, an acknowledged write survives kill -9, an outage fails writes whole and the server recovers by
+//! itself once PostgreSQL is back, and several processes share one database.
+
+mod common;
+
+use common::pg::Postgres;
+use common::*;
+use presence_protocol::codes::{close_code, event_type};
+use serde_json::{json, Value};
+
+fn on(pg: &Postgres) -> ServerOpts {
+    ServerOpts::default().env("PRESENCE_DATABASE_URL", &pg.url)
+}
+
+async fn all_users(s: &Server) -> Value {
+    let r = s
+        .query_users(
+            &Auth::Server,
+            None,
+            json!({ "filter_conditions": {}, "sort": [{ "field": "id", "direction": 1 }], "limit": 100 }),
+        )
+        .await;
+    r.ok(200)["users"].clone()
+}
+
+/// Every channel with its data and sorted member ids, by cid.
+async fn all_channels(s: &Server) -> Value {
+    let r = s
+        .query_channels(
+            &Auth::Server,
+            None,
+            json!({ "filter_conditions": {}, "state": true, "limit": 30 }),
+        )
+        .await;
+    let mut channels: Vec<Value> = r.ok(201)["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let mut members: Vec<String> = c["members"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["user_id"].as_str().unwrap().to_string())
+                .collect();
+            members.sort();
+            let mut channel = c["channel"].clone();
+            if let Value::Object(m) = &mut channel {
+                m.remove("own_capabilities");
+            }
+            json!({ "channel": channel, "members": members })
+        })
+        .collect();
+    channels.sort_by_key(|c| c["channel"]["cid"].as_str().unwrap().to_string());
+    Value::Array(channels)
+}
+
+/// The server's answer to a write it could not commit: 500, code -1, naming the database failure.
+fn assert_database_failure(r: &Resp, operation: &str) {
+    let e = r.err(500, -1);
+    assert!(
+        e.message
+            .starts_with(&format!("{operation} failed with error: "))
+            && e.message.contains("database"),
+        "the message must name the operation and the database failure: {}",
+        e.message
+    );
+}
+
+#[tokio::test]
+async fn users_channels_and_members_survive_a_restart() {
+    let pg = Postgres::start();
+    let mut s = Server::start_with(on(&pg)).await;
+    s.upsert(&[
+        json!({ "id": "alice", "name": "Alice", "image": "http://img/a", "status": "busy", "color": "red", "prefs": { "theme": "dark", "n": [1, 2] } }),
+        json!({ "id": "bob", "name": "Bob", "role": "admin", "teams": ["red", "blue"] }),
+        json!({ "id": "carol", "status": "away" }),
+    ])
+    .await;
+    s.partial_update(
+        &Auth::Server,
+        "bob",
+        json!({ "name": "Robert", "status": "lunch" }),
+        &["teams"],
+    )
+    .await
+    .ok(200);
+    s.partial_update(
+        &Auth::Server,
+        "alice",
+        json!({ "invisible": true }),
+        &["image"],
+    )
+    .await
+    .ok(200);
+    s.create_channel(
+        "messaging",
+        "c1",
+        &["alice", "bob"],
+        json!({ "color": "blue", "topic": { "x": 1 } }),
+    )
+    .await;
+    s.create_channel("team", "t1", &["bob", "carol"], json!({}))
+        .await;
+    let distinct = s
+        .query_channel(
+            &Auth::Server,
+            None,
+            "messaging",
+            None,
+            json!({ "data": { "members": ["alice", "carol"] }, "state": true }),
+        )
+        .await
+        .ok(201)["channel"]["id"]
+        .clone();
+    let users_before = all_users(&s).await;
+    let channels_before = all_channels(&s).await;
+    assert_eq!(channels_before.as_array().unwrap().len(), 3);
+
+    let status = s.terminate().await;
+    assert!(status.success(), "SIGTERM exit status {status:?}");
+    let s = Server::start_with(on(&pg)).await;
+    let users_after = all_users(&s).await;
+    assert_eq!(users_after, users_before, "users changed across a restart");
+    assert_eq!(all_channels(&s).await, channels_before);
+    let bob = &users_after[1];
+    assert_eq!(
+        (&bob["name"], &bob["status"], &bob["role"]),
+        (&json!("Robert"), &json!("lunch"), &json!("admin")),
+        "{bob}"
+    );
+    assert_eq!(bob["teams"], json!([]), "unset teams came back: {bob}");
+    let alice = &users_after[0];
+    assert!(
+        alice.get("image").is_none(),
+        "unset image came back: {alice}"
+    );
+    assert_eq!(alice["prefs"], json!({ "theme": "dark", "n": [1, 2] }));
+    let again = s
+        .query_channel(
+            &Auth::Server,
+            None,
+            "messaging",
+            None,
+            json!({ "data": { "members": ["carol", "alice"] }, "state": true }),
+        )
+        .await;
+    assert_eq!(again.ok(201)["channel"]["id"], distinct);
+    let alice = s.connect("alice").await;
+    assert_eq!(alice.me()["invisible"], true, "{}", alice.me());
+
+    // Custom data is JSONB: SQL can reach into it.
+    let db = pg.client().await;
+    let color: Option<String> = db
+        .query_one("SELECT data->>'color' FROM users WHERE id = 'alice'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(color.as_deref(), Some("red"));
+    let versions: Vec<i32> = db
+        .query("SELECT version FROM presence_schema ORDER BY version", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(versions, [1], "each migration applied once");
+}
+
+#[tokio::test]
+async fn an_invisible_user_keeps_the_frozen_last_active_across_a_restart() {
+    let pg = Postgres::start();
+    let mut s = Server::start_with(on(&pg)).await;
+    s.upsert(&[json!({ "id": "alice" }), json!({ "id": "bob" })])
+        .await;
+    let alice = s.connect("alice").await;
+    sleep_ms(100).await;
+    alice.close(1000).await;
+    sleep_ms(300).await;
+    let seen_before = s.user_as(&Auth::user("bob"), "alice").await;
+    let frozen = time(&seen_before["last_active"]);
+    s.partial_update(&Auth::Server, "alice", json!({ "invisible": true }), &[])
+        .await
+        .ok(200);
+    // Active while invisible: her own last_active moves on, what others see stays frozen.
+    sleep_ms(1100).await;
+    let alice = s.connect("alice").await;
+    let own = time(&alice.me()["last_active"]);
+    assert!(own > frozen, "{own} vs {frozen}");
+    alice.close(1000).await;
+    sleep_ms(300).await;
+    let bob_view = s.user_as(&Auth::user("bob"), "alice").await;
+    let own_view = s.user_as(&Auth::user("alice"), "alice").await;
+    assert_eq!(time(&bob_view["last_active"]), frozen, "{bob_view}");
+
+    s.terminate().await;
+    let s = Server::start_with(on(&pg)).await;
+    assert_eq!(s.user_as(&Auth::user("bob"), "alice").await, bob_view);
+    assert_eq!(s.user_as(&Auth::user("alice"), "alice").await, own_view);
+    let mut bob = s.connect("bob").await;
+    s.subscribe_users(&bob, &["alice"]).await;
+    let alice = s.connect("alice").await;
+    assert_eq!(alice.me()["invisible"], true);
+    bob.expect_no_presence("alice", QUIET).await;
+}
+
+#[tokio::test]
+async fn last_active_stamps_of_pings_and_shutdown_are_stored() {
+    let pg = Postgres::start();
+    let s = Server::start_with(on(&pg)).await;
+    s.upsert(&[json!({ "id": "alice" }), json!({ "id": "bob" })])
+        .await;
+    let alice = s.connect("alice").await;
+    let mut bob = s.connect("bob").await;
+    let connected = alice.me()["last_active"].clone();
+    sleep_ms(600).await;
+    let pinged = bob.health_ping().await["me"]["last_active"].clone();
+    assert_ne!(pinged, connected);
+    sleep_ms(100).await;
+    drop(s); // SIGKILL: the users stay stamped as last seen.
+    drop((alice, bob));
+    let mut s = Server::start_with(on(&pg)).await;
+    assert_eq!(
+        s.user_as(&Auth::Server, "alice").await["last_active"],
+        connected
+    );
+    assert_eq!(s.user_as(&Auth::Server, "bob").await["last_active"], pinged);
+
+    let alice = s.connect("alice").await;
+    // A gap tells the shutdown stamp apart from the connect stamp.
+    sleep_ms(1200).await;
+    let stopping = now();
+    s.terminate().await;
+    drop(alice);
+    let s = Server::start_with(on(&pg)).await;
+    let u = s.user_as(&Auth::Server, "alice").await;
+    assert_eq!(u["online"], false, "{u}");
+    let last_active = time(&u["last_active"]);
+    assert!(
+        last_active >= stopping - chrono::Duration::milliseconds(50),
+        "last_active {last_active} is not the shutdown stamp ({stopping}): {u}"
+    );
+}
+
+#[tokio::test]
+async fn an_acknowledged_write_survives_kill_9() {
+    let pg = Postgres::start();
+    let s = Server::start_with(on(&pg)).await;
+    s.upsert(&[json!({ "id": "dave", "status": "saved" })])
+        .await;
+    s.create_channel("messaging", "kept", &["dave"], json!({ "n": 1 }))
+        .await;
+    drop(s); // SIGKILL: no shutdown flush.
+    let s = Server::start_with(on(&pg)).await;
+    assert_eq!(s.user_as(&Auth::Server, "dave").await["status"], "saved");
+    let channels = all_channels(&s).await;
+    assert_eq!(
+        channels[0]["channel"]["cid"], "messaging:kept",
+        "{channels}"
+    );
+    assert_eq!(channels[0]["members"], json!(["dave"]));
+}
+
+#[tokio::test]
+async fn an_outage_fails_writes_whole_and_the_server_recovers_by_itself() {
+    let mut pg = Postgres::start();
+    let mut s = Server::start_with(on(&pg)).await;
+    s.upsert(&[
+        json!({ "id": "alice", "name": "Alice" }),
+        json!({ "id": "bob" }),
+    ])
+    .await;
+    let mut bob = s.connect("bob").await;
+    s.subscribe_users(&bob, &["alice"]).await;
+
+    pg.stop();
+    let r = s
+        .upsert_as(
+            &Auth::Server,
+            &[
+                json!({ "id": "alice", "name": "During" }),
+                json!({ "id": "erin" }),
+            ],
+        )
+        .await;
+    assert_database_failure(&r, "UpdateUsers");
+    let params = Server::connect_params("alice", &json!({ "id": "alice" }), &s.user_token("alice"));
+    let mut alice = s.open_ws(&params, "alice").await;
+    let frame = match alice.next(WAIT).await {
+        Some(Incoming::Json(v)) => v,
+        other => panic!("expected a connection.error frame, got {other:?}"),
+    };
+    assert_eq!(frame["type"], event_type::CONNECTION_ERROR, "{frame}");
+    assert_eq!(frame["error"]["code"], -1, "{frame}");
+    let code = alice.wait_close_code(WAIT).await;
+    assert_ne!(code, close_code::NORMAL, "clients do not retry after 1000");
+    bob.expect_no_presence("alice", QUIET).await;
+    assert_eq!(s.user_as(&Auth::Server, "alice").await["name"], "Alice");
+    assert!(s.user_ids(json!({ "id": "erin" })).await.is_empty());
+
+    pg.restart();
+    s.upsert_as(&Auth::Server, &[json!({ "id": "alice", "name": "After" })])
+        .await
+        .ok(201);
+    let alice = s.connect("alice").await;
+    bob.wait_presence("alice", true, WAIT).await;
+    drop((alice, bob));
+
+    s.terminate().await;
+    let s = Server::start_with(on(&pg)).await;
+    assert_eq!(s.user_as(&Auth::Server, "alice").await["name"], "After");
+    assert!(
+        s.user_ids(json!({ "id": "erin" })).await.is_empty(),
+        "half of the failed batch was stored"
+    );
+}
+
+#[tokio::test]
+async fn two_processes_share_one_database() {
+    let pg = Postgres::start();
+    // Started together on an empty database: the migration runs once, neither fails.
+    let (a, mut b) = tokio::join!(Server::start_with(on(&pg)), Server::start_with(on(&pg)));
+    a.upsert(&[json!({ "id": "frank", "status": "via a" })])
+        .await;
+    a.create_channel("team", "shared", &["frank"], json!({ "topic": "x" }))
+        .await;
+    b.terminate().await;
+    let b = Server::start_with(on(&pg)).await;
+    assert_eq!(b.user_as(&Auth::Server, "frank").await["status"], "via a");
+    assert_eq!(all_channels(&b).await, all_channels(&a).await);
+}
+
+#[tokio::test]
+async fn text_with_nul_characters_is_stored_and_comes_back() {
+    let pg = Postgres::start();
+    let mut s = Server::start_with(on(&pg)).await;
+    let odd = json!({ "id": "nul\u{0}user", "name": "a\u{0}b", "k\u{0}": ["\u{0}", { "\u{FFFF}": "\u{FFFF}0" }], "teams": ["t\u{0}"] });
+    s.upsert(&[odd, json!({ "id": "plain" })]).await;
+    let before = all_users(&s).await;
+    s.terminate().await;
+    let s = Server::start_with(on(&pg)).await;
+    assert_eq!(all_users(&s).await, before);
+    assert_eq!(before[0]["name"], "a\u{0}b", "{before}");
+}
+
+#[tokio::test]
+async fn an_unreachable_database_stops_the_start_without_showing_the_password() {
+    let out = run_to_exit(
+        &[
+            "--addr",
+            "127.0.0.1:0",
+            "--admin-addr",
+            "off",
+            "--api-key",
+            API_KEY,
+            "--api-secret",
+            API_SECRET,
+        ],
+        &[(
+            "PRESENCE_DATABASE_URL",
+            "postgres://presence:hunter2secret@127.0.0.1:1/presence",
+        )],
+    )
+    .await;
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("cannot open database postgres://presence@127.0.0.1:1/presence"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("hunter2secret"), "{}", out.stderr);
+    assert!(!out.stdout.contains("listening"), "{}", out.stdout);
+}
