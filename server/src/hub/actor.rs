@@ -57,8 +57,9 @@ pub(super) struct Actor {
     pub store: Box<dyn Store>,
     pub bus: Arc<dyn Bus>,
     pub view: ViewSlot,
-    /// Commits that succeeded.
+    /// Commits that succeeded, and the writes they held.
     pub commits: Arc<std::sync::atomic::AtomicU64>,
+    pub writes_committed: Arc<std::sync::atomic::AtomicU64>,
     /// Writes of facts whose commit failed: committed before the next batch's writes.
     carry: Vec<Write>,
 }
@@ -70,6 +71,7 @@ impl Actor {
         bus: Arc<dyn Bus>,
         view: ViewSlot,
         commits: Arc<std::sync::atomic::AtomicU64>,
+        writes_committed: Arc<std::sync::atomic::AtomicU64>,
     ) -> Actor {
         Actor {
             engine,
@@ -77,6 +79,7 @@ impl Actor {
             bus,
             view,
             commits,
+            writes_committed,
             carry: Vec::new(),
         }
     }
@@ -195,6 +198,8 @@ impl Actor {
                 Ok(()) => {
                     self.commits
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.writes_committed
+                        .fetch_add(writes.len() as u64, std::sync::atomic::Ordering::Relaxed);
                     return Ok(());
                 }
                 Err(e) => match delays.next() {
