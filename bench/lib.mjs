@@ -126,13 +126,16 @@ for (const signal of ['SIGINT', 'SIGTERM']) {
 }
 
 /**
- * Starts presence-server on a free loopback port with an in-memory database and dev tokens; resolves once it
- * prints `listening on URL`. Returns { url, wsUrl, stop() }.
+ * Starts presence-server on a free loopback port with an in-memory database and dev tokens (`extraArgs` may name
+ * another `--db` or an `--admin-addr`); resolves once it prints `listening on URL` (and, with an admin address,
+ * `admin listening on URL`). Returns { url, wsUrl, adminUrl, pid, stop() }.
  */
 export async function startServer(extraArgs = [], bin = SERVER_BIN) {
   if (!existsSync(bin)) throw new Error(`no server binary at ${bin} (cargo build --release -p presence-server)`);
-  const args = ['--addr', '127.0.0.1:0', '--db', ':memory:', '--api-key', API_KEY, '--api-secret', API_SECRET,
-    '--dev-tokens', '--admin-addr', 'off', ...extraArgs];
+  const defaults = [['--db', ':memory:'], ['--admin-addr', 'off']].filter(([flag]) => !extraArgs.includes(flag));
+  const admin = extraArgs.includes('--admin-addr') && extraArgs[extraArgs.indexOf('--admin-addr') + 1] !== 'off';
+  const args = ['--addr', '127.0.0.1:0', '--api-key', API_KEY, '--api-secret', API_SECRET, '--dev-tokens',
+    ...defaults.flat(), ...extraArgs];
   const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: 'warn' } });
   children.add(child);
   let output = '';
@@ -142,14 +145,15 @@ export async function startServer(extraArgs = [], bin = SERVER_BIN) {
     children.delete(child);
     done({ code, signal });
   }));
-  const url = await new Promise((done, fail) => {
+  const { url, adminUrl } = await new Promise((done, fail) => {
     const timer = setTimeout(() => fail(new Error(`server did not start within 15 s:\n${output}`)), 15_000);
     child.stdout.on('data', (chunk) => {
       keep(chunk);
-      const match = /listening on (http:\/\/\S+)/.exec(output);
-      if (match) {
+      const match = /^listening on (http:\/\/\S+)/m.exec(output);
+      const adminMatch = /^admin listening on (http:\/\/\S+)/m.exec(output);
+      if (match && (!admin || adminMatch)) {
         clearTimeout(timer);
-        done(match[1]);
+        done({ url: match[1], adminUrl: adminMatch?.[1] });
       }
     });
     exited.then(({ code, signal }) => {
@@ -160,6 +164,7 @@ export async function startServer(extraArgs = [], bin = SERVER_BIN) {
   return {
     url,
     wsUrl: url.replace(/^http/, 'ws'),
+    adminUrl,
     pid: child.pid,
     async stop() {
       if (child.exitCode !== null || child.signalCode !== null) return exited;

@@ -1,12 +1,13 @@
 // `npm run bench`: builds what the benchmarks need, runs them, and writes BENCHMARKS.md (every table with the
 // commit it measured and the command that reproduces it; raw figures in artifacts/bench/*.json).
-// Usage: npm run bench [-- --quick] [-- --no-build] [-- --only bundle,ingest,detection,fanout,queryload,restart,churn]
+// Usage: npm run bench [-- --quick] [-- --no-build]
+//        [-- --only bundle,ingest,detection,fanout,queryload,restart,churn,storage]
 //        [-- --out FILE] [-- --note "text"]
 //   --quick     20,000 ingest frames instead of 100,000, 10 silent deaths instead of 50, fan-out to 1,000 watchers
 //               only, 2,000 idle connections instead of 15,000, queries under load over 5,000 users and 500 channels
 //               for 10 s instead of 100,000 / 10,000 for 30 s, 200 clients through the restart instead of 1,000,
-//               300 churning clients for 15 s instead of 2,000 for 60 s (under 5 minutes once built); the full run
-//               takes about 20–25 minutes.
+//               300 churning clients for 15 s instead of 2,000 for 60 s, 200 users pinging for one simulated hour
+//               instead of 1,000 for two (under 5 minutes once built); the full run takes about 20–25 minutes.
 //   --no-build  use the existing pkg/ and target/release/presence-server.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
@@ -18,11 +19,12 @@ import * as ingest from './ingest.mjs';
 import * as queryload from './queryload.mjs';
 import * as restart from './restart.mjs';
 import * as churn from './churn.mjs';
+import * as storage from './storage.mjs';
 import { ROOT, buildLoadgen, buildServer, buildWasm, commitInfo, fmt, machineInfo, parseArgs } from './lib.mjs';
 
 const args = parseArgs();
 const quick = Boolean(args.quick);
-const only = new Set(String(args.only || 'bundle,ingest,detection,fanout,queryload,restart,churn').split(','));
+const only = new Set(String(args.only || 'bundle,ingest,detection,fanout,queryload,restart,churn,storage').split(','));
 const outFile = resolve(ROOT, typeof args.out === 'string' ? args.out : 'BENCHMARKS.md');
 const artifacts = join(ROOT, 'artifacts', 'bench');
 mkdirSync(artifacts, { recursive: true });
@@ -35,6 +37,7 @@ const plan = quick
     queryload: { users: 5_000, channels: 500, probes: 20, loopers: 8, secs: 10 },
     restart: { clients: 200, observers: 3, downs: [0, 10_000] },
     churn: { clients: 300, observers: 50, secs: 15, meanPauseMs: 3_000, rounds: 2 },
+    storage: { users: 200, scale: 200, hours: 1 },
   }
   : {
     ingest: { frames: 100_000, users: 10_000, runs: 3, profileFrames: 20_000 },
@@ -43,6 +46,7 @@ const plan = quick
     queryload: { users: 100_000, channels: 10_000, probes: 50, loopers: 8, secs: 30 },
     restart: { clients: 1000, observers: 5, downs: [0, 10_000] },
     churn: { clients: 2000, observers: 200, secs: 60, meanPauseMs: 10_000, rounds: 2 },
+    storage: { users: 1000, scale: 100, hours: 2 },
   };
 const loadgenSteps = ['fanout', 'queryload', 'restart', 'churn'];
 
@@ -52,7 +56,7 @@ const loadBefore = loadavg()[0];
 const commit = commitInfo();
 
 if (!args.noBuild) {
-  if (only.has('detection') || loadgenSteps.some((s) => only.has(s))) {
+  if (only.has('detection') || only.has('storage') || loadgenSteps.some((s) => only.has(s))) {
     step('building presence-server (release)');
     buildServer();
   }
@@ -248,6 +252,30 @@ if (only.has('churn')) {
     `Reproduce: \`cargo build --release -p presence-server -p presence-loadgen && node bench/churn.mjs --clients ${p.clients} --observers ${p.observers} --secs ${p.secs} --mean-pause-ms ${p.meanPauseMs} --rounds ${p.rounds}\``,
   ].join('\n'));
 }
+if (only.has('storage')) {
+  const p = plan.storage;
+  step(`storage write load (${fmt(p.users)} users, ${p.hours} simulated hour(s) at a time scale of ${p.scale})`);
+  const result = await storage.run(p);
+  save('storage', result);
+  const [before, now] = result.rows;
+  goals.push(`Storage writes per connected user-hour ≤ 4 (plus connects and disconnects): ${fmt(now.writesPerUserHour, 2)} (every ping written: ${fmt(before.writesPerUserHour, 1)}); ${fmt(now.connectWrites / now.users, 2)} per connect, ${fmt(now.disconnectWrites / now.users, 2)} per disconnect — ${result.goalMet ? 'met' : '**missed**'}.`);
+  sections.push([
+    '## 8. Storage write load',
+    '',
+    'Connected users doing nothing but the client\'s keep-alive `health.check` (every 25 s), on a time scale: pings',
+    'and the server\'s `last_active` refresh interval (`--last-active-refresh-ms`, default 15 min) both shortened by',
+    'the scale, so one simulated hour takes 3,600 s ÷ scale. The server runs on a SQLite file; the writes are its',
+    '`presence_store_writes_total` counter (rows written; `presence_store_commits_total`: transactions, one fsync',
+    'each) on the admin address, read once every user is connected and at the end of the window, before anyone',
+    'leaves; connects and disconnects (close 1000) are counted apart. "Every ping written" is the same binary with',
+    '`--last-active-refresh-ms 0`, what the server did before the refresh interval: each ping refreshes `last_active`',
+    'in memory for everyone either way.',
+    '',
+    storage.markdown(result),
+    '',
+    `Reproduce: \`cargo build --release -p presence-server && node bench/storage.mjs --users ${p.users} --scale ${p.scale} --hours ${p.hours}\``,
+  ].join('\n'));
+}
 if (faults.length) sections.push(['## 7. Faults and churn', '', ...faults.flatMap((f) => [f, ''])].join('\n').trimEnd());
 
 const loadAfter = loadavg()[0];
@@ -266,14 +294,13 @@ const doc = [
   ...(loaded ? [`- **Measured on a shared, loaded machine** (load average above half the ${cores} cores): absolute figures are noisy;`,
     '  the ratios, measured side by side in each run, are the figures to compare.'] : []),
   ...(quick ? ['- Quick mode: small samples (20,000 ingest frames, 10 silent deaths, 5 flips to 1,000 watchers, 2,000 idle',
-    '  connections, 200 clients through the restart, 300 churning clients for 15 s); `npm run bench` without `--quick`',
-    '  is the run that settles a goal.'] : []),
+    '  connections, 200 clients through the restart, 300 churning clients for 15 s, 200 users pinging for one simulated',
+    '  hour); `npm run bench` without `--quick` is the run that settles a goal.'] : []),
   ...(note ? [`- Note: ${note}`] : []),
   '',
   '## Goals',
   '',
   ...goals.map((g) => `- ${g}`),
-  '- Not measured yet: storage writes per connected user (table 8).',
   '',
   sections.sort((a, b) => parseInt(a.slice(3), 10) - parseInt(b.slice(3), 10)).join('\n\n'),
   '',

@@ -160,6 +160,7 @@ fn query_users(doc: &Value, objects: &[&JsonMap]) {
             watch_implies_presence: false,
             max_connections_per_user: 2,
             max_channels_per_user: 1000,
+            last_active_refresh: std::time::Duration::from_secs(15 * 60),
         },
         Vec::new(),
         Vec::new(),

@@ -72,6 +72,9 @@ pub struct Settings {
     pub max_channels_per_user: usize,
     /// Bytes of frames a connection may have queued before it is closed as too slow (4003).
     pub send_queue_bytes: usize,
+    /// How old a connected user's stored `last_active` may grow before a `health.check` writes it again; the
+    /// value everyone reads is refreshed by every ping regardless.
+    pub last_active_refresh: Duration,
 }
 
 /// Where users, channels and members are kept.
@@ -163,6 +166,7 @@ impl Service {
                 watch_implies_presence: settings.watch_implies_presence,
                 max_connections_per_user: settings.max_connections_per_user,
                 max_channels_per_user: settings.max_channels_per_user,
+                last_active_refresh: settings.last_active_refresh,
             },
             snapshot,
             store,

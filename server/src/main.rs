@@ -96,6 +96,11 @@ struct ServeArgs {
     /// Bytes of frames a connection may have queued before it is closed as too slow (4003).
     #[arg(long, env = "PRESENCE_SEND_QUEUE_BYTES", default_value_t = 1024 * 1024)]
     send_queue_bytes: usize,
+    /// How old a connected user's stored last_active may grow before a health.check writes it again (what
+    /// everyone reads is refreshed by every ping; connects and last disconnects are always written). A crash
+    /// loses at most this much of the refresh.
+    #[arg(long, env = "PRESENCE_LAST_ACTIVE_REFRESH_MS", default_value_t = 15 * 60 * 1000)]
+    last_active_refresh_ms: u64,
     /// Cluster mode: share presence, events and records with every other process on this Redis
     /// (redis://HOST:PORT).
     #[arg(long, env = "PRESENCE_REDIS_URL")]
@@ -197,6 +202,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         max_connections_per_user: args.max_connections_per_user,
         max_channels_per_user: args.max_channels_per_user,
         send_queue_bytes: args.send_queue_bytes,
+        last_active_refresh: Duration::from_millis(args.last_active_refresh_ms),
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

@@ -1,4 +1,6 @@
-//! Persistence: stop the server with SIGTERM, start it again on the same database file, nothing is lost.
+//! Persistence: stop the server with SIGTERM, start it again on the same database file, nothing is lost; kill it
+//! with SIGKILL instead, and what a crash may lose is bounded (a `last_active` refresh, never a connect or a
+//! disconnect stamp).
 
 mod common;
 
@@ -176,4 +178,85 @@ async fn users_connected_at_shutdown_come_back_offline() {
         "last_active {last_active} is not the shutdown time (SIGTERM between {stopping} and {stopped}): {u}"
     );
     assert!(s.user_ids(json!({ "online": true })).await.is_empty());
+}
+
+/// A user's `last_active` as a server token reads it.
+async fn last_active(s: &Server, id: &str) -> Value {
+    s.user_as(&Auth::Server, id).await["last_active"].clone()
+}
+
+#[tokio::test]
+async fn a_crash_loses_at_most_the_last_active_refresh_never_a_connect_or_disconnect_stamp() {
+    const REFRESH_MS: u64 = 3000;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("presence.db");
+    let opts = ServerOpts::default()
+        .db(&db)
+        .last_active_refresh(REFRESH_MS);
+
+    // alice connects and pings at once: everyone reads the ping's stamp, storage keeps the connect's.
+    let mut s = Server::start_with(opts.clone()).await;
+    let mut alice = s.connect("alice").await;
+    let connected = alice.me()["last_active"].clone();
+    sleep_ms(20).await;
+    let pinged = alice.health_ping().await["me"]["last_active"].clone();
+    assert!(time(&pinged) > time(&connected), "{pinged} vs {connected}");
+    assert_eq!(
+        last_active(&s, "alice").await,
+        pinged,
+        "others read the refreshed stamp"
+    );
+    // bob connects and leaves: his disconnect stamp is written once the server reports him offline.
+    let bob = s.connect("bob").await;
+    sleep_ms(20).await;
+    bob.close(1000).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let left = loop {
+        let u = s.user_as(&Auth::Server, "bob").await;
+        if u["online"] == false {
+            break u["last_active"].clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "bob never went offline: {u}"
+        );
+        sleep_ms(20).await;
+    };
+    s.kill().await;
+    drop(alice);
+
+    let mut s = Server::start_with(opts.clone()).await;
+    assert_eq!(
+        last_active(&s, "alice").await,
+        connected,
+        "after the crash alice's stamp is her connect (the ping's refresh, {pinged}, less than the refresh \
+         interval later, may be lost)"
+    );
+    assert_eq!(
+        last_active(&s, "bob").await,
+        left,
+        "the disconnect stamp survives the crash"
+    );
+
+    // Connected longer than the refresh interval, alice's next ping is written; the one right after is not.
+    let mut alice = s.connect("alice").await;
+    let reconnected = alice.me()["last_active"].clone();
+    sleep_ms(REFRESH_MS + 100).await;
+    let refreshed = alice.health_ping().await["me"]["last_active"].clone();
+    sleep_ms(20).await;
+    let latest = alice.health_ping().await["me"]["last_active"].clone();
+    assert!(time(&latest) > time(&refreshed) && time(&refreshed) > time(&reconnected));
+    s.kill().await;
+    drop(alice);
+
+    let s = Server::start_with(opts).await;
+    let stored = last_active(&s, "alice").await;
+    assert_eq!(
+        stored, refreshed,
+        "the ping a refresh interval after the connect is written"
+    );
+    assert!(
+        time(&latest) - time(&stored) < chrono::Duration::milliseconds(REFRESH_MS as i64),
+        "a crash loses less than the refresh interval: stored {stored}, last read {latest}"
+    );
 }

@@ -42,6 +42,12 @@ pub async fn metrics(State(app): State<Arc<AppState>>) -> Response {
             counts.commits.to_string(),
         ),
         (
+            "presence_store_writes_total",
+            "counter",
+            "Writes committed to the database (rows saved: users, last_active stamps, channels).",
+            counts.writes_committed.to_string(),
+        ),
+        (
             "presence_auth_failures_total",
             "counter",
             "Rejected credentials, REST and WebSocket.",

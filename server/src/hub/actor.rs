@@ -70,12 +70,13 @@ pub(super) struct Actor {
     pub store: Box<dyn Store>,
     pub bus: Arc<dyn Bus>,
     pub view: ViewSlot,
-    /// Commits that succeeded.
+    /// Commits that succeeded, and the writes they held.
     pub commits: Arc<std::sync::atomic::AtomicU64>,
     /// Cluster mode: this process in the cluster.
     pub node: Option<Arc<Node>>,
     /// Whether the store is shared by the nodes (each commits only its own entries' writes).
     shared_store: bool,
+    pub writes_committed: Arc<std::sync::atomic::AtomicU64>,
     /// Writes of facts whose commit failed: committed before the next batch's writes.
     carry: Vec<Write>,
     /// Cluster mode: when this node last asked for the end of due grace windows.
@@ -90,6 +91,7 @@ impl Actor {
         view: ViewSlot,
         commits: Arc<std::sync::atomic::AtomicU64>,
         node: Option<Arc<Node>>,
+        writes_committed: Arc<std::sync::atomic::AtomicU64>,
     ) -> Actor {
         let shared_store = store.shared();
         Actor {
@@ -100,6 +102,7 @@ impl Actor {
             commits,
             node,
             shared_store,
+            writes_committed,
             carry: Vec::new(),
             timeout_asked: None,
         }
@@ -271,6 +274,8 @@ impl Actor {
                 Ok(()) => {
                     self.commits
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.writes_committed
+                        .fetch_add(writes.len() as u64, std::sync::atomic::Ordering::Relaxed);
                     return Ok(());
                 }
                 Err(e) => match delays.next() {

@@ -40,6 +40,7 @@ pub struct Counts {
     pub online_users: usize,
     pub frames_sent: u64,
     pub commits: u64,
+    pub writes_committed: u64,
 }
 
 pub struct Hub {
@@ -47,6 +48,7 @@ pub struct Hub {
     view: ViewSlot,
     bus: Arc<dyn Bus>,
     commits: Arc<AtomicU64>,
+    writes_committed: Arc<AtomicU64>,
     /// Unpinned queries are CPU-bound: at most one fewer at a time than there are cores, so the hub thread and
     /// the sockets always keep a core (pings are answered while queries queue).
     query_slots: Arc<tokio::sync::Semaphore>,
@@ -101,6 +103,7 @@ impl Hub {
         let engine = Engine::new(config, snapshot.users, snapshot.channels);
         let view: ViewSlot = Arc::new(RwLock::new(Arc::new(engine.view())));
         let commits = Arc::new(AtomicU64::new(0));
+        let writes_committed = Arc::new(AtomicU64::new(0));
         let (tx, rx) = mpsc::channel();
         Actor::new(
             engine,
@@ -109,6 +112,7 @@ impl Hub {
             Arc::clone(&view),
             Arc::clone(&commits),
             node.clone(),
+            Arc::clone(&writes_committed),
         )
         .spawn(rx)
         .map_err(|e| StoreError::Open(Arc::new(e)))?;
@@ -117,6 +121,7 @@ impl Hub {
             view,
             bus,
             commits,
+            writes_committed,
             query_slots: Arc::new(tokio::sync::Semaphore::new(query_parallelism())),
             node,
         }))
@@ -234,6 +239,7 @@ impl Hub {
             online_users: view.online_users(),
             frames_sent: self.bus.frames_sent(),
             commits: self.commits.load(Ordering::Relaxed),
+            writes_committed: self.writes_committed.load(Ordering::Relaxed),
         }
     }
 

@@ -203,6 +203,7 @@ impl Engine {
         let me = entry.rec.own_view(true);
         self.writes
             .push(Write::SaveUser(Box::new((*entry.rec).clone())));
+        self.users.last_active_stored(user_id, Some(now));
         self.health_check_reply(&conn, me, now);
         self.conns.insert(conn, user_id);
         let went_invisible = invisible_changed && !self.is_visible(user_id);
@@ -244,6 +245,7 @@ impl Engine {
             }
             self.writes
                 .push(Write::TouchLastActive(user_id.clone(), now));
+            self.users.last_active_stored(&user_id, Some(now));
             if let Some(until) = grace_until {
                 self.users.start_grace(&user_id, until);
                 in_grace = true;
@@ -285,6 +287,11 @@ impl Engine {
     }
 
     /// A client `health.check`: refreshes `last_active` and answers with a `health.check` carrying `me`.
+    ///
+    /// Everyone reads the refreshed value at once; storage gets it only when what it holds is
+    /// `last_active_refresh` old (connects and last disconnects are always written), so a crash loses at most
+    /// that much of the refresh, and a connected user costs storage a few writes an hour rather than one per
+    /// ping.
     pub fn health_check(&mut self, conn: &ConnId, now: DateTime<Utc>) {
         let Some(user_id) = self.conns.user_of(conn).map(str::to_string) else {
             return;
@@ -294,7 +301,12 @@ impl Engine {
         };
         rec.last_active = Some(now);
         let me = rec.own_view(true);
-        self.writes.push(Write::TouchLastActive(user_id, now));
+        let every = TimeDelta::from_std(self.config.last_active_refresh).unwrap_or(TimeDelta::MAX);
+        if self.users.last_active_refresh_due(&user_id, every, now) {
+            self.writes
+                .push(Write::TouchLastActive(user_id.clone(), now));
+            self.users.last_active_stored(&user_id, Some(now));
+        }
         self.health_check_reply(conn, me, now);
     }
 
@@ -308,7 +320,8 @@ impl Engine {
             .map(|u| u.rec.id.clone())
             .collect();
         for id in connected {
-            self.writes.push(Write::TouchLastActive(id, now));
+            self.writes.push(Write::TouchLastActive(id.clone(), now));
+            self.users.last_active_stored(&id, Some(now));
         }
     }
 }

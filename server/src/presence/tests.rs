@@ -15,6 +15,8 @@ use crate::model::{event_time, Caller, Write};
 use crate::presence::{Config, ConnId, Ending, Engine};
 
 const GRACE: Duration = Duration::from_millis(3000);
+/// How old a connected user's stored `last_active` may grow before a ping writes it again.
+const REFRESH: Duration = Duration::from_secs(15 * 60);
 
 /// A fixed instant plus `ms` milliseconds.
 fn at(ms: i64) -> DateTime<Utc> {
@@ -42,6 +44,7 @@ impl Test {
             watch_implies_presence,
             max_connections_per_user: 3,
             max_channels_per_user: 1000,
+            last_active_refresh: REFRESH,
         };
         let mut test = Test {
             engine: Engine::new(config, Vec::new(), Vec::new()),
@@ -272,6 +275,7 @@ fn a_user_at_a_limit_of_one_replacing_a_dead_connection_stays_online() {
             watch_implies_presence: false,
             max_connections_per_user: 1,
             max_channels_per_user: 1000,
+            last_active_refresh: REFRESH,
         },
         Vec::new(),
         Vec::new(),
@@ -663,6 +667,127 @@ fn switching_invisibility_alone_is_not_a_profile_change() {
     // Her own connection hears of each switch.
     let own = t.taken(&a3, USER_UPDATED);
     assert_eq!(own.len(), 2, "{own:?}");
+}
+
+/// The `last_active` stamps written for `user` since the last look, as milliseconds after `at(0)`.
+fn stamps_written(t: &mut Test, user: &str) -> Vec<i64> {
+    let stamps = t
+        .writes
+        .iter()
+        .filter_map(|w| match w {
+            Write::TouchLastActive(id, when) if id == user => Some(*when),
+            Write::SaveUser(rec) if rec.id == user => rec.last_active,
+            _ => None,
+        })
+        .map(|when| (when - at(0)).num_milliseconds())
+        .collect();
+    t.writes.clear();
+    stamps
+}
+
+/// A client's keep-alive ping at `now`; the `last_active` its reply carries.
+fn ping(t: &mut Test, conn: &ConnId, now: DateTime<Utc>) -> Value {
+    t.engine.health_check(conn, now);
+    t.pump();
+    let reply = t.taken(conn, HEALTH_CHECK);
+    assert_eq!(reply.len(), 1, "{reply:?}");
+    reply[0]["me"]["last_active"].clone()
+}
+
+#[test]
+fn pings_refresh_last_active_for_everyone_but_write_it_once_per_refresh_interval() {
+    const PING_MS: i64 = 25_000;
+    let refresh_ms = REFRESH.as_millis() as i64;
+    let mut t = Test::new(false);
+    t.writes.clear();
+    t.connect("b1", "bob", at(0));
+    let alice = t.connect("a1", "alice", at(0));
+    assert_eq!(
+        stamps_written(&mut t, "alice"),
+        [0],
+        "the connect is written"
+    );
+    // Every ping moves what alice and others read; none writes until the stored stamp is REFRESH old.
+    let mut now = 0;
+    while now + PING_MS < refresh_ms {
+        now += PING_MS;
+        assert_eq!(ping(&mut t, &alice, at(now)), json!(record(at(now))));
+        assert_eq!(
+            t.seen_by("bob", "alice")["last_active"],
+            json!(record(at(now)))
+        );
+    }
+    assert_eq!(stamps_written(&mut t, "alice"), Vec::<i64>::new());
+    // The first ping REFRESH after the connect writes once, and the clock starts over from it.
+    now += PING_MS;
+    ping(&mut t, &alice, at(now));
+    assert_eq!(stamps_written(&mut t, "alice"), [now]);
+    let refreshed = now;
+    ping(&mut t, &alice, at(now + 1));
+    ping(&mut t, &alice, at(refreshed + refresh_ms - 1));
+    assert_eq!(stamps_written(&mut t, "alice"), Vec::<i64>::new());
+    ping(&mut t, &alice, at(refreshed + refresh_ms));
+    assert_eq!(stamps_written(&mut t, "alice"), [refreshed + refresh_ms]);
+    // Leaving is always written, however recent the last write.
+    t.disconnect(&alice, Ending::Explicit, at(refreshed + refresh_ms + 10));
+    assert_eq!(
+        stamps_written(&mut t, "alice"),
+        [refreshed + refresh_ms + 10]
+    );
+    assert_eq!(
+        t.seen_by("bob", "alice")["last_active"],
+        json!(record(at(refreshed + refresh_ms + 10)))
+    );
+}
+
+#[test]
+fn only_the_end_of_the_last_connection_is_written_even_when_it_ends_abnormally() {
+    let mut t = Test::new(false);
+    let a1 = t.connect("a1", "alice", at(0));
+    let a2 = t.connect("a2", "alice", at(1_000));
+    assert_eq!(
+        stamps_written(&mut t, "alice"),
+        [0, 1_000],
+        "each connect is written"
+    );
+    ping(&mut t, &a1, at(2_000));
+    t.disconnect(&a1, Ending::Explicit, at(3_000));
+    assert_eq!(stamps_written(&mut t, "alice"), Vec::<i64>::new());
+    ping(&mut t, &a2, at(4_000));
+    t.disconnect(&a2, Ending::Abnormal, at(5_000));
+    assert_eq!(stamps_written(&mut t, "alice"), [5_000]);
+    // A ping of a connected user whose stamp was written by a profile write counts from that write.
+    let a3 = t.connect("a3", "alice", at(10_000));
+    ping(&mut t, &a3, at(11_000));
+    t.engine
+        .partial_update_users(
+            &Caller::Server,
+            &[
+                serde_json::from_value(json!({ "id": "alice", "set": { "status": "away" } }))
+                    .unwrap(),
+            ],
+            at(12_000),
+        )
+        .unwrap();
+    t.pump();
+    assert_eq!(stamps_written(&mut t, "alice"), [10_000, 11_000]);
+    let refresh_ms = REFRESH.as_millis() as i64;
+    ping(&mut t, &a3, at(11_000 + refresh_ms - 1));
+    assert_eq!(stamps_written(&mut t, "alice"), Vec::<i64>::new());
+    ping(&mut t, &a3, at(11_000 + refresh_ms));
+    assert_eq!(stamps_written(&mut t, "alice"), [11_000 + refresh_ms]);
+}
+
+#[test]
+fn shutdown_writes_the_stamp_of_everyone_connected() {
+    let mut t = Test::new(false);
+    let alice = t.connect("a1", "alice", at(0));
+    ping(&mut t, &alice, at(25_000));
+    t.writes.clear();
+    t.engine.shutdown(at(30_000));
+    t.pump();
+    assert_eq!(stamps_written(&mut t, "alice"), [30_000]);
+    assert_eq!(stamps_written(&mut t, "bob"), Vec::<i64>::new());
 }
 
 fn ids_of(users: &Value) -> Vec<String> {

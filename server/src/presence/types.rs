@@ -35,4 +35,7 @@ pub struct Config {
     pub max_connections_per_user: usize,
     /// Channels one user token may create.
     pub max_channels_per_user: usize,
+    /// How old the stored `last_active` of a connected user may grow before a ping writes it again (pings
+    /// refresh the value everyone reads in memory; connects and last disconnects are always written).
+    pub last_active_refresh: Duration,
 }

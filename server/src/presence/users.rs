@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use imbl::{HashMap, OrdSet};
 use presence_protocol::User;
 
@@ -21,11 +21,14 @@ pub(super) struct UserEntry {
     grace_until: Option<DateTime<Utc>>,
     /// The visible online state peers were last told.
     announced: bool,
+    /// The `last_active` storage holds (as loaded, or as last written).
+    stored_last_active: Option<DateTime<Utc>>,
 }
 
 impl UserEntry {
     fn new(rec: UserRecord) -> Self {
         UserEntry {
+            stored_last_active: rec.last_active,
             rec: Arc::new(rec),
             conns: Vec::new(),
             grace_until: None,
@@ -103,6 +106,24 @@ impl Users {
             .entry(id.to_string())
             .or_insert_with(|| UserEntry::new(UserRecord::new(id, now)));
         Arc::make_mut(&mut entry.rec)
+    }
+
+    /// The user's `last_active` has been queued for storage with this value.
+    pub fn last_active_stored(&mut self, id: &str, value: Option<DateTime<Utc>>) {
+        if let Some(entry) = self.entries.get_mut(id) {
+            entry.stored_last_active = value;
+        }
+    }
+
+    /// Whether storage holds a `last_active` of the user older than `every` at `now` (or none), so that a
+    /// refresh is due.
+    pub fn last_active_refresh_due(&self, id: &str, every: TimeDelta, now: DateTime<Utc>) -> bool {
+        self.entries
+            .get(id)
+            .is_some_and(|entry| match entry.stored_last_active {
+                Some(stored) => now.signed_duration_since(stored) >= every,
+                None => true,
+            })
     }
 
     /// A connection of the user opened: any grace window ends (the user never went offline).

@@ -220,7 +220,9 @@ impl Engine {
         if profile_write {
             rec.updated_at = now;
         }
+        let stored = rec.last_active;
         self.writes.push(Write::SaveUser(Box::new(rec.clone())));
+        self.users.last_active_stored(user_id, stored);
         if switched == Some(true) {
             self.users.cancel_grace(user_id);
         }

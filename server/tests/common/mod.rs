@@ -57,6 +57,8 @@ pub struct ServerOpts {
     pub admin: bool,
     /// `--max-channels-per-user`, when not the server's default.
     pub max_channels_per_user: Option<usize>,
+    /// `--last-active-refresh-ms`, when not the server's default.
+    pub last_active_refresh_ms: Option<u64>,
 }
 
 impl Default for ServerOpts {
@@ -73,6 +75,7 @@ impl Default for ServerOpts {
             api_secret: API_SECRET.to_string(),
             admin: true,
             max_channels_per_user: None,
+            last_active_refresh_ms: None,
         }
     }
 }
@@ -117,6 +120,10 @@ impl ServerOpts {
     }
     pub fn max_channels_per_user(mut self, max: usize) -> Self {
         self.max_channels_per_user = Some(max);
+        self
+    }
+    pub fn last_active_refresh(mut self, ms: u64) -> Self {
+        self.last_active_refresh_ms = Some(ms);
         self
     }
 }
@@ -252,6 +259,9 @@ impl Server {
             max_connections_per_user: 50,
             max_channels_per_user: opts.max_channels_per_user.unwrap_or(1000),
             send_queue_bytes: 1024 * 1024,
+            last_active_refresh: Duration::from_millis(
+                opts.last_active_refresh_ms.unwrap_or(15 * 60 * 1000),
+            ),
         };
         let db = opts
             .db
@@ -306,6 +316,9 @@ impl Server {
             ]);
         if let Some(max) = opts.max_channels_per_user {
             cmd.args(["--max-channels-per-user", &max.to_string()]);
+        }
+        if let Some(ms) = opts.last_active_refresh_ms {
+            cmd.args(["--last-active-refresh-ms", &ms.to_string()]);
         }
         if opts.dev_tokens {
             cmd.arg("--dev-tokens");
@@ -408,6 +421,17 @@ impl Server {
         let lines = self.stderr.lock().unwrap();
         let start = lines.len().saturating_sub(40);
         lines[start..].join("\n")
+    }
+
+    /// SIGKILL, as a crash: the process ends at once, with no shutdown of any kind.
+    pub async fn kill(&mut self) {
+        let mut child = self.child.take().expect("server running");
+        tokio::task::spawn_blocking(move || {
+            child.kill().expect("kill -9 the server");
+            child.wait().expect("wait for the killed server")
+        })
+        .await
+        .unwrap();
     }
 
     /// SIGTERM, then wait (bounded) for the process to exit.
