@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 
 target_dir="${CARGO_TARGET_DIR:-target}"
 cargo build --profile wasm-release --target wasm32-unknown-unknown -p presence-client
+rm -rf pkg/snippets
 wasm-bindgen --target web --remove-name-section --remove-producers-section --out-dir pkg \
   "$target_dir/wasm32-unknown-unknown/wasm-release/presence_client.wasm"
 
@@ -31,9 +32,12 @@ if [ -x "$wasm_opt" ]; then
   echo "wasm-opt: import and export names minified"
 fi
 if [ -x "$esbuild" ]; then
-  "$esbuild" pkg/presence_client.js --minify --format=esm --log-level=warning --outfile=pkg/presence_client.min.js
+  # Bundled: the glue's JS snippets (src/web/frames.js, the socket's message handler) are inlined.
+  "$esbuild" pkg/presence_client.js --bundle --minify --format=esm --log-level=warning \
+    --outfile=pkg/presence_client.min.js
   mv pkg/presence_client.min.js pkg/presence_client.js
-  echo "esbuild: JS glue minified"
+  rm -rf pkg/snippets
+  echo "esbuild: JS glue bundled and minified"
 fi
 
 # The package ships its own precise TypeScript types (types/index.d.ts); the generated ones are not published.
@@ -48,7 +52,7 @@ total_gz=$(($(gz "$wasm") + $(gz "$glue")))
 printf '%-28s %9s %9s\n' file raw gzip-9
 printf '%-28s %9d %9d\n' "$wasm" "$(size "$wasm")" "$(gz "$wasm")"
 printf '%-28s %9d %9d\n' "$glue" "$(size "$glue")" "$(gz "$glue")"
-budget=50000
+budget=51000
 printf '%-28s %9d %9d\n' "total (budget $budget gzip)" "$total_raw" "$total_gz"
 if [ "$total_gz" -ge "$budget" ]; then
   echo "size budget exceeded: $total_gz bytes gzip >= $budget" >&2

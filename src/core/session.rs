@@ -411,7 +411,7 @@ impl Session {
     /// Users from a REST answer the app asked for (queryUsers, watch, queryChannels): the cache follows them.
     pub fn observe_users(&mut self, users: impl IntoIterator<Item = UserPresence>) {
         for user in users {
-            self.observe_user(user);
+            self.observe_user(&user);
         }
     }
 
@@ -643,21 +643,21 @@ impl Session {
 
     fn observe_frame_users(&mut self, frame: &Frame<'_>) {
         if let Some(user) = &frame.user {
-            self.observe_user(user.clone());
+            self.observe_user(user);
         }
         if let Some(me) = &frame.me {
-            self.observe_user(me.clone());
+            self.observe_user(me);
         }
     }
 
-    fn observe_user(&mut self, user: UserPresence) {
+    fn observe_user(&mut self, user: &UserPresence) {
         if let Some(recovery) = &mut self.recovery {
             // What arrives after the recovery requests went out is taken as newer than their answers.
             if !recovery.live.contains(&user.id) {
                 recovery.live.push(user.id.clone());
             }
         }
-        self.users.apply(&user.id, user.state);
+        self.users.apply(&user.id, &user.state);
     }
 }
 
