@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 
 target_dir="${CARGO_TARGET_DIR:-target}"
 cargo build --profile wasm-release --target wasm32-unknown-unknown -p presence-client
+rm -rf pkg/snippets
 wasm-bindgen --target web --remove-name-section --remove-producers-section --out-dir pkg \
   "$target_dir/wasm32-unknown-unknown/wasm-release/presence_client.wasm"
 
@@ -31,9 +32,12 @@ if [ -x "$wasm_opt" ]; then
   echo "wasm-opt: import and export names minified"
 fi
 if [ -x "$esbuild" ]; then
-  "$esbuild" pkg/presence_client.js --minify --format=esm --log-level=warning --outfile=pkg/presence_client.min.js
+  # Bundled: the glue's JS snippets (src/web/frames.js, the socket's message handler) are inlined.
+  "$esbuild" pkg/presence_client.js --bundle --minify --format=esm --log-level=warning \
+    --outfile=pkg/presence_client.min.js
   mv pkg/presence_client.min.js pkg/presence_client.js
-  echo "esbuild: JS glue minified"
+  rm -rf pkg/snippets
+  echo "esbuild: JS glue bundled and minified"
 fi
 
 # The package ships its own precise TypeScript types (types/index.d.ts); the generated ones are not published.
@@ -49,12 +53,14 @@ printf '%-28s %9s %9s\n' file raw gzip-9
 printf '%-28s %9d %9d\n' "$wasm" "$(size "$wasm")" "$(gz "$wasm")"
 printf '%-28s %9d %9d\n' "$glue" "$(size "$glue")" "$(gz "$glue")"
 # The budget: 56 KiB of gzip for wasm + glue, about half of stream-chat's 104.5 KB. Measured (this script, gzip -9 of
-# both files): 48,478 B before wire timestamps were parsed; chrono's RFC 3339 parsing (no default features) adds
-# 7,880 B, most of it core's formatting and Unicode tables that its str-slicing panic paths link into a bundle that
-# had none, so 56,358 B. serde + serde-wasm-bindgen decoding the app's arguments and the REST answers (into
-# deserialize-only views of the protocol types, no serde_json::Value) was measured at +29,779 B on its own and
-# 81,069 B with chrono: serde-wasm-bindgen's error messages alone link float formatting (serde's `Unexpected`),
-# so it stays out of the bundle while the budget holds.
+# both files): 48,486 B before wire timestamps were read and before frames were parsed in JS; the JS frame handler
+# (src/web/frames.js, inlined by esbuild) and its reader add 2,340 B. chrono's RFC 3339 parsing (no default
+# features) added 7,880 B on its own, most of it core's formatting and Unicode tables that its str-slicing panic
+# paths link into a bundle that had none (58,621 B with both); the core's own byte reader (src/core/stamp.rs,
+# checked against chrono in its tests) costs a few hundred bytes: 52,921 B. serde + serde-wasm-bindgen decoding the
+# app's arguments and the REST answers (into deserialize-only views of the protocol types, no serde_json::Value)
+# was measured at +29,779 B on its own: serde-wasm-bindgen's error messages alone link float formatting (serde's
+# `Unexpected`), so it stays out of the bundle while the budget holds.
 budget=57344
 printf '%-28s %9d %9d\n' "total (budget $budget gzip)" "$total_raw" "$total_gz"
 if [ "$total_gz" -ge "$budget" ]; then

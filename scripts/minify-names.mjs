@@ -29,13 +29,32 @@ const ident = '[\\w$]';
 const modules = new Set(WebAssembly.Module.imports(module).map((i) => i.module));
 if (modules.size !== 1) fail(`expected one import module, found ${[...modules].join(', ')}`);
 const [newModule] = modules;
-const oldModules = new Set(mapping.imports.map(([oldModule]) => oldModule));
+const quoted = (name) => escape(name).replace(/[./]/g, '\\$&');
+// Functions of JS snippets (`#[wasm_bindgen(module = ...)]`) that need no adapter are imported straight from the
+// snippet's namespace (`"./snippets/…/x.js": importN` in the import object); wasm-opt moved them into the one
+// module, so the glue now provides them beside the others, under their new names.
+const snippetImports = mapping.imports.filter(([oldModule]) => oldModule.startsWith('./snippets/'));
+if (snippetImports.length) {
+  const entries = snippetImports.map(([oldModule, oldName, newName]) => {
+    const binding = glue.match(new RegExp(`(["'])${quoted(oldModule)}\\1\\s*:\\s*(${ident}+)`));
+    if (!binding) fail(`import module ${oldModule} not found in the glue`);
+    return `${newName}: ${binding[2]}.${oldName}`;
+  });
+  for (const oldModule of new Set(snippetImports.map(([oldModule]) => oldModule))) {
+    glue = glue.replace(new RegExp(`\\s*(["'])${quoted(oldModule)}\\1\\s*:\\s*${ident}+,?`, 'g'), '');
+  }
+  const main = /(["'])\.\/presence_client_bg\.js\1\s*:\s*(import0),/;
+  if (!main.test(glue)) fail('the import object of the module itself not found in the glue');
+  glue = glue.replace(main, `$1./presence_client_bg.js$1: { ...$2, ${entries.join(', ')} },`);
+}
+const oldModules = new Set(mapping.imports.map(([oldModule]) => oldModule).filter((m) => !m.startsWith('./snippets/')));
 for (const oldModule of oldModules) {
-  const key = new RegExp(`(["'])${escape(oldModule).replace(/[./]/g, '\\$&')}\\1(\\s*:)`, 'g');
+  const key = new RegExp(`(["'])${quoted(oldModule)}\\1(\\s*:)`, 'g');
   if (!key.test(glue)) fail(`import module ${oldModule} not found in the glue`);
   glue = glue.replace(key, `"${newModule}"$2`);
 }
-for (const [, oldName, newName] of mapping.imports) {
+for (const [oldModule, oldName, newName] of mapping.imports) {
+  if (oldModule.startsWith('./snippets/')) continue;
   const key = new RegExp(`(?<!${ident})${escape(oldName)}(?=\\s*:)`, 'g');
   if (!key.test(glue)) fail(`import ${oldName} not found in the glue`);
   glue = glue.replace(key, newName);
@@ -48,7 +67,8 @@ for (const [oldName, newName] of mapping.exports) {
 }
 
 // Nothing of the old names may remain, and every import of the module must be provided.
-for (const [, oldName] of mapping.imports) {
+for (const [oldModule, oldName] of mapping.imports) {
+  if (oldModule.startsWith('./snippets/')) continue;
   if (new RegExp(`(?<!${ident})${escape(oldName)}(?!${ident})`).test(glue)) fail(`import ${oldName} still in the glue`);
 }
 for (const [oldName] of mapping.exports) {

@@ -226,7 +226,13 @@ fn serve(args: ServeArgs) -> ExitCode {
         Some(url) => Storage::Postgres(url),
         None => Storage::Sqlite(args.db),
     };
-    match runtime.block_on(run(settings, args.addr, args.admin_addr.0, storage, cluster)) {
+    match runtime.block_on(run(
+        settings,
+        args.addr,
+        args.admin_addr.0,
+        storage,
+        cluster,
+    )) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("presence-server: {e}");

@@ -13,6 +13,7 @@ pub mod frame;
 pub mod listeners;
 pub mod own_user;
 pub mod session;
+pub mod stamp;
 pub mod store;
 pub mod subscriptions;
 pub mod time;

@@ -72,7 +72,7 @@ impl Session {
         // One state per user, the last answer naming them wins; events follow the order of the answers.
         let mut latest = UserStore::default();
         for user in &recovery.fresh {
-            latest.apply(&user.id, user.state.clone());
+            latest.apply(&user.id, &user.state);
         }
         for user in recovery.fresh {
             let Some(state) = latest.remove(&user.id) else {
@@ -82,7 +82,7 @@ impl Session {
                 continue;
             }
             let known = self.users.get(&user.id).is_some();
-            if self.users.apply(&user.id, state) && known {
+            if self.users.apply(&user.id, &state) && known {
                 self.effects
                     .push(Effect::PresenceChanged { user_id: user.id });
             }

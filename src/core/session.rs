@@ -411,13 +411,13 @@ impl Session {
     /// cache follows them, except those older than what it holds.
     pub fn observe_users(&mut self, users: impl IntoIterator<Item = UserPresence>) {
         for user in users {
-            self.observe_user(user);
+            self.observe_user(&user);
         }
     }
 
     /// [`Session::observe_users`] for one user; returns whether it was taken (`false`: older than what the cache
     /// holds, which the embedding layer's cache then keeps too).
-    pub fn observe_user(&mut self, user: UserPresence) -> bool {
+    pub fn observe_user(&mut self, user: &UserPresence) -> bool {
         if self.users.is_outdated(&user.id, &user.state) {
             return false;
         }
@@ -427,7 +427,7 @@ impl Session {
                 recovery.live.push(user.id.clone());
             }
         }
-        self.users.apply(&user.id, user.state);
+        self.users.apply(&user.id, &user.state);
         true
     }
 
@@ -662,12 +662,12 @@ impl Session {
     fn observe_frame_users(&mut self, frame: &Frame<'_>) -> FrameVerdict {
         let mut verdict = FrameVerdict::Dispatch;
         if let Some(user) = &frame.user {
-            if !self.observe_user(user.clone()) {
+            if !self.observe_user(user) {
                 verdict = FrameVerdict::DispatchOutdated;
             }
         }
         if let Some(me) = &frame.me {
-            self.observe_user(me.clone());
+            self.observe_user(me);
         }
         verdict
     }

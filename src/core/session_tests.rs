@@ -1256,7 +1256,7 @@ fn an_answer_older_than_an_event_does_not_roll_the_cache_back() {
     // The answer to a query made before that event arrives after it; its time has another offset.
     let taken = h
         .session
-        .observe_user(presence_at("jack", true, "", "2026-01-01T13:00:15+01:00"));
+        .observe_user(&presence_at("jack", true, "", "2026-01-01T13:00:15+01:00"));
     assert!(
         !taken,
         "the embedding layer's cache keeps the event's user too"
@@ -1265,7 +1265,7 @@ fn an_answer_older_than_an_event_does_not_roll_the_cache_back() {
     // A user without any time is not judged.
     let mut undated = presence("jack", true, "");
     undated.state.since = None;
-    assert!(h.session.observe_user(undated));
+    assert!(h.session.observe_user(&undated));
     assert!(online(&h, "jack"));
 }
 

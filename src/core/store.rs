@@ -6,15 +6,7 @@ use presence_protocol::User;
 
 use crate::core::wire::WireUser;
 
-/// When a user object was current, in microseconds since the Unix epoch.
-pub type Stamp = i64;
-
-/// An RFC 3339 wire timestamp as a [`Stamp`]; `None` for anything else.
-pub fn parse_stamp(text: &str) -> Option<Stamp> {
-    chrono::DateTime::parse_from_rfc3339(text)
-        .ok()
-        .map(|at| at.timestamp_micros())
-}
+pub use crate::core::stamp::{parse_stamp, Stamp};
 
 /// What a presence UI shows of a user.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -98,17 +90,21 @@ impl UserStore {
     }
 
     /// Stores the latest state of a user; returns whether it differs visibly from what was known (a user seen for
-    /// the first time counts as a change).
-    pub fn apply(&mut self, id: &str, state: PresenceState) -> bool {
+    /// the first time counts as a change). A known user's strings are overwritten in place (`clone_from`): no
+    /// allocation per presence frame.
+    pub fn apply(&mut self, id: &str, state: &PresenceState) -> bool {
         match self.find(id) {
             Ok(index) => {
                 let known = &mut self.users[index].1;
-                let changed = known.differs_visibly(&state);
-                *known = state;
+                let changed = known.differs_visibly(state);
+                known.online = state.online;
+                known.status.clone_from(&state.status);
+                known.last_active.clone_from(&state.last_active);
+                known.since = state.since;
                 changed
             }
             Err(index) => {
-                self.users.insert(index, (id.to_string(), state));
+                self.users.insert(index, (id.to_string(), state.clone()));
                 true
             }
         }
@@ -156,21 +152,21 @@ mod tests {
     #[test]
     fn only_online_and_status_changes_count() {
         let mut store = UserStore::default();
-        assert!(store.apply("jack", state(true, "here", "t1")));
-        assert!(!store.apply("jack", state(true, "here", "t2")));
+        assert!(store.apply("jack", &state(true, "here", "t1")));
+        assert!(!store.apply("jack", &state(true, "here", "t2")));
         assert_eq!(
             store.get("jack").unwrap().last_active.as_deref(),
             Some("t2")
         );
-        assert!(store.apply("jack", state(false, "here", "t2")));
-        assert!(store.apply("jack", state(false, "away", "t2")));
+        assert!(store.apply("jack", &state(false, "here", "t2")));
+        assert!(store.apply("jack", &state(false, "away", "t2")));
     }
 
     #[test]
     fn many_users_stay_findable() {
         let mut store = UserStore::default();
         for i in (0..1000).rev() {
-            assert!(store.apply(&format!("u{i}"), state(i % 2 == 0, "s", "t")));
+            assert!(store.apply(&format!("u{i}"), &state(i % 2 == 0, "s", "t")));
         }
         assert_eq!(store.len(), 1000);
         for i in 0..1000 {
@@ -214,7 +210,7 @@ mod tests {
     #[test]
     fn only_a_strictly_older_state_is_outdated() {
         let mut store = UserStore::default();
-        store.apply("jack", state(true, "here", "2026-01-01T00:00:10Z"));
+        store.apply("jack", &state(true, "here", "2026-01-01T00:00:10Z"));
         assert!(store.is_outdated("jack", &state(false, "here", "2026-01-01T00:00:09Z")));
         assert!(!store.is_outdated("jack", &state(false, "away", "2026-01-01T00:00:10Z")));
         assert!(!store.is_outdated("jack", &state(false, "here", "not a time")));

@@ -10,6 +10,7 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 
 use crate::core::own_user::resent_on_reconnect;
+use crate::web::frames::cache_event_user;
 use crate::web::js;
 
 pub struct UserCache {
@@ -97,12 +98,12 @@ impl UserCache {
         js::get(&self.users(), id)
     }
 
-    /// `user.presence.changed` / `user.updated` about `id`: the event's user replaces the cached one; for the
-    /// connected user (`is_me`) it is merged into `client.user`.
-    pub fn replace_user(&self, id: &str, user: &JsValue, is_me: bool) {
-        js::set(&self.users(), id, user);
+    /// `user.presence.changed` / `user.updated`: the event's user replaces the cached one; for the connected user
+    /// (`is_me`) it is merged into `client.user`.
+    pub fn replace_event_user(&self, event: &JsValue, is_me: bool) {
+        cache_event_user(&self.users.borrow(), event);
         if is_me {
-            self.merge_me(user);
+            self.merge_me(&js::get(event, "user"));
         }
     }
 

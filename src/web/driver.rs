@@ -9,12 +9,15 @@ use presence_protocol::codes::event_type;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 
-use crate::core::{ClientError, Effect, FrameVerdict, SocketId, Subscription};
+use crate::core::{
+    ClientError, Effect, FrameVerdict, Millis, SocketId, Subscription, UserPresence,
+};
 use crate::web::credentials::Token;
 use crate::web::events::local_event;
-use crate::web::inbound::{self, Inbound};
+use crate::web::inbound;
 use crate::web::js;
 use crate::web::page::PageEvents;
+use crate::web::reader::Inbound;
 use crate::web::requests;
 use crate::web::rest;
 use crate::web::runtime::{drop_later, spawn, timeout};
@@ -304,10 +307,9 @@ async fn open_socket(
     let opened = Socket::open(
         socket,
         &url,
-        move |event: web_sys::MessageEvent| {
-            if let Some(client) = on_message.upgrade() {
-                handle_message(&client, socket, &event.data());
-            }
+        move |inbound: &Inbound, now| {
+            let client = on_message.upgrade()?;
+            handle_frame(&client, socket, inbound, now)
         },
         move |event: web_sys::CloseEvent| {
             if let Some(client) = on_close.upgrade() {
@@ -345,20 +347,23 @@ async fn open_socket(
 }
 
 /// The hot path: frame → session → (effects first: `connection.changed`, the `connectUser` resolution) →
-/// cache and listeners.
-fn handle_message(client: &Rc<ClientState>, socket: SocketId, data: &JsValue) {
-    let Some(inbound) = Inbound::parse(data) else {
-        return;
-    };
+/// cache and listeners. Returns the frame's user as the session decoded it, whose strings the reader reuses.
+fn handle_frame(
+    client: &Rc<ClientState>,
+    socket: SocketId,
+    inbound: &Inbound,
+    now: Millis,
+) -> Option<UserPresence> {
     let frame = inbound.frame();
     let verdict = client
         .session
         .borrow_mut()
-        .handle_frame(js::now(), socket, &frame);
+        .handle_frame(now, socket, &frame);
     pump(client, Some(inbound.event()));
     if verdict != FrameVerdict::Ignore {
-        inbound::dispatch(client, &inbound, &frame, verdict == FrameVerdict::Dispatch);
+        inbound::dispatch(client, inbound, &frame, verdict == FrameVerdict::Dispatch);
     }
+    frame.user
 }
 
 /// Makes one recovery request on the new connection and reports its answer (none when it failed) to the

@@ -1,8 +1,8 @@
 //! The browser layer: the exported JS API (`Client`, `Channel`), and the only code that touches JS. It turns
 //! socket frames, timers and page events into core inputs, and carries out the core's effects.
 //!
-//! Data flows one way: a frame arrives on a [`socket`], the [`driver`] hands it to [`inbound`], which decodes it
-//! with the core's rules, feeds it to the session and mirrors it into the JS cache; the session's effects go
+//! Data flows one way: a frame arrives on a [`socket`] (parsed in JS by [`frames`], and handed over in one call),
+//! the [`driver`] hands it to [`inbound`], which decodes it with the core's rules, feeds it to the session and mirrors it into the JS cache; the session's effects go
 //! back to the [`driver`] (socket, timers, page events, events for the app). App calls are checked and built in
 //! [`requests`] and sent by [`rest`]; [`client`] and [`channel`] are the thin exported surfaces over that.
 //!
@@ -18,10 +18,12 @@ mod cache;
 mod credentials;
 mod driver;
 mod events;
+mod frames;
 mod http;
 mod inbound;
 mod js;
 mod page;
+mod reader;
 mod registry;
 mod requests;
 mod rest;

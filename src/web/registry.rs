@@ -181,6 +181,10 @@ impl ChannelRegistry {
         }
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.channels.borrow().is_empty()
+    }
+
     /// Every channel, for work that calls out (no borrow is held meanwhile).
     pub fn all(&self) -> Vec<Rc<ChannelState>> {
         let channels = self.channels.borrow();

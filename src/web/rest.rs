@@ -209,9 +209,8 @@ fn answer_users(list: &JsValue) -> Vec<(UserPresence, JsValue)> {
 /// and `state.users` follows; an outdated one leaves the cache alone and channels keep showing the newer user.
 /// Returns whether it was taken.
 fn take_user(client: &ClientState, user: UserPresence, object: &JsValue) -> bool {
-    let id = user.id.clone();
-    let taken = client.session.borrow_mut().observe_user(user);
-    settle_user(client, &id, object, taken);
+    let taken = client.session.borrow_mut().observe_user(&user);
+    settle_user(client, &user.id, object, taken);
     taken
 }
 

@@ -2,18 +2,22 @@
 //! detaches them and closes the socket if it is still open.
 
 use wasm_bindgen::prelude::*;
-use web_sys::{CloseEvent, Event, MessageEvent, WebSocket};
+use web_sys::{CloseEvent, Event, WebSocket};
 
-/// Every handler has this one type, as have the page listeners: each closure type costs its own glue.
+use crate::core::UserPresence;
+use crate::core::{Millis, SocketId};
+use crate::web::frames::receive_frames;
+use crate::web::reader::{FrameReader, Inbound};
+
+/// Every handler has this one type, as have the page listeners: each closure type costs its own glue. (The frame
+/// handler is called with the parsed event, not an `Event`: the type only names the argument's ABI.)
 type Handler = Closure<dyn FnMut(Event)>;
-
-use crate::core::SocketId;
 
 #[must_use = "dropping a Socket closes it"]
 pub struct Socket {
     pub id: SocketId,
     ws: WebSocket,
-    _on_message: Handler,
+    _on_frame: Handler,
     _on_close: Handler,
     _on_error: Handler,
 }
@@ -22,21 +26,36 @@ impl Socket {
     pub fn open(
         id: SocketId,
         url: &str,
-        mut on_message: impl FnMut(MessageEvent) + 'static,
+        mut on_frame: impl FnMut(&Inbound, Millis) -> Option<UserPresence> + 'static,
         mut on_close: impl FnMut(CloseEvent) + 'static,
         on_error: impl FnMut(Event) + 'static,
     ) -> Result<Socket, JsValue> {
         let ws = WebSocket::new(url)?;
-        let on_message = Handler::new(move |event: Event| on_message(event.unchecked_into()));
+        let mut reader = FrameReader::new();
+        let (header, text, text_len) = reader.buffers();
+        // The frame's user, decoded by the session, comes back so that its strings are reused.
+        let frame_handler = Handler::new(move |event: Event| {
+            if let Some(inbound) = reader.read(event.into()) {
+                let user = on_frame(&inbound, reader.now());
+                reader.recycle(inbound, user);
+            }
+        });
         let on_close = Handler::new(move |event: Event| on_close(event.unchecked_into()));
         let on_error = Handler::new(on_error);
-        ws.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+        receive_frames(
+            &ws,
+            frame_handler.as_ref().unchecked_ref(),
+            &wasm_bindgen::memory(),
+            header,
+            text,
+            text_len,
+        );
         ws.set_onclose(Some(on_close.as_ref().unchecked_ref()));
         ws.set_onerror(Some(on_error.as_ref().unchecked_ref()));
         Ok(Socket {
             id,
             ws,
-            _on_message: on_message,
+            _on_frame: frame_handler,
             _on_close: on_close,
             _on_error: on_error,
         })
