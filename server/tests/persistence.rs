@@ -7,49 +7,6 @@ mod common;
 use common::*;
 use serde_json::{json, Value};
 
-async fn all_users(s: &Server) -> Value {
-    let r = s
-        .query_users(
-            &Auth::Server,
-            None,
-            json!({ "filter_conditions": {}, "sort": [{ "field": "id", "direction": 1 }], "limit": 100 }),
-        )
-        .await;
-    r.ok(200)["users"].clone()
-}
-
-async fn all_channels(s: &Server) -> Value {
-    let r = s
-        .query_channels(
-            &Auth::Server,
-            None,
-            json!({ "filter_conditions": {}, "state": true, "limit": 30 }),
-        )
-        .await;
-    let mut channels: Vec<Value> = r.ok(201)["channels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| {
-            let mut members: Vec<String> = c["members"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|m| m["user_id"].as_str().unwrap().to_string())
-                .collect();
-            members.sort();
-            let mut channel = c["channel"].clone();
-            // Per-request fields, not stored state.
-            if let Value::Object(m) = &mut channel {
-                m.remove("own_capabilities");
-            }
-            json!({ "channel": channel, "members": members })
-        })
-        .collect();
-    channels.sort_by_key(|c| c["channel"]["cid"].as_str().unwrap().to_string());
-    Value::Array(channels)
-}
-
 #[tokio::test]
 async fn everything_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();

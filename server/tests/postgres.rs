@@ -7,53 +7,10 @@ mod common;
 use common::pg::Postgres;
 use common::*;
 use presence_protocol::codes::{close_code, event_type};
-use serde_json::{json, Value};
+use serde_json::json;
 
 fn on(pg: &Postgres) -> ServerOpts {
     ServerOpts::default().env("PRESENCE_DATABASE_URL", &pg.url)
-}
-
-async fn all_users(s: &Server) -> Value {
-    let r = s
-        .query_users(
-            &Auth::Server,
-            None,
-            json!({ "filter_conditions": {}, "sort": [{ "field": "id", "direction": 1 }], "limit": 100 }),
-        )
-        .await;
-    r.ok(200)["users"].clone()
-}
-
-/// Every channel with its data and sorted member ids, by cid.
-async fn all_channels(s: &Server) -> Value {
-    let r = s
-        .query_channels(
-            &Auth::Server,
-            None,
-            json!({ "filter_conditions": {}, "state": true, "limit": 30 }),
-        )
-        .await;
-    let mut channels: Vec<Value> = r.ok(201)["channels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| {
-            let mut members: Vec<String> = c["members"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|m| m["user_id"].as_str().unwrap().to_string())
-                .collect();
-            members.sort();
-            let mut channel = c["channel"].clone();
-            if let Value::Object(m) = &mut channel {
-                m.remove("own_capabilities");
-            }
-            json!({ "channel": channel, "members": members })
-        })
-        .collect();
-    channels.sort_by_key(|c| c["channel"]["cid"].as_str().unwrap().to_string());
-    Value::Array(channels)
 }
 
 /// The server's answer to a write it could not commit: 500, code -1, naming the database failure.
@@ -208,7 +165,8 @@ async fn an_invisible_user_keeps_the_frozen_last_active_across_a_restart() {
 #[tokio::test]
 async fn last_active_stamps_of_pings_and_shutdown_are_stored() {
     let pg = Postgres::start();
-    let s = Server::start_with(on(&pg)).await;
+    // A ping stores `last_active` once the stored one is a refresh interval old (15 minutes by default).
+    let s = Server::start_with(on(&pg).env("PRESENCE_LAST_ACTIVE_REFRESH_MS", "500")).await;
     s.upsert(&[json!({ "id": "alice" }), json!({ "id": "bob" })])
         .await;
     let alice = s.connect("alice").await;

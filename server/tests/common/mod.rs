@@ -810,7 +810,51 @@ fn uuid_like() -> String {
     format!("{t:x}-{n}")
 }
 
-/// Parse `name value` (or `name{labels} value`, summed) from Prometheus text.
+/// Every user, by id, as a server token reads them.
+pub async fn all_users(s: &Server) -> Value {
+    let r = s
+        .query_users(
+            &Auth::Server,
+            None,
+            json!({ "filter_conditions": {}, "sort": [{ "field": "id", "direction": 1 }], "limit": 100 }),
+        )
+        .await;
+    r.ok(200)["users"].clone()
+}
+
+/// Every channel with its data and sorted member ids, by cid.
+pub async fn all_channels(s: &Server) -> Value {
+    let r = s
+        .query_channels(
+            &Auth::Server,
+            None,
+            json!({ "filter_conditions": {}, "state": true, "limit": 30 }),
+        )
+        .await;
+    let mut channels: Vec<Value> = r.ok(201)["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let mut members: Vec<String> = c["members"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["user_id"].as_str().unwrap().to_string())
+                .collect();
+            members.sort();
+            let mut channel = c["channel"].clone();
+            // Per-request fields, not stored state.
+            if let Value::Object(m) = &mut channel {
+                m.remove("own_capabilities");
+            }
+            json!({ "channel": channel, "members": members })
+        })
+        .collect();
+    channels.sort_by_key(|c| c["channel"]["cid"].as_str().unwrap().to_string());
+    Value::Array(channels)
+}
+
 /// The cids of a `queryChannels` answer, in order.
 pub fn cids(body: &Value) -> Vec<String> {
     body["channels"]
@@ -821,6 +865,7 @@ pub fn cids(body: &Value) -> Vec<String> {
         .collect()
 }
 
+/// Parse `name value` (or `name{labels} value`, summed) from Prometheus text.
 pub fn metric_value(text: &str, name: &str) -> Option<f64> {
     let mut found = None;
     for line in text.lines() {
