@@ -45,6 +45,9 @@ pub struct Node {
     /// Appends, heartbeats and reads of the log's end; reconnects by itself.
     redis: ConnectionManager,
     runtime: Handle,
+    /// Sequence numbers of this process's entries start at the microsecond it connected, so they are above
+    /// those of an earlier process with the same node id: its entries, replayed at start, are not this one's.
+    first_seq: u64,
     next_seq: AtomicU64,
     /// Callers of this node's entries not yet applied, by the entry's sequence number.
     waiters: Mutex<HashMap<u64, Waiter>>,
@@ -73,12 +76,14 @@ impl Node {
         let redis = ConnectionManager::new_with_config(client.clone(), manager_config(None))
             .await
             .map_err(|e| format!("cannot reach Redis at {}: {e}", settings.redis_url))?;
+        let first_seq = u64::try_from(chrono::Utc::now().timestamp_micros()).unwrap_or(1);
         Ok(Arc::new(Node {
             id: settings.node_id.clone(),
             client,
             redis,
             runtime: Handle::current(),
-            next_seq: AtomicU64::new(1),
+            first_seq,
+            next_seq: AtomicU64::new(first_seq),
             waiters: Mutex::new(HashMap::new()),
             applied: watch::Sender::new(LogPos::default()),
             primary: Arc::new(AtomicBool::new(true)),
@@ -191,12 +196,12 @@ impl Node {
             }
             _ => {}
         }
-        let waiter = (origin == self.id)
-            .then(|| lock(&self.waiters).remove(&seq))
-            .flatten();
+        let own = origin == self.id && seq >= self.first_seq;
+        let waiter = own.then(|| lock(&self.waiters).remove(&seq)).flatten();
         LogItem {
             pos,
             entry: Some(Entry {
+                own,
                 origin,
                 now: pos.time(),
                 command,

@@ -216,9 +216,10 @@ impl Actor {
                     // Writes so far belong to the facts and requests before this entry.
                     writes.extend(self.engine.poll_writes());
                     let outcome = entry.command.apply(&mut self.engine, &*self.bus, entry.now);
-                    let own = self.node.as_ref().is_some_and(|n| n.id() == entry.origin);
                     let entry_writes = self.engine.poll_writes();
-                    if own || !self.shared_store {
+                    // A shared store holds what the entry's own process committed; an entry replayed at start
+                    // (an earlier process with this node id included) must not overwrite what came after it.
+                    if entry.own || !self.shared_store {
                         writes.extend(entry_writes);
                     }
                     if let Some(waiter) = waiter {

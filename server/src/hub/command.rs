@@ -83,6 +83,8 @@ pub enum Outcome {
 
 /// One entry of the cluster log, decoded: which process appended it, the time the log gave it, the command.
 pub struct Entry {
+    /// Appended by this process (not by an earlier process with the same node id).
+    pub own: bool,
     pub origin: String,
     pub now: DateTime<Utc>,
     pub command: Command,
