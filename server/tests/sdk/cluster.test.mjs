@@ -5,11 +5,11 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { StreamChat } from 'stream-chat';
 import WebSocket from 'ws';
+import { freePort, stop, waitFor } from './processes.mjs';
 
 const BIN = path.resolve(process.env.PRESENCE_SERVER_BIN || 'target/debug/presence-server');
 const REDIS = process.env.PRESENCE_REDIS_SERVER || 'redis-server';
@@ -25,39 +25,6 @@ const nodes = []; // { id, proc, url }
 let server; // a server-side SDK client on node 0
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-/** Resolves once `proc` printed a line matching `re` on `stream`, with the match. */
-function waitFor(proc, stream, re, what, ms = 30000) {
-  let seen = '';
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${what} did not start within ${ms} ms:\n${seen}`)), ms);
-    const onData = (d) => {
-      seen = (seen + d.toString()).slice(-4000);
-      const m = seen.match(re);
-      if (m) {
-        clearTimeout(timer);
-        proc[stream].off('data', onData);
-        resolve(m);
-      }
-    };
-    proc[stream].on('data', onData);
-    proc.once('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`${what} exited early with ${code}:\n${seen}`));
-    });
-  });
-}
 
 async function startRedis(port) {
   const dir = redis?.dir ?? mkdtempSync(path.join(os.tmpdir(), 'presence-cluster-'));
@@ -81,18 +48,6 @@ async function startNode(id) {
   const node = { id, proc, url };
   nodes.push(node);
   return node;
-}
-
-function stop(proc, signal = 'SIGTERM') {
-  return new Promise((resolve) => {
-    if (proc.exitCode !== null || proc.signalCode !== null) return resolve();
-    const kill = setTimeout(() => proc.kill('SIGKILL'), 5000);
-    proc.once('exit', () => {
-      clearTimeout(kill);
-      resolve();
-    });
-    proc.kill(signal);
-  });
 }
 
 function newClient(baseURL) {

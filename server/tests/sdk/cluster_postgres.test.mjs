@@ -6,10 +6,10 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { StreamChat } from 'stream-chat';
+import { freePort, stop, waitFor } from './processes.mjs';
 
 const BIN = path.resolve(process.env.PRESENCE_SERVER_BIN || 'target/debug/presence-server');
 const REDIS = process.env.PRESENCE_REDIS_SERVER || 'redis-server';
@@ -23,50 +23,6 @@ const procs = [];
 let redisPort;
 let databaseUrl;
 
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-function waitFor(proc, re, what, ms = 30000) {
-  let seen = '';
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${what} did not start within ${ms} ms:\n${seen}`)), ms);
-    const onData = (d) => {
-      seen = (seen + d.toString()).slice(-4000);
-      const m = seen.match(re);
-      if (m) {
-        clearTimeout(timer);
-        proc.stdout.off('data', onData);
-        resolve(m);
-      }
-    };
-    proc.stdout.on('data', onData);
-    proc.once('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`${what} exited early with ${code}:\n${seen}`));
-    });
-  });
-}
-
-function stop(proc, signal = 'SIGTERM') {
-  return new Promise((resolve) => {
-    if (proc.exitCode !== null || proc.signalCode !== null) return resolve();
-    const kill = setTimeout(() => proc.kill('SIGKILL'), 5000);
-    proc.once('exit', () => {
-      clearTimeout(kill);
-      resolve();
-    });
-    proc.kill(signal);
-  });
-}
-
 /** A server process on the shared database; in the cluster unless `nodeId` is null. */
 async function startServer(nodeId) {
   assert.ok(existsSync(BIN), `server binary not found at ${BIN} (build it or set PRESENCE_SERVER_BIN)`);
@@ -76,7 +32,7 @@ async function startServer(nodeId) {
   const proc = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   proc.stderr.on('data', () => {});
   procs.push(proc);
-  const [, url] = await waitFor(proc, /listening on (http:\/\/127\.0\.0\.1:\d+)/, `server ${nodeId ?? 'alone'}`);
+  const [, url] = await waitFor(proc, 'stdout', /listening on (http:\/\/127\.0\.0\.1:\d+)/, `server ${nodeId ?? 'alone'}`);
   return { proc, api: new StreamChat(KEY, SECRET, { baseURL: url, timeout: 5000 }) };
 }
 
@@ -94,7 +50,7 @@ before(async () => {
     '--dir', dir], { stdio: ['ignore', 'pipe', 'pipe'] });
   redis.once('error', () => {});
   procs.push(redis);
-  await waitFor(redis, /Ready to accept connections/, 'redis-server (bash scripts/setup.sh --cluster installs it)');
+  await waitFor(redis, 'stdout', /Ready to accept connections/, 'redis-server (bash scripts/setup.sh --cluster installs it)');
 });
 
 after(async () => {
