@@ -6,6 +6,7 @@ import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { StreamChat } from 'stream-chat';
+import { stop } from './processes.mjs';
 
 const BIN = path.resolve(process.env.PRESENCE_SERVER_BIN || 'target/debug/presence-server');
 const KEY = 'sdk-test-key';
@@ -44,18 +45,6 @@ function startServer(extra = []) {
         resolve(m[1]);
       }
     });
-  });
-}
-
-function stopServer(proc) {
-  return new Promise((resolve) => {
-    if (proc.exitCode !== null || proc.signalCode !== null) return resolve();
-    const kill = setTimeout(() => proc.kill('SIGKILL'), 5000);
-    proc.once('exit', () => {
-      clearTimeout(kill);
-      resolve();
-    });
-    proc.kill('SIGTERM');
   });
 }
 
@@ -121,7 +110,7 @@ before(async () => {
 
 after(async () => {
   await Promise.allSettled(clients.map((c) => (c.userID ? c.disconnectUser(500) : null)));
-  await Promise.all(servers.map(stopServer));
+  await Promise.all(servers.map((proc) => stop(proc)));
 });
 
 test('connectUser with a JWT', { timeout: 20000 }, async () => {
