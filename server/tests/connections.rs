@@ -40,16 +40,6 @@ async fn close_code_of(ws: &mut RawWs, what: &str) -> Option<u16> {
 }
 
 /// Opens a connection expected to be refused and returns its error frame and close code.
-async fn refused_connect(s: &Server, user_id: &str) -> (serde_json::Value, Closed) {
-    let params = Server::connect_params(user_id, &json!({ "id": user_id }), &s.user_token(user_id));
-    let mut ws = s.open_ws(&params, user_id).await;
-    let frame = match ws.next(WAIT).await {
-        Some(Incoming::Json(v)) => v,
-        other => panic!("expected a connection.error frame, got {other:?}"),
-    };
-    (frame, ws.wait_closed(WAIT).await)
-}
-
 #[tokio::test]
 async fn at_the_cap_a_new_connection_replaces_the_oldest_one_that_missed_a_pong() {
     let s = capped_server(2, 1000).await;
@@ -128,8 +118,8 @@ async fn at_the_cap_with_every_connection_answering_pings_a_new_one_is_refused_w
     // Long enough for a connection that did not answer pings to have missed one.
     sleep_ms(3 * PING_MS).await;
 
-    let (frame, closed) = refused_connect(&s, "alice").await;
-    assert_eq!(frame["type"], event_type::CONNECTION_ERROR, "{frame}");
+    let (frame, mut refused) = s.refused_connect("alice", &json!({ "id": "alice" })).await;
+    let closed = refused.wait_closed(WAIT).await;
     assert_eq!(
         frame["error"]["code"],
         error_code::TOO_MANY_CONNECTIONS,

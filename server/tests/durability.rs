@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 
 use common::*;
-use presence_protocol::codes::{close_code, event_type};
+use presence_protocol::codes::close_code;
 use serde_json::{json, Value};
 
 /// The database's write lock, held by another connection until dropped or released.
@@ -172,13 +172,7 @@ async fn a_connect_while_the_database_is_unwritable_is_refused_with_a_retryable_
     s.subscribe_users(&bob, &["carol"]).await;
 
     let mut lock = Lock::take(&db);
-    let params = Server::connect_params("carol", &json!({ "id": "carol" }), &s.user_token("carol"));
-    let mut carol = s.open_ws(&params, "carol").await;
-    let frame = match carol.next(WAIT).await {
-        Some(Incoming::Json(v)) => v,
-        other => panic!("expected a connection.error frame, got {other:?}"),
-    };
-    assert_eq!(frame["type"], event_type::CONNECTION_ERROR, "{frame}");
+    let (frame, mut carol) = s.refused_connect("carol", &json!({ "id": "carol" })).await;
     assert_eq!(frame["error"]["code"], -1, "{frame}");
     let code = carol.wait_close_code(WAIT).await;
     assert_ne!(code, close_code::NORMAL, "clients do not retry after 1000");

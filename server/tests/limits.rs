@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use presence_protocol::codes::{close_code, error_code, event_type};
+use presence_protocol::codes::{close_code, error_code};
 use serde_json::{json, Value};
 
 /// The cap on a user's or a channel's custom data, serialized.
@@ -121,13 +121,9 @@ async fn user_details_on_connect_are_capped_at_5_kb() {
     assert_eq!(ws.me()["pad"], fits["pad"]);
     // One byte more is refused with the connect path's error frame, and the user is not created.
     let over = padded(json!({ "name": "Bo" }), CAP + 1);
-    let params = Server::connect_params("bo", &with(over, "id", json!("bo")), &s.user_token("bo"));
-    let mut refused = s.open_ws(&params, "bo").await;
-    let frame = match refused.next(WAIT).await {
-        Some(Incoming::Json(v)) => v,
-        other => panic!("expected a connection.error frame, got {other:?}"),
-    };
-    assert_eq!(frame["type"], event_type::CONNECTION_ERROR, "{frame}");
+    let (frame, mut refused) = s
+        .refused_connect("bo", &with(over, "id", json!("bo")))
+        .await;
     assert_eq!(frame["error"]["code"], error_code::INPUT, "{frame}");
     assert_eq!(frame["error"]["StatusCode"], 400, "{frame}");
     let message = frame["error"]["message"].as_str().unwrap_or_default();

@@ -6,7 +6,7 @@ mod common;
 
 use common::pg::Postgres;
 use common::*;
-use presence_protocol::codes::{close_code, event_type};
+use presence_protocol::codes::close_code;
 use serde_json::json;
 
 fn on(pg: &Postgres) -> ServerOpts {
@@ -243,13 +243,7 @@ async fn an_outage_fails_writes_whole_and_the_server_recovers_by_itself() {
         )
         .await;
     assert_database_failure(&r, "UpdateUsers");
-    let params = Server::connect_params("alice", &json!({ "id": "alice" }), &s.user_token("alice"));
-    let mut alice = s.open_ws(&params, "alice").await;
-    let frame = match alice.next(WAIT).await {
-        Some(Incoming::Json(v)) => v,
-        other => panic!("expected a connection.error frame, got {other:?}"),
-    };
-    assert_eq!(frame["type"], event_type::CONNECTION_ERROR, "{frame}");
+    let (frame, mut alice) = s.refused_connect("alice", &json!({ "id": "alice" })).await;
     assert_eq!(frame["error"]["code"], -1, "{frame}");
     let code = alice.wait_close_code(WAIT).await;
     assert_ne!(code, close_code::NORMAL, "clients do not retry after 1000");

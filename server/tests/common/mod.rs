@@ -766,6 +766,19 @@ impl Server {
         self.connect_token(user_id, details, &token).await
     }
 
+    /// Opens a connection the server is to refuse: returns the `connection.error` frame it sends first, and the
+    /// socket, for its close.
+    pub async fn refused_connect(&self, user_id: &str, details: &Value) -> (Value, Ws) {
+        let params = Server::connect_params(user_id, details, &self.user_token(user_id));
+        let mut ws = self.open_ws(&params, user_id).await;
+        let frame = match ws.next(WAIT).await {
+            Some(Incoming::Json(v)) => v,
+            other => panic!("expected a connection.error frame, got {other:?}"),
+        };
+        assert_eq!(frame["type"], event_type::CONNECTION_ERROR, "{frame}");
+        (frame, ws)
+    }
+
     pub async fn connect_token(&self, user_id: &str, details: Value, token: &str) -> Ws {
         let params = Server::connect_params(user_id, &details, token);
         let mut ws = self.open_ws(&params, user_id).await;
