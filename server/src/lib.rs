@@ -46,6 +46,15 @@ pub mod fuzzing {
     pub use crate::ws::{authenticate, read_client_frame, ClientFrame};
 }
 
+/// What the store tests drive: the PostgreSQL store and the writes it commits, so two nodes' commits can be made
+/// in an order other than the log's. Re-exports only; not a stable API.
+#[doc(hidden)]
+pub mod storage {
+    pub use crate::model::{ChannelRecord, MemberRecord, UserRecord, Write};
+    pub use crate::store::postgres::PostgresStore;
+    pub use crate::store::{Snapshot, Stamped, Store};
+}
+
 /// Everything the server needs to know besides where its data lives.
 #[derive(Debug, Clone)]
 pub struct Settings {

@@ -122,7 +122,7 @@ async fn users_channels_and_members_survive_a_restart() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(versions, [1], "each migration applied once");
+    assert_eq!(versions, [1, 2], "each migration applied once");
 }
 
 #[tokio::test]
@@ -324,4 +324,152 @@ async fn an_unreachable_database_stops_the_start_without_showing_the_password() 
     );
     assert!(!out.stderr.contains("hunter2secret"), "{}", out.stderr);
     assert!(!out.stdout.contains("listening"), "{}", out.stdout);
+}
+
+mod log_order {
+    use super::*;
+    use chrono::{DateTime, TimeZone, Utc};
+    use presence_server::storage::{
+        ChannelRecord, MemberRecord, PostgresStore, Snapshot, Stamped, Store, UserRecord, Write,
+    };
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_700_000_000 + secs, 0).unwrap()
+    }
+
+    fn user(status: &str, last_active: i64) -> Write {
+        let data = json!({ "status": status }).as_object().unwrap().clone();
+        Write::SaveUser(Box::new(UserRecord {
+            id: "frank".into(),
+            role: "user".into(),
+            teams: vec![],
+            invisible: false,
+            data,
+            created_at: at(0),
+            updated_at: at(last_active),
+            last_active: Some(at(last_active)),
+            frozen_last_active: None,
+        }))
+    }
+
+    fn channel(topic: &str, members: &[&str]) -> Write {
+        let data = json!({ "topic": topic }).as_object().unwrap().clone();
+        Write::SaveChannel(Box::new(ChannelRecord {
+            cid: "team:shared".into(),
+            channel_type: "team".into(),
+            id: "shared".into(),
+            data,
+            created_by: None,
+            created_at: at(0),
+            updated_at: at(0),
+            members: members
+                .iter()
+                .map(|m| MemberRecord {
+                    user_id: (*m).into(),
+                    channel_role: "channel_member".into(),
+                    created_at: at(0),
+                    updated_at: at(0),
+                })
+                .collect(),
+        }))
+    }
+
+    fn stamped(pos: Option<(u64, u64)>, writes: Vec<Write>) -> Vec<Stamped> {
+        writes
+            .into_iter()
+            .map(|write| Stamped { write, pos })
+            .collect()
+    }
+
+    fn commit(pg: &Postgres, pos: Option<(u64, u64)>, writes: Vec<Write>) {
+        let (mut store, _) = PostgresStore::open(&pg.url).unwrap();
+        store.commit(&stamped(pos, writes)).unwrap();
+    }
+
+    fn load(pg: &Postgres) -> Snapshot {
+        PostgresStore::open(&pg.url).unwrap().1
+    }
+
+    /// (status, last_active) of frank; (topic, member ids) of the channel.
+    fn stored(pg: &Postgres) -> ((String, DateTime<Utc>), (String, Vec<String>)) {
+        let snapshot = load(pg);
+        let u = &snapshot.users[0];
+        let c = &snapshot.channels[0];
+        (
+            (
+                u.data["status"].as_str().unwrap().into(),
+                u.last_active.unwrap(),
+            ),
+            (
+                c.data["topic"].as_str().unwrap().into(),
+                c.members.iter().map(|m| m.user_id.clone()).collect(),
+            ),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_write_of_an_earlier_log_position_committed_later_is_refused() {
+        let pg = Postgres::start();
+        // Node B commits its entry at 2000-1 first, node A its earlier entry at 1000-5 after it.
+        commit(
+            &pg,
+            Some((2000, 1)),
+            vec![user("newer", 20), channel("newer", &["frank", "gina"])],
+        );
+        commit(
+            &pg,
+            Some((1000, 5)),
+            vec![user("older", 10), channel("older", &["frank"])],
+        );
+        // A health-check stamp taken earlier on the slower node does not move last_active back either.
+        commit(
+            &pg,
+            None,
+            vec![Write::TouchLastActive("frank".into(), at(15))],
+        );
+        assert_eq!(
+            stored(&pg),
+            (
+                ("newer".into(), at(20)),
+                ("newer".into(), vec!["frank".into(), "gina".into()])
+            )
+        );
+        // A fresh server started on the database answers the newer write.
+        let mut s = Server::start_with(on(&pg)).await;
+        assert_eq!(s.user_as(&Auth::Server, "frank").await["status"], "newer");
+        s.terminate().await;
+
+        // One entry writing a record twice: its last write holds.
+        commit(
+            &pg,
+            Some((3000, 0)),
+            vec![
+                user("first", 30),
+                channel("first", &["gina"]),
+                user("second", 31),
+                channel("second", &["frank"]),
+            ],
+        );
+        assert_eq!(
+            stored(&pg),
+            (
+                ("second".into(), at(31)),
+                ("second".into(), vec!["frank".into()])
+            )
+        );
+        // Without a cluster log (one process) a write always applies, and a later stamp moves last_active.
+        commit(&pg, None, vec![user("single", 5), channel("single", &[])]);
+        commit(
+            &pg,
+            None,
+            vec![Write::TouchLastActive("frank".into(), at(40))],
+        );
+        assert_eq!(
+            stored(&pg),
+            (("single".into(), at(40)), ("single".into(), vec![]))
+        );
+        // The position the record held stays: an entry older than it is still refused.
+        commit(&pg, Some((2500, 0)), vec![user("stale", 50)]);
+        assert_eq!(stored(&pg).0 .0, "single");
+    }
 }

@@ -26,6 +26,11 @@ const READ_COUNT: usize = 1024;
 pub struct LogPos(u64, u64);
 
 impl LogPos {
+    /// The milliseconds part, then the sequence number.
+    pub fn parts(self) -> (u64, u64) {
+        (self.0, self.1)
+    }
+
     fn parse(id: &str) -> Option<LogPos> {
         let (ms, seq) = id.split_once('-')?;
         Some(LogPos(ms.parse().ok()?, seq.parse().ok()?))

@@ -26,7 +26,7 @@ use crate::bus::Bus;
 use crate::cluster::{LogItem, LogPos, Node};
 use crate::model::Write;
 use crate::presence::{ConnId, Ending, Engine, View};
-use crate::store::{Store, StoreError};
+use crate::store::{Stamped, Store, StoreError};
 
 /// Most operations applied (and committed) together.
 const MAX_BATCH: usize = 1024;
@@ -78,7 +78,7 @@ pub(super) struct Actor {
     shared_store: bool,
     pub writes_committed: Arc<std::sync::atomic::AtomicU64>,
     /// Writes of facts whose commit failed: committed before the next batch's writes.
-    carry: Vec<Write>,
+    carry: Vec<Stamped>,
     /// Cluster mode: when this node last asked for the end of due grace windows.
     timeout_asked: Option<DateTime<Utc>>,
 }
@@ -214,13 +214,14 @@ impl Actor {
                         continue;
                     };
                     // Writes so far belong to the facts and requests before this entry.
-                    writes.extend(self.engine.poll_writes());
+                    writes.extend(self.engine.poll_writes().into_iter().map(Stamped::unlogged));
                     let outcome = entry.command.apply(&mut self.engine, &*self.bus, entry.now);
                     let entry_writes = self.engine.poll_writes();
                     // A shared store holds what the entry's own process committed; an entry replayed at start
                     // (an earlier process with this node id included) must not overwrite what came after it.
                     if entry.own || !self.shared_store {
-                        writes.extend(entry_writes);
+                        let pos = Some(pos.parts());
+                        writes.extend(entry_writes.into_iter().map(|write| Stamped { write, pos }));
                     }
                     if let Some(waiter) = waiter {
                         answers.push((waiter, outcome));
@@ -228,7 +229,7 @@ impl Actor {
                 }
             }
         }
-        writes.extend(self.engine.poll_writes());
+        writes.extend(self.engine.poll_writes().into_iter().map(Stamped::unlogged));
         let mut deliveries = self.engine.poll_deliveries();
         let failure = self.commit(&writes).err();
         if failure.is_some() {
@@ -239,7 +240,7 @@ impl Actor {
                 for (fact, now) in &facts {
                     self.apply(fact, *now);
                 }
-                writes.extend(self.engine.poll_writes());
+                writes.extend(self.engine.poll_writes().into_iter().map(Stamped::unlogged));
                 deliveries = self.engine.poll_deliveries();
             }
             // What is left is the facts' (and log entries') writes: they wait for the next commit.
@@ -265,7 +266,7 @@ impl Actor {
     }
 
     /// Commits `writes`, trying again a few times before giving up.
-    fn commit(&mut self, writes: &[Write]) -> Result<(), StoreError> {
+    fn commit(&mut self, writes: &[Stamped]) -> Result<(), StoreError> {
         if writes.is_empty() {
             return Ok(());
         }
@@ -296,9 +297,9 @@ impl Actor {
 
 /// `writes` without the `last_active` stamps a later stamp of the same user overrides, so writes waiting on an
 /// unwritable database grow with the number of users, not of pings.
-fn compact(writes: Vec<Write>) -> Vec<Write> {
+fn compact(writes: Vec<Stamped>) -> Vec<Stamped> {
     let mut last_touch: HashMap<&str, usize> = HashMap::new();
-    for (i, w) in writes.iter().enumerate() {
+    for (i, Stamped { write: w, .. }) in writes.iter().enumerate() {
         if let Write::TouchLastActive(id, _) = w {
             last_touch.insert(id, i);
         }
@@ -306,7 +307,7 @@ fn compact(writes: Vec<Write>) -> Vec<Write> {
     let keep: Vec<bool> = writes
         .iter()
         .enumerate()
-        .map(|(i, w)| match w {
+        .map(|(i, w)| match &w.write {
             Write::TouchLastActive(id, _) => last_touch.get(id.as_str()) == Some(&i),
             _ => true,
         })

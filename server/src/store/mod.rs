@@ -1,5 +1,5 @@
 //! Storage behind a trait: the server keeps everything in memory and writes through a [`Store`], which loads a
-//! [`Snapshot`] at start and commits batches of [`Write`]s, each batch all or nothing and durable once
+//! [`Snapshot`] at start and commits batches of [`Stamped`] [`Write`]s, each batch all or nothing and durable once
 //! [`Store::commit`] returns. [`sqlite::SqliteStore`] is the embedded default; [`postgres::PostgresStore`] a
 //! database several server processes share.
 
@@ -19,11 +19,28 @@ pub struct Snapshot {
     pub channels: Vec<ChannelRecord>,
 }
 
+/// A write with the position in the cluster log of the entry that made it. A store the nodes share keeps, for
+/// each record, the write of the latest position, whatever order the nodes commit in; a write without a position
+/// (no cluster log) applies whatever the record holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stamped {
+    pub write: Write,
+    /// The entry's position: the stream id's milliseconds, then its sequence number.
+    pub pos: Option<(u64, u64)>,
+}
+
+impl Stamped {
+    /// A write made outside the cluster log.
+    pub fn unlogged(write: Write) -> Stamped {
+        Stamped { write, pos: None }
+    }
+}
+
 /// Where the server's data lives. Used by one thread (the hub's), which blocks on it.
 pub trait Store: Send + 'static {
     /// Applies `writes` in order as one transaction: when this returns `Ok` all of them are durable, after an
     /// `Err` none of them is applied.
-    fn commit(&mut self, writes: &[Write]) -> Result<(), StoreError>;
+    fn commit(&mut self, writes: &[Stamped]) -> Result<(), StoreError>;
 
     /// Whether other server processes write to the same database: then a process must not commit again the
     /// writes another process already committed.

@@ -25,7 +25,7 @@ use serde_json::Value;
 use tokio_postgres::{Config, IsolationLevel, NoTls};
 
 use crate::model::{ChannelRecord, MemberRecord, UserRecord, Write};
-use crate::store::{Snapshot, Store, StoreError};
+use crate::store::{Snapshot, Stamped, Store, StoreError};
 
 /// Connections kept open: commits come from one thread, one at a time; the second serves a commit while the
 /// first is being replaced.
@@ -38,9 +38,10 @@ const LOCK_TIMEOUT_MS: u32 = 2000;
 const MIGRATION_LOCK: i64 = 0x7072_6573_656e_6365; // "presence"
 
 /// The schema, one step per version; a database is brought to the last version at start.
-const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    "CREATE TABLE users (
+const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        "CREATE TABLE users (
         id TEXT PRIMARY KEY,
         role TEXT NOT NULL,
         teams TEXT[] NOT NULL,
@@ -69,7 +70,16 @@ const MIGRATIONS: &[(i32, &str)] = &[(
         PRIMARY KEY (cid, user_id)
     );
     CREATE INDEX members_by_user ON members (user_id);",
-)];
+    ),
+    // The cluster-log position of the write a user or channel (with its members) holds: an older one is refused.
+    (
+        2,
+        "ALTER TABLE users ADD COLUMN log_ms BIGINT NOT NULL DEFAULT 0,
+            ADD COLUMN log_seq BIGINT NOT NULL DEFAULT 0;
+        ALTER TABLE channels ADD COLUMN log_ms BIGINT NOT NULL DEFAULT 0,
+            ADD COLUMN log_seq BIGINT NOT NULL DEFAULT 0;",
+    ),
+];
 
 /// The PostgreSQL store: a small connection pool on a runtime of its own.
 pub struct PostgresStore {
@@ -197,7 +207,7 @@ impl PostgresStore {
 }
 
 impl Store for PostgresStore {
-    fn commit(&mut self, writes: &[Write]) -> Result<(), StoreError> {
+    fn commit(&mut self, writes: &[Stamped]) -> Result<(), StoreError> {
         let pool = self.pool.clone();
         let writes = writes.to_vec();
         self.io
@@ -253,11 +263,12 @@ async fn migrate(client: &mut deadpool_postgres::Client) -> Result<(), StoreErro
 
 async fn commit(
     client: &mut deadpool_postgres::Client,
-    writes: &[Write],
+    writes: &[Stamped],
 ) -> Result<(), tokio_postgres::Error> {
     let tx = client.transaction().await?;
     let mut touches: HashMap<&str, DateTime<Utc>> = HashMap::new();
-    for write in writes {
+    for Stamped { write, pos } in writes {
+        let pos = pos.map(db_pos);
         match write {
             // A run of stamps (pings, mostly) goes out as one statement, the last stamp of each user winning.
             Write::TouchLastActive(id, at) => {
@@ -266,11 +277,11 @@ async fn commit(
             }
             Write::SaveUser(u) => {
                 touch_last_active(&tx, &mut touches).await?;
-                save_user(&tx, u).await?;
+                save_user(&tx, u, pos).await?;
             }
             Write::SaveChannel(c) => {
                 touch_last_active(&tx, &mut touches).await?;
-                save_channel(&tx, c).await?;
+                save_channel(&tx, c, pos).await?;
             }
         }
     }
@@ -278,7 +289,14 @@ async fn commit(
     tx.commit().await
 }
 
-/// Stamps `last_active` of every user in `touches`, and empties it.
+/// A log position as stored (two `BIGINT`s; a Redis stream id fits, anything larger is kept at the maximum).
+fn db_pos((ms, seq): (u64, u64)) -> (i64, i64) {
+    let clamp = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    (clamp(ms), clamp(seq))
+}
+
+/// Stamps `last_active` of every user in `touches` (never moving it back: another node may have stamped it
+/// later), and empties it.
 async fn touch_last_active(
     tx: &deadpool_postgres::Transaction<'_>,
     touches: &mut HashMap<&str, DateTime<Utc>>,
@@ -288,7 +306,7 @@ async fn touch_last_active(
     }
     let update = tx
         .prepare_cached(
-            "UPDATE users SET last_active = stamp.at
+            "UPDATE users SET last_active = GREATEST(users.last_active, stamp.at)
              FROM UNNEST($1::text[], $2::timestamptz[]) AS stamp (id, at) WHERE users.id = stamp.id",
         )
         .await?;
@@ -298,20 +316,26 @@ async fn touch_last_active(
     Ok(())
 }
 
+/// Saves a user, unless the row holds the write of a later log position. A write without a position keeps the
+/// row's position.
 async fn save_user(
     tx: &deadpool_postgres::Transaction<'_>,
     u: &UserRecord,
+    pos: Option<(i64, i64)>,
 ) -> Result<(), tokio_postgres::Error> {
     let upsert = tx
         .prepare_cached(
             "INSERT INTO users (id, role, teams, invisible, data, created_at, updated_at, last_active,
-                frozen_last_active)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                frozen_last_active, log_ms, log_seq)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, COALESCE($10::bigint, 0), COALESCE($11::bigint, 0))
              ON CONFLICT (id) DO UPDATE SET role = excluded.role, teams = excluded.teams,
                invisible = excluded.invisible, data = excluded.data, updated_at = excluded.updated_at,
-               last_active = excluded.last_active, frozen_last_active = excluded.frozen_last_active",
+               last_active = excluded.last_active, frozen_last_active = excluded.frozen_last_active,
+               log_ms = COALESCE($10, users.log_ms), log_seq = COALESCE($11, users.log_seq)
+             WHERE $10::bigint IS NULL OR (users.log_ms, users.log_seq) <= ($10, $11)",
         )
         .await?;
+    let (ms, seq) = pos.unzip();
     let teams: Vec<Cow<str>> = u.teams.iter().map(|t| to_db(t)).collect();
     tx.execute(
         &upsert,
@@ -325,36 +349,50 @@ async fn save_user(
             &u.updated_at,
             &u.last_active,
             &u.frozen_last_active,
+            &ms,
+            &seq,
         ],
     )
     .await?;
     Ok(())
 }
 
+/// Saves a channel with its members, unless the row holds the write of a later log position (then its members
+/// stay as they are too). A write without a position keeps the row's position.
 async fn save_channel(
     tx: &deadpool_postgres::Transaction<'_>,
     c: &ChannelRecord,
+    pos: Option<(i64, i64)>,
 ) -> Result<(), tokio_postgres::Error> {
     let upsert = tx
         .prepare_cached(
-            "INSERT INTO channels (cid, type, id, data, created_by, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
-             ON CONFLICT (cid) DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at",
+            "INSERT INTO channels (cid, type, id, data, created_by, created_at, updated_at, log_ms, log_seq)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, COALESCE($8::bigint, 0), COALESCE($9::bigint, 0))
+             ON CONFLICT (cid) DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at,
+               log_ms = COALESCE($8, channels.log_ms), log_seq = COALESCE($9, channels.log_seq)
+             WHERE $8::bigint IS NULL OR (channels.log_ms, channels.log_seq) <= ($8, $9)",
         )
         .await?;
-    tx.execute(
-        &upsert,
-        &[
-            &to_db(&c.cid),
-            &to_db(&c.channel_type),
-            &to_db(&c.id),
-            &map_to_db(&c.data),
-            &c.created_by.as_deref().map(to_db),
-            &c.created_at,
-            &c.updated_at,
-        ],
-    )
-    .await?;
+    let (ms, seq) = pos.unzip();
+    let saved = tx
+        .execute(
+            &upsert,
+            &[
+                &to_db(&c.cid),
+                &to_db(&c.channel_type),
+                &to_db(&c.id),
+                &map_to_db(&c.data),
+                &c.created_by.as_deref().map(to_db),
+                &c.created_at,
+                &c.updated_at,
+                &ms,
+                &seq,
+            ],
+        )
+        .await?;
+    if saved == 0 {
+        return Ok(());
+    }
     let clear = tx
         .prepare_cached("DELETE FROM members WHERE cid = $1")
         .await?;

@@ -10,7 +10,7 @@ use presence_protocol::JsonMap;
 use rusqlite::{params, Connection, TransactionBehavior};
 
 use crate::model::{ChannelRecord, MemberRecord, UserRecord, Write};
-use crate::store::{Snapshot, Store, StoreError};
+use crate::store::{Snapshot, Stamped, Store, StoreError};
 
 /// How long one commit waits for a lock held by another connection before it fails (the hub retries).
 const BUSY_TIMEOUT: Duration = Duration::from_millis(100);
@@ -77,14 +77,15 @@ impl SqliteStore {
 }
 
 impl Store for SqliteStore {
-    fn commit(&mut self, writes: &[Write]) -> Result<(), StoreError> {
+    /// One process per database: the order of its commits is the log's, positions are not needed.
+    fn commit(&mut self, writes: &[Stamped]) -> Result<(), StoreError> {
         commit(&mut self.conn, writes).map_err(|e| StoreError::Write(Arc::new(e)))
     }
 }
 
-fn commit(conn: &mut Connection, writes: &[Write]) -> rusqlite::Result<()> {
+fn commit(conn: &mut Connection, writes: &[Stamped]) -> rusqlite::Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    for write in writes {
+    for Stamped { write, .. } in writes {
         match write {
             Write::SaveUser(u) => save_user(&tx, u)?,
             Write::TouchLastActive(id, at) => {
