@@ -316,8 +316,8 @@ async fn touch_last_active(
     Ok(())
 }
 
-/// Saves a user, unless the row holds the write of a later log position. A write without a position keeps the
-/// row's position.
+/// Saves a user, unless the row holds the write of a later log position (an equal one is the same entry's
+/// earlier write, which this one follows). A write without a position keeps the row's position.
 async fn save_user(
     tx: &deadpool_postgres::Transaction<'_>,
     u: &UserRecord,
