@@ -61,6 +61,8 @@ printf '%-28s %9d %9d\n' "$glue" "$(size "$glue")" "$(gz "$glue")"
 # app's arguments and the REST answers (into deserialize-only views of the protocol types, no serde_json::Value)
 # was measured at +29,779 B on its own: serde-wasm-bindgen's error messages alone link float formatting (serde's
 # `Unexpected`), so it stays out of the bundle while the budget holds.
+# The user store as a hash table (std HashMap with FNV-1a) rather than a sorted list, so a presence frame's lookup
+# is one probe, not about fourteen cache-missing string comparisons among 10,000 users: +1,577 B, 54,498 B.
 budget=57344
 printf '%-28s %9d %9d\n' "total (budget $budget gzip)" "$total_raw" "$total_gz"
 if [ "$total_gz" -ge "$budget" ]; then

@@ -418,7 +418,7 @@ impl Session {
     /// [`Session::observe_users`] for one user; returns whether it was taken (`false`: older than what the cache
     /// holds, which the embedding layer's cache then keeps too).
     pub fn observe_user(&mut self, user: &UserPresence) -> bool {
-        if self.users.is_outdated(&user.id, &user.state) {
+        if self.users.apply_newer(&user.id, &user.state).is_none() {
             return false;
         }
         if let Some(recovery) = &mut self.recovery {
@@ -427,7 +427,6 @@ impl Session {
                 recovery.live.push(user.id.clone());
             }
         }
-        self.users.apply(&user.id, &user.state);
         true
     }
 
