@@ -14,7 +14,7 @@ pub(crate) mod command;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex, RwLock};
+use std::sync::{mpsc, Arc, RwLock};
 
 use chrono::{DateTime, Utc};
 use presence_protocol::codes::close_code;
@@ -129,12 +129,9 @@ impl Hub {
 
     /// Cluster mode: where the log's entries go (the hub's thread).
     pub fn log_sink(&self) -> crate::cluster::Sink {
-        let ops = Mutex::new(self.ops.clone());
+        let ops = self.ops.clone();
         Arc::new(move |item: LogItem| {
-            let _ = ops
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .send(Op::Entry(Box::new(item)));
+            let _ = ops.send(Op::Entry(Box::new(item)));
         })
     }
 
