@@ -64,6 +64,14 @@ export function markdown({ clients, observers, rows }) {
     const share = 100 * r.largest_second_share;
     lines.push(`| ${fmt(downMs / 1000, 1)} s | ${fmt(r.restart_ms, 0)} ms | ${r.all_back ? 'yes' : `**no** (${r.back})`} | ${fmt(r.all_back_ms / 1000, 1)} s | ${fmt(r.all_back_after_up_ms / 1000, 1)} s | **${fmt(share, 1)} %** (${r.largest_second}) ${share <= 10 ? 'met' : '**missed**'} | ${r.observers_converged ? 'yes' : `**no** (${r.observer_mismatches} differences)`} | ${r.persisted_lost} of ${r.persisted_checked} |`);
   }
+  if (rows.some(({ result: r }) => r.largest_second_share > 0.1)) {
+    lines.push('', 'Why the busiest second is above 10 %: a dropped client\'s first reconnect is drawn from 250 ms to 2.5 s',
+      '(full jitter), so that one dropped connection — the everyday case — is back within the server\'s 3 s offline',
+      'grace and its peers never see it flap. Keeping every second of a crowd that lost the server at the same moment',
+      'under 10 % takes a first window of at least 10 s: every dropped tab would then take 5 s on average to come back',
+      'and show offline to its peers most times. The crowd costs one connect per client, not a storm: each failed',
+      'attempt doubles the window.');
+  }
   for (const { downMs, result: r } of rows) {
     lines.push('', `Reconnects per second after the kill, outage ${fmt(downMs / 1000, 1)} s:`, '', '```', histogram(r), '```');
   }
