@@ -5,12 +5,13 @@
 mod liveness;
 pub mod local;
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::extract::ws::Utf8Bytes;
 use presence_protocol::codes::close_code;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 
 pub use self::liveness::Liveness;
 use crate::presence::{ConnId, Delivery};
@@ -34,53 +35,93 @@ pub trait Bus: Send + Sync + 'static {
 }
 
 /// The sending side of one connection: a queue of frames bounded in bytes, the connection's liveness as its
-/// reader sees it, and a way to ask its task to close.
+/// reader sees it, and a way to ask its task to close. The queue is a plain deque (no allocation while empty,
+/// unlike a channel's fixed blocks): an idle connection costs only this struct.
 pub struct Outlet {
-    queue: mpsc::UnboundedSender<Utf8Bytes>,
-    /// Bytes of the frames queued and not yet taken by the writer; shared with the [`OutletQueue`].
-    queued_bytes: Arc<AtomicUsize>,
+    frames: Mutex<Frames>,
+    /// Woken when a frame is queued; drained by the [`OutletQueue`].
+    queued: Notify,
+    /// Bytes of the frames queued and not yet taken by the writer.
+    queued_bytes: AtomicUsize,
     max_queued_bytes: usize,
     liveness: Liveness,
     evicted: Notify,
     evict_code: AtomicU16,
 }
 
-/// The receiving end of an [`Outlet`], drained by the connection's writer.
+/// The frames waiting for the writer, and whether the writer is gone.
+#[derive(Default)]
+struct Frames {
+    queue: VecDeque<Utf8Bytes>,
+    closed: bool,
+}
+
+/// The receiving end of an [`Outlet`], drained by the connection's writer. Dropping it refuses further frames.
 pub struct OutletQueue {
-    frames: mpsc::UnboundedReceiver<Utf8Bytes>,
-    queued_bytes: Arc<AtomicUsize>,
+    outlet: Arc<Outlet>,
 }
 
 impl OutletQueue {
     /// The next frame; its bytes no longer count against the bound.
     pub async fn recv(&mut self) -> Option<Utf8Bytes> {
-        let frame = self.frames.recv().await?;
-        self.queued_bytes.fetch_sub(frame.len(), Ordering::SeqCst);
-        Some(frame)
+        loop {
+            let next = {
+                let mut frames = self.outlet.lock_frames();
+                let next = frames.queue.pop_front();
+                if frames.queue.is_empty() && frames.queue.capacity() > SPARE_FRAMES {
+                    // A burst's capacity is not kept by a connection that went idle again.
+                    frames.queue.shrink_to(SPARE_FRAMES);
+                }
+                next
+            };
+            if let Some(frame) = next {
+                self.outlet
+                    .queued_bytes
+                    .fetch_sub(frame.len(), Ordering::SeqCst);
+                return Some(frame);
+            }
+            // `notify_one` keeps a permit when no one waits, so a frame queued since the check wakes this.
+            self.outlet.queued.notified().await;
+        }
     }
 }
+
+impl Drop for OutletQueue {
+    fn drop(&mut self) {
+        let mut frames = self.outlet.lock_frames();
+        frames.closed = true;
+        let dropped: usize = frames.queue.drain(..).map(|f| f.len()).sum();
+        self.outlet
+            .queued_bytes
+            .fetch_sub(dropped, Ordering::SeqCst);
+    }
+}
+
+/// Frames an emptied queue keeps room for.
+const SPARE_FRAMES: usize = 4;
 
 impl Outlet {
     /// An outlet whose queued frames may total at most `max_queued_bytes`, and the receiving end its writer
     /// drains.
     pub fn new(max_queued_bytes: usize, liveness: Liveness) -> (Arc<Outlet>, OutletQueue) {
-        let (queue, frames) = mpsc::unbounded_channel();
-        let queued_bytes = Arc::new(AtomicUsize::new(0));
-        let outlet = Outlet {
-            queue,
-            queued_bytes: Arc::clone(&queued_bytes),
+        let outlet = Arc::new(Outlet {
+            frames: Mutex::new(Frames::default()),
+            queued: Notify::new(),
+            queued_bytes: AtomicUsize::new(0),
             max_queued_bytes,
             liveness,
             evicted: Notify::new(),
             evict_code: AtomicU16::new(0),
+        });
+        let queue = OutletQueue {
+            outlet: Arc::clone(&outlet),
         };
-        (
-            Arc::new(outlet),
-            OutletQueue {
-                frames,
-                queued_bytes,
-            },
-        )
+        (outlet, queue)
+    }
+
+    fn lock_frames(&self) -> std::sync::MutexGuard<'_, Frames> {
+        // A panic while holding the lock leaves the deque itself intact.
+        self.frames.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Queues a frame. A consumer whose queued frames would exceed the byte bound with this one is evicted
@@ -99,11 +140,17 @@ impl Outlet {
             self.evict(close_code::SLOW_CONSUMER);
             return false;
         }
-        if self.queue.send(frame).is_err() {
-            // The writer is gone; nothing will take the frame.
-            self.queued_bytes.fetch_sub(len, Ordering::SeqCst);
-            return false;
+        {
+            let mut frames = self.lock_frames();
+            if frames.closed {
+                // The writer is gone; nothing will take the frame.
+                drop(frames);
+                self.queued_bytes.fetch_sub(len, Ordering::SeqCst);
+                return false;
+            }
+            frames.queue.push_back(frame);
         }
+        self.queued.notify_one();
         true
     }
 

@@ -46,14 +46,14 @@ pub(super) async fn serve(
         app.send_queue_bytes,
         Liveness::new(opened, app.ping_interval),
     );
-    let id = match app
-        .hub
-        .connect(&user_id, &details, Arc::clone(&outlet))
-        .await
-    {
+    // The registration and the refusal are boxed: a future is as large as its largest state, and these
+    // short-lived ones would otherwise size every idle connection's task.
+    let registered = Box::pin(app.hub.connect(&user_id, &details, Arc::clone(&outlet))).await;
+    drop(details);
+    let id = match registered {
         Ok(id) => id,
         Err(error) => {
-            reject(socket, error).await;
+            Box::pin(reject(socket, error)).await;
             return;
         }
     };
@@ -113,7 +113,7 @@ pub(super) async fn serve(
     tracing::debug!(user = %user_id, conn = %id, ?ending, "disconnected");
     app.hub.disconnect(&id, ending);
     if !writer.is_finished()
-        && tokio::time::timeout(CLOSE_WRITE_BUDGET, &mut writer)
+        && Box::pin(tokio::time::timeout(CLOSE_WRITE_BUDGET, &mut writer))
             .await
             .is_err()
     {

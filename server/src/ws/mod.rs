@@ -57,7 +57,8 @@ pub async fn connect(
         .on_upgrade(move |socket| async move {
             match auth {
                 Ok((user_id, details)) => conn::serve(app, socket, user_id, details).await,
-                Err(error) => conn::reject(socket, error).await,
+                // Boxed: the refusal's future would otherwise size every accepted connection's task.
+                Err(error) => Box::pin(conn::reject(socket, error)).await,
             }
         })
 }
