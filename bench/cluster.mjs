@@ -225,10 +225,14 @@ function holdConnections(server, count, first) {
 }
 
 async function capacity(connections, log) {
+  // Source addresses (and users) of their own, 127.0.0.6 and up, away from the ones the fan-out runs and the
+  // other benchmarks use (127.0.0.2, .3): closed connections leave their ports in TIME_WAIT for a minute.
+  const stride = 10_000 * Math.ceil(connections / 10_000);
   const single = await startSingle();
   let one;
   try {
-    one = await loadgen(['capacity', '--server', single.url, '--api-key', API_KEY, '--connections', String(connections), '--pid', String(single.pid)]);
+    one = await loadgen(['capacity', '--server', single.url, '--api-key', API_KEY, '--connections', String(connections), '--pid', String(single.pid),
+      '--first', String(4 * stride)]);
   } finally {
     await single.stop();
   }
@@ -238,14 +242,12 @@ async function capacity(connections, log) {
   try {
     const before = cluster.nodes.map((n) => rss(n.pid));
     const t0 = performance.now();
-    // Users and source addresses apart from the one-process run's (127.0.0.2..): 127.0.0.3 and up, so that its
-    // closed connections' TIME_WAIT ports are not in the way. One node after the other, each at the one process's
+    // After the one process's addresses: 127.0.0.7 and up. One node after the other, each at the one process's
     // 128 connects in flight: three generators at once (384 in flight) time out the cluster log's Redis commands
     // on this 2-core machine, and the connects are refused (code -1).
-    const stride = 10_000 * Math.ceil(connections / 10_000);
     const secs = [];
     for (const [i, node] of cluster.nodes.entries()) {
-      const holder = holdConnections(node, connections, (i + 1) * stride);
+      const holder = holdConnections(node, connections, (i + 5) * stride);
       holders.push(holder);
       secs.push(await holder.connected);
     }
