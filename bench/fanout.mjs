@@ -12,15 +12,24 @@ import { API_KEY, ROOT, fmt, isMain, parseArgs, startServer } from './lib.mjs';
 
 export const LOADGEN_BIN = process.env.PRESENCE_LOADGEN_BIN || join(ROOT, 'target', 'release', 'presence-loadgen');
 
+/** Load generators still running, killed if the process leaves first (on an error, or SIGINT / SIGTERM, which
+ *  lib.mjs turns into an exit). */
+const running = new Set();
+process.on('exit', () => {
+  for (const child of running) child.kill('SIGKILL');
+});
+
 /** Runs the load generator; resolves with the JSON it prints. */
 export function loadgen(args) {
   return new Promise((done, fail) => {
     const child = spawn(LOADGEN_BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    running.add(child);
     let out = '';
     let err = '';
     child.stdout.on('data', (d) => { out += d; });
     child.stderr.on('data', (d) => { err += d; });
     child.once('exit', (code) => {
+      running.delete(child);
       if (code !== 0) return fail(new Error(`presence-loadgen ${args[0]} failed (${code}): ${err.trim()}`));
       try {
         done(JSON.parse(out));

@@ -97,11 +97,15 @@ export function buildServer() {
   run('cargo', ['build', '--release', '-p', 'presence-server']);
 }
 
-/** Builds the release load generator (bench/loadgen). */
-export function buildLoadgen() {
-  if (process.env.PRESENCE_LOADGEN_BIN) return;
-  run('cargo', ['build', '--release', '-p', 'presence-loadgen']);
+/** Builds both in one cargo run: built apart, each would get other dependency features and rebuild the other's. */
+export function buildServerAndLoadgen() {
+  const packages = [
+    ...(process.env.PRESENCE_SERVER_BIN ? [] : ['-p', 'presence-server']),
+    ...(process.env.PRESENCE_LOADGEN_BIN ? [] : ['-p', 'presence-loadgen']),
+  ];
+  if (packages.length) run('cargo', ['build', '--release', ...packages]);
 }
+
 
 /** Builds the wasm package into pkg/ (scripts/build-wasm.sh, which also prints its size). */
 export function buildWasm() {

@@ -1,15 +1,19 @@
 // `npm run bench`: builds what the benchmarks need, runs them, and writes BENCHMARKS.md (every table with the
 // commit it measured and the command that reproduces it; raw figures in artifacts/bench/*.json).
 // Usage: npm run bench [-- --quick] [-- --no-build]
-//        [-- --only bundle,ingest,detection,fanout,queryload,restart,churn,storage]
+//        [-- --only bundle,ingest,detection,fanout,queryload,restart,churn,storage,cluster] [-- --whole]
 //        [-- --out FILE] [-- --note "text"]
+//   --only      run these benchmarks only; an existing output file keeps its other sections and gets these
+//               replaced in place, each naming its own commit, date and load (--whole: write a new file instead).
 //   --quick     20,000 ingest frames instead of 100,000, 10 silent deaths instead of 50, fan-out to 1,000 watchers
 //               only, 2,000 idle connections instead of 15,000, queries under load over 5,000 users and 500 channels
 //               for 10 s instead of 100,000 / 10,000 for 30 s, 200 clients through the restart instead of 1,000,
 //               300 churning clients for 15 s instead of 2,000 for 60 s, 200 users pinging for one simulated hour
-//               instead of 1,000 for two (under 5 minutes once built); the full run takes about 20–25 minutes.
+//               instead of 1,000 for two, cluster fan-out to 1,000 watchers with 2 node deaths and 3 × 2,000
+//               connections instead of 1,000 and 5,000 watchers, 5 deaths and 3 × 10,000 (under 6 minutes once
+//               built); the full run takes about 25–30 minutes.
 //   --no-build  use the existing pkg/ and target/release/presence-server.
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { join, resolve } from 'node:path';
 import * as bundle from './bundle.mjs';
@@ -20,12 +24,17 @@ import * as queryload from './queryload.mjs';
 import * as restart from './restart.mjs';
 import * as churn from './churn.mjs';
 import * as storage from './storage.mjs';
-import { ROOT, buildLoadgen, buildServer, buildWasm, commitInfo, fmt, machineInfo, parseArgs } from './lib.mjs';
+import * as cluster from './cluster.mjs';
+import { updateSections } from './sections.mjs';
+import { ROOT, buildServer, buildServerAndLoadgen, buildWasm, commitInfo, fmt, machineInfo, parseArgs } from './lib.mjs';
 
 const args = parseArgs();
 const quick = Boolean(args.quick);
-const only = new Set(String(args.only || 'bundle,ingest,detection,fanout,queryload,restart,churn,storage').split(','));
+const only = new Set(String(args.only || 'bundle,ingest,detection,fanout,queryload,restart,churn,storage,cluster').split(','));
 const outFile = resolve(ROOT, typeof args.out === 'string' ? args.out : 'BENCHMARKS.md');
+// `--only` on an existing file re-measures those benchmarks and updates their sections in place; `--whole`
+// writes a new file holding only them.
+const update = Boolean(args.only) && !args.whole && existsSync(outFile);
 const artifacts = join(ROOT, 'artifacts', 'bench');
 mkdirSync(artifacts, { recursive: true });
 
@@ -38,6 +47,7 @@ const plan = quick
     restart: { clients: 200, observers: 3, downs: [0, 10_000] },
     churn: { clients: 300, observers: 50, secs: 15, meanPauseMs: 3_000, rounds: 2 },
     storage: { users: 200, scale: 200, hours: 1 },
+    cluster: cluster.QUICK,
   }
   : {
     ingest: { frames: 100_000, users: 10_000, runs: 3, profileFrames: 20_000 },
@@ -47,8 +57,9 @@ const plan = quick
     restart: { clients: 1000, observers: 5, downs: [0, 10_000] },
     churn: { clients: 2000, observers: 200, secs: 60, meanPauseMs: 10_000, rounds: 2 },
     storage: { users: 1000, scale: 100, hours: 2 },
+    cluster: cluster.FULL,
   };
-const loadgenSteps = ['fanout', 'queryload', 'restart', 'churn'];
+const loadgenSteps = ['fanout', 'queryload', 'restart', 'churn', 'cluster'];
 
 const started = Date.now();
 const step = (text) => console.log(`\n==> ${text} (${fmt((Date.now() - started) / 1000)} s)`);
@@ -56,13 +67,12 @@ const loadBefore = loadavg()[0];
 const commit = commitInfo();
 
 if (!args.noBuild) {
-  if (only.has('detection') || only.has('storage') || loadgenSteps.some((s) => only.has(s))) {
+  if (loadgenSteps.some((s) => only.has(s))) {
+    step('building presence-server and presence-loadgen (release)');
+    buildServerAndLoadgen();
+  } else if (only.has('detection') || only.has('storage')) {
     step('building presence-server (release)');
     buildServer();
-  }
-  if (loadgenSteps.some((s) => only.has(s))) {
-    step('building presence-loadgen (release)');
-    buildLoadgen();
   }
   if (only.has('bundle') || only.has('ingest')) {
     step('building the wasm package');
@@ -276,26 +286,58 @@ if (only.has('storage')) {
     `Reproduce: \`cargo build --release -p presence-server && node bench/storage.mjs --users ${p.users} --scale ${p.scale} --hours ${p.hours}\``,
   ].join('\n'));
 }
-if (faults.length) sections.push(['## 7. Faults and churn', '', ...faults.flatMap((f) => [f, ''])].join('\n').trimEnd());
+if (only.has('cluster')) {
+  const p = plan.cluster;
+  step(`cluster mode (3 nodes on one Redis: fan-out to ${p.watchers.map((n) => fmt(n)).join(', ')}, ${p.deaths} node deaths, ${fmt(p.connections)} connections per node, pinned queries)`);
+  const result = await cluster.run(p);
+  save('cluster', result);
+  sections.push([
+    '## 9. Cluster mode',
+    '',
+    'The release server three times on one private `redis-server` (free loopback port, no persistence), each node on',
+    'its own SQLite file in a temporary folder (`--redis-url`, `--node-id node0..node2`), against one node alone',
+    '(SQLite file, no Redis), in the same run; the Rust load generator drives the watchers and connections.',
+    '',
+    cluster.markdown(result),
+    '',
+    `Reproduce: \`${cluster.command(p)}\``,
+  ].join('\n'));
+}
+const faultsSection = faults.length ? ['## 7. Faults and churn', '', ...faults.flatMap((f) => [f, ''])].join('\n').trimEnd() : null;
 
 const loadAfter = loadavg()[0];
 const machine = machineInfo();
 const cores = cpus().length;
 const loaded = Math.max(loadBefore, loadAfter) > cores * 0.5;
 const note = typeof args.note === 'string' ? args.note : '';
+const date = new Date(started).toISOString().replace(/\.\d+Z$/, 'Z');
+if (update) {
+  // Only the sections re-measured change; each names its own commit, date and load.
+  const stamp = `_Measured separately (\`npm run bench -- --only ${[...only].join(',')}${quick ? ' --quick' : ''}\`): commit \`${commit.commit}\`${commit.dirty ? ' (with uncommitted changes)' : ''} — ${commit.subject}; ${date}; mode: ${quick ? 'quick' : 'full'}; 1-minute load average ${loadBefore.toFixed(2)} at the start, ${loadAfter.toFixed(2)} at the end${loaded ? ' (**loaded machine**: compare the ratios)' : ''}${note ? `; note: ${note}` : ''}._`;
+  const subs = new Map(faultsSection ? [[7, { section: faultsSection, blocks: faults }]] : []);
+  const doc = updateSections(readFileSync(outFile, 'utf8'), {
+    sections, subs, stamp, goals,
+    headerNote: '- Some sections were measured again later (`npm run bench -- --only NAME`): those name their own commit, date and machine load, which can differ from the above.',
+  });
+  writeFileSync(outFile, doc);
+  step(`updated ${[...only].join(', ')} in ${outFile}`);
+  process.exit(0);
+}
+if (faultsSection) sections.push(faultsSection);
 const doc = [
   '# Benchmarks',
   '',
   `Written by \`npm run bench${quick ? ' -- --quick' : ''}\` (bench/run.mjs; what each benchmark does: bench/README.md).`,
   '',
   `- Commit measured: \`${commit.commit}\`${commit.dirty ? ' (with uncommitted changes)' : ''} — ${commit.subject}`,
-  `- Date: ${new Date(started).toISOString().replace(/\.\d+Z$/, 'Z')}; mode: ${quick ? 'quick' : 'full'}; took ${fmt((Date.now() - started) / 60000, 1)} min including builds`,
+  `- Date: ${date}; mode: ${quick ? 'quick' : 'full'}; took ${fmt((Date.now() - started) / 60000, 1)} min including builds`,
   `- Machine: ${machine.cpu}; Node ${machine.node}; ${machine.chromium}; 1-minute load average ${loadBefore.toFixed(2)} at the start, ${loadAfter.toFixed(2)} at the end`,
   ...(loaded ? [`- **Measured on a shared, loaded machine** (load average above half the ${cores} cores): absolute figures are noisy;`,
     '  the ratios, measured side by side in each run, are the figures to compare.'] : []),
   ...(quick ? ['- Quick mode: small samples (20,000 ingest frames, 10 silent deaths, 5 flips to 1,000 watchers, 2,000 idle',
     '  connections, 200 clients through the restart, 300 churning clients for 15 s, 200 users pinging for one simulated',
-    '  hour); `npm run bench` without `--quick` is the run that settles a goal.'] : []),
+    '  hour, 1,000 watchers, 2 node deaths and 3 × 2,000 connections on the cluster); `npm run bench` without `--quick`',
+    '  is the run that settles a goal.'] : []),
   ...(note ? [`- Note: ${note}`] : []),
   '',
   '## Goals',

@@ -1,7 +1,7 @@
 // A short run of every load-generator command against a real server, so the benchmark tools cannot rot: a few
-// hundred connections for a few seconds. It asserts what the tools report (every watcher got every flip, probes
-// were answered, queries ran, every client came back after the restart, the churn observers converged), never how
-// fast. Part of the test suite (scripts/test.sh), on the debug builds:
+// hundred connections for a few seconds, then the cluster benchmark on three nodes and a private redis-server. It
+// asserts what the tools report (every watcher got every flip, probes were answered, queries ran, every client came
+// back after the restart, the churn observers converged, the killed node's user went offline), never how fast. Part of the test suite (scripts/test.sh), on the debug builds:
 //   PRESENCE_SERVER_BIN=target/debug/presence-server PRESENCE_LOADGEN_BIN=target/debug/presence-loadgen node bench/smoke.mjs
 import assert from 'node:assert/strict';
 import * as fanout from './fanout.mjs';
@@ -9,6 +9,7 @@ import { fmt } from './lib.mjs';
 import * as queryload from './queryload.mjs';
 import * as restart from './restart.mjs';
 import * as churn from './churn.mjs';
+import * as cluster from './cluster.mjs';
 
 const quiet = () => {};
 const spread = await fanout.run({ watchers: [200], flips: 2, connections: 200, log: quiet });
@@ -48,5 +49,15 @@ assert.equal(c.rounds.length, 2, 'both churn rounds ran');
 assert.ok(c.rounds.every((r) => r.after_churn.converged && r.after_leave.converged), 'every round converged');
 assert.ok(c.rss_after > 0 && c.rss_peak >= c.rss_before, 'the server RSS is read');
 
-console.log(`load generator smoke: fan-out to 200 watchers, 200 idle connections, ${q.result.queries} queries under load, 40 clients through a restart, ${fmt(c.events)} churn events — ok`);
+const three = await cluster.run({ watchers: [60], flips: 2, deaths: 1, connections: 100, users: 100, querySecs: 2, log: quiet });
+const [spreadRow] = three.fanout;
+assert.equal(spreadRow.cluster.servers, 3, 'the watchers are spread over the three nodes');
+assert.equal(spreadRow.cluster.delivery_us.count, 60 * 2, 'every watcher on every node receives every flip');
+assert.equal(spreadRow.single.delivery_us.count, 60 * 2, 'every watcher on the single node receives every flip');
+assert.equal(three.death.samples.length, 1, 'the killed node\'s user is seen offline from another node');
+assert.equal(three.capacity.cluster.total, 300, 'three load generators hold their connections at once');
+assert.ok(three.capacity.cluster.rssAfter.every((b) => b > 0), 'every node\'s RSS is read');
+assert.ok(three.query.cluster.count > 0 && three.query.single.count > 0, 'pinned queries ran on both');
+
+console.log(`load generator smoke: fan-out to 200 watchers, 200 idle connections, ${q.result.queries} queries under load, 40 clients through a restart, ${fmt(c.events)} churn events, a 3-node cluster (fan-out, a node death, idle connections, queries) — ok`);
 process.exit(0);

@@ -6,6 +6,7 @@
 //!   time from each flip to each watcher's receipt.
 //! - `fanout --baseline`: the same watchers and bytes against `broadcast-server`, the limit of this machine.
 //! - `broadcast-server`: a minimal tokio WebSocket broadcast: any text frame a client sends goes to every client.
+//! - `fanout --server A,B,C`: the same with the watchers spread over cluster nodes round-robin.
 //! - `capacity`: opens idle authenticated connections and reads the server's RSS per connection.
 //! - `queryload`: idle probes time `health.check` round trips while clients loop unpinned queries over a large store.
 //! - `restart`: clients and observers through a kill -9 and restart of the server on the same database.
@@ -43,7 +44,9 @@ struct Cli {
 enum Command {
     /// Fan-out latency: `watchers` connections follow one user whose presence flips `flips` times.
     Fanout {
-        /// presence-server's base URL (http://127.0.0.1:PORT), or the broadcast server's with --baseline.
+        /// presence-server's base URL (http://127.0.0.1:PORT), or the broadcast server's with --baseline; a
+        /// comma-separated list of cluster nodes spreads the watchers over them round-robin (the flipping user
+        /// connects to, and is flipped through, the first).
         #[arg(long)]
         server: String,
         #[arg(long, default_value = "bench-key")]
@@ -78,6 +81,14 @@ enum Command {
         /// The server's process id (its RSS is read from /proc).
         #[arg(long)]
         pid: u32,
+        /// The number of the first connection (user `idle-N` and its source address), so that several
+        /// generators can share one cluster without sharing users or source ports.
+        #[arg(long, default_value_t = 0)]
+        first: usize,
+        /// Once every connection is open, print `connected N in S s` on stderr and keep them open this many
+        /// seconds longer (so that a caller can read several servers' memory while several generators hold).
+        #[arg(long, default_value_t = 0)]
+        hold_secs: u64,
         #[arg(long, default_value_t = 300)]
         max_secs: u64,
     },
@@ -199,8 +210,20 @@ async fn main() {
             api_key,
             connections,
             pid,
+            first,
+            hold_secs,
             max_secs,
-        } => bounded(max_secs, capacity(server, api_key, connections, pid)).await,
+        } => {
+            let params = CapacityParams {
+                server,
+                api_key,
+                connections,
+                pid,
+                first,
+                hold_secs,
+            };
+            bounded(max_secs, capacity(params)).await
+        }
         Command::Queryload {
             server,
             api_key,
@@ -486,6 +509,8 @@ async fn fanout(
     let http = reqwest::Client::new();
     let (arrivals_tx, mut arrivals) = mpsc::unbounded_channel();
     let control_id = "flipper";
+    let servers: Arc<Vec<String>> = Arc::new(server.split(',').map(str::to_owned).collect());
+    let server = servers[0].clone();
     // The flipping side: presence-server's user (flipped by partial update, its socket read so that it answers
     // the server's pings) or the sender of the broadcast server (which does not ping).
     let mut control = if baseline {
@@ -498,7 +523,8 @@ async fn fanout(
     let started = Instant::now();
     // Each socket is read from the moment it is open: an unread one would miss the server's pings and be closed.
     open_many(watchers, 64, |n| {
-        let (server, api_key, http) = (server.clone(), api_key.clone(), http.clone());
+        let server = servers[n % servers.len()].clone();
+        let (api_key, http) = (api_key.clone(), http.clone());
         let arrivals = arrivals_tx.clone();
         async move {
             if baseline {
@@ -578,6 +604,7 @@ async fn fanout(
     }
     Ok(json!({
         "target": if baseline { "broadcast" } else { "presence-server" },
+        "servers": servers.len(),
         "watchers": watchers,
         "flips": flips,
         "setup_secs": setup_secs,
@@ -650,16 +677,29 @@ fn rss_bytes(pid: u32) -> Result<u64, Error> {
     Ok(kib * 1024)
 }
 
-async fn capacity(
+struct CapacityParams {
     server: String,
     api_key: String,
     connections: usize,
     pid: u32,
-) -> Result<Value, Error> {
+    first: usize,
+    hold_secs: u64,
+}
+
+async fn capacity(p: CapacityParams) -> Result<Value, Error> {
+    let CapacityParams {
+        server,
+        api_key,
+        connections,
+        pid,
+        first,
+        hold_secs,
+    } = p;
     let rss_before = rss_bytes(pid)?;
     let started = Instant::now();
     open_many(connections, 128, |n| {
         let (server, api_key) = (server.clone(), api_key.clone());
+        let n = first + n;
         async move {
             let (ws, _) = connect_user(&server, &api_key, &format!("idle-{n}"), n).await?;
             spawn_reader(ws, None);
@@ -668,6 +708,10 @@ async fn capacity(
     })
     .await?;
     let connect_secs = started.elapsed().as_secs_f64();
+    if hold_secs > 0 {
+        eprintln!("connected {connections} in {connect_secs:.3} s");
+        tokio::time::sleep(Duration::from_secs(hold_secs)).await;
+    }
     // Let the server settle (first pings answered, buffers at rest) before reading its memory.
     tokio::time::sleep(Duration::from_secs(6)).await;
     let rss_after = rss_bytes(pid)?;
