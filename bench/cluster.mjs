@@ -12,10 +12,10 @@
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import WebSocket from 'ws';
+import { freePort, stop } from '../server/tests/sdk/processes.mjs';
 import { LOADGEN_BIN, loadgen } from './fanout.mjs';
 import { API_KEY, connectUrl, devToken, fmt, isMain, median, parseArgs, serverToken, sleep, startServer } from './lib.mjs';
 
@@ -45,29 +45,9 @@ function tempDir() {
   return dir;
 }
 
-function freePort() {
-  return new Promise((done, fail) => {
-    const srv = createServer();
-    srv.once('error', fail);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => done(port));
-    });
-  });
-}
-
 function rss(pid) {
   const line = readFileSync(`/proc/${pid}/status`, 'utf8').split('\n').find((l) => l.startsWith('VmRSS:'));
   return Number(line.split(/\s+/)[1]) * 1024;
-}
-
-async function stopProc(proc) {
-  if (proc.exitCode !== null || proc.signalCode !== null) return;
-  const exited = once(proc, 'exit');
-  proc.kill('SIGTERM');
-  const timer = setTimeout(() => proc.kill('SIGKILL'), 5_000);
-  await exited;
-  clearTimeout(timer);
 }
 
 async function startRedis(dir) {
@@ -108,7 +88,7 @@ function startNode(cluster, i) {
 
 async function stopCluster(cluster) {
   await Promise.all(cluster.nodes.map((n) => n.stop()));
-  await stopProc(cluster.redis.proc);
+  await stop(cluster.redis.proc);
   rmSync(cluster.dir, { recursive: true, force: true });
   dirs.delete(cluster.dir);
 }
@@ -270,7 +250,7 @@ async function capacity(connections, log) {
     log(`capacity, three processes: ${fmt(total)} connections, ${result.rssPerLocalConnection.map((x) => fmt(x / 1024, 1)).join(' / ')} KiB per local connection, ${fmt(result.connectsPerSec)} connects/s`);
     return { single: one, cluster: result };
   } finally {
-    await Promise.all(holders.map((h) => stopProc(h.proc)));
+    await Promise.all(holders.map((h) => stop(h.proc)));
     await stopCluster(cluster);
   }
 }
