@@ -339,12 +339,37 @@ fn client_config() -> WebSocketConfig {
     WebSocketConfig::default().read_buffer_size(4096)
 }
 
+/// Lets `connect` pick the source port (IP_BIND_ADDRESS_NO_PORT) instead of `bind`: a bind to port 0 must find a
+/// port no socket of that address holds, so once the earlier steps of a benchmark run have left the address's
+/// ephemeral range in TIME_WAIT it fails with "Address already in use"; connect only needs the 4-tuple to be free,
+/// and each step talks to a server on a port of its own.
+fn bind_address_no_port(socket: &TcpSocket) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: a valid socket descriptor, and a pointer to a c_int with its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 async fn open(url: &str, n: usize) -> Result<Socket, Error> {
     let uri: tokio_tungstenite::tungstenite::http::Uri = url.parse()?;
     let host = uri.host().ok_or("no host in the URL")?;
     let port = uri.port_u16().ok_or("no port in the URL")?;
     let target: SocketAddr = format!("{host}:{port}").parse()?;
     let socket = TcpSocket::new_v4()?;
+    bind_address_no_port(&socket)?;
     socket.bind(source_addr(n))?;
     let stream = socket.connect(target).await?;
     stream.set_nodelay(true)?;
