@@ -8,10 +8,11 @@ pub mod local;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 
 use axum::extract::ws::Utf8Bytes;
+use futures_util::task::AtomicWaker;
 use presence_protocol::codes::close_code;
-use tokio::sync::Notify;
 
 pub use self::liveness::Liveness;
 use crate::presence::{ConnId, Delivery};
@@ -36,16 +37,17 @@ pub trait Bus: Send + Sync + 'static {
 
 /// The sending side of one connection: a queue of frames bounded in bytes, the connection's liveness as its
 /// reader sees it, and a way to ask its task to close. The queue is a plain deque (no allocation while empty,
-/// unlike a channel's fixed blocks): an idle connection costs only this struct.
+/// unlike a channel's fixed blocks), and the connection's one task is woken through a waker slot rather than a
+/// stored future: an idle connection costs only this struct.
 pub struct Outlet {
     frames: Mutex<Frames>,
-    /// Woken when a frame is queued; drained by the [`OutletQueue`].
-    queued: Notify,
+    /// The connection's task, woken when a frame is queued or the connection is evicted.
+    task: AtomicWaker,
     /// Bytes of the frames queued and not yet taken by the writer.
     queued_bytes: AtomicUsize,
     max_queued_bytes: usize,
     liveness: Liveness,
-    evicted: Notify,
+    /// The close code asked for by [`Outlet::evict`]; 0 until then.
     evict_code: AtomicU16,
 }
 
@@ -56,32 +58,34 @@ struct Frames {
     closed: bool,
 }
 
-/// The receiving end of an [`Outlet`], drained by the connection's writer. Dropping it refuses further frames.
+/// The receiving end of an [`Outlet`], drained by the connection's task. Dropping it refuses further frames.
 pub struct OutletQueue {
     outlet: Arc<Outlet>,
 }
 
 impl OutletQueue {
-    /// The next frame; its bytes no longer count against the bound.
-    pub async fn recv(&mut self) -> Option<Utf8Bytes> {
-        loop {
-            let next = {
-                let mut frames = self.outlet.lock_frames();
-                let next = frames.queue.pop_front();
-                if frames.queue.is_empty() && frames.queue.capacity() > SPARE_FRAMES {
-                    // A burst's capacity is not kept by a connection that went idle again.
-                    frames.queue.shrink_to(SPARE_FRAMES);
-                }
-                next
-            };
-            if let Some(frame) = next {
+    /// The next frame, its bytes no longer counting against the bound; when the queue is empty, `cx`'s task is
+    /// woken once a frame is queued.
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Utf8Bytes> {
+        // Registered before looking, so that a frame queued after the look wakes the task.
+        self.outlet.task.register(cx.waker());
+        let next = {
+            let mut frames = self.outlet.lock_frames();
+            let next = frames.queue.pop_front();
+            if frames.queue.is_empty() && frames.queue.capacity() > 0 {
+                // An idle connection holds no queue memory (a push allocates room for four frames anyway).
+                frames.queue = VecDeque::new();
+            }
+            next
+        };
+        match next {
+            Some(frame) => {
                 self.outlet
                     .queued_bytes
                     .fetch_sub(frame.len(), Ordering::SeqCst);
-                return Some(frame);
+                Poll::Ready(frame)
             }
-            // `notify_one` keeps a permit when no one waits, so a frame queued since the check wakes this.
-            self.outlet.queued.notified().await;
+            None => Poll::Pending,
         }
     }
 }
@@ -97,20 +101,16 @@ impl Drop for OutletQueue {
     }
 }
 
-/// Frames an emptied queue keeps room for.
-const SPARE_FRAMES: usize = 4;
-
 impl Outlet {
     /// An outlet whose queued frames may total at most `max_queued_bytes`, and the receiving end its writer
     /// drains.
     pub fn new(max_queued_bytes: usize, liveness: Liveness) -> (Arc<Outlet>, OutletQueue) {
         let outlet = Arc::new(Outlet {
             frames: Mutex::new(Frames::default()),
-            queued: Notify::new(),
+            task: AtomicWaker::new(),
             queued_bytes: AtomicUsize::new(0),
             max_queued_bytes,
             liveness,
-            evicted: Notify::new(),
             evict_code: AtomicU16::new(0),
         });
         let queue = OutletQueue {
@@ -150,7 +150,7 @@ impl Outlet {
             }
             frames.queue.push_back(frame);
         }
-        self.queued.notify_one();
+        self.task.wake();
         true
     }
 
@@ -164,12 +164,15 @@ impl Outlet {
         let _ = self
             .evict_code
             .compare_exchange(0, code, Ordering::SeqCst, Ordering::SeqCst);
-        self.evicted.notify_one();
+        self.task.wake();
     }
 
-    /// Resolves with the close code once the connection has been evicted.
-    pub async fn evicted(&self) -> u16 {
-        self.evicted.notified().await;
-        self.evict_code.load(Ordering::SeqCst)
+    /// The close code once the connection has been evicted; until then `cx`'s task is woken by the eviction.
+    pub fn poll_evicted(&self, cx: &mut Context<'_>) -> Poll<u16> {
+        self.task.register(cx.waker());
+        match self.evict_code.load(Ordering::SeqCst) {
+            0 => Poll::Pending,
+            code => Poll::Ready(code),
+        }
     }
 }

@@ -1,17 +1,18 @@
 //! The socket after the upgrade: a refused handshake answered, or one accepted connection: registration with
-//! the hub, the read loop (client frames and the liveness they show, eviction, the pong deadline), the write
-//! loop (queued frames, protocol pings, the close frame), and how each way of ending counts for presence.
+//! the hub, then one task that reads (client frames and the liveness they show), writes (queued frames and
+//! protocol pings) and watches eviction and the pong deadline, and how each way of ending counts for presence.
 
+use std::future::{poll_fn, Future};
+use std::pin::{pin, Pin};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use presence_protocol::codes::{close_code, event_type};
 use presence_protocol::{Event, JsonMap};
-use tokio::sync::oneshot;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use crate::bus::{Liveness, Outlet, OutletQueue};
 use crate::error::{Error, ErrorKind};
@@ -20,7 +21,7 @@ use crate::model::event_time;
 use crate::presence::{ConnId, Ending};
 use crate::state::AppState;
 
-/// Why the read loop stopped.
+/// Why the connection stopped.
 enum Stop {
     /// The client closed the socket, with this code if it sent one.
     ClientClosed(Option<u16>),
@@ -33,127 +34,201 @@ enum Stop {
 /// How long a connection that is being closed may take to get its close frame out before the socket is dropped.
 const CLOSE_WRITE_BUDGET: Duration = Duration::from_secs(1);
 
-/// One connection. Reading and writing run apart: a writer stuck on a peer that stopped reading must not keep
-/// the reader from noticing eviction or the pong deadline, or the user from going offline.
-pub(super) async fn serve(
+/// An upgraded socket: the refusal of a handshake that failed authentication, or a connection of `user_id`
+/// that applies `details` on registration. The socket lives in this future for the whole connection (no split
+/// halves, no second task): an idle connection's cost is mostly the WebSocket's own buffers.
+///
+/// The future is written as an `async move` block over the arguments rather than as an `async fn`: an `async fn`
+/// keeps its arguments twice (as they came and as the body's bindings), which for the WebSocket alone would add
+/// a few hundred bytes to every connection's task. `auth` comes boxed for the same reason: the upgrade's task
+/// holds it for the connection's life.
+#[allow(clippy::manual_async_fn)] // deliberate: see above
+pub(super) fn serve(
     app: Arc<AppState>,
-    socket: WebSocket,
-    user_id: String,
-    details: JsonMap,
-) {
-    let opened = Instant::now();
-    let (outlet, queue) = Outlet::new(
-        app.send_queue_bytes,
-        Liveness::new(opened, app.ping_interval),
-    );
-    // The registration and the refusal are boxed: a future is as large as its largest state, and these
-    // short-lived ones would otherwise size every idle connection's task.
-    let registered = Box::pin(app.hub.connect(&user_id, &details, Arc::clone(&outlet))).await;
-    drop(details);
-    let id = match registered {
-        Ok(id) => id,
-        Err(error) => {
-            Box::pin(reject(socket, error)).await;
-            return;
-        }
-    };
-    tracing::debug!(user = %user_id, conn = %id, "connected");
-    let (sink, mut stream) = socket.split();
-    let (close_tx, close_rx) = oneshot::channel();
-    let mut writer = tokio::spawn(write_loop(sink, queue, close_rx, opened, app.ping_interval));
-    let liveness = outlet.liveness();
-    let pong_timeout = app.pong_timeout;
-    let stop = loop {
-        tokio::select! {
-            code = outlet.evicted() => break Stop::Close(code, eviction_reason(code)),
-            msg = stream.next() => {
-                let msg = match msg {
-                    Some(Ok(msg)) => msg,
-                    // A frame over the size limit or breaking the protocol; on a dead socket the close frame
-                    // simply fails to go out.
-                    Some(Err(_)) => break Stop::Close(close_code::BAD_FRAME, "unreadable or oversized frame"),
-                    None => break Stop::Lost,
-                };
-                liveness.heard(Instant::now());
-                match msg {
-                    Message::Text(text) => {
-                        if let Err(reason) = client_frame(&app, &id, text.as_str()) {
-                            break Stop::Close(close_code::BAD_FRAME, reason);
-                        }
-                    }
-                    Message::Binary(_) => break Stop::Close(close_code::BAD_FRAME, "binary frames are not accepted"),
-                    Message::Ping(_) | Message::Pong(_) => {}
-                    Message::Close(frame) => break Stop::ClientClosed(frame.map(|f| f.code)),
+    auth: Box<Result<(String, JsonMap), Error>>,
+    mut socket: WebSocket,
+) -> impl Future<Output = ()> + Send {
+    async move {
+        let opened = Instant::now();
+        let (outlet, mut queue) = Outlet::new(
+            app.send_queue_bytes,
+            Liveness::new(opened, app.ping_interval),
+        );
+        // The user and the details are scoped to the registration, so that the task keeps no room for them
+        // while the connection runs; its id names the connection from here on (in the log too).
+        let id = {
+            let (user_id, details) = match *auth {
+                Ok(auth) => auth,
+                // Boxed, like the registration: a future is as large as its largest state, and these short-lived
+                // ones would otherwise size every idle connection's task.
+                Err(error) => return Box::pin(reject(socket, error)).await,
+            };
+            let id = match Box::pin(app.hub.connect(&user_id, &details, Arc::clone(&outlet))).await
+            {
+                Ok(id) => id,
+                Err(error) => return Box::pin(reject(socket, error)).await,
+            };
+            tracing::debug!(user = %user_id, conn = %id, "connected");
+            id
+        };
+        let stop = {
+            let next_ping = opened + app.ping_interval;
+            // One timer for both deadlines: the next ping and the pong deadline.
+            let mut timer = pin!(tokio::time::sleep_until(next_ping));
+            let mut link = Link {
+                app: &app,
+                id: &id,
+                socket: &mut socket,
+                outlet: &outlet,
+                queue: &mut queue,
+                next_ping,
+                ping_due: false,
+                unflushed: false,
+            };
+            poll_fn(|cx| link.poll(cx, timer.as_mut())).await
+        };
+        // No frame is taken from the queue from here on.
+        drop(queue);
+        let (ending, close_frame) = match stop {
+            Stop::ClientClosed(Some(close_code::NORMAL)) => (Ending::Explicit, None),
+            Stop::ClientClosed(_) | Stop::Lost => (Ending::Abnormal, None),
+            Stop::Close(code, reason) => (
+                Ending::Abnormal,
+                Some(CloseFrame {
+                    code,
+                    reason: Utf8Bytes::from_static(reason),
+                }),
+            ),
+        };
+        tracing::debug!(conn = %id, ?ending, "disconnected");
+        app.hub.disconnect(&id, ending);
+        // The close frame if the server closes; otherwise the echo of the client's close frame the WebSocket layer
+        // has queued (or nothing, on a socket that is gone: closing fails at once).
+        let close = async {
+            match close_frame {
+                Some(frame) => {
+                    let _ = socket.send(Message::Close(Some(frame))).await;
+                }
+                None => {
+                    let _ = socket.close().await;
                 }
             }
-            _ = tokio::time::sleep_until(liveness.last_heard() + pong_timeout) => {
-                break Stop::Close(close_code::PONG_TIMEOUT, "no pong within the timeout");
-            }
-            _ = &mut writer => break Stop::Lost,
-        }
-    };
-    let (ending, close_frame) = match stop {
-        Stop::ClientClosed(Some(close_code::NORMAL)) => (Ending::Explicit, None),
-        Stop::ClientClosed(_) | Stop::Lost => (Ending::Abnormal, None),
-        Stop::Close(code, reason) => (
-            Ending::Abnormal,
-            Some(CloseFrame {
-                code,
-                reason: Utf8Bytes::from_static(reason),
-            }),
-        ),
-    };
-    // The writer sends the close frame if there is one, and stops either way.
-    match close_frame {
-        Some(frame) => {
-            let _ = close_tx.send(frame);
-        }
-        None => drop(close_tx),
-    }
-    tracing::debug!(user = %user_id, conn = %id, ?ending, "disconnected");
-    app.hub.disconnect(&id, ending);
-    if !writer.is_finished()
-        && Box::pin(tokio::time::timeout(CLOSE_WRITE_BUDGET, &mut writer))
-            .await
-            .is_err()
-    {
-        writer.abort();
+        };
+        let _ = Box::pin(tokio::time::timeout(CLOSE_WRITE_BUDGET, close)).await;
     }
 }
 
-/// Writes queued frames and protocol pings (due every `ping_interval` from `opened`, the schedule the
-/// connection's [`Liveness`] is measured against) until told to close (or the socket fails); then sends the
-/// close frame.
-async fn write_loop(
-    mut sink: SplitSink<WebSocket, Message>,
-    mut queue: OutletQueue,
-    mut close: oneshot::Receiver<CloseFrame>,
-    opened: Instant,
-    ping_interval: Duration,
-) {
-    let mut ping = tokio::time::interval_at(opened + ping_interval, ping_interval);
-    loop {
-        let sent = tokio::select! {
-            biased;
-            frame = &mut close => {
-                match frame {
-                    Ok(frame) => {
-                        let _ = sink.send(Message::Close(Some(frame))).await;
-                    }
-                    // Dropped without a frame: the client closed (the WebSocket layer has queued the echo of its
-                    // close frame, which closing the sink sends) or the socket is gone (closing fails at once).
-                    Err(_) => {
-                        let _ = sink.close().await;
+/// A registered connection while it runs: what [`Link::poll`] reads from and writes to.
+struct Link<'a> {
+    app: &'a AppState,
+    id: &'a ConnId,
+    socket: &'a mut WebSocket,
+    outlet: &'a Outlet,
+    queue: &'a mut OutletQueue,
+    /// When the next protocol ping is due: `opened + k·ping_interval`, the schedule [`Liveness`] measures
+    /// against.
+    next_ping: Instant,
+    /// A ping is due and not yet handed to the socket.
+    ping_due: bool,
+    /// A frame was handed to the socket and not yet flushed.
+    unflushed: bool,
+}
+
+impl Link<'_> {
+    /// Runs the connection until it stops. Reading never waits for writing: a peer that stopped reading
+    /// leaves frames unsent, but its eviction, its frames and the pong deadline are still seen, so the user
+    /// still goes offline on time.
+    fn poll(&mut self, cx: &mut Context<'_>, mut timer: Pin<&mut Sleep>) -> Poll<Stop> {
+        if let Poll::Ready(code) = self.outlet.poll_evicted(cx) {
+            return Poll::Ready(Stop::Close(code, eviction_reason(code)));
+        }
+        let liveness = self.outlet.liveness();
+        while let Poll::Ready(msg) = self.socket.poll_next_unpin(cx) {
+            let msg = match msg {
+                Some(Ok(msg)) => msg,
+                // A frame over the size limit or breaking the protocol; on a dead socket the close frame simply
+                // fails to go out.
+                Some(Err(_)) => {
+                    return Poll::Ready(Stop::Close(
+                        close_code::BAD_FRAME,
+                        "unreadable or oversized frame",
+                    ))
+                }
+                None => return Poll::Ready(Stop::Lost),
+            };
+            liveness.heard(Instant::now());
+            match msg {
+                Message::Text(text) => {
+                    if let Err(reason) = client_frame(self.app, self.id, text.as_str()) {
+                        return Poll::Ready(Stop::Close(close_code::BAD_FRAME, reason));
                     }
                 }
-                return;
+                Message::Binary(_) => {
+                    return Poll::Ready(Stop::Close(
+                        close_code::BAD_FRAME,
+                        "binary frames are not accepted",
+                    ))
+                }
+                Message::Ping(_) | Message::Pong(_) => {}
+                Message::Close(frame) => {
+                    return Poll::Ready(Stop::ClientClosed(frame.map(|f| f.code)))
+                }
             }
-            Some(frame) = queue.recv() => sink.send(Message::Text(frame)).await,
-            _ = ping.tick() => sink.send(Message::Ping(Default::default())).await,
-        };
-        if sent.is_err() {
-            return;
         }
+        loop {
+            let pong_deadline = liveness.last_heard() + self.app.pong_timeout;
+            let deadline = pong_deadline.min(self.next_ping);
+            if timer.deadline() != deadline {
+                timer.as_mut().reset(deadline);
+            }
+            if timer.as_mut().poll(cx).is_pending() {
+                break;
+            }
+            if deadline == pong_deadline {
+                return Poll::Ready(Stop::Close(
+                    close_code::PONG_TIMEOUT,
+                    "no pong within the timeout",
+                ));
+            }
+            // One ping however many were missed, then the next one on the schedule.
+            self.ping_due = true;
+            self.next_ping += self.app.ping_interval;
+            let now = Instant::now();
+            while self.next_ping <= now {
+                self.next_ping += self.app.ping_interval;
+            }
+        }
+        loop {
+            // Each frame is flushed before the next is taken: the WebSocket's write buffer keeps its capacity,
+            // so it stays the size of one frame rather than of the largest batch.
+            if self.unflushed {
+                match self.socket.poll_flush_unpin(cx) {
+                    Poll::Ready(Ok(())) => self.unflushed = false,
+                    Poll::Ready(Err(_)) => return Poll::Ready(Stop::Lost),
+                    Poll::Pending => break,
+                }
+            }
+            // Ready before a frame is taken, so that no frame waits outside the queue.
+            match self.socket.poll_ready_unpin(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(_)) => return Poll::Ready(Stop::Lost),
+                Poll::Pending => break,
+            }
+            let frame = if self.ping_due {
+                self.ping_due = false;
+                Message::Ping(Default::default())
+            } else {
+                match self.queue.poll_recv(cx) {
+                    Poll::Ready(frame) => Message::Text(frame),
+                    Poll::Pending => break,
+                }
+            };
+            if self.socket.start_send_unpin(frame).is_err() {
+                return Poll::Ready(Stop::Lost);
+            }
+            self.unflushed = true;
+        }
+        Poll::Pending
     }
 }
 

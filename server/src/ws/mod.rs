@@ -54,13 +54,7 @@ pub async fn connect(
         .read_buffer_size(4096)
         .max_message_size(MAX_CLIENT_MESSAGE)
         .max_frame_size(MAX_CLIENT_MESSAGE)
-        .on_upgrade(move |socket| async move {
-            match auth {
-                Ok((user_id, details)) => conn::serve(app, socket, user_id, details).await,
-                // Boxed: the refusal's future would otherwise size every accepted connection's task.
-                Err(error) => Box::pin(conn::reject(socket, error)).await,
-            }
-        })
+        .on_upgrade(move |socket| conn::serve(app, Box::new(auth), socket))
 }
 
 /// Validates the connect URL's parameters at `now` (Unix seconds): API key, `json` payload, token, and that the
