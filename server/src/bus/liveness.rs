@@ -43,7 +43,7 @@ impl Liveness {
 
     /// Whether the connection has missed a pong at `now`: nothing at all has been heard from it since a ping
     /// that fell due at least one ping interval before `now`. Pings fall due on the schedule whether or not the
-    /// writer got them out, so a connection whose socket buffers are full counts as well. A live client answers
+    /// connection got them out, so a connection whose socket buffers are full counts as well. A live client answers
     /// every ping within its round trip and never qualifies; a dead one does after one to two ping intervals of
     /// silence, depending on where in the ping cycle it fell silent.
     pub fn missed_pong(&self, now: Instant) -> bool {

@@ -8,7 +8,7 @@ pub mod local;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::Context;
 
 use axum::extract::ws::Utf8Bytes;
 use futures_util::task::AtomicWaker;
@@ -43,7 +43,7 @@ pub struct Outlet {
     frames: Mutex<Frames>,
     /// The connection's task, woken when a frame is queued or the connection is evicted.
     task: AtomicWaker,
-    /// Bytes of the frames queued and not yet taken by the writer.
+    /// Bytes of the frames queued and not yet taken by the connection's task.
     queued_bytes: AtomicUsize,
     max_queued_bytes: usize,
     liveness: Liveness,
@@ -51,7 +51,7 @@ pub struct Outlet {
     evict_code: AtomicU16,
 }
 
-/// The frames waiting for the writer, and whether the writer is gone.
+/// The frames waiting for the connection's task, and whether it is gone.
 #[derive(Default)]
 struct Frames {
     queue: VecDeque<Utf8Bytes>,
@@ -64,11 +64,9 @@ pub struct OutletQueue {
 }
 
 impl OutletQueue {
-    /// The next frame, its bytes no longer counting against the bound; when the queue is empty, `cx`'s task is
-    /// woken once a frame is queued.
-    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Utf8Bytes> {
-        // Registered before looking, so that a frame queued after the look wakes the task.
-        self.outlet.task.register(cx.waker());
+    /// The next frame, its bytes no longer counting against the bound. The connection's task learns of a frame
+    /// queued later through [`Outlet::register`], which it calls before looking.
+    pub fn try_recv(&mut self) -> Option<Utf8Bytes> {
         let next = {
             let mut frames = self.outlet.lock_frames();
             let next = frames.queue.pop_front();
@@ -78,15 +76,11 @@ impl OutletQueue {
             }
             next
         };
-        match next {
-            Some(frame) => {
-                self.outlet
-                    .queued_bytes
-                    .fetch_sub(frame.len(), Ordering::SeqCst);
-                Poll::Ready(frame)
-            }
-            None => Poll::Pending,
-        }
+        let frame = next?;
+        self.outlet
+            .queued_bytes
+            .fetch_sub(frame.len(), Ordering::SeqCst);
+        Some(frame)
     }
 }
 
@@ -102,8 +96,8 @@ impl Drop for OutletQueue {
 }
 
 impl Outlet {
-    /// An outlet whose queued frames may total at most `max_queued_bytes`, and the receiving end its writer
-    /// drains.
+    /// An outlet whose queued frames may total at most `max_queued_bytes`, and the receiving end the
+    /// connection's task drains.
     pub fn new(max_queued_bytes: usize, liveness: Liveness) -> (Arc<Outlet>, OutletQueue) {
         let outlet = Arc::new(Outlet {
             frames: Mutex::new(Frames::default()),
@@ -143,7 +137,7 @@ impl Outlet {
         {
             let mut frames = self.lock_frames();
             if frames.closed {
-                // The writer is gone; nothing will take the frame.
+                // The connection's task is gone; nothing will take the frame.
                 drop(frames);
                 self.queued_bytes.fetch_sub(len, Ordering::SeqCst);
                 return false;
@@ -167,12 +161,17 @@ impl Outlet {
         self.task.wake();
     }
 
-    /// The close code once the connection has been evicted; until then `cx`'s task is woken by the eviction.
-    pub fn poll_evicted(&self, cx: &mut Context<'_>) -> Poll<u16> {
+    /// Makes `cx`'s task the one woken when a frame is queued or the connection is evicted. Called before
+    /// looking at the queue and the eviction, so that what happens after the look wakes the task.
+    pub fn register(&self, cx: &Context<'_>) {
         self.task.register(cx.waker());
+    }
+
+    /// The close code once the connection has been evicted.
+    pub fn evicted(&self) -> Option<u16> {
         match self.evict_code.load(Ordering::SeqCst) {
-            0 => Poll::Pending,
-            code => Poll::Ready(code),
+            0 => None,
+            code => Some(code),
         }
     }
 }

@@ -139,7 +139,8 @@ impl Link<'_> {
     /// leaves frames unsent, but its eviction, its frames and the pong deadline are still seen, so the user
     /// still goes offline on time.
     fn poll(&mut self, cx: &mut Context<'_>, mut timer: Pin<&mut Sleep>) -> Poll<Stop> {
-        if let Poll::Ready(code) = self.outlet.poll_evicted(cx) {
+        self.outlet.register(cx);
+        if let Some(code) = self.outlet.evicted() {
             return Poll::Ready(Stop::Close(code, eviction_reason(code)));
         }
         let liveness = self.outlet.liveness();
@@ -218,9 +219,9 @@ impl Link<'_> {
                 self.ping_due = false;
                 Message::Ping(Default::default())
             } else {
-                match self.queue.poll_recv(cx) {
-                    Poll::Ready(frame) => Message::Text(frame),
-                    Poll::Pending => break,
+                match self.queue.try_recv() {
+                    Some(frame) => Message::Text(frame),
+                    None => break,
                 }
             };
             if self.socket.start_send_unpin(frame).is_err() {
