@@ -3,10 +3,12 @@
 //   by partial update) and every watcher timestamps the `user.presence.changed`. Next to it, the limit: the same
 //   watchers and frame bytes against a minimal tokio WebSocket broadcast (`presence-loadgen broadcast-server`).
 // - capacity: N idle authenticated connections; the server's RSS before and after, and the connect rate.
+// - profile (--profile DIR, when perf is installed): the largest size's flips sampled on the server with perf.
 // Usage: node bench/fanout.mjs [--watchers 1000,10000] [--flips 10] [--connections 15000] [--json FILE]
+//        [--profile DIR]
 //        (builds nothing: cargo build --release -p presence-server -p presence-loadgen)
-import { spawn } from 'node:child_process';
-import { existsSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { API_KEY, ROOT, fmt, isMain, parseArgs, startServer } from './lib.mjs';
 
@@ -19,15 +21,19 @@ process.on('exit', () => {
   for (const child of running) child.kill('SIGKILL');
 });
 
-/** Runs the load generator; resolves with the JSON it prints. */
-export function loadgen(args) {
+/** Runs the load generator; resolves with the JSON it prints. `onLine` sees each line it writes on stderr. */
+export function loadgen(args, { onLine } = {}) {
   return new Promise((done, fail) => {
     const child = spawn(LOADGEN_BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     running.add(child);
     let out = '';
     let err = '';
     child.stdout.on('data', (d) => { out += d; });
-    child.stderr.on('data', (d) => { err += d; });
+    child.stderr.on('data', (d) => {
+      const before = err.length;
+      err += d;
+      if (onLine) for (const line of err.slice(err.lastIndexOf('\n', before - 1) + 1).split('\n').slice(0, -1)) onLine(line);
+    });
     child.once('exit', (code) => {
       running.delete(child);
       if (code !== 0) return fail(new Error(`presence-loadgen ${args[0]} failed (${code}): ${err.trim()}`));
@@ -56,16 +62,59 @@ async function startBroadcast() {
   return { url, stop: () => child.kill('SIGTERM') };
 }
 
-export async function run({ watchers = [1000, 10000], flips = 10, connections = 15000, log = console.log } = {}) {
+/** Whether `perf` (Debian's linux-perf) can sample here. */
+function havePerf() {
+  return spawnSync('perf', ['--version'], { stdio: 'ignore' }).status === 0;
+}
+
+/** Samples process `pid` with `perf record` into `file` until the returned stop() is awaited, which resolves with
+ *  where its CPU went: the share of samples per thread, and the top symbols (thread, symbol, share). */
+function perfRecord(pid, file) {
+  const child = spawn('perf', ['record', '-F', '999', '-p', String(pid), '-o', file], { stdio: 'ignore' });
+  running.add(child);
+  const exited = new Promise((done) => child.once('exit', done));
+  return async () => {
+    child.kill('SIGINT');
+    await exited;
+    running.delete(child);
+    const report = (sort) => spawnSync('perf', ['report', '-i', file, '--stdio', '--sort', sort], { encoding: 'utf8' }).stdout || '';
+    const byThread = report('comm');
+    const samples = /^# Samples: (\S+)\s+of event/m.exec(byThread)?.[1];
+    const threads = [...byThread.matchAll(/^\s*([\d.]+)%\s+(\S+)\s*$/gm)].map((m) => ({ thread: m[2], share: Number(m[1]) }));
+    const symbols = [...report('comm,sym').matchAll(/^\s*([\d.]+)%\s+(\S+)\s+\[(.)\]\s+(.+?)\s*$/gm)]
+      .slice(0, 15)
+      .map((m) => ({ thread: m[2], kernel: m[3] === 'k', symbol: m[4], share: Number(m[1]) }));
+    return { samples, threads, symbols };
+  };
+}
+
+export async function run({ watchers = [1000, 10000], flips = 10, connections = 15000, profileDir, log = console.log } = {}) {
   if (!existsSync(LOADGEN_BIN)) throw new Error(`no load generator at ${LOADGEN_BIN} (cargo build --release -p presence-loadgen)`);
   const fanout = [];
+  const perf = profileDir && havePerf();
+  if (profileDir && !perf) log('fan-out: perf is not installed (apt-get install linux-perf): no server profile');
   for (const n of watchers) {
     // A fresh server and baseline per size, so that one size's connections do not weigh on the next.
     const server = await startServer();
-    const ours = await loadgen(['fanout', '--server', server.url, '--api-key', API_KEY, '--watchers', String(n), '--flips', String(flips)]).finally(() => server.stop());
+    // The largest size is profiled during its flips (after every watcher is set up).
+    let stopPerf;
+    let profile;
+    const onLine = perf && n === Math.max(...watchers)
+      ? (line) => {
+        if (line === 'flipping' && !stopPerf) {
+          mkdirSync(profileDir, { recursive: true });
+          stopPerf = perfRecord(server.pid, join(profileDir, `fanout-${n}.perf.data`));
+        }
+      }
+      : undefined;
+    const ours = await loadgen(['fanout', '--server', server.url, '--api-key', API_KEY, '--watchers', String(n), '--flips', String(flips)], { onLine })
+      .finally(async () => {
+        if (stopPerf) profile = await stopPerf();
+        await server.stop();
+      });
     const broadcast = await startBroadcast();
     const limit = await loadgen(['fanout', '--baseline', '--server', broadcast.url, '--watchers', String(n), '--flips', String(flips)]).finally(() => broadcast.stop());
-    const row = { watchers: n, ours, limit, ratioLast: ours.last_watcher_us.p50 / limit.last_watcher_us.p50 };
+    const row = { watchers: n, ours, limit, ratioLast: ours.last_watcher_us.p50 / limit.last_watcher_us.p50, profile };
     log(`fan-out to ${n}: last watcher p50 ${fmt(ours.last_watcher_us.p50 / 1000, 1)} ms (limit ${fmt(limit.last_watcher_us.p50 / 1000, 1)} ms), ${fmt(row.ratioLast, 2)}×`);
     fanout.push(row);
   }
@@ -96,6 +145,18 @@ export function markdownFanout({ flips, fanout }) {
       lines.push(`| ${fmt(row.watchers)} | ${name} | ${ms(d.p50)} | ${ms(d.p99)} | ${ms(d.max)} | ${ms(l.p50)} | ${ms(l.p99)} | ${ms(l.max)} | ${name === 'presence-server' ? `**${fmt(row.ratioLast, 2)}**` : '1.00'} |`);
     }
   }
+  for (const row of fanout.filter((r) => r.profile)) {
+    const { samples, threads, symbols } = row.profile;
+    lines.push(
+      '',
+      `Where presence-server's CPU went during the ${fmt(row.watchers)}-watcher flips (\`perf record -F 999\` on the server from`,
+      `the first flip to the last${samples ? `, ${samples} samples` : ''}; by thread: ${threads.map((t) => `${t.thread} ${fmt(t.share, 1)} %`).join(', ')}):`,
+      '',
+      '| share of samples | thread | symbol |',
+      '|---:|---|---|',
+      ...symbols.map((x) => `| ${fmt(x.share, 2)} % | ${x.thread} | ${x.kernel ? 'kernel: ' : ''}\`${x.symbol.replace(/\|/g, '\\|')}\` |`),
+    );
+  }
   return lines.join('\n');
 }
 
@@ -110,7 +171,7 @@ export function markdownCapacity({ capacity: c }) {
 if (isMain(import.meta.url)) {
   const args = parseArgs();
   const watchers = args.watchers ? String(args.watchers).split(',').map(Number) : [1000, 10000];
-  const result = await run({ watchers, flips: args.flips ?? 10, connections: args.connections ?? 15000 });
+  const result = await run({ watchers, flips: args.flips ?? 10, connections: args.connections ?? 15000, profileDir: args.profile });
   console.log(`\n${markdownFanout(result)}\n\n${markdownCapacity(result)}`);
   if (args.json) writeFileSync(args.json, JSON.stringify(result, null, 2));
   process.exit(0);

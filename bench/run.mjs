@@ -154,7 +154,7 @@ if (only.has('detection')) {
 if (only.has('fanout')) {
   const p = plan.fanout;
   step(`fan-out (${p.watchers.join(', ')} watchers) and capacity (${fmt(p.connections)} connections)`);
-  const result = await fanout.run(p);
+  const result = await fanout.run({ ...p, profileDir: artifacts });
   save('fanout', result);
   for (const row of result.fanout) {
     goals.push(`Fan-out to ${fmt(row.watchers)} watchers ≤ 1.2× the broadcast limit (last watcher, p50): ${fmt(row.ratioLast, 2)}× (${fmt(row.ours.last_watcher_us.p50 / 1000, 1)} ms vs ${fmt(row.limit.last_watcher_us.p50 / 1000, 1)} ms) — ${row.ratioLast <= 1.2 ? 'met' : '**missed**'}.`);

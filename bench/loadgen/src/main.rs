@@ -583,6 +583,8 @@ async fn fanout(
     let setup_secs = started.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_millis(500)).await;
     while arrivals.try_recv().is_ok() {}
+    // For a caller that profiles the server during the flips only.
+    eprintln!("flipping");
 
     let mut per_delivery_us = Vec::with_capacity(watchers * flips);
     let mut last_us = Vec::with_capacity(flips);
