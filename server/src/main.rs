@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use clap::{Args, Parser, Subcommand};
 use presence_server::{auth, ClusterSettings, Service, Settings, Storage};
 
@@ -287,6 +288,10 @@ async fn run(
         tokio::spawn(async move { axum::serve(listener, router).await })
     });
     let shutdown = service.shutdown_handle();
+    // Frames are small and latency is the point: no Nagle delay behind an unacknowledged segment.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let served = axum::serve(listener, service.router())
         .with_graceful_shutdown(async move {
             shutdown_signal().await;
