@@ -173,14 +173,6 @@ if (only.has('fanout')) {
     '',
     fanout.markdownFanout(result),
     '',
-    'Reading the profile: most of the server\'s time is the kernel\'s loopback TCP path (the send, and the receiving',
-    'socket\'s processing charged to the sender), which the limit pays as well. What the limit does not pay: the REST',
-    'call once, and per recipient the engine (the hub thread: hashing connection ids with SipHash for the audience set,',
-    'the engine\'s connection map and the bus\'s outlet map), the wake from the hub thread into a worker',
-    '(`AtomicWaker::register`, the queue\'s lock in `try_recv`), and the read each wake-up of the connection\'s one task',
-    'tries through the upgraded socket (`Rewind::poll_read`, the readiness check, and tungstenite zeroing its 4 KiB',
-    'read buffer before every read: the `memset`).',
-    '',
     `Reproduce: \`${cmd}\``,
   ].join('\n'));
   sections.push([

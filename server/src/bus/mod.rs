@@ -36,7 +36,7 @@ pub trait Bus: Send + Sync + 'static {
 }
 
 /// The sending side of one connection: a queue of frames bounded in bytes, the connection's liveness as its
-/// reader sees it, and a way to ask its task to close. The queue is a plain deque (no allocation while empty,
+/// task records it, and a way to ask its task to close. The queue is a plain deque (no allocation while empty,
 /// unlike a channel's fixed blocks), and the connection's one task is woken through a waker slot rather than a
 /// stored future: an idle connection costs only this struct.
 pub struct Outlet {
