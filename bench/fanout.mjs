@@ -22,9 +22,9 @@ process.on('exit', () => {
 });
 
 /** Runs the load generator; resolves with the JSON it prints. `onLine` sees each line it writes on stderr. */
-export function loadgen(args, { onLine } = {}) {
+export function loadgen(args, { onLine, env } = {}) {
   return new Promise((done, fail) => {
-    const child = spawn(LOADGEN_BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(LOADGEN_BIN, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
     running.add(child);
     let out = '';
     let err = '';

@@ -27,7 +27,7 @@ assert.ok(q.result.query_ms_by_kind.users_unpinned.count > 0, 'unpinned user que
 assert.ok(q.result.query_ms_by_kind.channels_unpinned.count > 0, 'channel queries ran');
 assert.ok(q.result.query_ms_by_kind.users_pinned.count > 0, 'pinned user queries ran');
 
-const crash = await restart.run({ clients: 40, observers: 2, downs: [500], log: quiet });
+const crash = await restart.run({ clients: 40, observers: 2, downs: [500], unpaced: false, log: quiet });
 const [{ result: back }] = crash.rows;
 assert.ok(back.all_back, `every client reconnects by itself after the restart: ${JSON.stringify(back)}`);
 assert.equal(back.back, 40);

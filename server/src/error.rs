@@ -30,6 +30,8 @@ pub enum ErrorKind {
     PayloadTooBig,
     /// The user already holds the most connections allowed (code 71).
     TooManyConnections,
+    /// Too many requests now; retry later (code 9).
+    RateLimited,
     /// The server failed (code -1).
     Internal,
 }
@@ -49,6 +51,7 @@ impl ErrorKind {
             ErrorKind::NotAllowed => error_code::NOT_ALLOWED,
             ErrorKind::PayloadTooBig => error_code::PAYLOAD_TOO_BIG,
             ErrorKind::TooManyConnections => error_code::TOO_MANY_CONNECTIONS,
+            ErrorKind::RateLimited => error_code::RATE_LIMIT,
             ErrorKind::Internal => error_code::INTERNAL,
         }
     }

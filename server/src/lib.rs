@@ -84,6 +84,10 @@ pub struct Settings {
     /// How old a connected user's stored `last_active` may grow before a `health.check` writes it again; the
     /// value everyone reads is refreshed by every ping regardless.
     pub last_active_refresh: Duration,
+    /// Over how long the clients that may have been connected when the previous process ended are let back
+    /// in after the start (zero: no pacing): a crowd larger than 50 connects a second over this window is let in
+    /// at the pace that spreads it over the window, the others answered 429 (code 9) to retry.
+    pub readmit_window: Duration,
 }
 
 /// Where users, channels and members are kept.
@@ -169,6 +173,17 @@ impl Service {
         node: Option<Arc<cluster::Node>>,
     ) -> Result<(Service, Arc<Hub>), StoreError> {
         let (loaded_users, loaded_channels) = (snapshot.users.len(), snapshot.channels.len());
+        let admission = ws::Admission::readmitting(
+            returning_users(&snapshot, settings.last_active_refresh),
+            settings.readmit_window,
+            std::time::Instant::now(),
+        );
+        if admission.is_pacing() {
+            tracing::info!(
+                window_ms = settings.readmit_window.as_millis() as u64,
+                "pacing the readmission of recently connected users"
+            );
+        }
         let hub = Hub::start(
             presence::Config {
                 offline_grace: settings.offline_grace,
@@ -189,6 +204,7 @@ impl Service {
             settings.pong_timeout,
             settings.send_queue_bytes,
             Arc::clone(&hub),
+            admission,
         );
         let service = Service {
             state: Arc::new(state),
@@ -218,6 +234,23 @@ impl Service {
     pub async fn close(self) -> Result<(), Error> {
         self.state.hub.flush().await
     }
+}
+
+/// Users who may have been connected when the previous process ended: a connected user's stored `last_active`
+/// is at most one refresh period old (plus the time to the next `health.check`, within a minute).
+fn returning_users(snapshot: &Snapshot, refresh: Duration) -> u64 {
+    let margin = refresh + Duration::from_secs(60);
+    let since = chrono::Duration::from_std(margin)
+        .ok()
+        .and_then(|margin| chrono::Utc::now().checked_sub_signed(margin));
+    snapshot
+        .users
+        .iter()
+        .filter(|u| {
+            u.last_active
+                .is_some_and(|at| since.is_none_or(|since| at >= since))
+        })
+        .count() as u64
 }
 
 /// Starts the shutdown of a [`Service`]: closes every connection with 1001.

@@ -102,6 +102,11 @@ struct ServeArgs {
     /// loses at most this much of the refresh.
     #[arg(long, env = "PRESENCE_LAST_ACTIVE_REFRESH_MS", default_value_t = 15 * 60 * 1000)]
     last_active_refresh_ms: u64,
+    /// After a start, spread the return of the users who may have been connected when the previous process
+    /// ended (their stored last_active is recent) over this long: while more than 50 a second would come back,
+    /// connects beyond that pace are answered 429 (code 9) and the clients retry after their backoff. 0: no pacing.
+    #[arg(long, env = "PRESENCE_READMIT_WINDOW_MS", default_value_t = 12_000)]
+    readmit_window_ms: u64,
     /// Cluster mode: share presence, events and records with every other process on this Redis
     /// (redis://HOST:PORT).
     #[arg(long, env = "PRESENCE_REDIS_URL")]
@@ -204,6 +209,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         max_channels_per_user: args.max_channels_per_user,
         send_queue_bytes: args.send_queue_bytes,
         last_active_refresh: Duration::from_millis(args.last_active_refresh_ms),
+        readmit_window: Duration::from_millis(args.readmit_window_ms),
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

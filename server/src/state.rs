@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::auth::TokenVerifier;
 use crate::hub::Hub;
+use crate::ws::Admission;
 
 pub struct AppState {
     /// Requests must carry it as `api_key`.
@@ -17,7 +18,10 @@ pub struct AppState {
     /// Bytes of frames a connection may have queued.
     pub send_queue_bytes: usize,
     pub hub: Arc<Hub>,
+    /// The pace of WebSocket connects (paced only while a readmission after the start is under way).
+    pub admission: Admission,
     auth_failures: AtomicU64,
+    paced_connects: AtomicU64,
 }
 
 impl AppState {
@@ -28,6 +32,7 @@ impl AppState {
         pong_timeout: Duration,
         send_queue_bytes: usize,
         hub: Arc<Hub>,
+        admission: Admission,
     ) -> Self {
         AppState {
             api_key,
@@ -36,7 +41,9 @@ impl AppState {
             pong_timeout,
             send_queue_bytes,
             hub,
+            admission,
             auth_failures: AtomicU64::new(0),
+            paced_connects: AtomicU64::new(0),
         }
     }
 
@@ -47,5 +54,14 @@ impl AppState {
 
     pub fn auth_failures(&self) -> u64 {
         self.auth_failures.load(Ordering::Relaxed)
+    }
+
+    /// Counts WebSocket connects refused to pace a readmission.
+    pub fn count_paced_connect(&self) {
+        self.paced_connects.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn paced_connects(&self) -> u64 {
+        self.paced_connects.load(Ordering::Relaxed)
     }
 }

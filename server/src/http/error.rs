@@ -20,7 +20,7 @@ pub fn status_of(kind: ErrorKind) -> StatusCode {
         ErrorKind::NotFound => StatusCode::NOT_FOUND,
         ErrorKind::NotAllowed => StatusCode::FORBIDDEN,
         ErrorKind::PayloadTooBig => StatusCode::PAYLOAD_TOO_LARGE,
-        ErrorKind::TooManyConnections => StatusCode::TOO_MANY_REQUESTS,
+        ErrorKind::TooManyConnections | ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

@@ -53,6 +53,12 @@ pub async fn metrics(State(app): State<Arc<AppState>>) -> Response {
             "Rejected credentials, REST and WebSocket.",
             app.auth_failures().to_string(),
         ),
+        (
+            "presence_paced_connects_total",
+            "counter",
+            "WebSocket connects refused (429) to spread the readmission after a start.",
+            app.paced_connects().to_string(),
+        ),
     ];
     let mut text = String::new();
     for (name, kind, help, value) in rows {

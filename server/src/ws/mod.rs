@@ -1,6 +1,7 @@
 //! The WebSocket edge: the upgrade and handshake authentication. What happens on the socket afterwards (the
 //! answer to a refused handshake, or the life of an accepted connection) is in [`conn`].
 
+mod admission;
 mod conn;
 
 use std::collections::HashMap;
@@ -10,6 +11,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Query, State};
+use axum::http::header::RETRY_AFTER;
 use axum::response::{IntoResponse, Response};
 use presence_protocol::{ConnectPayload, JsonMap};
 
@@ -18,6 +20,7 @@ use crate::error::{Error, ErrorKind};
 use crate::model::Caller;
 use crate::state::AppState;
 
+pub use self::admission::Admission;
 pub use self::conn::{read_client_frame, ClientFrame};
 
 /// Largest frame or message a client may send: client frames are tiny pings.
@@ -36,6 +39,15 @@ pub async fn connect(
                 .into_response()
         }
     };
+    // Refused before the upgrade: a failed attempt, which every client retries after its backoff.
+    if !app.admission.admit(std::time::Instant::now()) {
+        app.count_paced_connect();
+        let error = Error::new(
+            ErrorKind::RateLimited,
+            "the server is readmitting its clients after a restart; retry later",
+        );
+        return ([(RETRY_AFTER, "1")], error).into_response();
+    }
     let auth = match query {
         Ok(Query(q)) => authenticate(
             &app.api_key,

@@ -262,6 +262,7 @@ impl Server {
             last_active_refresh: Duration::from_millis(
                 opts.last_active_refresh_ms.unwrap_or(15 * 60 * 1000),
             ),
+            readmit_window: Duration::from_secs(12),
         };
         let db = opts
             .db
