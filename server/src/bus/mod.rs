@@ -6,9 +6,9 @@ mod liveness;
 pub mod local;
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::Context;
+use std::task::{Context, Wake};
 
 use axum::extract::ws::Utf8Bytes;
 use futures_util::task::AtomicWaker;
@@ -49,6 +49,9 @@ pub struct Outlet {
     liveness: Liveness,
     /// The close code asked for by [`Outlet::evict`]; 0 until then.
     evict_code: AtomicU16,
+    /// The socket or the timer woke the task (through this outlet as their [`Wake`]r) since the task last
+    /// polled them.
+    io_woke: AtomicBool,
 }
 
 /// The frames waiting for the connection's task, and whether it is gone.
@@ -106,6 +109,8 @@ impl Outlet {
             max_queued_bytes,
             liveness,
             evict_code: AtomicU16::new(0),
+            // The socket and the timer have not been polled yet.
+            io_woke: AtomicBool::new(true),
         });
         let queue = OutletQueue {
             outlet: Arc::clone(&outlet),
@@ -173,5 +178,27 @@ impl Outlet {
             0 => None,
             code => Some(code),
         }
+    }
+
+    /// Whether the socket may have something to read or the timer may have fired: one of them woke the task
+    /// since the last call (or neither was polled yet). The task then polls both, the socket until it is
+    /// pending, with `Waker::from(outlet)` as their waker.
+    pub fn take_io_wake(&self) -> bool {
+        self.io_woke.swap(false, Ordering::SeqCst)
+    }
+}
+
+/// The waker the connection's task polls its socket's read and its timer with: it marks that one of them woke
+/// the task, then wakes it. A wake-up by a queued frame or an eviction leaves both alone: each read attempt goes
+/// through the upgraded socket's readiness check and the WebSocket zeroing its read buffer, and each timer poll
+/// re-registers with the timer wheel, which for a fan-out to many connections is a cost per recipient.
+impl Wake for Outlet {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.io_woke.store(true, Ordering::SeqCst);
+        self.task.wake();
     }
 }

@@ -5,7 +5,7 @@
 use std::future::{poll_fn, Future};
 use std::pin::{pin, Pin};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
@@ -123,7 +123,7 @@ struct Link<'a> {
     app: &'a AppState,
     id: &'a ConnId,
     socket: &'a mut WebSocket,
-    outlet: &'a Outlet,
+    outlet: &'a Arc<Outlet>,
     queue: &'a mut OutletQueue,
     /// When the next protocol ping is due: `opened + k·ping_interval`, the schedule [`Liveness`] measures
     /// against.
@@ -138,12 +138,61 @@ impl Link<'_> {
     /// Runs the connection until it stops. Reading never waits for writing: a peer that stopped reading
     /// leaves frames unsent, but its eviction, its frames and the pong deadline are still seen, so the user
     /// still goes offline on time.
-    fn poll(&mut self, cx: &mut Context<'_>, mut timer: Pin<&mut Sleep>) -> Poll<Stop> {
+    fn poll(&mut self, cx: &mut Context<'_>, timer: Pin<&mut Sleep>) -> Poll<Stop> {
         self.outlet.register(cx);
         if let Some(code) = self.outlet.evicted() {
             return Poll::Ready(Stop::Close(code, eviction_reason(code)));
         }
         let liveness = self.outlet.liveness();
+        // The socket and the timer are polled only when one of them woke the task (their waker is the
+        // outlet's); only they change the deadlines.
+        if self.outlet.take_io_wake() {
+            let waker = Waker::from(Arc::clone(self.outlet));
+            let mut io_cx = Context::from_waker(&waker);
+            if let Poll::Ready(stop) = self.poll_io(&mut io_cx, liveness, timer) {
+                return Poll::Ready(stop);
+            }
+        }
+        loop {
+            // Each frame is flushed before the next is taken: the WebSocket's write buffer keeps its capacity,
+            // so it stays the size of one frame rather than of the largest batch.
+            if self.unflushed {
+                match self.socket.poll_flush_unpin(cx) {
+                    Poll::Ready(Ok(())) => self.unflushed = false,
+                    Poll::Ready(Err(_)) => return Poll::Ready(Stop::Lost),
+                    Poll::Pending => break,
+                }
+            }
+            // Ready before a frame is taken, so that no frame waits outside the queue.
+            match self.socket.poll_ready_unpin(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(_)) => return Poll::Ready(Stop::Lost),
+                Poll::Pending => break,
+            }
+            let frame = if self.ping_due {
+                self.ping_due = false;
+                Message::Ping(Default::default())
+            } else {
+                match self.queue.try_recv() {
+                    Some(frame) => Message::Text(frame),
+                    None => break,
+                }
+            };
+            if self.socket.start_send_unpin(frame).is_err() {
+                return Poll::Ready(Stop::Lost);
+            }
+            self.unflushed = true;
+        }
+        Poll::Pending
+    }
+
+    /// Reads the socket until it is pending and runs the timer: the next ping, the pong deadline.
+    fn poll_io(
+        &mut self,
+        cx: &mut Context<'_>,
+        liveness: &Liveness,
+        mut timer: Pin<&mut Sleep>,
+    ) -> Poll<Stop> {
         while let Poll::Ready(msg) = self.socket.poll_next_unpin(cx) {
             let msg = match msg {
                 Some(Ok(msg)) => msg,
@@ -198,36 +247,6 @@ impl Link<'_> {
             while self.next_ping <= now {
                 self.next_ping += self.app.ping_interval;
             }
-        }
-        loop {
-            // Each frame is flushed before the next is taken: the WebSocket's write buffer keeps its capacity,
-            // so it stays the size of one frame rather than of the largest batch.
-            if self.unflushed {
-                match self.socket.poll_flush_unpin(cx) {
-                    Poll::Ready(Ok(())) => self.unflushed = false,
-                    Poll::Ready(Err(_)) => return Poll::Ready(Stop::Lost),
-                    Poll::Pending => break,
-                }
-            }
-            // Ready before a frame is taken, so that no frame waits outside the queue.
-            match self.socket.poll_ready_unpin(cx) {
-                Poll::Ready(Ok(())) => {}
-                Poll::Ready(Err(_)) => return Poll::Ready(Stop::Lost),
-                Poll::Pending => break,
-            }
-            let frame = if self.ping_due {
-                self.ping_due = false;
-                Message::Ping(Default::default())
-            } else {
-                match self.queue.try_recv() {
-                    Some(frame) => Message::Text(frame),
-                    None => break,
-                }
-            };
-            if self.socket.start_send_unpin(frame).is_err() {
-                return Poll::Ready(Stop::Lost);
-            }
-            self.unflushed = true;
         }
         Poll::Pending
     }
