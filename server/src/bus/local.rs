@@ -8,16 +8,16 @@ use axum::extract::ws::Utf8Bytes;
 use tokio::time::Instant;
 
 use crate::bus::{Bus, Outlet};
-use crate::presence::{ConnId, Delivery};
+use crate::presence::{ConnHasher, ConnId, Delivery};
 
 #[derive(Default)]
 pub struct LocalBus {
-    outlets: Mutex<HashMap<ConnId, Arc<Outlet>>>,
+    outlets: Mutex<HashMap<ConnId, Arc<Outlet>, ConnHasher>>,
     frames_sent: AtomicU64,
 }
 
 impl LocalBus {
-    fn outlets(&self) -> MutexGuard<'_, HashMap<ConnId, Arc<Outlet>>> {
+    fn outlets(&self) -> MutexGuard<'_, HashMap<ConnId, Arc<Outlet>, ConnHasher>> {
         // Nothing under this lock can panic halfway through a change; recover the guard regardless.
         self.outlets.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use imbl::{HashMap, HashSet};
 
 use crate::model::ChannelRecord;
-use crate::presence::types::ConnId;
+use crate::presence::types::{ConnId, ConnMap};
 
 #[derive(Clone, Default)]
 pub(super) struct Channels {
@@ -15,9 +15,9 @@ pub(super) struct Channels {
     /// user id → cids of channels the user is a member of.
     member_of: HashMap<String, HashSet<String>>,
     /// cid → watching connections, with whether they asked for members' presence.
-    watchers: HashMap<String, HashMap<ConnId, bool>>,
+    watchers: HashMap<String, ConnMap<bool>>,
     /// connection → cids it watches.
-    watching: HashMap<ConnId, HashSet<String>>,
+    watching: ConnMap<HashSet<String>>,
 }
 
 impl Channels {

@@ -2,14 +2,12 @@
 
 use std::sync::Arc;
 
-use imbl::HashMap;
-
-use crate::presence::types::ConnId;
+use crate::presence::types::{ConnId, ConnMap};
 
 #[derive(Clone, Default)]
 pub(super) struct Connections {
     /// connection → its user.
-    owners: HashMap<ConnId, String>,
+    owners: ConnMap<String>,
 }
 
 impl Connections {

@@ -9,7 +9,7 @@ use presence_protocol::codes::event_type;
 use presence_protocol::{Event, User};
 
 use crate::model::event_time;
-use crate::presence::types::{ConnId, Delivery};
+use crate::presence::types::{ConnHasher, ConnId, Delivery};
 use crate::presence::Engine;
 
 /// An event of `kind` created at `now`, everything else empty.
@@ -68,24 +68,35 @@ impl Engine {
         let Some(entry) = self.users.get(user_id) else {
             return;
         };
-        let own: HashSet<&ConnId> = entry.conns().iter().collect();
-        let mut audience: HashSet<&ConnId> = self.follows.followers_of(user_id).collect();
-        for cid in self.channels.memberships(user_id) {
-            audience.extend(
-                self.channels
-                    .watchers(cid)
-                    .filter(|(_, presence)| *presence || self.config.watch_implies_presence)
-                    .map(|(c, _)| c),
-            );
-        }
-        audience.retain(|c| !own.contains(c) && self.conns.contains(c));
-        if !others || (kind == event_type::USER_UPDATED && entry.rec.invisible) {
-            // A live update would tell others that an invisible user is active right now: while invisible,
-            // updates reach only the user's own connections (others read the new fields from queries, or from
-            // the presence event when the user becomes visible again).
-            audience.clear();
-        }
-        let public_to: Vec<ConnId> = audience.into_iter().map(Arc::clone).collect();
+        let own: HashSet<&ConnId, ConnHasher> = entry.conns().iter().collect();
+        let reaches = |c: &&ConnId| !own.contains(c) && self.conns.contains(c);
+        // A live update would tell others that an invisible user is active right now: while invisible, updates
+        // reach only the user's own connections (others read the new fields from queries, or from the presence
+        // event when the user becomes visible again).
+        let public_to: Vec<ConnId> =
+            if !others || (kind == event_type::USER_UPDATED && entry.rec.invisible) {
+                Vec::new()
+            } else if self.channels.memberships(user_id).next().is_none() {
+                // Followers only: a set already, so no other set is built for them.
+                self.follows
+                    .followers_of(user_id)
+                    .filter(reaches)
+                    .map(Arc::clone)
+                    .collect()
+            } else {
+                let mut audience: HashSet<&ConnId, ConnHasher> =
+                    self.follows.followers_of(user_id).collect();
+                for cid in self.channels.memberships(user_id) {
+                    audience.extend(
+                        self.channels
+                            .watchers(cid)
+                            .filter(|(_, presence)| *presence || self.config.watch_implies_presence)
+                            .map(|(c, _)| c),
+                    );
+                }
+                audience.retain(|c| reaches(c));
+                audience.into_iter().map(Arc::clone).collect()
+            };
         let own_to: Vec<ConnId> = own
             .into_iter()
             .filter(|c| self.conns.contains(c))

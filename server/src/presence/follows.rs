@@ -5,14 +5,14 @@ use std::sync::Arc;
 
 use imbl::{HashMap, HashSet};
 
-use crate::presence::types::ConnId;
+use crate::presence::types::{ConnId, ConnMap, ConnSet};
 
 #[derive(Clone, Default)]
 pub(super) struct Follows {
     /// user → connections following them.
-    followers: HashMap<String, HashSet<ConnId>>,
+    followers: HashMap<String, ConnSet>,
     /// connection → users it follows.
-    followed: HashMap<ConnId, HashSet<String>>,
+    followed: ConnMap<HashSet<String>>,
 }
 
 impl Follows {

@@ -39,7 +39,7 @@ use self::fields::WriteSource;
 use self::follows::Follows;
 use self::limits::ChannelQuota;
 use self::linger::LingeringWatches;
-pub use self::types::{Config, ConnId, Delivery, Ending};
+pub use self::types::{Config, ConnHasher, ConnId, Delivery, Ending};
 use self::users::Users;
 pub use self::view::{ChannelPage, View};
 
@@ -162,7 +162,7 @@ impl Engine {
         let replaced = if at_cap.is_empty() {
             None
         } else {
-            let dead: HashSet<&ConnId> = replaceable.iter().collect();
+            let dead: HashSet<&ConnId, ConnHasher> = replaceable.iter().collect();
             match at_cap.iter().find(|c| dead.contains(c)) {
                 Some(oldest_dead) => Some(Arc::clone(oldest_dead)),
                 None => {

@@ -9,6 +9,16 @@ use serde::{Deserialize, Serialize};
 /// Identifies one connection.
 pub type ConnId = Arc<str>;
 
+/// The hasher of every map and set keyed by connection: the ids are the server's own (random, never chosen by a
+/// client), so a fast hasher does, and a fan-out hashes each recipient's id a few times. Each map is still
+/// seeded at random.
+pub type ConnHasher = foldhash::fast::RandomState;
+/// A persistent map keyed by connection.
+pub type ConnMap<V> =
+    imbl::GenericHashMap<ConnId, V, ConnHasher, imbl::shared_ptr::DefaultSharedPtr>;
+/// A persistent set of connections.
+pub type ConnSet = imbl::GenericHashSet<ConnId, ConnHasher, imbl::shared_ptr::DefaultSharedPtr>;
+
 /// One frame for some connections: serialized once, queued to each of `to` in the order deliveries are drained.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Delivery {
