@@ -162,11 +162,11 @@ export function markdownFanout({ flips, fanout }) {
       // What the profile of this code shows (BENCHMARKS.md, section 3); to be read again when the code changes.
       'Reading the profile: most of the server\'s time is the kernel\'s loopback TCP path (the send, and the receiving',
       'socket\'s processing charged to the sender), which the limit pays as well. What the limit does not pay: the REST',
-      'call once, and per recipient the engine (the hub thread: hashing connection ids with SipHash for the audience set,',
-      'the engine\'s connection map and the bus\'s outlet map), the wake from the hub thread into a worker',
-      '(`AtomicWaker::register`, the queue\'s lock in `try_recv`), and the read each wake-up of the connection\'s one task',
-      'tries through the upgraded socket (`Rewind::poll_read`, the readiness check, and tungstenite zeroing its 4 KiB',
-      'read buffer before every read: the `memset`).',
+      'call once, and per recipient the hub thread\'s share (the engine picking the audience, then the bus queueing the',
+      'shared frame on each connection\'s outlet and waking its task across threads: `Outlet::deliver`,',
+      '`LocalBus::publish`), and in the workers the task taking the frame from its queue (`try_recv`) and the',
+      'WebSocket\'s sink registering its wakers on each call (`AtomicWaker::register`). A wake-up by a queued frame',
+      'polls neither the socket\'s read nor the timer, and connection ids hash with foldhash.',
     );
   }
   return lines.join('\n');
