@@ -2,10 +2,12 @@
 // - fan-out: N watchers follow one user (`queryUsers` with `presence: true`); the user flips (`invisible` on and off
 //   by partial update) and every watcher timestamps the `user.presence.changed`. Next to it, the limit: the same
 //   watchers and frame bytes against a minimal tokio WebSocket broadcast (`presence-loadgen broadcast-server`).
+//   Each size runs `--rounds` times, the server and the limit back to back in each round; the verdict is the
+//   median of the rounds' ratios, and the table shows that round.
 // - capacity: N idle authenticated connections; the server's RSS before and after, and the connect rate.
 // - profile (--profile DIR, when perf is installed): the largest size's flips sampled on the server with perf.
-// Usage: node bench/fanout.mjs [--watchers 1000,10000] [--flips 10] [--connections 15000] [--json FILE]
-//        [--profile DIR]
+// Usage: node bench/fanout.mjs [--watchers 1000,10000] [--flips 10] [--rounds 3] [--connections 15000]
+//        [--json FILE] [--profile DIR]
 //        (builds nothing: cargo build --release -p presence-server -p presence-loadgen)
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
@@ -91,35 +93,43 @@ function perfRecord(pid, file) {
   };
 }
 
-export async function run({ watchers = [1000, 10000], flips = 10, connections = 15000, profileDir, log = console.log } = {}) {
+export async function run({ watchers = [1000, 10000], flips = 10, rounds = 3, connections = 15000, profileDir, log = console.log } = {}) {
   if (!existsSync(LOADGEN_BIN)) throw new Error(`no load generator at ${LOADGEN_BIN} (cargo build --release -p presence-loadgen)`);
   const fanout = [];
   const perf = profileDir && havePerf();
   if (profileDir && !perf) log('fan-out: perf is not installed (apt-get install linux-perf): no server profile');
   for (const n of watchers) {
-    // A fresh server and baseline per size, so that one size's connections do not weigh on the next.
-    const server = await startServer();
-    // The largest size is profiled during its flips (after every watcher is set up).
-    let stopPerf;
-    let profile;
-    const onLine = perf && n === Math.max(...watchers)
-      ? (line) => {
-        if (line === 'flipping' && !stopPerf) {
-          mkdirSync(profileDir, { recursive: true });
-          stopPerf = perfRecord(server.pid, join(profileDir, `fanout-${n}.perf.data`));
+    const measured = [];
+    for (let round = 0; round < rounds; round++) {
+      // A fresh server and baseline per size and round, so that earlier connections do not weigh on the next.
+      const server = await startServer();
+      // The largest size's last round is profiled during its flips (after every watcher is set up).
+      let stopPerf;
+      let profile;
+      const onLine = perf && n === Math.max(...watchers) && round === rounds - 1
+        ? (line) => {
+          if (line === 'flipping' && !stopPerf) {
+            mkdirSync(profileDir, { recursive: true });
+            stopPerf = perfRecord(server.pid, join(profileDir, `fanout-${n}.perf.data`));
+          }
         }
-      }
-      : undefined;
-    const ours = await loadgen(['fanout', '--server', server.url, '--api-key', API_KEY, '--watchers', String(n), '--flips', String(flips)], { onLine })
-      .finally(async () => {
-        if (stopPerf) profile = await stopPerf();
-        await server.stop();
-      });
-    const broadcast = await startBroadcast();
-    const limit = await loadgen(['fanout', '--baseline', '--server', broadcast.url, '--watchers', String(n), '--flips', String(flips)]).finally(() => broadcast.stop());
-    const row = { watchers: n, ours, limit, ratioLast: ours.last_watcher_us.p50 / limit.last_watcher_us.p50, profile };
-    log(`fan-out to ${n}: last watcher p50 ${fmt(ours.last_watcher_us.p50 / 1000, 1)} ms (limit ${fmt(limit.last_watcher_us.p50 / 1000, 1)} ms), ${fmt(row.ratioLast, 2)}×`);
-    fanout.push(row);
+        : undefined;
+      const ours = await loadgen(['fanout', '--server', server.url, '--api-key', API_KEY, '--watchers', String(n), '--flips', String(flips)], { onLine })
+        .finally(async () => {
+          if (stopPerf) profile = await stopPerf();
+          await server.stop();
+        });
+      const broadcast = await startBroadcast();
+      const limit = await loadgen(['fanout', '--baseline', '--server', broadcast.url, '--watchers', String(n), '--flips', String(flips)]).finally(() => broadcast.stop());
+      const ratio = ours.last_watcher_us.p50 / limit.last_watcher_us.p50;
+      log(`fan-out to ${n}, round ${round + 1}/${rounds}: last watcher p50 ${fmt(ours.last_watcher_us.p50 / 1000, 1)} ms (limit ${fmt(limit.last_watcher_us.p50 / 1000, 1)} ms), ${fmt(ratio, 2)}×`);
+      measured.push({ ours, limit, ratio, profile });
+    }
+    // The median round (of an even number, the upper one).
+    const ratios = measured.map((m) => m.ratio);
+    const median = [...measured].sort((a, b) => a.ratio - b.ratio)[Math.floor(measured.length / 2)];
+    const profile = measured.find((m) => m.profile)?.profile;
+    fanout.push({ watchers: n, ours: median.ours, limit: median.limit, ratioLast: median.ratio, ratios, profile });
   }
   const server = await startServer();
   let capacity;
@@ -129,14 +139,16 @@ export async function run({ watchers = [1000, 10000], flips = 10, connections = 
     await server.stop();
   }
   log(`capacity: ${fmt(capacity.connections)} idle connections, ${fmt(capacity.rss_per_connection / 1024, 1)} KiB RSS each, ${fmt(capacity.connects_per_sec)} connects/s`);
-  return { flips, fanout, capacity };
+  return { flips, rounds, fanout, capacity };
 }
 
 const ms = (us) => `${fmt(us / 1000, 1)} ms`;
 
-export function markdownFanout({ flips, fanout }) {
+export function markdownFanout({ flips, rounds = 1, fanout }) {
   const lines = [
-    `${flips} flips per size; per delivery: every watcher of every flip; last watcher: the slowest watcher of each flip.`,
+    `${flips} flips per size and round; per delivery: every watcher of every flip; last watcher: the slowest watcher of each flip.`,
+    `${rounds} round(s) per size, presence-server and the limit back to back in each (fresh processes); shown: the round`,
+    'whose ratio is the median.',
     '',
     '| watchers | target | per delivery p50 | p99 | max | last watcher p50 | p99 | max | × limit (last, p50) |',
     '|---:|---|---:|---:|---:|---:|---:|---:|---:|',
@@ -147,6 +159,9 @@ export function markdownFanout({ flips, fanout }) {
       const l = r.last_watcher_us;
       lines.push(`| ${fmt(row.watchers)} | ${name} | ${ms(d.p50)} | ${ms(d.p99)} | ${ms(d.max)} | ${ms(l.p50)} | ${ms(l.p99)} | ${ms(l.max)} | ${name === 'presence-server' ? `**${fmt(row.ratioLast, 2)}**` : '1.00'} |`);
     }
+  }
+  if (fanout.some((row) => row.ratios?.length > 1)) {
+    lines.push('', `Ratio (last watcher p50 ÷ the limit's) per round: ${fanout.map((row) => `${fmt(row.watchers)} watchers ${row.ratios.map((x) => fmt(x, 2)).join(' / ')}`).join('; ')}.`);
   }
   for (const row of fanout.filter((r) => r.profile)) {
     const { samples, threads, symbols } = row.profile;
@@ -183,7 +198,7 @@ export function markdownCapacity({ capacity: c }) {
 if (isMain(import.meta.url)) {
   const args = parseArgs();
   const watchers = args.watchers ? String(args.watchers).split(',').map(Number) : [1000, 10000];
-  const result = await run({ watchers, flips: args.flips ?? 10, connections: args.connections ?? 15000, profileDir: args.profile });
+  const result = await run({ watchers, flips: args.flips ?? 10, rounds: args.rounds ?? 3, connections: args.connections ?? 15000, profileDir: args.profile });
   console.log(`\n${markdownFanout(result)}\n\n${markdownCapacity(result)}`);
   if (args.json) writeFileSync(args.json, JSON.stringify(result, null, 2));
   process.exit(0);

@@ -12,7 +12,7 @@ import * as churn from './churn.mjs';
 import * as cluster from './cluster.mjs';
 
 const quiet = () => {};
-const spread = await fanout.run({ watchers: [200], flips: 2, connections: 200, log: quiet });
+const spread = await fanout.run({ watchers: [200], flips: 2, rounds: 1, connections: 200, log: quiet });
 const [row] = spread.fanout;
 assert.equal(row.ours.delivery_us.count, 200 * 2, 'every watcher receives every flip from presence-server');
 assert.equal(row.limit.delivery_us.count, 200 * 2, 'every watcher receives every frame from the broadcast baseline');
