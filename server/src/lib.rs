@@ -7,6 +7,7 @@
 //! to connection queues. [`Service::open`] opens storage and starts the driver; [`app`] is the router over it,
 //! which the binary serves and tests can drive in-process.
 
+mod admission;
 pub mod auth;
 mod bus;
 mod cluster;
@@ -173,7 +174,7 @@ impl Service {
         node: Option<Arc<cluster::Node>>,
     ) -> Result<(Service, Arc<Hub>), StoreError> {
         let (loaded_users, loaded_channels) = (snapshot.users.len(), snapshot.channels.len());
-        let admission = ws::Admission::readmitting(
+        let admission = admission::Admission::readmitting(
             returning_users(&snapshot, settings.last_active_refresh),
             settings.readmit_window,
             std::time::Instant::now(),

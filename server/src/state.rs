@@ -5,9 +5,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::admission::Admission;
 use crate::auth::TokenVerifier;
 use crate::hub::Hub;
-use crate::ws::Admission;
 
 pub struct AppState {
     /// Requests must carry it as `api_key`.

@@ -1,7 +1,6 @@
 //! The WebSocket edge: the upgrade and handshake authentication. What happens on the socket afterwards (the
 //! answer to a refused handshake, or the life of an accepted connection) is in [`conn`].
 
-mod admission;
 mod conn;
 
 use std::collections::HashMap;
@@ -20,7 +19,6 @@ use crate::error::{Error, ErrorKind};
 use crate::model::Caller;
 use crate::state::AppState;
 
-pub use self::admission::Admission;
 pub use self::conn::{read_client_frame, ClientFrame};
 
 /// Largest frame or message a client may send: client frames are tiny pings.
