@@ -89,10 +89,8 @@ fn commit(conn: &mut Connection, writes: &[Stamped]) -> rusqlite::Result<()> {
         match write {
             Write::SaveUser(u) => save_user(&tx, u)?,
             Write::TouchLastActive(id, at) => {
-                tx.execute(
-                    "UPDATE users SET last_active = ?2 WHERE id = ?1",
-                    params![id, at.to_rfc3339()],
-                )?;
+                tx.prepare_cached("UPDATE users SET last_active = ?2 WHERE id = ?1")?
+                    .execute(params![id, at.to_rfc3339()])?;
             }
             Write::SaveChannel(c) => save_channel(&tx, c)?,
         }
@@ -105,13 +103,14 @@ fn json_text(v: &impl serde::Serialize) -> String {
 }
 
 fn save_user(tx: &rusqlite::Transaction, u: &UserRecord) -> rusqlite::Result<()> {
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO users (id, role, teams, invisible, data, created_at, updated_at, last_active, frozen_last_active)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
          ON CONFLICT(id) DO UPDATE SET role = excluded.role, teams = excluded.teams, invisible = excluded.invisible,
            data = excluded.data, updated_at = excluded.updated_at, last_active = excluded.last_active,
            frozen_last_active = excluded.frozen_last_active",
-        params![
+    )?
+    .execute(params![
             u.id,
             u.role,
             json_text(&u.teams),
@@ -121,16 +120,16 @@ fn save_user(tx: &rusqlite::Transaction, u: &UserRecord) -> rusqlite::Result<()>
             u.updated_at.to_rfc3339(),
             u.last_active.map(|t| t.to_rfc3339()),
             u.frozen_last_active.map(|t| t.to_rfc3339()),
-        ],
-    )?;
+    ])?;
     Ok(())
 }
 
 fn save_channel(tx: &rusqlite::Transaction, c: &ChannelRecord) -> rusqlite::Result<()> {
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO channels (cid, type, id, data, created_by, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
          ON CONFLICT(cid) DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at",
-        params![
+    )?
+    .execute(params![
             c.cid,
             c.channel_type,
             c.id,
@@ -138,20 +137,20 @@ fn save_channel(tx: &rusqlite::Transaction, c: &ChannelRecord) -> rusqlite::Resu
             c.created_by,
             c.created_at.to_rfc3339(),
             c.updated_at.to_rfc3339(),
-        ],
-    )?;
-    tx.execute("DELETE FROM members WHERE cid = ?1", params![c.cid])?;
+    ])?;
+    tx.prepare_cached("DELETE FROM members WHERE cid = ?1")?
+        .execute(params![c.cid])?;
     for m in &c.members {
-        tx.execute(
+        tx.prepare_cached(
             "INSERT INTO members (cid, user_id, channel_role, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![
+        )?
+        .execute(params![
                 c.cid,
                 m.user_id,
                 m.channel_role,
                 m.created_at.to_rfc3339(),
                 m.updated_at.to_rfc3339()
-            ],
-        )?;
+        ])?;
     }
     Ok(())
 }
