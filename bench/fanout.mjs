@@ -6,7 +6,7 @@
 //   median of the rounds' ratios, and the table shows that round.
 // - capacity: N idle authenticated connections; the server's RSS before and after, and the connect rate.
 // - profile (--profile DIR, when perf is installed): the largest size's flips sampled on the server with perf.
-// Usage: node bench/fanout.mjs [--watchers 1000,10000] [--flips 10] [--rounds 3] [--connections 15000]
+// Usage: node bench/fanout.mjs [--watchers 1000,10000] [--flips 30] [--rounds 3] [--connections 15000]
 //        [--json FILE] [--profile DIR]
 //        (builds nothing: cargo build --release -p presence-server -p presence-loadgen)
 import { spawn, spawnSync } from 'node:child_process';
@@ -93,7 +93,7 @@ function perfRecord(pid, file) {
   };
 }
 
-export async function run({ watchers = [1000, 10000], flips = 10, rounds = 3, connections = 15000, profileDir, log = console.log } = {}) {
+export async function run({ watchers = [1000, 10000], flips = 30, rounds = 3, connections = 15000, profileDir, log = console.log } = {}) {
   if (!existsSync(LOADGEN_BIN)) throw new Error(`no load generator at ${LOADGEN_BIN} (cargo build --release -p presence-loadgen)`);
   const fanout = [];
   const perf = profileDir && havePerf();
@@ -198,7 +198,7 @@ export function markdownCapacity({ capacity: c }) {
 if (isMain(import.meta.url)) {
   const args = parseArgs();
   const watchers = args.watchers ? String(args.watchers).split(',').map(Number) : [1000, 10000];
-  const result = await run({ watchers, flips: args.flips ?? 10, rounds: args.rounds ?? 3, connections: args.connections ?? 15000, profileDir: args.profile });
+  const result = await run({ watchers, flips: args.flips ?? 30, rounds: args.rounds ?? 3, connections: args.connections ?? 15000, profileDir: args.profile });
   console.log(`\n${markdownFanout(result)}\n\n${markdownCapacity(result)}`);
   if (args.json) writeFileSync(args.json, JSON.stringify(result, null, 2));
   process.exit(0);

@@ -53,7 +53,7 @@ const plan = quick
   : {
     ingest: { frames: 100_000, users: 10_000, runs: 3, profileFrames: 20_000 },
     detection: { gracefulRuns: 100, silentRuns: 50 },
-    fanout: { watchers: [1000, 10000], flips: 10, rounds: 3, connections: 15000 },
+    fanout: { watchers: [1000, 10000], flips: 30, rounds: 3, connections: 15000 },
     queryload: { users: 100_000, channels: 10_000, probes: 50, loopers: 8, secs: 30 },
     restart: { clients: 1000, observers: 5, downs: [0, 10_000] },
     churn: { clients: 2000, observers: 200, secs: 60, meanPauseMs: 10_000, rounds: 2 },
