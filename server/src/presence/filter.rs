@@ -35,12 +35,12 @@ pub enum Condition {
 
 /// Looks up a field of the object being filtered.
 pub trait Fields {
-    fn field(&self, name: &str) -> Option<Value>;
+    fn field(&self, name: &str) -> Option<&Value>;
 }
 
 impl Fields for JsonMap {
-    fn field(&self, name: &str) -> Option<Value> {
-        self.get(name).cloned()
+    fn field(&self, name: &str) -> Option<&Value> {
+        self.get(name)
     }
 }
 
@@ -70,7 +70,21 @@ impl Filter {
             Filter::Or(any) => any.iter().any(|f| f.matches(obj)),
             Filter::Nor(none) => !none.iter().any(|f| f.matches(obj)),
             // An id is a name, not a time: it matches exactly, as the lookup by `id_candidates` does.
-            Filter::Field { field, cond } => cond.holds(obj.field(field).as_ref(), field != "id"),
+            Filter::Field { field, cond } => cond.holds(obj.field(field), field != "id"),
+        }
+    }
+
+    /// Adds to `names` every field the filter reads (each once).
+    pub fn add_fields(&self, names: &mut Vec<String>) {
+        match self {
+            Filter::And(all) | Filter::Or(all) | Filter::Nor(all) => {
+                all.iter().for_each(|f| f.add_fields(names));
+            }
+            Filter::Field { field, .. } => {
+                if !names.contains(field) {
+                    names.push(field.clone());
+                }
+            }
         }
     }
 }
@@ -364,10 +378,7 @@ pub fn check_sort(sort: &[SortParam], allowed: Option<&[&str]>) -> Result<(), Er
 pub fn sort_order(sort: &[SortParam], a: &impl Fields, b: &impl Fields) -> Ordering {
     for key in sort {
         let (x, y) = (a.field(&key.field), b.field(&key.field));
-        let ord = match (
-            x.as_ref().filter(|v| !v.is_null()),
-            y.as_ref().filter(|v| !v.is_null()),
-        ) {
+        let ord = match (x.filter(|v| !v.is_null()), y.filter(|v| !v.is_null())) {
             (None, None) => Ordering::Equal,
             (None, Some(_)) => Ordering::Greater,
             (Some(_), None) => Ordering::Less,
@@ -398,6 +409,30 @@ mod tests {
 
     fn parse(v: Value) -> Result<Filter, Error> {
         Filter::parse(&obj(v), None)
+    }
+
+    #[test]
+    fn a_filter_names_every_field_it_reads_once() {
+        let filter = parse(json!({
+            "role": "user",
+            "$or": [{ "score": { "$gt": 3 } }, { "$nor": [{ "name": { "$q": "bo" } }, { "role": "admin" }] }],
+            "$and": [{ "teams": { "$contains": "red" } }]
+        }))
+        .unwrap();
+        let mut names = vec!["teams".to_string()];
+        filter.add_fields(&mut names);
+        names.sort();
+        assert_eq!(names, ["name", "role", "score", "teams"]);
+        // Reading only those fields decides as reading the whole object does.
+        let bob =
+            obj(json!({"id":"bob","role":"user","score":5,"teams":["red"],"name":"Bob","age":30}));
+        let only: JsonMap = bob
+            .iter()
+            .filter(|(k, _)| names.contains(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        assert!(filter.matches(&bob));
+        assert_eq!(filter.matches(&only), filter.matches(&bob));
     }
 
     #[test]

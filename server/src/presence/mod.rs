@@ -13,6 +13,7 @@ mod follows;
 mod get_or_create;
 mod limits;
 mod linger;
+mod pick;
 mod queries;
 mod types;
 mod users;

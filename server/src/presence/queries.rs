@@ -13,6 +13,7 @@ use serde_json::Value;
 use crate::error::Error;
 use crate::model::{record_time, Caller, ChannelRecord, MemberRecord};
 use crate::presence::filter::{self, Filter};
+use crate::presence::pick::pick;
 use crate::presence::users::UserEntry;
 use crate::presence::view::{ChannelPage, View};
 use crate::presence::watch::caller_user;
@@ -87,13 +88,17 @@ impl View {
             Some(ids) => Box::new(ids.into_iter().filter_map(|id| self.users.get(id))),
             None => Box::new(self.users.iter()),
         };
+        // Each user as the caller sees them, reduced to the fields the filter and the sort read.
+        let mut read = Vec::new();
+        filter.add_fields(&mut read);
+        for key in &sort {
+            if !read.contains(&key.field) {
+                read.push(key.field.clone());
+            }
+        }
         let mut matched: Vec<(JsonMap, &UserEntry)> = candidates
             .filter_map(|entry| {
-                let view = entry.view_for(viewer);
-                let map = match serde_json::to_value(&view) {
-                    Ok(Value::Object(map)) => map,
-                    _ => return None,
-                };
+                let map = pick(&entry.view_for(viewer), &read).ok()?;
                 filter.matches(&map).then_some((map, entry))
             })
             .collect();
