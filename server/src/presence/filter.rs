@@ -75,17 +75,29 @@ impl Filter {
     }
 
     /// Adds to `names` every field the filter reads (each once).
-    pub fn add_fields(&self, names: &mut Vec<String>) {
+    fn add_fields(&self, names: &mut Vec<String>) {
         match self {
             Filter::And(all) | Filter::Or(all) | Filter::Nor(all) => {
                 all.iter().for_each(|f| f.add_fields(names));
             }
-            Filter::Field { field, .. } => {
-                if !names.contains(field) {
-                    names.push(field.clone());
-                }
-            }
+            Filter::Field { field, .. } => add_name(names, field),
         }
+    }
+}
+
+/// Every field a query with `filter` and `sort` reads, each once.
+pub fn fields_read(filter: &Filter, sort: &[SortParam]) -> Vec<String> {
+    let mut names = Vec::new();
+    filter.add_fields(&mut names);
+    for key in sort {
+        add_name(&mut names, &key.field);
+    }
+    names
+}
+
+fn add_name(names: &mut Vec<String>, name: &str) {
+    if !names.iter().any(|n| n == name) {
+        names.push(name.to_string());
     }
 }
 
@@ -419,8 +431,12 @@ mod tests {
             "$and": [{ "teams": { "$contains": "red" } }]
         }))
         .unwrap();
-        let mut names = vec!["teams".to_string()];
-        filter.add_fields(&mut names);
+        // A sort key the filter reads too is named once.
+        let sort = [SortParam {
+            field: "teams".to_string(),
+            direction: 1,
+        }];
+        let mut names = fields_read(&filter, &sort);
         names.sort();
         assert_eq!(names, ["name", "role", "score", "teams"]);
         // Reading only those fields decides as reading the whole object does.

@@ -89,13 +89,7 @@ impl View {
             None => Box::new(self.users.iter()),
         };
         // Each user as the caller sees them, reduced to the fields the filter and the sort read.
-        let mut read = Vec::new();
-        filter.add_fields(&mut read);
-        for key in &sort {
-            if !read.contains(&key.field) {
-                read.push(key.field.clone());
-            }
-        }
+        let read = filter::fields_read(&filter, &sort);
         let mut matched: Vec<(JsonMap, &UserEntry)> = candidates
             .filter_map(|entry| {
                 let map = pick(&entry.view_for(viewer), &read).ok()?;
