@@ -111,15 +111,15 @@ fn save_user(tx: &rusqlite::Transaction, u: &UserRecord) -> rusqlite::Result<()>
            frozen_last_active = excluded.frozen_last_active",
     )?
     .execute(params![
-            u.id,
-            u.role,
-            json_text(&u.teams),
-            u.invisible,
-            json_text(&u.data),
-            u.created_at.to_rfc3339(),
-            u.updated_at.to_rfc3339(),
-            u.last_active.map(|t| t.to_rfc3339()),
-            u.frozen_last_active.map(|t| t.to_rfc3339()),
+        u.id,
+        u.role,
+        json_text(&u.teams),
+        u.invisible,
+        json_text(&u.data),
+        u.created_at.to_rfc3339(),
+        u.updated_at.to_rfc3339(),
+        u.last_active.map(|t| t.to_rfc3339()),
+        u.frozen_last_active.map(|t| t.to_rfc3339()),
     ])?;
     Ok(())
 }
@@ -130,26 +130,26 @@ fn save_channel(tx: &rusqlite::Transaction, c: &ChannelRecord) -> rusqlite::Resu
          ON CONFLICT(cid) DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at",
     )?
     .execute(params![
-            c.cid,
-            c.channel_type,
-            c.id,
-            json_text(&c.data),
-            c.created_by,
-            c.created_at.to_rfc3339(),
-            c.updated_at.to_rfc3339(),
+        c.cid,
+        c.channel_type,
+        c.id,
+        json_text(&c.data),
+        c.created_by,
+        c.created_at.to_rfc3339(),
+        c.updated_at.to_rfc3339(),
     ])?;
     tx.prepare_cached("DELETE FROM members WHERE cid = ?1")?
         .execute(params![c.cid])?;
+    let mut insert_member = tx.prepare_cached(
+        "INSERT INTO members (cid, user_id, channel_role, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
     for m in &c.members {
-        tx.prepare_cached(
-            "INSERT INTO members (cid, user_id, channel_role, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-        )?
-        .execute(params![
-                c.cid,
-                m.user_id,
-                m.channel_role,
-                m.created_at.to_rfc3339(),
-                m.updated_at.to_rfc3339()
+        insert_member.execute(params![
+            c.cid,
+            m.user_id,
+            m.channel_role,
+            m.created_at.to_rfc3339(),
+            m.updated_at.to_rfc3339()
         ])?;
     }
     Ok(())
