@@ -91,6 +91,27 @@ pub struct Settings {
     pub readmit_window: Duration,
 }
 
+impl Default for Settings {
+    /// The command line's defaults, with an empty key and secret for the caller to fill in.
+    fn default() -> Self {
+        Settings {
+            api_key: String::new(),
+            api_secret: String::new(),
+            dev_tokens: false,
+            static_dir: None,
+            offline_grace: Duration::from_millis(3000),
+            ping_interval: Duration::from_millis(5000),
+            pong_timeout: Duration::from_millis(10_000),
+            watch_implies_presence: false,
+            max_connections_per_user: 50,
+            max_channels_per_user: 1000,
+            send_queue_bytes: 1024 * 1024,
+            last_active_refresh: Duration::from_secs(15 * 60),
+            readmit_window: Duration::from_secs(12),
+        }
+    }
+}
+
 /// Where users, channels and members are kept.
 #[derive(Debug, Clone)]
 pub enum Storage {

@@ -59,6 +59,8 @@ pub struct ServerOpts {
     pub max_channels_per_user: Option<usize>,
     /// `--last-active-refresh-ms`, when not the server's default.
     pub last_active_refresh_ms: Option<u64>,
+    /// More command-line arguments for the binary (a server started in-process takes none).
+    pub args: Vec<String>,
 }
 
 impl Default for ServerOpts {
@@ -76,6 +78,7 @@ impl Default for ServerOpts {
             admin: true,
             max_channels_per_user: None,
             last_active_refresh_ms: None,
+            args: Vec::new(),
         }
     }
 }
@@ -124,6 +127,17 @@ impl ServerOpts {
     }
     pub fn last_active_refresh(mut self, ms: u64) -> Self {
         self.last_active_refresh_ms = Some(ms);
+        self
+    }
+    /// Passes `flag value` to the binary.
+    pub fn arg(mut self, flag: &str, value: impl ToString) -> Self {
+        self.args.push(flag.to_string());
+        self.args.push(value.to_string());
+        self
+    }
+    /// Passes a flag without a value to the binary.
+    pub fn flag(mut self, flag: &str) -> Self {
+        self.args.push(flag.to_string());
         self
     }
 }
@@ -244,8 +258,8 @@ impl Server {
 
     pub async fn in_process_with(opts: ServerOpts) -> Server {
         assert!(
-            opts.env.is_empty(),
-            "an in-process server takes no environment"
+            opts.env.is_empty() && opts.args.is_empty(),
+            "an in-process server takes no environment and no arguments"
         );
         let settings = presence_server::Settings {
             api_key: API_KEY.to_string(),
@@ -256,13 +270,12 @@ impl Server {
             ping_interval: Duration::from_millis(opts.ping_ms),
             pong_timeout: Duration::from_millis(opts.pong_ms),
             watch_implies_presence: opts.watch_implies_presence,
-            max_connections_per_user: 50,
             max_channels_per_user: opts.max_channels_per_user.unwrap_or(1000),
-            send_queue_bytes: 1024 * 1024,
             last_active_refresh: Duration::from_millis(
                 opts.last_active_refresh_ms.unwrap_or(15 * 60 * 1000),
             ),
             readmit_window: Duration::from_secs(12),
+            ..presence_server::Settings::default()
         };
         let db = opts
             .db
@@ -330,6 +343,7 @@ impl Server {
         if let Some(dir) = &opts.static_dir {
             cmd.arg("--static-dir").arg(dir);
         }
+        cmd.args(&opts.args);
         for (k, v) in &opts.env {
             cmd.env(k, v);
         }
