@@ -7,7 +7,7 @@ use presence_protocol::{JsonMap, SortParam};
 use serde_json::Value;
 
 use crate::error::Error;
-use crate::presence::limits;
+use crate::presence::limits::{self, FilterTally};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Filter {
@@ -47,14 +47,20 @@ impl Fields for JsonMap {
 impl Filter {
     /// Parses `filter_conditions`. `allowed` says which fields may be filtered on (`None`: any field).
     pub fn parse(raw: &JsonMap, allowed: Option<&[&str]>) -> Result<Filter, Error> {
-        Filter::parse_at(raw, allowed, 0)
+        limits::check_filter_bytes(raw)?;
+        Filter::parse_at(raw, allowed, 0, &mut FilterTally::default())
     }
 
-    /// Parses a filter inside `depth` logical operators.
-    fn parse_at(raw: &JsonMap, allowed: Option<&[&str]>, depth: usize) -> Result<Filter, Error> {
+    /// Parses a filter inside `depth` logical operators, counting what it holds into `tally`.
+    fn parse_at(
+        raw: &JsonMap,
+        allowed: Option<&[&str]>,
+        depth: usize,
+        tally: &mut FilterTally,
+    ) -> Result<Filter, Error> {
         let mut all = Vec::new();
         for (key, value) in raw {
-            all.push(parse_entry(key, value, allowed, depth)?);
+            all.push(parse_entry(key, value, allowed, depth, tally)?);
         }
         Ok(if all.len() == 1 {
             all.remove(0)
@@ -105,15 +111,21 @@ impl Filter {
     /// When every object passing the filter must have one of a few `id`s (`id: x`, `id: {$in: [...]}`, possibly
     /// inside `$and`), those ids, deduplicated; `None` when the filter does not pin `id`.
     pub fn id_candidates(&self) -> Option<Vec<&str>> {
+        self.pinned("id")
+    }
+
+    /// When every object passing the filter must have one of a few values of the string `field` (`field: x`,
+    /// `field: {$in: [...]}`, possibly inside `$and`), those values, deduplicated; `None` when it does not pin it.
+    pub fn pinned(&self, field: &str) -> Option<Vec<&str>> {
         let mut ids: Vec<&str> = match self {
-            Filter::Field { field, cond } if field == "id" => match cond {
+            Filter::Field { field: name, cond } if name == field => match cond {
                 Condition::Eq(Value::String(id)) => vec![id.as_str()],
                 Condition::In(values) => values.iter().filter_map(Value::as_str).collect(),
                 _ => return None,
             },
             Filter::And(all) => all
                 .iter()
-                .filter_map(Filter::id_candidates)
+                .filter_map(|f| f.pinned(field))
                 .min_by_key(Vec::len)?,
             _ => return None,
         };
@@ -128,8 +140,9 @@ fn parse_entry(
     value: &Value,
     allowed: Option<&[&str]>,
     depth: usize,
+    tally: &mut FilterTally,
 ) -> Result<Filter, Error> {
-    let sub_filters = |min: usize| -> Result<Vec<Filter>, Error> {
+    let mut sub_filters = |min: usize| -> Result<Vec<Filter>, Error> {
         limits::check_filter_depth(depth + 1)?;
         let items = value
             .as_array()
@@ -139,10 +152,11 @@ fn parse_entry(
                 "{key} expects at least {min} filter(s)"
             )));
         }
+        limits::check_filter_width(key, items.len())?;
         items
             .iter()
             .map(|item| match item {
-                Value::Object(map) => Filter::parse_at(map, allowed, depth + 1),
+                Value::Object(map) => Filter::parse_at(map, allowed, depth + 1, tally),
                 _ => Err(Error::input(format!("{key} expects an array of objects"))),
             })
             .collect()
@@ -165,6 +179,7 @@ fn parse_entry(
     }
     let field = key.to_string();
     let Value::Object(ops) = value else {
+        tally.condition()?;
         return Ok(Filter::Field {
             field,
             cond: Condition::Eq(value.clone()),
@@ -172,6 +187,7 @@ fn parse_entry(
     };
     if ops.is_empty() || !ops.keys().all(|k| k.starts_with('$')) {
         // A plain object value compares as a whole.
+        tally.condition()?;
         return Ok(Filter::Field {
             field,
             cond: Condition::Eq(value.clone()),
@@ -179,17 +195,21 @@ fn parse_entry(
     }
     let mut conds = Vec::with_capacity(ops.len());
     for (op, arg) in ops {
-        let list = || -> Result<Vec<Value>, Error> {
+        tally.condition()?;
+        let mut list = || -> Result<Vec<Value>, Error> {
             let items = arg
                 .as_array()
                 .ok_or_else(|| Error::input(format!("operator {op} on {key} expects an array")))?;
             limits::check_in_values(op, key, items.len())?;
+            tally.values(items.len())?;
             Ok(items.clone())
         };
         let text = || -> Result<String, Error> {
-            arg.as_str()
-                .map(str::to_string)
-                .ok_or_else(|| Error::input(format!("operator {op} on {key} expects a string")))
+            let text = arg
+                .as_str()
+                .ok_or_else(|| Error::input(format!("operator {op} on {key} expects a string")))?;
+            limits::check_search_text(op, key, text)?;
+            Ok(text.to_string())
         };
         let cond = match op.as_str() {
             "$eq" => Condition::Eq(arg.clone()),

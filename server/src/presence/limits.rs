@@ -17,6 +17,20 @@ pub const MAX_MEMBERS_PER_REQUEST: usize = 100;
 pub const MAX_IN_VALUES: usize = 1000;
 /// Deepest nesting of `$and` / `$or` / `$nor` in a filter.
 pub const MAX_FILTER_DEPTH: usize = 10;
+/// Most conditions (one per field operator) in one filter: the SDK's own filters hold one to five, hand-written
+/// app filters a few dozen; each is evaluated for every user an unpinned query looks at.
+pub const MAX_FILTER_CONDITIONS: usize = 100;
+/// Most sub-filters of one `$and` / `$or` / `$nor` (an empty sub-filter holds no condition, so the condition count
+/// alone would not bound them).
+pub const MAX_FILTER_WIDTH: usize = 50;
+/// Most `$in` / `$nin` values in one filter, every list together: one full list pinning ids, and as much again.
+pub const MAX_FILTER_VALUES: usize = 2 * MAX_IN_VALUES;
+/// Longest `$q` / `$autocomplete` text in characters: a search box's input, not a document.
+pub const MAX_SEARCH_CHARS: usize = 100;
+/// Most words of one `$q`, each a substring search in the field of every user looked at.
+pub const MAX_SEARCH_TERMS: usize = 10;
+/// Largest filter serialized as JSON: 1,000 ids of 64 characters fit with room to spare.
+pub const MAX_FILTER_BYTES: usize = 128 * 1024;
 
 /// Counts the bytes written to it and keeps none.
 struct ByteCount(usize);
@@ -33,7 +47,7 @@ impl io::Write for ByteCount {
 }
 
 /// The length of `data` serialized as a JSON object, without building the text.
-fn serialized_len(data: &JsonMap) -> usize {
+pub(crate) fn serialized_len(data: &JsonMap) -> usize {
     let mut count = ByteCount(0);
     // Writing a JSON map into a sink that cannot fail does not fail.
     let _ = serde_json::to_writer(&mut count, data);
@@ -116,6 +130,75 @@ pub fn check_filter_depth(depth: usize) -> Result<(), Error> {
         )));
     }
     Ok(())
+}
+
+/// A filter's JSON: at most 128 KB, checked before it is parsed.
+pub fn check_filter_bytes(raw: &JsonMap) -> Result<(), Error> {
+    let len = serialized_len(raw);
+    if len > MAX_FILTER_BYTES {
+        return Err(Error::input(format!(
+            "filter_conditions is {len} bytes serialized, over the limit of {MAX_FILTER_BYTES} bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// One `$and` / `$or` / `$nor` with `len` sub-filters: at most 50.
+pub fn check_filter_width(op: &str, len: usize) -> Result<(), Error> {
+    if len > MAX_FILTER_WIDTH {
+        return Err(Error::input(format!(
+            "{op} has {len} filters, over the limit of {MAX_FILTER_WIDTH}"
+        )));
+    }
+    Ok(())
+}
+
+/// The text of one `$q` / `$autocomplete`: at most 100 characters, and a `$q` at most 10 words.
+pub fn check_search_text(op: &str, field: &str, text: &str) -> Result<(), Error> {
+    let chars = text.chars().count();
+    if chars > MAX_SEARCH_CHARS {
+        return Err(Error::input(format!(
+            "operator {op} on {field} has {chars} characters, over the limit of {MAX_SEARCH_CHARS}"
+        )));
+    }
+    let terms = text.split_whitespace().count();
+    if op == "$q" && terms > MAX_SEARCH_TERMS {
+        return Err(Error::input(format!(
+            "operator {op} on {field} has {terms} words, over the limit of {MAX_SEARCH_TERMS}"
+        )));
+    }
+    Ok(())
+}
+
+/// What one filter holds so far, counted while it is parsed so an oversized filter is refused before it is built.
+#[derive(Debug, Default)]
+pub struct FilterTally {
+    conditions: usize,
+    values: usize,
+}
+
+impl FilterTally {
+    /// Counts one more condition: at most 100 in a filter.
+    pub fn condition(&mut self) -> Result<(), Error> {
+        self.conditions += 1;
+        if self.conditions > MAX_FILTER_CONDITIONS {
+            return Err(Error::input(format!(
+                "filter has more than {MAX_FILTER_CONDITIONS} conditions, over the limit"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Counts the values of one more `$in` / `$nin` list: at most 2,000 in a filter.
+    pub fn values(&mut self, len: usize) -> Result<(), Error> {
+        self.values += len;
+        if self.values > MAX_FILTER_VALUES {
+            return Err(Error::input(format!(
+                "filter has more than {MAX_FILTER_VALUES} $in/$nin values in all, over the limit"
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// How many channels each user has created, kept as channels are created (and counted once from storage at
