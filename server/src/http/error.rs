@@ -44,6 +44,11 @@ pub fn respond_with_status(status: StatusCode, error: &Error) -> Response {
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        respond_with_status(status_of(self.kind()), &self)
+        let response = respond_with_status(status_of(self.kind()), &self);
+        if self.kind() == ErrorKind::RateLimited {
+            // A rate limit says when to come back, as Stream's do.
+            return ([(axum::http::header::RETRY_AFTER, "1")], response).into_response();
+        }
+        response
     }
 }

@@ -11,10 +11,13 @@
 
 mod actor;
 pub(crate) mod command;
+mod fair;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use presence_protocol::codes::close_code;
@@ -26,6 +29,7 @@ use tokio::sync::oneshot;
 
 use self::actor::{Actor, Fact, Job, Op, Reply, ViewSlot};
 use self::command::{conn_prefix, Command, Outcome};
+use self::fair::QuerySlots;
 use crate::bus::{Bus, Outlet};
 use crate::cluster::{LogItem, Node};
 use crate::error::Error;
@@ -50,10 +54,31 @@ pub struct Hub {
     commits: Arc<AtomicU64>,
     writes_committed: Arc<AtomicU64>,
     /// Unpinned queries are CPU-bound: at most one fewer at a time than there are cores, so the hub thread and
-    /// the sockets always keep a core (pings are answered while queries queue).
-    query_slots: Arc<tokio::sync::Semaphore>,
+    /// the sockets always keep a core (pings are answered while queries queue), handed out fairly by caller.
+    query_slots: Arc<QuerySlots>,
     /// Cluster mode: this process in the cluster.
     node: Option<Arc<Node>>,
+}
+
+/// How long one query may examine candidates before it is refused as too expensive: about 20 plain unpinned
+/// queries over 20,000 users, so no request costs much more than that whatever its filter.
+const QUERY_BUDGET: Duration = Duration::from_millis(1000);
+
+/// Tells a query still running that its request was dropped (the client hung up), so it stops at its next check.
+struct Abandon(Arc<AtomicBool>);
+
+impl Drop for Abandon {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The name a caller's queries wait under for a slot.
+fn caller_line(caller: &Caller) -> &str {
+    match caller {
+        Caller::Server => "",
+        Caller::User(id) => id,
+    }
 }
 
 /// How many view queries may run at once: one fewer than the cores, at least one.
@@ -122,7 +147,7 @@ impl Hub {
             bus,
             commits,
             writes_committed,
-            query_slots: Arc::new(tokio::sync::Semaphore::new(query_parallelism())),
+            query_slots: QuerySlots::new(query_parallelism()),
             node,
         }))
     }
@@ -164,29 +189,42 @@ impl Hub {
         }
     }
 
-    /// Runs `query` on a blocking thread, once a query slot is free unless it is `cheap`.
+    /// Runs `query` on a blocking thread, once `caller` has its turn for a query slot unless it is `cheap`. The
+    /// query is told to stop (`spent`) once it has run for [`QUERY_BUDGET`] or its request was dropped; a request
+    /// dropped while waiting leaves the line.
     async fn on_view<R: Send + 'static>(
         &self,
         operation: &str,
+        caller: &Caller,
         cheap: bool,
-        query: impl FnOnce(Arc<View>) -> R + Send + 'static,
+        query: impl FnOnce(Arc<View>, presence::Spent<'_>) -> R + Send + 'static,
     ) -> Result<R, Error> {
         let failed = || Error::internal("the query failed").in_operation(operation);
         let slot = if cheap {
             None
         } else {
-            let slots = Arc::clone(&self.query_slots);
-            Some(slots.acquire_owned().await.map_err(|_| failed())?)
+            let line = caller_line(caller);
+            Some(
+                self.query_slots
+                    .acquire(line)
+                    .await
+                    .map_err(|e| e.in_operation(operation))?,
+            )
         };
+        let abandoned = Abandon(Arc::new(AtomicBool::new(false)));
+        let stop = Arc::clone(&abandoned.0);
         // The view is taken once the slot is ours, so a query that waited still reads the latest state.
         let view = self.view();
         let answer = tokio::task::spawn_blocking(move || {
-            let answer = query(view);
+            let deadline = Instant::now() + QUERY_BUDGET;
+            let spent = || stop.load(Ordering::Relaxed) || Instant::now() >= deadline;
+            let answer = query(view, &spent);
             drop(slot);
             answer
         })
         .await
         .map_err(|_| failed())?;
+        drop(abandoned);
         Ok(answer)
     }
 
@@ -434,7 +472,9 @@ impl Hub {
         let (who, query) = (caller.clone(), payload.clone());
         self.catch_up().await;
         let users = self
-            .on_view(OP, pinned, move |view| view.query_users(&who, &query))
+            .on_view(OP, caller, pinned, move |view, spent| {
+                view.query_users_within(&who, &query, spent)
+            })
             .await??;
         match conn_id {
             Some(conn) if payload.presence => {
@@ -483,10 +523,14 @@ impl Hub {
         req: &QueryChannelsRequest,
     ) -> Result<Vec<ChannelStateResponse>, Error> {
         const OP: &str = "QueryChannels";
+        // A filter pinning `cid` (a client recovering its channels) looks at those channels only: it never waits.
+        let pinned = View::pins_channel_cids(&req.filter_conditions);
         let (who, query) = (caller.clone(), req.clone());
         self.catch_up().await;
         let page = self
-            .on_view(OP, false, move |view| view.select_channels(&who, &query))
+            .on_view(OP, caller, pinned, move |view, spent| {
+                view.select_channels_within(&who, &query, spent)
+            })
             .await??;
         let command = Command::ChannelStates {
             caller: caller.clone(),

@@ -42,7 +42,7 @@ use self::limits::ChannelQuota;
 use self::linger::LingeringWatches;
 pub use self::types::{Config, ConnHasher, ConnId, Delivery, Ending};
 use self::users::Users;
-pub use self::view::{ChannelPage, View};
+pub use self::view::{ChannelPage, Spent, View};
 
 /// The whole state. Cloning it is O(1) (persistent maps); the clone shares everything until either side changes.
 #[derive(Clone)]

@@ -15,7 +15,7 @@ use crate::model::{record_time, Caller, ChannelRecord, MemberRecord};
 use crate::presence::filter::{self, Filter};
 use crate::presence::pick::pick;
 use crate::presence::users::UserEntry;
-use crate::presence::view::{ChannelPage, View};
+use crate::presence::view::{ChannelPage, Spent, View};
 use crate::presence::watch::caller_user;
 use crate::presence::{access, Engine};
 
@@ -46,6 +46,18 @@ fn top_k<T>(items: &mut Vec<T>, k: usize, cmp: impl Fn(&T, &T) -> std::cmp::Orde
     items.sort_by(cmp);
 }
 
+/// How many candidates a query examines between two questions to its driver whether it must stop: often enough
+/// that the most a capped filter costs per candidate adds little past the driver's deadline.
+const CHECK_EVERY: usize = 8;
+
+/// The refusal of a query that ran out of its time before it had looked at every candidate.
+fn too_expensive(examined: usize, what: &str) -> Error {
+    Error::input(format!(
+        "query too expensive: stopped after examining {examined} {what} in the time one query may take; \
+         narrow the filter (pin id or cid with $in, or use fewer conditions)"
+    ))
+}
+
 fn page_bounds(
     limit: Option<u64>,
     offset: Option<u64>,
@@ -65,10 +77,21 @@ fn page_bounds(
 
 impl View {
     /// `GET /users` on this view: filter, sort and page users as the caller sees them.
+    #[cfg(test)]
     pub fn query_users(
         &self,
         caller: &Caller,
         payload: &QueryUsersPayload,
+    ) -> Result<Vec<User>, Error> {
+        self.query_users_within(caller, payload, &|| false)
+    }
+
+    /// [`View::query_users`], stopped with an input error once `spent` says so.
+    pub fn query_users_within(
+        &self,
+        caller: &Caller,
+        payload: &QueryUsersPayload,
+        spent: Spent<'_>,
     ) -> Result<Vec<User>, Error> {
         const OP: &str = "QueryUsers";
         let filter =
@@ -90,12 +113,18 @@ impl View {
         };
         // Each user as the caller sees them, reduced to the fields the filter and the sort read.
         let read = filter::fields_read(&filter, &sort);
-        let mut matched: Vec<(JsonMap, &UserEntry)> = candidates
-            .filter_map(|entry| {
-                let map = pick(&entry.view_for(viewer), &read).ok()?;
-                filter.matches(&map).then_some((map, entry))
-            })
-            .collect();
+        let mut matched: Vec<(JsonMap, &UserEntry)> = Vec::new();
+        for (examined, entry) in candidates.enumerate() {
+            if examined % CHECK_EVERY == 0 && spent() {
+                return Err(too_expensive(examined, "users").in_operation(OP));
+            }
+            let Ok(map) = pick(&entry.view_for(viewer), &read) else {
+                continue;
+            };
+            if filter.matches(&map) {
+                matched.push((map, entry));
+            }
+        }
         top_k(&mut matched, offset + limit, |a, b| {
             filter::sort_order(&sort, &a.0, &b.0)
         });
@@ -108,10 +137,21 @@ impl View {
     }
 
     /// `POST /channels` on this view: the page of the channels the caller may read selected, in order.
+    #[cfg(test)]
     pub fn select_channels(
         &self,
         caller: &Caller,
         req: &QueryChannelsRequest,
+    ) -> Result<ChannelPage, Error> {
+        self.select_channels_within(caller, req, &|| false)
+    }
+
+    /// [`View::select_channels`], stopped with an input error once `spent` says so.
+    pub fn select_channels_within(
+        &self,
+        caller: &Caller,
+        req: &QueryChannelsRequest,
+        spent: Spent<'_>,
     ) -> Result<ChannelPage, Error> {
         const OP: &str = "QueryChannels";
         let fail = |f: Error| f.in_operation(OP);
@@ -126,13 +166,24 @@ impl View {
         };
         let mut sort = req.sort.clone();
         sort.extend(default_sort(CHANNEL_SORT_DEFAULT));
-        let mut matched: Vec<(JsonMap, String)> = self
-            .channels
-            .records()
-            .filter(|rec| access::may_read(caller, rec))
-            .map(|rec| (channel_filter_view(rec), rec.cid.clone()))
-            .filter(|(view, _)| filter.matches(view))
-            .collect();
+        // A filter that pins `cid` (a client recovering its channels) only needs those channels looked at.
+        let candidates: Box<dyn Iterator<Item = &ChannelRecord>> = match filter.pinned("cid") {
+            Some(cids) => Box::new(cids.into_iter().filter_map(|cid| self.channels.get(cid))),
+            None => Box::new(self.channels.records()),
+        };
+        let mut matched: Vec<(JsonMap, String)> = Vec::new();
+        for (examined, rec) in candidates.enumerate() {
+            if examined % CHECK_EVERY == 0 && spent() {
+                return Err(too_expensive(examined, "channels").in_operation(OP));
+            }
+            if !access::may_read(caller, rec) {
+                continue;
+            }
+            let view = channel_filter_view(rec);
+            if filter.matches(&view) {
+                matched.push((view, rec.cid.clone()));
+            }
+        }
         top_k(&mut matched, offset + limit, |a, b| {
             filter::sort_order(&sort, &a.0, &b.0)
         });

@@ -35,6 +35,13 @@ impl View {
             .is_ok_and(|f| f.id_candidates().is_some())
     }
 
+    /// Whether a `queryChannels` filter pins `cid` (what a client sends to recover its channels after a
+    /// reconnect): it then looks at those channels only, so it is cheap whatever the number of channels.
+    pub fn pins_channel_cids(filter_conditions: &presence_protocol::JsonMap) -> bool {
+        crate::presence::filter::Filter::parse(filter_conditions, None)
+            .is_ok_and(|f| f.pinned("cid").is_some())
+    }
+
     /// The user's open connections when the view was taken, oldest first.
     pub fn connections_of(&self, user_id: &str) -> Vec<ConnId> {
         self.users
@@ -48,6 +55,10 @@ impl View {
         self.users.online()
     }
 }
+
+/// Whether a query must stop before looking at its next candidates: the driver answers from its clock (the query
+/// ran out of time) and from the client (it hung up); the engine has neither, so it only asks, every few candidates.
+pub type Spent<'a> = &'a dyn Fn() -> bool;
 
 /// The channels a `queryChannels` selected on a view, and what the caller asked to do with them.
 #[derive(Debug, Clone, Serialize, Deserialize)]
