@@ -525,6 +525,11 @@ mod tests {
         assert_eq!(ids(json!({"$or":[{"id":"a"},{"id":"b"}]})), None);
         assert_eq!(ids(json!({"id":{"$ne":"a"}})), None);
         assert_eq!(ids(json!({"name":"a"})), None);
+        // Any string field may be pinned: a channel recovery names its cids.
+        let cids =
+            parse(json!({"cid":{"$in":["messaging:b","messaging:a"]},"type":"messaging"})).unwrap();
+        assert_eq!(cids.pinned("cid"), Some(vec!["messaging:a", "messaging:b"]));
+        assert_eq!(cids.pinned("id"), None);
     }
 
     #[test]

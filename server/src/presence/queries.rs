@@ -76,8 +76,7 @@ fn page_bounds(
 }
 
 impl View {
-    /// `GET /users` on this view: filter, sort and page users as the caller sees them.
-    #[cfg(test)]
+    /// `GET /users` on this view: filter, sort and page users as the caller sees them, however long it takes.
     pub fn query_users(
         &self,
         caller: &Caller,
@@ -136,8 +135,8 @@ impl View {
             .collect())
     }
 
-    /// `POST /channels` on this view: the page of the channels the caller may read selected, in order.
-    #[cfg(test)]
+    /// `POST /channels` on this view: the page of the channels the caller may read selected, in order, however
+    /// long it takes.
     pub fn select_channels(
         &self,
         caller: &Caller,
