@@ -27,7 +27,7 @@ step "native tests"
 cargo test --workspace --no-fail-fast
 
 step "stream-chat SDK against presence-server (one process, then three in cluster mode on a private Redis)"
-PRESENCE_SERVER_BIN=target/debug/presence-server timeout 420 node --test --test-timeout=120000 server/tests/sdk/
+PRESENCE_SERVER_BIN=target/debug/presence-server bash scripts/node-tests.sh 420 120000 server/tests/sdk/
 
 step "load generator smoke (bench/loadgen against the server, a few hundred connections)"
 cargo build -p presence-loadgen
