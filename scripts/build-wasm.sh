@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the npm package's wasm and JS glue into pkg/ and prints their size (raw and gzip -9).
-# Needs: rustup target wasm32-unknown-unknown, wasm-bindgen CLI of the version pinned in Cargo.toml.
-# Optional: npm binaryen's wasm-opt and npm esbuild (minifies the glue); Debian's binaryen is never used (it
+# Needs: rustup target wasm32-unknown-unknown, wasm-bindgen CLI of the version pinned in Cargo.toml, npm esbuild
+# (bundles the entry point with the glue). Optional: npm binaryen's wasm-opt; Debian's binaryen is never used (it
 # miscompiles).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,30 +31,32 @@ if [ -x "$wasm_opt" ]; then
   rm pkg/names.json
   echo "wasm-opt: import and export names minified"
 fi
-if [ -x "$esbuild" ]; then
-  # Bundled: the glue's JS snippets (src/web/frames.js, the socket's message handler) are inlined. Whitespace and
-  # syntax are minified but identifiers are not, so classes and functions keep their names in devtools and stack
-  # traces (`Client`, `Channel`, `EventSubscription` rather than one letter), and lines stay short so a runtime
-  # that prints the failing line (Node) prints one line, not the whole module. Measured with this script's gzip -9:
-  # full minification 4,014 B of glue; identifiers kept 4,860 B; and lines ≤ 160 characters 5,087 B (+1,073 B).
-  # --keep-names on full minification (+721 B) keeps `.name` only, not the class name devtools shows. The source
-  # map (presence_client.js.map) is read by devtools only, never by the page.
-  "$esbuild" pkg/presence_client.js --bundle --minify-whitespace --minify-syntax --line-limit=160 --sourcemap \
-    --format=esm --log-level=warning --outfile=pkg/presence_client.min.js
-  mv pkg/presence_client.min.js pkg/presence_client.js
-  # esbuild binds a bundled class that refers to itself as `var Client = class _Client {...}`, and the class's own
-  # name (what devtools shows) is then `_Client`. Both bindings are the same class, so the inner one takes the
-  # public name (a column shift of one character per rename in the source map).
-  sed -i -E 's/\b_(Client|Channel|EventSubscription)\b/\1/g' pkg/presence_client.js
-  sed -i 's#sourceMappingURL=presence_client.min.js.map#sourceMappingURL=presence_client.js.map#' pkg/presence_client.js
-  mv pkg/presence_client.min.js.map pkg/presence_client.js.map
-  rm -rf pkg/snippets
-  echo "esbuild: JS glue bundled and minified (names kept, source map)"
+if [ ! -x "$esbuild" ]; then
+  echo "build-wasm.sh: esbuild is missing ($esbuild): run scripts/setup.sh" >&2
+  exit 1
 fi
+# Bundled from npm/entry.js (the glue, started when imported), with the glue's JS snippets (src/web/frames.js, the
+# socket's message handler) inlined. Whitespace and syntax are minified but identifiers are not, so classes and functions keep their names in devtools and stack
+# traces (`Client`, `Channel`, `EventSubscription` rather than one letter), and lines stay short so a runtime
+# that prints the failing line (Node) prints one line, not the whole module. Measured with this script's gzip -9:
+# full minification 4,014 B of glue; identifiers kept 4,860 B; and lines ≤ 160 characters 5,087 B (+1,073 B).
+# --keep-names on full minification (+721 B) keeps `.name` only, not the class name devtools shows. The source
+# map (presence_client.js.map) is read by devtools only, never by the page.
+"$esbuild" npm/entry.js --bundle --minify-whitespace --minify-syntax --line-limit=160 --sourcemap \
+  --format=esm --log-level=warning --outfile=pkg/presence_client.min.js
+mv pkg/presence_client.min.js pkg/presence_client.js
+# esbuild binds a bundled class that refers to itself as `var Client = class _Client {...}`, and the class's own
+# name (what devtools shows) is then `_Client`. Both bindings are the same class, so the inner one takes the
+# public name (a column shift of one character per rename in the source map).
+sed -i -E 's/\b_(Client|Channel|EventSubscription)\b/\1/g' pkg/presence_client.js
+sed -i 's#sourceMappingURL=presence_client.min.js.map#sourceMappingURL=presence_client.js.map#' pkg/presence_client.js
+mv pkg/presence_client.min.js.map pkg/presence_client.js.map
+rm -rf pkg/snippets
+echo "esbuild: JS glue bundled and minified (names kept, source map)"
 
 # pkg/ is the npm package: its manifest (with the exports map) and README from npm/, the license, and the precise
-# TypeScript types (types/index.d.ts); the generated declarations (which types/check-generated.ts compares with them) are not published. `npm pack ./pkg` makes the
-# tarball.
+# TypeScript types (types/index.d.ts); the generated declarations (which types/check-generated.ts compares with
+# them) are not published. `npm pack ./pkg` makes the tarball.
 rm -f pkg/.gitignore pkg/package.json
 cp npm/package.json npm/README.md LICENSE pkg/
 cp types/index.d.ts pkg/index.d.ts

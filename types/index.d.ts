@@ -1,6 +1,10 @@
 // Types of the presence-client package: the presence subset of the `stream-chat` API, as a WebAssembly module.
 
-/** Initializes the module (fetches and instantiates the `.wasm`); await it once before using `Client`. */
+/**
+ * Initializes the module. Optional: the module starts itself when imported (a browser or bundle fetches
+ * `presence_client_bg.wasm` from beside it; Node reads the file). Call it to load the `.wasm` from elsewhere;
+ * after a successful automatic start it resolves at once.
+ */
 export default function init(
   moduleOrPath?:
     | { module_or_path: InitInput | Promise<InitInput> }
@@ -8,7 +12,7 @@ export default function init(
     | Promise<InitInput>,
 ): Promise<InitOutput>;
 
-/** Initializes the module synchronously from bytes or a compiled module. */
+/** Initializes the module synchronously from bytes or a compiled module (optional, like `init`). */
 export function initSync(module: { module: SyncInitInput } | SyncInitInput): InitOutput;
 
 export type InitInput = RequestInfo | URL | Response | BufferSource | WebAssembly.Module;

@@ -1,7 +1,8 @@
 // End-to-end: the npm package as a user gets it. `npm pack ./pkg` makes the tarball, a fresh Vite app installs it
 // from the file, `tsc` checks the app against the package's exports map and types, `vite build` bundles it, and the
-// built app runs in headless Chromium against the real server: it connects with a dev token, sees itself online,
-// and shows the package's classes under their own names.
+// built app runs in headless Chromium against the real server without calling init(): it connects with a dev
+// token, sees itself online, and shows the package's classes under their own names. Node imports the installed
+// package and uses it without init() too.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -24,12 +25,12 @@ after(async () => {
 });
 
 const MAIN_JS = `
-import init, { Client, Channel, EventSubscription } from 'presence-client';
+import { Client, Channel, EventSubscription } from 'presence-client';
 import manifest from 'presence-client/package.json';
 
+// No init(): the module starts itself when imported.
 const out = { version: manifest.version };
 try {
-  await init();
   const client = new Client(${JSON.stringify(API_KEY)}, { baseURL: location.origin });
   const me = await client.connectUser({ id: 'vite-user', name: 'Vite' }, client.devToken('vite-user'));
   const sub = client.on('health.check', () => {});
@@ -90,6 +91,14 @@ test('the packed tarball installs into a fresh Vite app, type-checks, builds and
   run('npm', ['install', tarball, '--no-audit', '--no-fund', '--offline'], app);
   const installed = JSON.parse(readFileSync(join(app, 'node_modules', 'presence-client', 'package.json'), 'utf8'));
   assert.equal(installed.exports['.'].types, './index.d.ts');
+
+  // Node (SSR, tests): the module reads its wasm from disk when imported.
+  const inNode = run('node', ['--input-type=module', '-e', `
+    import { Client } from 'presence-client';
+    const client = new Client('key', { baseURL: 'http://127.0.0.1:1' });
+    console.log(JSON.stringify({ name: client.constructor.name, token: client.devToken('n').split('.').length }));
+  `], app);
+  assert.deepEqual(JSON.parse(inNode), { name: 'Client', token: 3 });
 
   // Types resolve through the exports map; a wrong use is caught (so the check can fail).
   run(join(ROOT, 'node_modules', '.bin', 'tsc'), ['--project', 'tsconfig.json'], app);
