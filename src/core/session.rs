@@ -284,6 +284,20 @@ impl Session {
         }
     }
 
+    /// The token for `socket` could not be had: the app's token provider threw, rejected or returned no string.
+    /// The first connection fails with that error (code 1006, the provider's own message): no retry can succeed
+    /// without the app. A reconnect retries after the backoff, asking the provider again.
+    pub fn handle_token_failure(&mut self, now: Millis, socket: SocketId, error: ClientError) {
+        if self.current_socket() != Some(socket) {
+            return;
+        }
+        if self.connect_deadline.is_some() && !self.connected_before {
+            self.give_up(error);
+        } else {
+            self.retry_later(now, now);
+        }
+    }
+
     /// The WebSocket reported an error.
     pub fn handle_socket_error(&mut self, now: Millis, socket: SocketId) {
         if self.current_socket() == Some(socket) {

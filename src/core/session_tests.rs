@@ -713,6 +713,57 @@ fn an_expired_token_from_a_provider_is_reloaded_and_retried() {
 }
 
 #[test]
+fn a_failing_token_provider_fails_the_first_connect_at_once_with_its_message() {
+    let mut h = Harness::new(Config::default());
+    h.session.connect(h.now, USER, true).unwrap();
+    h.drain();
+    let socket = h.socket.expect("a socket was asked for");
+    let failure = ClientError::new(
+        client_code::TOKEN_PROVIDER,
+        "the token provider failed: Error: backend down",
+    );
+    h.session
+        .handle_token_failure(h.now, socket, failure.clone());
+    let effects = h.drain();
+    assert!(
+        effects.contains(&Effect::ConnectRejected(failure)),
+        "{effects:?}"
+    );
+    assert_eq!(h.session.poll_timeout(), None, "no retry, no timer left");
+    assert_eq!(h.session.user_id(), None);
+}
+
+#[test]
+fn a_failing_token_provider_on_a_reconnect_is_retried_after_the_backoff() {
+    let mut h = Harness::new(Config::default());
+    h.session.connect(h.now, USER, true).unwrap();
+    h.drain();
+    h.health("conn-1");
+    h.close(1006);
+    while h.socket.is_none() {
+        let deadline = h.session.poll_timeout().expect("a retry is scheduled");
+        h.advance_to(deadline);
+    }
+    let socket = h.socket.take().expect("a reconnect socket");
+    let failure = ClientError::new(client_code::TOKEN_PROVIDER, "the token provider failed: x");
+    h.session.handle_token_failure(h.now, socket, failure);
+    let effects = h.drain();
+    assert!(
+        !effects
+            .iter()
+            .any(|e| matches!(e, Effect::ConnectRejected(_))),
+        "{effects:?}"
+    );
+    let effects = h.advance_to(h.session.poll_timeout().expect("a retry is scheduled"));
+    assert!(
+        effects
+            .iter()
+            .any(|e| matches!(e, Effect::OpenSocket { .. })),
+        "{effects:?}"
+    );
+}
+
+#[test]
 fn frames_of_a_superseded_socket_are_ignored() {
     let mut h = Harness::new(Config::default());
     h.connect();

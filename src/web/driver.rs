@@ -276,11 +276,10 @@ async fn open_socket(
     let token = match token {
         Ok(token) => token.unwrap_or_default(),
         Err(error) => {
-            js::log_error("presence-client: cannot connect", &js::to_js_error(&error));
             client
                 .session
                 .borrow_mut()
-                .handle_socket_error(js::now(), socket);
+                .handle_token_failure(js::now(), socket, error);
             pump(&client, None);
             return;
         }
