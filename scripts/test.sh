@@ -40,6 +40,9 @@ bash scripts/build-wasm.sh
 step "TypeScript types against the API (tsc --strict over types/check.ts and the generated pkg/ types)"
 node_modules/.bin/tsc --project types/tsconfig.json
 
+step "API reference (TypeDoc over types/index.d.ts into docs/api/, warnings fail)"
+bash scripts/docs.sh
+
 step "browser tests of the client (wasm-bindgen-test, headless Chromium)"
 bash scripts/test-browser.sh
 
