@@ -566,6 +566,24 @@ async fn a_wrong_token_rejects_with_code_43() {
 }
 
 #[wasm_bindgen_test]
+fn a_base_url_no_browser_could_request_is_refused_at_construction() {
+    for (options, named) in [
+        (r#"{"baseURL":"not a url"}"#, "baseURL"),
+        (r#"{"baseURL":"127.0.0.1:7070"}"#, "baseURL"),
+        (r#"{"baseURL":42}"#, "baseURL"),
+        (r#"{"wsBaseURL":"http://127.0.0.1:7070"}"#, "wsBaseURL"),
+    ] {
+        let Err(error) = Client::new(JsValue::from_str("key"), json(options)) else {
+            panic!("new Client() accepted {options}");
+        };
+        assert!(error.is_instance_of::<js_sys::Error>(), "a real Error");
+        assert_eq!(get(&error, "code").as_f64(), Some(1000.0));
+        let message = get(&error, "message").as_string().unwrap_or_default();
+        assert!(message.contains(named), "{message}");
+    }
+}
+
+#[wasm_bindgen_test]
 async fn bad_arguments_reject_at_once() {
     let client = new_client("");
     let error = settle(client.query_users(

@@ -2,6 +2,8 @@
 //! common query parameters, the `/connect` handshake, channel paths. Components are percent-encoded exactly as
 //! `encodeURIComponent` does, as the reference SDK sends them.
 
+use crate::core::error::ClientError;
+
 /// The `X-Stream-Client` value this client identifies with.
 pub const CLIENT_NAME: &str = concat!("presence-client-v", env!("CARGO_PKG_VERSION"), "-browser");
 
@@ -18,8 +20,19 @@ pub struct Endpoints {
 
 impl Endpoints {
     /// `base_url` defaults to [`DEFAULT_BASE_URL`]; `ws_base_url` to the base URL with `http` turned into `ws`.
-    /// Trailing slashes are dropped from both.
-    pub fn new(api_key: String, base_url: Option<String>, ws_base_url: Option<String>) -> Self {
+    /// Trailing slashes are dropped from both. A URL given that no browser could request (another scheme, no
+    /// host, blanks) is refused here, naming the option, rather than failing every call later.
+    pub fn new(
+        api_key: String,
+        base_url: Option<String>,
+        ws_base_url: Option<String>,
+    ) -> Result<Self, ClientError> {
+        if let Some(url) = &base_url {
+            check_url("baseURL", url, &["http", "https"])?;
+        }
+        if let Some(url) = &ws_base_url {
+            check_url("wsBaseURL", url, &["ws", "wss"])?;
+        }
         let base_url =
             without_trailing_slashes(base_url.unwrap_or_else(|| DEFAULT_BASE_URL.to_string()));
         let ws_url = ws_base_url
@@ -28,11 +41,11 @@ impl Endpoints {
                 Some(rest) => ["ws", rest].concat(),
                 None => base_url.clone(),
             });
-        Endpoints {
+        Ok(Endpoints {
             api_key,
             base_url,
             ws_url,
-        }
+        })
     }
 
     /// A REST call: `{base}{path}?user_id=…&connection_id=…&api_key=…` and then `query`, in that order.
@@ -70,6 +83,34 @@ impl Endpoints {
         url.push_str("&stream-auth-type=jwt&");
         push_param(&mut url, "X-Stream-Client", CLIENT_NAME);
         url
+    }
+}
+
+/// `url` is `scheme://host…` with one of `schemes` (any case), a host, and no blanks or control characters.
+fn check_url(option: &str, url: &str, schemes: &[&str]) -> Result<(), ClientError> {
+    let host = url.split_once("://").and_then(|(scheme, rest)| {
+        schemes
+            .iter()
+            .any(|s| s.eq_ignore_ascii_case(scheme))
+            .then(|| rest.split(['/', '?', '#']).next().unwrap_or_default())
+    });
+    let clean = !url.chars().any(|c| c.is_whitespace() || c.is_control());
+    match host {
+        Some(host) if !host.is_empty() && clean => Ok(()),
+        _ => Err(ClientError::invalid_argument(
+            [
+                "new Client(): ",
+                option,
+                " \"",
+                url,
+                "\" is not a URL of the form ",
+                schemes[0],
+                "://host[:port] or ",
+                schemes[1],
+                "://host[:port]",
+            ]
+            .concat(),
+        )),
     }
 }
 
@@ -152,7 +193,7 @@ mod tests {
 
     #[test]
     fn bases_follow_the_options() {
-        let e = Endpoints::new("key".into(), Some("http://127.0.0.1:3030//".into()), None);
+        let e = Endpoints::new("key".into(), Some("http://127.0.0.1:3030//".into()), None).unwrap();
         assert_eq!(
             e.rest("/users", None, None, &[]),
             "http://127.0.0.1:3030/users?api_key=key"
@@ -160,14 +201,14 @@ mod tests {
         assert!(e
             .connect("{}", "t")
             .starts_with("ws://127.0.0.1:3030/connect?json=%7B%7D&"));
-        let e = Endpoints::new("key".into(), None, Some("wss://ws.example/".into()));
+        let e = Endpoints::new("key".into(), None, Some("wss://ws.example/".into())).unwrap();
         assert!(e
             .rest("/users", None, None, &[])
             .starts_with("https://chat.stream-io-api.com/users?"));
         assert!(e
             .connect("{}", "t")
             .starts_with("wss://ws.example/connect?"));
-        let e = Endpoints::new("key".into(), Some("https://api.example".into()), None);
+        let e = Endpoints::new("key".into(), Some("https://api.example".into()), None).unwrap();
         assert!(e
             .connect("{}", "t")
             .starts_with("wss://api.example/connect?"));
@@ -175,7 +216,7 @@ mod tests {
 
     #[test]
     fn rest_calls_carry_user_connection_and_key_before_their_own_parameters() {
-        let e = Endpoints::new("k y".into(), Some("http://h".into()), None);
+        let e = Endpoints::new("k y".into(), Some("http://h".into()), None).unwrap();
         assert_eq!(
             e.rest("/users", Some("jo hn"), Some("c-1"), &[("payload", "{\"a\":1}")]),
             "http://h/users?user_id=jo%20hn&connection_id=c-1&api_key=k%20y&payload=%7B%22a%22%3A1%7D"
@@ -205,5 +246,41 @@ mod tests {
             stop_watching_path("team", "x y"),
             "/channels/team/x%20y/stop-watching"
         );
+    }
+
+    #[test]
+    fn base_urls_no_browser_could_request_are_refused_naming_the_option() {
+        for bad in [
+            "not a url",
+            "127.0.0.1:7070",
+            "ftp://host",
+            "http://",
+            "http:// host",
+            "ws://host",
+        ] {
+            let error = Endpoints::new("key".into(), Some(bad.into()), None).unwrap_err();
+            assert_eq!(
+                error.code,
+                crate::core::error::client_code::INVALID_ARGUMENT,
+                "{bad}"
+            );
+            assert!(
+                error.message.contains("baseURL") && error.message.contains(bad),
+                "{}",
+                error.message
+            );
+        }
+        let error = Endpoints::new("key".into(), None, Some("http://h".into())).unwrap_err();
+        assert!(error.message.contains("wsBaseURL"), "{}", error.message);
+        for good in [
+            "http://127.0.0.1:7070",
+            "HTTPS://api.example/v1",
+            "https://h?x=1",
+        ] {
+            assert!(
+                Endpoints::new("key".into(), Some(good.into()), None).is_ok(),
+                "{good}"
+            );
+        }
     }
 }
