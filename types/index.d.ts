@@ -266,9 +266,11 @@ export interface ClientState {
 
 /**
  * Codes of failures that did not come from a server answer (API codes, all below 100, come from the server).
- * 1000 invalid argument · 1001 not connected (call connectUser first) · 1002 the first connection could not be
- * established · 1003 connectUser cancelled by disconnectUser · 1004 network error or timeout · 1005 the answer was
- * not the expected JSON · 1006 the token provider failed.
+ * 1000 invalid argument (e.g. a `baseURL` that is no http(s) URL) · 1001 not connected (call connectUser first) ·
+ * 1002 the first connection could not be established (at once when nothing, or something other than a presence
+ * server, answers at `baseURL`; the message names the URL and the cause) · 1003 connectUser cancelled by
+ * disconnectUser · 1004 network error or timeout · 1005 the answer was not the expected JSON · 1006 the token
+ * provider threw or rejected (its message included).
  */
 export type ClientErrorCode = 1000 | 1001 | 1002 | 1003 | 1004 | 1005 | 1006;
 

@@ -94,6 +94,8 @@ pub struct Session {
     wake_pending: bool,
     /// The token was reloaded after a refusal since the last successful connection.
     token_reloaded: bool,
+    /// This `connectUser` has asked for its [`Effect::Diagnose`] (once, at its first failed socket).
+    diagnosed: bool,
     /// Counts `disconnect` calls: work that awaited something compares it to know its session still exists.
     epoch: u64,
     next_socket: u64,
@@ -129,6 +131,7 @@ impl Session {
             wake_spent: false,
             wake_pending: false,
             token_reloaded: false,
+            diagnosed: false,
             epoch: 0,
             next_socket: 0,
             users: UserStore::default(),
@@ -170,6 +173,7 @@ impl Session {
         self.client_id = [user_id, "--", &uuid_v4(&mut self.rng)].concat();
         self.token_provider = token_provider;
         self.connect_deadline = Some(now.saturating_add(self.config.connect_budget));
+        self.diagnosed = false;
         self.start_attempt(now);
         Ok(())
     }
@@ -276,11 +280,29 @@ impl Session {
                         "the server closed the connection during the handshake",
                     ));
                 } else {
+                    self.diagnose_first_failure();
                     self.retry_later(now, now);
                 }
             }
             Phase::Open(ref open) if open.socket == socket => self.retry_later(now, now),
             _ => {}
+        }
+    }
+
+    /// Asks once per `connectUser` why its first socket failed, while it is still pending.
+    fn diagnose_first_failure(&mut self) {
+        if self.connect_deadline.is_some() && !self.connected_before && !self.diagnosed {
+            self.diagnosed = true;
+            self.effects.push(Effect::Diagnose);
+        }
+    }
+
+    /// The pending `connectUser` fails with `error` now (no retry can succeed: nothing that speaks the API answers,
+    /// or the app's token provider failed). Does nothing once the first connection succeeded or after
+    /// `disconnectUser`.
+    pub fn fail_connect(&mut self, error: ClientError) {
+        if self.connect_deadline.is_some() && !self.connected_before {
+            self.give_up(error);
         }
     }
 
@@ -292,7 +314,7 @@ impl Session {
             return;
         }
         if self.connect_deadline.is_some() && !self.connected_before {
-            self.give_up(error);
+            self.fail_connect(error);
         } else {
             self.retry_later(now, now);
         }
@@ -301,6 +323,9 @@ impl Session {
     /// The WebSocket reported an error.
     pub fn handle_socket_error(&mut self, now: Millis, socket: SocketId) {
         if self.current_socket() == Some(socket) {
+            if matches!(self.phase, Phase::Connecting { .. }) {
+                self.diagnose_first_failure();
+            }
             self.retry_later(now, now);
         }
     }

@@ -764,6 +764,51 @@ fn a_failing_token_provider_on_a_reconnect_is_retried_after_the_backoff() {
 }
 
 #[test]
+fn the_first_failed_socket_of_a_connect_asks_once_why_and_a_verdict_ends_it_at_once() {
+    let mut h = Harness::new(Config::default());
+    h.session.connect(h.now, USER, false).unwrap();
+    h.drain();
+    let effects = h.close(1006);
+    assert_eq!(
+        effects.iter().filter(|e| **e == Effect::Diagnose).count(),
+        1,
+        "{effects:?}"
+    );
+    let deadline = h.session.poll_timeout().expect("a retry is scheduled");
+    h.advance_to(deadline);
+    let effects = h.close(1006);
+    assert!(
+        !effects.contains(&Effect::Diagnose),
+        "asked once: {effects:?}"
+    );
+    let verdict = ClientError::new(client_code::CONNECTION_FAILED, "nothing answers");
+    h.session.fail_connect(verdict.clone());
+    let effects = h.drain();
+    assert!(
+        effects.contains(&Effect::ConnectRejected(verdict)),
+        "{effects:?}"
+    );
+    assert_eq!(h.session.poll_timeout(), None, "no retry left");
+}
+
+#[test]
+fn a_verdict_after_the_first_connection_changes_nothing() {
+    let mut h = Harness::new(Config::default());
+    h.connect();
+    h.close(1006);
+    h.session
+        .fail_connect(ClientError::new(client_code::CONNECTION_FAILED, "late"));
+    let effects = h.drain();
+    assert!(
+        !effects
+            .iter()
+            .any(|e| matches!(e, Effect::ConnectRejected(_) | Effect::Diagnose)),
+        "{effects:?}"
+    );
+    assert!(h.session.poll_timeout().is_some(), "still retrying");
+}
+
+#[test]
 fn frames_of_a_superseded_socket_are_ignored() {
     let mut h = Harness::new(Config::default());
     h.connect();

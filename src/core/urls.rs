@@ -28,10 +28,10 @@ impl Endpoints {
         ws_base_url: Option<String>,
     ) -> Result<Self, ClientError> {
         if let Some(url) = &base_url {
-            check_url("baseURL", url, &["http", "https"])?;
+            check_url("baseURL", url, "http", "https")?;
         }
         if let Some(url) = &ws_base_url {
-            check_url("wsBaseURL", url, &["ws", "wss"])?;
+            check_url("wsBaseURL", url, "ws", "wss")?;
         }
         let base_url =
             without_trailing_slashes(base_url.unwrap_or_else(|| DEFAULT_BASE_URL.to_string()));
@@ -46,6 +46,16 @@ impl Endpoints {
             base_url,
             ws_url,
         })
+    }
+
+    /// The REST base URL, without a trailing slash.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// The WebSocket base URL, without a trailing slash.
+    pub fn ws_url(&self) -> &str {
+        &self.ws_url
     }
 
     /// A REST call: `{base}{path}?user_id=…&connection_id=…&api_key=…` and then `query`, in that order.
@@ -86,32 +96,42 @@ impl Endpoints {
     }
 }
 
-/// `url` is `scheme://host…` with one of `schemes` (any case), a host, and no blanks or control characters.
-fn check_url(option: &str, url: &str, schemes: &[&str]) -> Result<(), ClientError> {
-    let host = url.split_once("://").and_then(|(scheme, rest)| {
-        schemes
-            .iter()
-            .any(|s| s.eq_ignore_ascii_case(scheme))
-            .then(|| rest.split(['/', '?', '#']).next().unwrap_or_default())
-    });
-    let clean = !url.chars().any(|c| c.is_whitespace() || c.is_control());
-    match host {
-        Some(host) if !host.is_empty() && clean => Ok(()),
-        _ => Err(ClientError::invalid_argument(
-            [
-                "new Client(): ",
-                option,
-                " \"",
-                url,
-                "\" is not a URL of the form ",
-                schemes[0],
-                "://host[:port] or ",
-                schemes[1],
-                "://host[:port]",
-            ]
-            .concat(),
-        )),
+/// `url` is `scheme://host…` with scheme `plain` or `secure` (any case), a host, and no blanks or control
+/// characters. Checked on bytes with nothing that can panic: `str` searching and the panic paths of slicing and
+/// indexing link core's formatting into the bundle (measured: +5.9 KB of gzip for this check written with them).
+fn check_url(option: &str, url: &str, plain: &str, secure: &str) -> Result<(), ClientError> {
+    let bytes = url.as_bytes();
+    let well_formed = bytes
+        .windows(3)
+        .position(|w| w == b"://")
+        .is_some_and(|at| {
+            let scheme = bytes.get(..at).unwrap_or_default();
+            let rest = bytes.get(at + 3..).unwrap_or_default();
+            [plain, secure]
+                .iter()
+                .any(|s| s.as_bytes().eq_ignore_ascii_case(scheme))
+                && rest
+                    .first()
+                    .is_some_and(|b| !matches!(b, b'/' | b'?' | b'#'))
+        });
+    let clean = !bytes.iter().any(|b| *b <= b' ' || *b == 0x7f);
+    if well_formed && clean {
+        return Ok(());
     }
+    Err(ClientError::invalid_argument(
+        [
+            "new Client(): ",
+            option,
+            " \"",
+            url,
+            "\" is not a URL of the form ",
+            plain,
+            "://host[:port] or ",
+            secure,
+            "://host[:port]",
+        ]
+        .concat(),
+    ))
 }
 
 /// `/channels/{type}/{id}/query`, or `/channels/{type}/query` for a distinct channel (identified by members).
