@@ -43,6 +43,12 @@ impl Engine {
         }
         access::check_channel_type(channel_type).map_err(fail)?;
         let members = limits::member_ids(&req.data).map_err(fail)?;
+        if let Some(creator) = req.data.get("created_by_id") {
+            let id = creator
+                .as_str()
+                .ok_or_else(|| fail(Error::input("data.created_by_id must be a user id")))?;
+            limits::check_user_id("data.created_by_id", id).map_err(fail)?;
+        }
         let data = access::custom_channel_data(&req.data).map_err(fail)?;
         limits::check_channel_data(&data).map_err(fail)?;
         let channel_id = match channel_id {

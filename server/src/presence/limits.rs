@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 use std::io;
 
+use presence_protocol::ids::{is_user_id, MAX_USER_ID_LEN};
 use presence_protocol::JsonMap;
 use serde_json::Value;
 
@@ -91,11 +92,26 @@ pub fn member_ids(data: &JsonMap) -> Result<Vec<String>, Error> {
                 ))
             }
         };
+        check_user_id("data.members user ids", id)?;
         if seen.insert(id) {
             ids.push(id.to_string());
         }
     }
     Ok(ids)
+}
+
+/// A user id as written or named (upsert, partial update, connect, channel members): 1 to 255 characters
+/// without control characters, so that no store is ever handed one it cannot hold.
+pub fn check_user_id(what: &str, id: &str) -> Result<(), Error> {
+    if is_user_id(id) {
+        return Ok(());
+    }
+    let len = id.chars().count();
+    Err(Error::input(if len == 0 || len > MAX_USER_ID_LEN {
+        format!("{what} must be 1 to {MAX_USER_ID_LEN} characters, got {len}")
+    } else {
+        format!("{what} must not contain control characters")
+    }))
 }
 
 /// One `$in` / `$nin` list: at most 1,000 values.

@@ -150,7 +150,7 @@ impl Engine {
     /// in `replaceable` (those it found dead) gives way: it ends as abnormally ended connections do, after the
     /// new one is registered, so the user never stops counting as online. It is returned for the caller to
     /// close. With none to replace, the connection is refused (code 71). It is refused (code 4) as well when
-    /// `details` would make the user's data too large.
+    /// the user id is not a valid one, or `details` would make the user's data too large.
     pub fn connect(
         &mut self,
         conn: ConnId,
@@ -159,6 +159,7 @@ impl Engine {
         replaceable: &[ConnId],
         now: DateTime<Utc>,
     ) -> Result<Option<ConnId>, Error> {
+        limits::check_user_id("json.user_id", user_id)?;
         let at_cap = self.connections_at_cap(user_id);
         let replaced = if at_cap.is_empty() {
             None

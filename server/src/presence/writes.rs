@@ -58,9 +58,7 @@ impl Engine {
                     );
                 }
             }
-            if id.is_empty() {
-                return Err(Error::input("user id must not be empty").in_operation(OP));
-            }
+            limits::check_user_id("user id", id).map_err(|e| e.in_operation(OP))?;
             permit_write(caller, id)?;
             for (field, value) in obj {
                 if field != "id" {
@@ -95,6 +93,7 @@ impl Engine {
         let source = source_of(caller);
         check_batch(updates.len()).map_err(|e| e.in_operation(OP))?;
         for u in updates {
+            limits::check_user_id("user id", &u.id).map_err(|e| e.in_operation(OP))?;
             permit_write(caller, &u.id)?;
             for (field, value) in &u.set {
                 if field == "id" {

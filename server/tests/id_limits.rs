@@ -1,0 +1,106 @@
+//! Ids within limits (protocol section 10): user ids of at most 255 characters on every path that writes or
+//! names one. Just under passes; just over is refused with 400 / code 4 naming the limit.
+
+mod common;
+
+use common::*;
+use presence_protocol::codes::{close_code, error_code};
+use serde_json::json;
+
+fn assert_input(r: &Resp, words: &str) {
+    let err = r.err(400, error_code::INPUT);
+    assert!(
+        err.message.contains(words),
+        "{}: message should say {words}: {}",
+        r.desc,
+        err.message
+    );
+}
+
+#[tokio::test]
+async fn user_ids_over_255_characters_are_refused_on_every_rest_path() {
+    let s = Server::in_process().await;
+    let fits = "é".repeat(255);
+    let over = "u".repeat(256);
+    s.upsert(&[json!({ "id": "ann" })]).await;
+
+    for auth in [Auth::Server, Auth::user(&over)] {
+        let r = s.upsert_as(&auth, &[json!({ "id": over })]).await;
+        assert_input(&r, "255");
+        let r = s
+            .partial_update(&auth, &over, json!({ "name": "O" }), &[])
+            .await;
+        assert_input(&r, "255");
+    }
+    assert!(s.user_ids(json!({ "id": over })).await.is_empty());
+
+    // Naming one as a member or as the creator of a channel is refused too.
+    let r = s
+        .query_channel(
+            &Auth::Server,
+            None,
+            "messaging",
+            Some("long-member"),
+            json!({ "data": { "members": ["ann", over] } }),
+        )
+        .await;
+    assert_input(&r, "255");
+    let r = s
+        .query_channel(
+            &Auth::Server,
+            None,
+            "messaging",
+            Some("long-creator"),
+            json!({ "data": { "members": ["ann"], "created_by_id": over } }),
+        )
+        .await;
+    assert_input(&r, "255");
+
+    // 255 characters work everywhere.
+    s.upsert_as(&Auth::user(&fits), &[json!({ "id": fits })])
+        .await
+        .ok(201);
+    s.partial_update(&Auth::Server, &fits, json!({ "name": "F" }), &[])
+        .await
+        .ok(200);
+    s.query_channel(
+        &Auth::Server,
+        None,
+        "messaging",
+        Some("long-ok"),
+        json!({ "data": { "members": ["ann", fits], "created_by_id": fits } }),
+    )
+    .await
+    .ok(201);
+    assert_eq!(s.user_ids(json!({ "id": fits })).await, vec![fits]);
+    // A query naming an over-long id is answered (nothing matches), not refused.
+    assert!(s
+        .user_ids(json!({ "id": { "$in": [over] } }))
+        .await
+        .is_empty());
+}
+
+#[tokio::test]
+async fn connecting_with_a_user_id_over_255_characters_is_refused() {
+    let s = Server::start().await;
+    let over = "u".repeat(256);
+    let (frame, mut refused) = s.refused_connect(&over, &json!({ "id": over })).await;
+    assert_eq!(frame["error"]["code"], error_code::INPUT, "{frame}");
+    assert_eq!(frame["error"]["StatusCode"], 400, "{frame}");
+    assert!(
+        frame["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("255"),
+        "{frame}"
+    );
+    assert_eq!(
+        refused.wait_closed(WAIT).await,
+        Closed::Frame(Some(close_code::NORMAL))
+    );
+    assert!(s.user_ids(json!({ "id": over })).await.is_empty());
+
+    let fits = "u".repeat(255);
+    let ws = s.connect(&fits).await;
+    assert_eq!(ws.me()["id"], fits.as_str());
+}
