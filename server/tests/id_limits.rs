@@ -1,11 +1,12 @@
-//! Ids within limits (protocol section 10): user ids of at most 255 characters on every path that writes or
-//! names one. Just under passes; just over is refused with 400 / code 4 naming the limit.
+//! Ids and pages within limits (protocol section 10): user ids of at most 255 characters on every path that
+//! writes or names one, and pages of watchers capped like the other pages. Just under passes; just over is
+//! refused with 400 / code 4 naming the limit.
 
 mod common;
 
 use common::*;
 use presence_protocol::codes::{close_code, error_code};
-use serde_json::json;
+use serde_json::{json, Value};
 
 fn assert_input(r: &Resp, words: &str) {
     let err = r.err(400, error_code::INPUT);
@@ -103,4 +104,26 @@ async fn connecting_with_a_user_id_over_255_characters_is_refused() {
     let fits = "u".repeat(255);
     let ws = s.connect(&fits).await;
     assert_eq!(ws.me()["id"], fits.as_str());
+}
+
+#[tokio::test]
+async fn watcher_pages_are_capped_like_other_pages() {
+    let s = Server::in_process().await;
+    s.upsert(&[json!({ "id": "ann" })]).await;
+    s.create_channel("livestream", "show", &["ann"], json!({}))
+        .await;
+    let ann = Auth::user("ann");
+    let page = |watchers: Value| {
+        s.query_channel(
+            &ann,
+            None,
+            "livestream",
+            Some("show"),
+            json!({ "state": true, "watchers": watchers }),
+        )
+    };
+    assert_input(&page(json!({ "limit": 101 })).await, "watchers.limit");
+    assert_input(&page(json!({ "offset": 1001 })).await, "watchers.offset");
+    assert_input(&page(json!({ "limit": -1 })).await, "limit");
+    page(json!({ "limit": 100, "offset": 1000 })).await.ok(201);
 }

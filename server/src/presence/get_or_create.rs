@@ -51,6 +51,7 @@ impl Engine {
         }
         let data = access::custom_channel_data(&req.data).map_err(fail)?;
         limits::check_channel_data(&data).map_err(fail)?;
+        limits::check_page("watchers", req.watchers).map_err(fail)?;
         let channel_id = match channel_id {
             Some(id) if is_channel_id(id) => id.to_string(),
             Some(_) => {

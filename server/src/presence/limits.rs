@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::io;
 
 use presence_protocol::ids::{is_user_id, MAX_USER_ID_LEN};
-use presence_protocol::JsonMap;
+use presence_protocol::{JsonMap, Pagination};
 use serde_json::Value;
 
 use crate::error::Error;
@@ -16,6 +16,10 @@ pub const MAX_CUSTOM_DATA_BYTES: usize = 5 * 1024;
 pub const MAX_MEMBERS_PER_REQUEST: usize = 100;
 /// Most values of one `$in` or `$nin`.
 pub const MAX_IN_VALUES: usize = 1000;
+/// Largest `limit` of a page of watchers.
+pub const MAX_WATCHERS_LIMIT: u64 = 100;
+/// Largest `offset` of any page.
+pub const MAX_OFFSET: u64 = 1000;
 /// Deepest nesting of `$and` / `$or` / `$nor` in a filter.
 pub const MAX_FILTER_DEPTH: usize = 10;
 
@@ -112,6 +116,22 @@ pub fn check_user_id(what: &str, id: &str) -> Result<(), Error> {
     } else {
         format!("{what} must not contain control characters")
     }))
+}
+
+/// A page of `field` (`watchers`) in a channel query: `limit` ≤ 100, `offset` ≤ 1,000, refused beyond.
+pub fn check_page(field: &str, page: Option<Pagination>) -> Result<(), Error> {
+    let Some(page) = page else { return Ok(()) };
+    if page.limit.is_some_and(|l| l > MAX_WATCHERS_LIMIT) {
+        return Err(Error::input(format!(
+            "{field}.limit must be at most {MAX_WATCHERS_LIMIT}"
+        )));
+    }
+    if page.offset.is_some_and(|o| o > MAX_OFFSET) {
+        return Err(Error::input(format!(
+            "{field}.offset must be at most {MAX_OFFSET}"
+        )));
+    }
+    Ok(())
 }
 
 /// One `$in` / `$nin` list: at most 1,000 values.
