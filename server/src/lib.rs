@@ -43,7 +43,9 @@ use crate::store::{Snapshot, Store};
 pub mod fuzzing {
     pub use crate::auth::TokenVerifier;
     pub use crate::presence::filter::{check_sort, compare, sort_cmp, sort_order, Fields, Filter};
-    pub use crate::presence::{Config, ConnId, Delivery, Ending, Engine, View};
+    pub use crate::presence::{
+        distinct_channel_key, Config, ConnId, Delivery, Ending, Engine, View,
+    };
     pub use crate::ws::{authenticate, read_client_frame, ClientFrame};
 }
 
@@ -213,6 +215,7 @@ impl Service {
                 max_connections_per_user: settings.max_connections_per_user,
                 max_channels_per_user: settings.max_channels_per_user,
                 last_active_refresh: settings.last_active_refresh,
+                distinct_channel_key: presence::distinct_channel_key(&settings.api_secret),
             },
             snapshot,
             store,

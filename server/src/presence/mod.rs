@@ -6,6 +6,7 @@
 mod access;
 mod channels;
 mod connections;
+mod distinct;
 mod events;
 mod fields;
 pub(crate) mod filter;
@@ -36,6 +37,7 @@ use crate::model::{ChannelRecord, UserRecord, Write};
 
 use self::channels::Channels;
 use self::connections::Connections;
+pub use self::distinct::distinct_channel_key;
 use self::fields::WriteSource;
 use self::follows::Follows;
 use self::limits::ChannelQuota;
