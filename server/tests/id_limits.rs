@@ -1,6 +1,6 @@
-//! Ids and pages within limits (protocol section 10): user ids of at most 255 characters on every path that
-//! writes or names one, and pages of watchers capped like the other pages. Just under passes; just over is
-//! refused with 400 / code 4 naming the limit.
+//! Ids and subscriptions within limits (protocol section 10): user ids of at most 255 characters on every path
+//! that writes or names one, pages of watchers capped like the other pages, and a cap on the users one
+//! connection follows. Just under passes; just over is refused with 400 / code 4 naming the limit.
 
 mod common;
 
@@ -126,4 +126,50 @@ async fn watcher_pages_are_capped_like_other_pages() {
     assert_input(&page(json!({ "offset": 1001 })).await, "watchers.offset");
     assert_input(&page(json!({ "limit": -1 })).await, "limit");
     page(json!({ "limit": 100, "offset": 1000 })).await.ok(201);
+}
+
+/// Users u0 to u{n-1}, and a connection of bob's that follows nobody yet.
+async fn follower(s: &Server, n: usize) -> Ws {
+    let mut users: Vec<Value> = (0..n).map(|i| json!({ "id": format!("u{i}") })).collect();
+    users.push(json!({ "id": "bob" }));
+    s.upsert(&users).await;
+    s.connect("bob").await
+}
+
+async fn follow(s: &Server, ws: &Ws, ids: &[&str]) -> Resp {
+    s.query_users(
+        &Auth::user(&ws.user_id),
+        Some(&ws.connection_id),
+        json!({ "filter_conditions": { "id": { "$in": ids } }, "presence": true }),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_connection_follows_at_most_max_follows_per_connection_users() {
+    let s = Server::start_with(ServerOpts::default().arg("--max-follows-per-connection", 3)).await;
+    let mut bob = follower(&s, 5).await;
+    follow(&s, &bob, &["u0", "u1"]).await.ok(200);
+    // Following again whom it follows already costs nothing.
+    follow(&s, &bob, &["u0", "u1", "u2"]).await.ok(200);
+    let r = follow(&s, &bob, &["u2", "u3", "u4"]).await;
+    assert_input(&r, "limit of 3");
+    // The refused query followed nobody, not even up to the cap.
+    let u3 = s.connect("u3").await;
+    bob.expect_no_presence("u3", QUIET).await;
+    drop(u3);
+    let _u2 = s.connect("u2").await;
+    bob.wait_presence("u2", true, WAIT).await;
+    // The same query without presence is still answered.
+    let r = s
+        .query_users(
+            &Auth::user("bob"),
+            Some(&bob.connection_id),
+            json!({ "filter_conditions": { "id": { "$in": ["u3", "u4"] } } }),
+        )
+        .await;
+    assert_eq!(ids(&r.ok(200)["users"]).len(), 2);
+    // The cap is per connection: another one of bob's starts from nothing.
+    let other = s.connect("bob").await;
+    follow(&s, &other, &["u2", "u3", "u4"]).await.ok(200);
 }

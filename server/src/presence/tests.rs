@@ -45,6 +45,7 @@ impl Test {
             max_connections_per_user: 3,
             max_channels_per_user: 1000,
             last_active_refresh: REFRESH,
+            max_follows_per_connection: 5000,
             distinct_channel_key: distinct_channel_key("a secret"),
         };
         let mut test = Test {
@@ -277,6 +278,7 @@ fn a_user_at_a_limit_of_one_replacing_a_dead_connection_stays_online() {
             max_connections_per_user: 1,
             max_channels_per_user: 1000,
             last_active_refresh: REFRESH,
+            max_follows_per_connection: 5000,
             distinct_channel_key: distinct_channel_key("a secret"),
         },
         Vec::new(),
