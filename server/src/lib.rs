@@ -43,7 +43,9 @@ use crate::store::{Snapshot, Store};
 pub mod fuzzing {
     pub use crate::auth::TokenVerifier;
     pub use crate::presence::filter::{check_sort, compare, sort_cmp, sort_order, Fields, Filter};
-    pub use crate::presence::{Config, ConnId, Delivery, Ending, Engine, View};
+    pub use crate::presence::{
+        distinct_channel_key, Config, ConnId, Delivery, Ending, Engine, View,
+    };
     pub use crate::ws::{authenticate, read_client_frame, ClientFrame};
 }
 
@@ -80,6 +82,9 @@ pub struct Settings {
     pub max_connections_per_user: usize,
     /// Channels one user token may create; one more is refused with code 4.
     pub max_channels_per_user: usize,
+    /// Users one connection may follow through `queryUsers` with `presence: true`; a query that would go beyond
+    /// is refused with code 4.
+    pub max_follows_per_connection: usize,
     /// Bytes of frames a connection may have queued before it is closed as too slow (4003).
     pub send_queue_bytes: usize,
     /// How old a connected user's stored `last_active` may grow before a `health.check` writes it again; the
@@ -105,6 +110,7 @@ impl Default for Settings {
             watch_implies_presence: false,
             max_connections_per_user: 50,
             max_channels_per_user: 1000,
+            max_follows_per_connection: 5000,
             send_queue_bytes: 1024 * 1024,
             last_active_refresh: Duration::from_secs(15 * 60),
             readmit_window: Duration::from_secs(12),
@@ -213,6 +219,8 @@ impl Service {
                 max_connections_per_user: settings.max_connections_per_user,
                 max_channels_per_user: settings.max_channels_per_user,
                 last_active_refresh: settings.last_active_refresh,
+                max_follows_per_connection: settings.max_follows_per_connection,
+                distinct_channel_key: presence::distinct_channel_key(&settings.api_secret),
             },
             snapshot,
             store,

@@ -94,6 +94,14 @@ struct ServeArgs {
     /// Channels one user token may create (server tokens create any number); one more is refused with code 4.
     #[arg(long, env = "PRESENCE_MAX_CHANNELS_PER_USER", default_value_t = 1000)]
     max_channels_per_user: usize,
+    /// Users one connection may follow through queryUsers with presence: true; a query that would take a
+    /// connection beyond it is refused with code 4 and follows nobody.
+    #[arg(
+        long,
+        env = "PRESENCE_MAX_FOLLOWS_PER_CONNECTION",
+        default_value_t = 5000
+    )]
+    max_follows_per_connection: usize,
     /// Bytes of frames a connection may have queued before it is closed as too slow (4003).
     #[arg(long, env = "PRESENCE_SEND_QUEUE_BYTES", default_value_t = 1024 * 1024)]
     send_queue_bytes: usize,
@@ -207,6 +215,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         watch_implies_presence: args.watch_implies_presence,
         max_connections_per_user: args.max_connections_per_user,
         max_channels_per_user: args.max_channels_per_user,
+        max_follows_per_connection: args.max_follows_per_connection,
         send_queue_bytes: args.send_queue_bytes,
         last_active_refresh: Duration::from_millis(args.last_active_refresh_ms),
         readmit_window: Duration::from_millis(args.readmit_window_ms),

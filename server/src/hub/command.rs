@@ -75,7 +75,7 @@ pub enum Outcome {
     Connected(Result<Option<ConnId>, Error>),
     Users(Result<BTreeMap<String, User>, Error>),
     /// The users followed, or None when the connection may not subscribe.
-    Followed(Option<Vec<User>>),
+    Followed(Result<Option<Vec<User>>, Error>),
     Channel(Result<Box<ChannelStateResponse>, Error>),
     Channels(Vec<ChannelStateResponse>),
     Done(Result<(), Error>),

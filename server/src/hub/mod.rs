@@ -444,7 +444,7 @@ impl Hub {
                     ids: users.iter().map(|u| u.id.clone()).collect(),
                 };
                 match self.run(OP, command).await? {
-                    Outcome::Followed(followed) => Ok(followed.unwrap_or(users)),
+                    Outcome::Followed(followed) => Ok(followed?.unwrap_or(users)),
                     _ => Err(mismatch(OP)),
                 }
             }

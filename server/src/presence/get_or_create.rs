@@ -2,26 +2,16 @@
 //! optionally watching it.
 
 use chrono::{DateTime, Utc};
-use presence_protocol::ids::{is_channel_id, is_channel_type};
+use presence_protocol::ids::{
+    is_channel_id, is_channel_type, is_distinct_channel_id, DISTINCT_CHANNEL_PREFIX,
+};
 use presence_protocol::{ChannelQueryRequest, ChannelStateResponse};
 
 use crate::error::Error;
 use crate::model::{Caller, ChannelRecord, MemberRecord, Write};
+use crate::presence::distinct::{distinct_channel_id, has_exactly, legacy_distinct_channel_id};
 use crate::presence::watch::caller_user;
 use crate::presence::{access, limits, Engine};
-
-/// A stable id for the distinct channel of a member set (FNV-1a over the sorted ids).
-fn distinct_channel_id(members: &[String]) -> String {
-    let mut sorted: Vec<&str> = members.iter().map(String::as_str).collect();
-    sorted.sort_unstable();
-    sorted.dedup();
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in sorted.join("\u{0}").bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("!members-{hash:016x}")
-}
 
 impl Engine {
     /// `POST /channels/{type}/{id}/query` (or without id: the distinct channel of `data.members`).
@@ -43,10 +33,17 @@ impl Engine {
         }
         access::check_channel_type(channel_type).map_err(fail)?;
         let members = limits::member_ids(&req.data).map_err(fail)?;
+        if let Some(creator) = req.data.get("created_by_id") {
+            let id = creator
+                .as_str()
+                .ok_or_else(|| fail(Error::input("data.created_by_id must be a user id")))?;
+            limits::check_user_id("data.created_by_id", id).map_err(fail)?;
+        }
         let data = access::custom_channel_data(&req.data).map_err(fail)?;
         limits::check_channel_data(&data).map_err(fail)?;
-        let channel_id = match channel_id {
-            Some(id) if is_channel_id(id) => id.to_string(),
+        limits::check_page("watchers", req.watchers).map_err(fail)?;
+        let (channel_id, distinct) = match channel_id {
+            Some(id) if is_channel_id(id) => (id.to_string(), false),
             Some(_) => {
                 return Err(fail(Error::input(
                     "channel id must be 1 to 64 ASCII letters, digits, !, _ and -",
@@ -57,11 +54,24 @@ impl Engine {
                     "a channel without id needs data.members",
                 )))
             }
-            None => distinct_channel_id(&members),
+            None => (
+                self.distinct_channel_id(channel_type, &members)
+                    .map_err(fail)?,
+                true,
+            ),
         };
         let cid = format!("{channel_type}:{channel_id}");
         match self.channels.get(&cid) {
+            // Clients come back to a distinct channel by its id once they know it.
             Some(existing) => access::check_read(caller, existing).map_err(fail)?,
+            // Whoever could create a channel under a distinct id would own the conversation of the member set
+            // that id stands for.
+            None if !distinct && is_distinct_channel_id(&channel_id) => {
+                return Err(fail(Error::input(format!(
+                    "channel ids starting with {DISTINCT_CHANNEL_PREFIX} are the server's: create a distinct \
+                     channel by its data.members, without an id"
+                ))))
+            }
             None => {
                 let rec = ChannelRecord {
                     cid: cid.clone(),
@@ -91,6 +101,28 @@ impl Engine {
         }
         self.channel_state(&cid, caller_user(caller), req.members, req.watchers)
             .ok_or_else(|| fail(Error::internal("channel vanished")))
+    }
+
+    /// The id of the distinct channel of `members` (sorted, without repeats) in `channel_type`: the channel of
+    /// exactly that member set stored under the id distinct channels had before their ids were keyed, if there
+    /// is one, else the keyed id. A channel under the keyed id holding other members is refused, never returned.
+    fn distinct_channel_id(&self, channel_type: &str, members: &[String]) -> Result<String, Error> {
+        let id = distinct_channel_id(&self.config.distinct_channel_key, members);
+        match self.channels.get(&format!("{channel_type}:{id}")) {
+            Some(channel) if has_exactly(channel, members) => return Ok(id),
+            Some(channel) => {
+                return Err(Error::input(format!(
+                    "channel {} is not the distinct channel of these members",
+                    channel.cid
+                )))
+            }
+            None => {}
+        }
+        let legacy = legacy_distinct_channel_id(members);
+        match self.channels.get(&format!("{channel_type}:{legacy}")) {
+            Some(channel) if has_exactly(channel, members) => Ok(legacy),
+            _ => Ok(id),
+        }
     }
 
     /// Stores a new channel for `caller`: a user must be among its members and under the per-user channel cap,

@@ -48,4 +48,11 @@ pub struct Config {
     /// How old the stored `last_active` of a connected user may grow before a ping writes it again (pings
     /// refresh the value everyone reads in memory; connects and last disconnects are always written).
     pub last_active_refresh: Duration,
+    /// Users one connection may follow through `queryUsers` with `presence: true`.
+    pub max_follows_per_connection: usize,
+    /// The key the ids of distinct channels are derived with ([`distinct_channel_key`]): without it nobody can
+    /// tell in advance which id a member set gets.
+    ///
+    /// [`distinct_channel_key`]: crate::presence::distinct_channel_key
+    pub distinct_channel_key: Arc<[u8]>,
 }

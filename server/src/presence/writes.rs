@@ -58,9 +58,7 @@ impl Engine {
                     );
                 }
             }
-            if id.is_empty() {
-                return Err(Error::input("user id must not be empty").in_operation(OP));
-            }
+            limits::check_user_id("user id", id).map_err(|e| e.in_operation(OP))?;
             permit_write(caller, id)?;
             for (field, value) in obj {
                 if field != "id" {
@@ -75,8 +73,9 @@ impl Engine {
         }
         let mut result = BTreeMap::new();
         for (id, obj) in users {
+            let created = !self.users.contains(id);
             let rec = self.users.get_or_insert(id, now);
-            let changed = fields::replace_fields(rec, obj, source);
+            let changed = fields::replace_fields(rec, obj, source) || created;
             let invisible = fields::requested_invisible(obj);
             self.finish_user_write(id, changed, invisible, now, &mut result);
         }
@@ -94,6 +93,7 @@ impl Engine {
         let source = source_of(caller);
         check_batch(updates.len()).map_err(|e| e.in_operation(OP))?;
         for u in updates {
+            limits::check_user_id("user id", &u.id).map_err(|e| e.in_operation(OP))?;
             permit_write(caller, &u.id)?;
             for (field, value) in &u.set {
                 if field == "id" {
@@ -192,6 +192,10 @@ impl Engine {
     /// no `user.updated` (either would date the switch, or tell that an offline user was secretly online). To
     /// others, going invisible reads like leaving (stop watching, offline) and coming back like arriving
     /// (online with a fresh `last_active`, start watching); while offline it shows nothing at all.
+    ///
+    /// A write that changes nothing (an identical upsert, `invisible: true` again, as apps send at every start)
+    /// is no write at all: nothing stored, no `updated_at` moved, no event — for an invisible user any of them
+    /// would date activity nobody may see.
     fn finish_user_write(
         &mut self,
         user_id: &str,
@@ -216,9 +220,16 @@ impl Engine {
             }
             _ => None,
         };
-        let profile_write = changed || switched.is_none();
+        let profile_write = changed;
         if profile_write {
             rec.updated_at = now;
+        }
+        if !profile_write && switched.is_none() {
+            let entry = self.users.get(user_id);
+            if let Some(entry) = entry {
+                result.insert(user_id.to_string(), entry.rec.own_view(entry.connected()));
+            }
+            return;
         }
         let stored = rec.last_active;
         self.writes.push(Write::SaveUser(Box::new(rec.clone())));
