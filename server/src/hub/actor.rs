@@ -102,6 +102,8 @@ pub(super) struct Actor {
     carry: Vec<Stamped>,
     /// Cluster mode: when this node last asked for the end of due grace windows.
     timeout_asked: Option<DateTime<Utc>>,
+    /// When the thread last tried to commit.
+    store_looked_at: DateTime<Utc>,
 }
 
 impl Actor {
@@ -124,6 +126,7 @@ impl Actor {
             shared_store,
             carry: Vec::new(),
             timeout_asked: None,
+            store_looked_at: Utc::now(),
         }
     }
 
@@ -157,7 +160,9 @@ impl Actor {
         loop {
             // Sleep until the next operation, or until the next grace window ends (or the database is due
             // another look).
-            let recheck = self.store_failing().then(|| Utc::now() + STORE_RECHECK);
+            let recheck = self
+                .store_failing()
+                .then(|| self.store_looked_at + STORE_RECHECK);
             let first = match self.next_deadline().into_iter().chain(recheck).min() {
                 Some(at) => {
                     let wait = (at - Utc::now()).to_std().unwrap_or_default();
@@ -184,17 +189,7 @@ impl Actor {
                 }
             }
             if batch.is_empty() && first.is_none() {
-                if self.store_failing() {
-                    if self.carry.is_empty() {
-                        // Nothing waits to be written that would show the database is back: an empty
-                        // transaction does.
-                        if self.store.commit(&[]).is_ok() {
-                            self.set_store_failing(false);
-                        }
-                    } else {
-                        self.settle(Vec::new());
-                    }
-                }
+                self.look_at_failing_store();
                 continue;
             }
             batch.extend(first);
@@ -205,6 +200,23 @@ impl Actor {
                 }
             }
             self.settle(batch);
+            self.look_at_failing_store();
+        }
+    }
+
+    /// While the database is failing and nothing tried it for a while (a ping-only load writes nothing), tries
+    /// what waits to be written, or an empty transaction, to notice when it works again.
+    fn look_at_failing_store(&mut self) {
+        if !self.store_failing() || Utc::now() < self.store_looked_at + STORE_RECHECK {
+            return;
+        }
+        if !self.carry.is_empty() {
+            self.settle(Vec::new());
+            return;
+        }
+        self.store_looked_at = Utc::now();
+        if self.store.commit(&[]).is_ok() {
+            self.set_store_failing(false);
         }
     }
 
@@ -311,7 +323,9 @@ impl Actor {
             .collect();
         let deliveries = match self.commit(&writes) {
             Ok(()) => {
-                self.set_store_failing(false);
+                if !writes.is_empty() {
+                    self.set_store_failing(false);
+                }
                 self.engine.poll_deliveries()
             }
             Err(e) => {
@@ -401,6 +415,7 @@ impl Actor {
         if let Some(e) = down {
             return Err(e.clone());
         }
+        self.store_looked_at = Utc::now();
         match self.store.commit(writes) {
             Ok(()) => {
                 self.count_commit(writes.len());
@@ -445,6 +460,7 @@ impl Actor {
         }
         let mut delays = RETRY_DELAYS.iter();
         loop {
+            self.store_looked_at = Utc::now();
             match self.store.commit(writes) {
                 Ok(()) => {
                     self.count_commit(writes.len());

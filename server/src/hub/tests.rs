@@ -206,6 +206,12 @@ async fn a_database_that_fails_every_write_fails_the_batch_and_shows_until_it_wo
     assert_eq!(failed.code(), error_code::INTERNAL);
     assert!(known(&hub, &["alice"]).await.is_empty());
     assert_eq!(hub.failing_parts(), vec!["database"]);
+    hub.flush().await.expect("nothing to write");
+    assert_eq!(
+        hub.failing_parts(),
+        vec!["database"],
+        "a batch without writes says nothing of the database"
+    );
 
     store.down.store(false, Ordering::SeqCst);
     tokio::time::timeout(PATIENCE, async {
