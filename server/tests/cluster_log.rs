@@ -82,3 +82,36 @@ async fn refused_requests_leave_nothing_in_redis_and_accepted_ones_reach_the_oth
     assert_eq!(redis.xlen(LOG_KEY).await, entries + 1);
     assert_eq!(b.user_as(&Auth::Server, "alice").await["status"], "back");
 }
+
+#[tokio::test]
+async fn a_request_larger_than_an_entry_may_be_is_refused_before_the_log() {
+    let redis = Redis::start();
+    let a = Server::start_with(node(&redis, "a")).await;
+    // A body of exactly the largest size taken (1 MiB) whose users' teams (not part of the 5 KB of fields)
+    // fill it: as a log entry it takes a few bytes more (the command's name and caller).
+    const MAX_BODY: usize = 1024 * 1024;
+    let team = "t".repeat(1000);
+    let mut users: Vec<String> = (0..100)
+        .map(|i| {
+            let teams = vec![format!("\"{team}\""); 10].join(",");
+            format!("\"u{i}\":{{\"id\":\"u{i}\",\"teams\":[{teams}]}}")
+        })
+        .collect();
+    let body_of = |users: &[String]| format!("{{\"users\":{{{}}}}}", users.join(","));
+    let short = MAX_BODY - body_of(&users).len();
+    let last = users.pop().unwrap();
+    users.push(last.replacen(&team, &format!("{team}{}", "t".repeat(short)), 1));
+    let body = body_of(&users);
+    assert_eq!(body.len(), MAX_BODY);
+    let entries = redis.xlen(LOG_KEY).await;
+
+    let r = a
+        .post("/users")
+        .auth(&Auth::Server)
+        .raw_json(body)
+        .send()
+        .await;
+    r.err(413, 22);
+    assert_eq!(redis.xlen(LOG_KEY).await, entries);
+    assert!(a.user_ids(json!({ "id": "u0" })).await.is_empty());
+}
