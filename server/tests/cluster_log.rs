@@ -115,3 +115,23 @@ async fn a_request_larger_than_an_entry_may_be_is_refused_before_the_log() {
     assert_eq!(redis.xlen(LOG_KEY).await, entries);
     assert!(a.user_ids(json!({ "id": "u0" })).await.is_empty());
 }
+
+#[tokio::test]
+async fn a_write_acknowledged_by_one_node_is_seen_by_the_next_request_on_another() {
+    let redis = Redis::start();
+    let a = Server::start_with(node(&redis, "a")).await;
+    let b = Server::start_with(node(&redis, "b")).await;
+    for i in 0..30 {
+        let id = format!("user-{i}");
+        a.upsert(&[json!({ "id": id })]).await;
+        // Refused by `b` were it to judge on what it has applied so far, without the log's latest entries.
+        b.partial_update(
+            &Auth::User(id.clone()),
+            &id,
+            json!({ "status": "here" }),
+            &[],
+        )
+        .await
+        .ok(200);
+    }
+}

@@ -166,11 +166,27 @@ impl Hub {
 
     /// Cluster mode: tries `command` on a copy of this node's engine first, so a request the engine refuses
     /// (not allowed, too large, malformed) is answered here and leaves nothing in the log every node reads and
-    /// Redis keeps. The entry, once appended, still decides: the state may change before it is applied.
+    /// Redis keeps. A refusal counts only once this node has applied what the log held when it was refused (it
+    /// may lack a write acknowledged by another node a moment ago); the entry, once appended, still decides.
     async fn dry_run(&self, operation: &'static str, command: Command) -> Result<Command, Error> {
         if !command.is_request() {
             return Ok(command);
         }
+        let (command, verdict) = self.probe(operation, command).await?;
+        if verdict.is_ok() {
+            return Ok(command);
+        }
+        self.catch_up().await;
+        let (command, verdict) = self.probe(operation, command).await?;
+        verdict.map(|()| command)
+    }
+
+    /// What applying `command` to a copy of the engine as it is now gives.
+    async fn probe(
+        &self,
+        operation: &'static str,
+        command: Command,
+    ) -> Result<(Command, Result<(), Error>), Error> {
         let (tx, rx) = oneshot::channel();
         let probe: Probe = Box::new(move |engine, now| {
             let verdict = command.dry_run(engine, now);
@@ -179,9 +195,7 @@ impl Hub {
         if self.ops.send(Op::Probe(probe)).is_err() {
             return Err(hub_gone(operation));
         }
-        let (command, verdict) = rx.await.map_err(|_| hub_gone(operation))?;
-        verdict?;
-        Ok(command)
+        rx.await.map_err(|_| hub_gone(operation))
     }
 
     /// In cluster mode, waits until this node has applied every write acknowledged anywhere so far.
