@@ -268,6 +268,114 @@ async fn an_outage_fails_writes_whole_and_the_server_recovers_by_itself() {
     );
 }
 
+/// An id PostgreSQL cannot index (a btree entry holds at most 2,704 bytes; letters that do not compress).
+fn unindexable_id() -> String {
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    (0..3201)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[(x % 36) as usize])
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_write_the_database_refuses_fails_only_its_own_request_in_a_batch() {
+    let pg = Postgres::start();
+    let s = Server::start_with(on(&pg)).await;
+    s.upsert(&[json!({ "id": "carol" })]).await;
+
+    // While the test holds the users table, the server's commit waits and the next requests queue up into
+    // one batch.
+    let mut holder = pg.client().await;
+    let hold = holder.transaction().await.unwrap();
+    hold.batch_execute("LOCK TABLE users IN SHARE ROW EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let first_user = [json!({ "id": "first" })];
+    let first = s.upsert_as(&Auth::Server, &first_user);
+    let long = unindexable_id();
+    let others: Vec<[serde_json::Value; 1]> = (0..20)
+        .map(|i| [json!({ "id": format!("user-{i}") })])
+        .collect();
+    let long_user = [json!({ "id": long })];
+    let batch = async {
+        sleep_ms(300).await;
+        let writes = others.iter().map(|user| s.upsert_as(&Auth::Server, user));
+        let refused = s.upsert_as(&Auth::Server, &long_user);
+        let connect = s.connect("carol");
+        let release = async {
+            sleep_ms(500).await;
+            hold.rollback().await.unwrap();
+        };
+        let (writes, refused, connect, ()) = tokio::join!(
+            futures_util::future::join_all(writes),
+            refused,
+            connect,
+            release
+        );
+        (writes, refused, connect)
+    };
+    let (first, (writes, refused, _carol)) = tokio::join!(first, batch);
+    first.ok(201);
+    for r in &writes {
+        r.ok(201);
+    }
+    assert_database_failure(&refused, "UpdateUsers");
+    assert_eq!(s.user_as(&Auth::Server, "carol").await["online"], true);
+    assert!(s.user_ids(json!({ "id": long })).await.is_empty());
+    assert_eq!(
+        s.user_ids(json!({ "id": { "$in": ["user-0", "user-19"] } }))
+            .await
+            .len(),
+        2
+    );
+    let health = s.get("/healthz").no_api_key().send().await;
+    assert_eq!(
+        health.status, 200,
+        "a refused write is not a failing database: {}",
+        health.text
+    );
+}
+
+#[tokio::test]
+async fn health_names_the_database_while_it_is_down_and_recovers_with_it() {
+    let mut pg = Postgres::start();
+    let s = Server::start_with(on(&pg)).await;
+    let healthz = || async { s.get("/healthz").no_api_key().send().await };
+    assert_eq!(healthz().await.status, 200);
+
+    pg.stop();
+    s.upsert_as(&Auth::Server, &[json!({ "id": "alice" })])
+        .await
+        .err(500, -1);
+    let r = healthz().await;
+    assert_eq!(
+        (r.status, r.json.clone()),
+        (
+            503,
+            json!({ "status": "unavailable", "failing": ["database"] })
+        ),
+        "{}",
+        r.text
+    );
+
+    pg.restart();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while healthz().await.status != 200 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/healthz stayed 503 after PostgreSQL came back"
+        );
+        sleep_ms(50).await;
+    }
+    s.upsert_as(&Auth::Server, &[json!({ "id": "alice" })])
+        .await
+        .ok(201);
+}
+
 #[tokio::test]
 async fn two_processes_share_one_database() {
     let pg = Postgres::start();

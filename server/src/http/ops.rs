@@ -10,8 +10,17 @@ use crate::error::Error;
 use crate::http::error::respond_with_status;
 use crate::state::AppState;
 
-pub async fn healthz() -> &'static str {
-    "ok\n"
+/// `ok` (200) while the server can do its work; 503 with the parts that fail otherwise. It reports what the
+/// server last saw rather than probing: the database is the hub thread's (a probe would queue behind its
+/// commits, and a public endpoint must not let anyone add work to the database or Redis), and what the server
+/// sees is fresh — every batch commits, and the cluster log is read from Redis every two seconds at most.
+pub async fn healthz(State(app): State<Arc<AppState>>) -> Response {
+    let failing = app.hub.failing_parts();
+    if failing.is_empty() {
+        return "ok\n".into_response();
+    }
+    let body = serde_json::json!({ "status": "unavailable", "failing": failing });
+    (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
 }
 
 pub async fn metrics(State(app): State<Arc<AppState>>) -> Response {

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod pg;
+pub mod redis;
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
