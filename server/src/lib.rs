@@ -43,7 +43,9 @@ use crate::store::{Snapshot, Store};
 pub mod fuzzing {
     pub use crate::auth::TokenVerifier;
     pub use crate::presence::filter::{check_sort, compare, sort_cmp, sort_order, Fields, Filter};
-    pub use crate::presence::{Config, ConnId, Delivery, Ending, Engine, View};
+    pub use crate::presence::{
+        Config, ConnId, Delivery, Ending, Engine, StateEvent, StateKey, View,
+    };
     pub use crate::ws::{authenticate, read_client_frame, ClientFrame};
 }
 
