@@ -1,5 +1,5 @@
-//! What every handler shares: the settings the edge needs, the token verifier, the hub, and the edge's own
-//! counter.
+//! What every handler shares: the settings the edge needs, the token verifier, the hub, the pace of user writes,
+//! and the edge's own counters.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::admission::Admission;
 use crate::auth::TokenVerifier;
+use crate::http::rate::WriteLimits;
 use crate::hub::Hub;
 
 pub struct AppState {
@@ -20,6 +21,8 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     /// The pace of WebSocket connects (paced only while a readmission after the start is under way).
     pub admission: Admission,
+    /// The pace of each user token's user writes.
+    pub write_limits: WriteLimits,
     auth_failures: AtomicU64,
     paced_connects: AtomicU64,
 }
@@ -33,6 +36,7 @@ impl AppState {
         send_queue_bytes: usize,
         hub: Arc<Hub>,
         admission: Admission,
+        write_limits: WriteLimits,
     ) -> Self {
         AppState {
             api_key,
@@ -42,6 +46,7 @@ impl AppState {
             send_queue_bytes,
             hub,
             admission,
+            write_limits,
             auth_failures: AtomicU64::new(0),
             paced_connects: AtomicU64::new(0),
         }
