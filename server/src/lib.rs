@@ -236,11 +236,11 @@ impl Service {
             settings.send_queue_bytes,
             Arc::clone(&hub),
             admission,
-            http::rate::WriteLimits::new(
-                settings.user_writes_per_minute,
-                settings.user_write_burst,
-            ),
-        );
+        )
+        .with_write_limits(http::rate::WriteLimits::new(
+            settings.user_writes_per_minute,
+            settings.user_write_burst,
+        ));
         let service = Service {
             state: Arc::new(state),
             static_dir: settings.static_dir.clone(),

@@ -36,7 +36,6 @@ impl AppState {
         send_queue_bytes: usize,
         hub: Arc<Hub>,
         admission: Admission,
-        write_limits: WriteLimits,
     ) -> Self {
         AppState {
             api_key,
@@ -46,10 +45,16 @@ impl AppState {
             send_queue_bytes,
             hub,
             admission,
-            write_limits,
+            write_limits: WriteLimits::new(0, 1),
             auth_failures: AtomicU64::new(0),
             paced_connects: AtomicU64::new(0),
         }
+    }
+
+    /// The state with user writes paced by `write_limits` (without it, they are not paced).
+    pub fn with_write_limits(mut self, write_limits: WriteLimits) -> Self {
+        self.write_limits = write_limits;
+        self
     }
 
     /// Counts rejected credentials, REST and WebSocket.

@@ -20,7 +20,7 @@ use serde::{Deserialize, Deserializer};
 use crate::error::Error;
 use crate::http::extract::{Authenticated, JsonBody};
 use crate::http::layers::duration;
-use crate::http::rate::Quota;
+use crate::http::rate::{Limited, Quota};
 use crate::state::AppState;
 
 /// `POST /users` as read from the wire: the protocol's `UpsertUsersRequest`, except that a user id given twice
@@ -69,7 +69,7 @@ pub async fn upsert_users(
 ) -> Result<Response, Response> {
     const OP: &str = "UpdateUsers";
     let JsonBody(req) = body.map_err(|e| e.in_operation(OP).into_response())?;
-    let quota = take_write(&app, &auth)?;
+    let quota = take_write(&app, &auth).map_err(IntoResponse::into_response)?;
     let users = app
         .hub
         .upsert_users(&auth.caller, &req.users)
@@ -91,7 +91,7 @@ pub async fn partial_update_users(
             .in_operation(OP)
             .into_response());
     }
-    let quota = take_write(&app, &auth)?;
+    let quota = take_write(&app, &auth).map_err(IntoResponse::into_response)?;
     let users = app
         .hub
         .partial_update_users(&auth.caller, &req.users)
@@ -101,12 +101,10 @@ pub async fn partial_update_users(
 }
 
 /// Takes one write from the caller's quota: the quota left (none for callers without one), or the refusal.
-fn take_write(app: &AppState, auth: &Authenticated) -> Result<Option<Quota>, Response> {
-    match app.write_limits.take(&auth.caller, Instant::now()) {
-        None => Ok(None),
-        Some(Ok(quota)) => Ok(Some(quota)),
-        Some(Err(limited)) => Err(limited.into_response()),
-    }
+fn take_write(app: &AppState, auth: &Authenticated) -> Result<Option<Quota>, Limited> {
+    app.write_limits
+        .take(&auth.caller, Instant::now())
+        .transpose()
 }
 
 /// `response` with the caller's `X-RateLimit-*` headers, if they have a quota.
