@@ -116,6 +116,8 @@ impl Engine {
         public.user = Some(entry.rec.public_view(entry.visible_online()));
         let mut mine = event(kind, now);
         mine.user = Some(entry.rec.own_view(entry.connected()));
+        // Others' queues keep only the newest of these about the user; the user's own connections hear every
+        // one of their own writes (a device may be waiting for the echo of the write it made).
         let key = match kind {
             event_type::USER_PRESENCE_CHANGED => Some(StateEvent::PresenceChanged),
             event_type::USER_UPDATED => Some(StateEvent::Updated),
@@ -125,8 +127,8 @@ impl Engine {
             user_id: Arc::from(user_id),
             kind,
         });
-        self.deliver_keyed(&public, public_to, key.clone());
-        self.deliver_keyed(&mine, own_to, key);
+        self.deliver_keyed(&public, public_to, key);
+        self.deliver(&mine, own_to);
     }
 
     /// `user.watching.start`/`stop` about `user_id` to every watcher of the channel but `except`.

@@ -29,9 +29,10 @@ pub struct Delivery {
     pub supersedes: Option<StateKey>,
 }
 
-/// Which user's state a frame carries, and as which event: `user.presence.changed` and `user.updated` each carry
-/// the whole user, so of two queued frames of one kind about one user only the newer says anything. Kinds are not
-/// mixed: a client listening for one of them still hears its last word.
+/// Which user's state a frame to others carries, and as which event: `user.presence.changed` and `user.updated`
+/// each carry the whole public user, so of two queued frames of one kind about one user only the newer says
+/// anything. Kinds are not mixed: a client listening for one of them still hears its last word. Frames to the
+/// user's own connections carry no key: those hear every one of their own writes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct StateKey {
     pub user_id: Arc<str>,
