@@ -70,7 +70,7 @@ struct Frames {
     /// `seq` of the next frame queued.
     next_seq: u64,
     /// For each key with a frame in the queue, that frame's `seq`. A frame queued onto an empty queue is left
-    /// out (it is about to be written, and an idle connection then never allocates the index), so a key may
+    /// out (it is about to be written, and a connection keeping up then never touches the index), so a key may
     /// have one frame more queued: the oldest, at the front.
     latest: HashMap<StateKey, u64, ConnHasher>,
     closed: bool,
@@ -80,6 +80,7 @@ struct Frames {
 struct Queued {
     seq: u64,
     frame: Option<Utf8Bytes>,
+    /// The key the frame is indexed under in `latest`, if it is.
     supersedes: Option<StateKey>,
 }
 
@@ -108,14 +109,15 @@ impl Frames {
         frame.len()
     }
 
-    fn push(&mut self, frame: Utf8Bytes, supersedes: Option<StateKey>) {
+    fn push(&mut self, frame: Utf8Bytes, supersedes: Option<&StateKey>) {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.bytes += frame.len();
+        // Only an indexed frame keeps its key: on the common path (a connection keeping up) a fan-out adds no
+        // reference count, no hashing and no allocation per recipient.
+        let supersedes = supersedes.filter(|_| !self.queue.is_empty()).cloned();
         if let Some(key) = &supersedes {
-            if !self.queue.is_empty() {
-                self.latest.insert(key.clone(), seq);
-            }
+            self.latest.insert(key.clone(), seq);
         }
         self.queue.push_back(Queued {
             seq,
@@ -224,7 +226,7 @@ impl Outlet {
                 self.evict(close_code::SLOW_CONSUMER);
                 return false;
             }
-            frames.push(frame, supersedes.cloned());
+            frames.push(frame, supersedes);
         }
         self.task.wake();
         true
