@@ -271,7 +271,9 @@ async fn assert_ends_on_final_state(s: &Server, follower: &mut RawWs, id: &str, 
     assert_eq!(last["user"]["online"], true, "{last}");
 }
 
-#[tokio::test]
+// Two threads, so that the followee's own client keeps reading while the storm runs: were it closed as too
+// slow, the followee would go offline and the flips would stop reaching the follower.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_that_stops_reading_survives_its_followee_toggle_storm() {
     // A pong timeout past the test: the bare follower never answers pings.
     let s = Server::start_with(ServerOpts::default().ping(5000, 60_000)).await;
