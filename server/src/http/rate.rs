@@ -156,8 +156,8 @@ impl WriteLimits {
             error: Error::new(
                 ErrorKind::RateLimited,
                 format!(
-                    "Too many requests, check response headers for more information. \
-                     this user may make {} writes a minute, {} at once",
+                    "Too many requests, check response headers for more information \
+                     (a user may make {} user writes a minute, {} at once)",
                     self.per_minute, self.burst
                 ),
             ),
