@@ -44,7 +44,7 @@ pub mod fuzzing {
     pub use crate::auth::TokenVerifier;
     pub use crate::presence::filter::{check_sort, compare, sort_cmp, sort_order, Fields, Filter};
     pub use crate::presence::{
-        distinct_channel_key, Config, ConnId, Delivery, Ending, Engine, View,
+        distinct_channel_key, Config, ConnId, Delivery, Ending, Engine, StateEvent, StateKey, View,
     };
     pub use crate::ws::{authenticate, read_client_frame, ClientFrame};
 }
@@ -94,6 +94,11 @@ pub struct Settings {
     /// in after the start (zero: no pacing): a crowd larger than 50 connects a second over this window is let in
     /// at the pace that spreads it over the window, the others answered 429 (code 9) to retry.
     pub readmit_window: Duration,
+    /// User writes (`POST`/`PATCH /users`) one user token may make per minute, sustained (0: no limit); one
+    /// more is refused with 429 (code 9, `Retry-After`). Server tokens are not limited.
+    pub user_writes_per_minute: u32,
+    /// User writes one user token may make at once after a quiet spell.
+    pub user_write_burst: u32,
 }
 
 impl Default for Settings {
@@ -114,6 +119,8 @@ impl Default for Settings {
             send_queue_bytes: 1024 * 1024,
             last_active_refresh: Duration::from_secs(15 * 60),
             readmit_window: Duration::from_secs(12),
+            user_writes_per_minute: 60,
+            user_write_burst: 20,
         }
     }
 }
@@ -235,7 +242,11 @@ impl Service {
             settings.send_queue_bytes,
             Arc::clone(&hub),
             admission,
-        );
+        )
+        .with_write_limits(http::rate::WriteLimits::new(
+            settings.user_writes_per_minute,
+            settings.user_write_burst,
+        ));
         let service = Service {
             state: Arc::new(state),
             static_dir: settings.static_dir.clone(),

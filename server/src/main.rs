@@ -115,6 +115,13 @@ struct ServeArgs {
     /// connects beyond that pace are answered 429 (code 9) and the clients retry after their backoff. 0: no pacing.
     #[arg(long, env = "PRESENCE_READMIT_WINDOW_MS", default_value_t = 12_000)]
     readmit_window_ms: u64,
+    /// User writes (POST/PATCH /users) one user token may make per minute, sustained; one more is answered 429
+    /// (code 9) with Retry-After and X-RateLimit-* headers. Server tokens are not limited. 0: no limit.
+    #[arg(long, env = "PRESENCE_USER_WRITES_PER_MINUTE", default_value_t = 60)]
+    user_writes_per_minute: u32,
+    /// User writes one user token may make at once after a quiet spell (the bucket's size); at least 1.
+    #[arg(long, env = "PRESENCE_USER_WRITE_BURST", default_value_t = 20)]
+    user_write_burst: u32,
     /// Cluster mode: share presence, events and records with every other process on this Redis
     /// (redis://HOST:PORT).
     #[arg(long, env = "PRESENCE_REDIS_URL")]
@@ -204,6 +211,10 @@ fn serve(args: ServeArgs) -> ExitCode {
         eprintln!("presence-server: --send-queue-bytes must be > 0");
         return ExitCode::from(2);
     }
+    if args.user_write_burst == 0 {
+        eprintln!("presence-server: --user-write-burst must be > 0 (turn the limit off with --user-writes-per-minute 0)");
+        return ExitCode::from(2);
+    }
     let settings = Settings {
         api_key,
         api_secret,
@@ -219,6 +230,8 @@ fn serve(args: ServeArgs) -> ExitCode {
         send_queue_bytes: args.send_queue_bytes,
         last_active_refresh: Duration::from_millis(args.last_active_refresh_ms),
         readmit_window: Duration::from_millis(args.readmit_window_ms),
+        user_writes_per_minute: args.user_writes_per_minute,
+        user_write_burst: args.user_write_burst,
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

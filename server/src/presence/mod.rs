@@ -42,7 +42,7 @@ use self::fields::WriteSource;
 use self::follows::Follows;
 use self::limits::ChannelQuota;
 use self::linger::LingeringWatches;
-pub use self::types::{Config, ConnHasher, ConnId, Delivery, Ending};
+pub use self::types::{Config, ConnHasher, ConnId, Delivery, Ending, StateEvent, StateKey};
 use self::users::Users;
 pub use self::view::{ChannelPage, View};
 

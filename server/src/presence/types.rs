@@ -24,6 +24,26 @@ pub type ConnSet = imbl::GenericHashSet<ConnId, ConnHasher, imbl::shared_ptr::De
 pub struct Delivery {
     pub frame: String,
     pub to: Vec<ConnId>,
+    /// Set when the frame carries a user's whole state as of now: a frame of the same key still waiting in a
+    /// recipient's send queue is stale once this one is queued, and is dropped there.
+    pub supersedes: Option<StateKey>,
+}
+
+/// Which user's state a frame to others carries, and as which event: `user.presence.changed` and `user.updated`
+/// each carry the whole public user, so of two queued frames of one kind about one user only the newer says
+/// anything. Kinds are not mixed: a client listening for one of them still hears its last word. Frames to the
+/// user's own connections carry no key: those hear every one of their own writes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct StateKey {
+    pub user_id: Arc<str>,
+    pub kind: StateEvent,
+}
+
+/// The events whose frames may supersede one another (see [`StateKey`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StateEvent {
+    PresenceChanged,
+    Updated,
 }
 
 /// How a connection ended, as far as presence is concerned.
