@@ -81,6 +81,8 @@ fn start(store: &FakeStore) -> Arc<Hub> {
         max_connections_per_user: 5,
         max_channels_per_user: 10,
         last_active_refresh: Duration::from_secs(900),
+        max_follows_per_connection: 5000,
+        distinct_channel_key: crate::presence::distinct_channel_key("a secret"),
     };
     Hub::start(
         config,
