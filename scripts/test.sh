@@ -26,6 +26,9 @@ node scripts/check-layout.mjs server/src src
 step "native tests"
 cargo test --workspace --no-fail-fast
 
+step "fuzz targets, 60 s each (cargo-fuzz, nightly; any crash fails)"
+bash scripts/fuzz.sh 60
+
 step "stream-chat SDK against presence-server (one process, then three in cluster mode on a private Redis)"
 PRESENCE_SERVER_BIN=target/debug/presence-server bash scripts/node-tests.sh 420 120000 server/tests/sdk/
 
