@@ -5,7 +5,8 @@ use chrono::{DateTime, Utc};
 use presence_protocol::ids::{
     is_channel_id, is_channel_type, is_distinct_channel_id, DISTINCT_CHANNEL_PREFIX,
 };
-use presence_protocol::{ChannelQueryRequest, ChannelStateResponse};
+use presence_protocol::{ChannelQueryRequest, ChannelStateResponse, JsonMap};
+use serde_json::Value;
 
 use crate::error::Error;
 use crate::model::{Caller, ChannelRecord, MemberRecord, Write};
@@ -33,12 +34,7 @@ impl Engine {
         }
         access::check_channel_type(channel_type).map_err(fail)?;
         let members = limits::member_ids(&req.data).map_err(fail)?;
-        if let Some(creator) = req.data.get("created_by_id") {
-            let id = creator
-                .as_str()
-                .ok_or_else(|| fail(Error::input("data.created_by_id must be a user id")))?;
-            limits::check_user_id("data.created_by_id", id).map_err(fail)?;
-        }
+        let named_creator = named_creator(caller, &req.data).map_err(fail)?;
         let data = access::custom_channel_data(&req.data).map_err(fail)?;
         limits::check_channel_data(&data).map_err(fail)?;
         limits::check_page("watchers", req.watchers).map_err(fail)?;
@@ -78,7 +74,7 @@ impl Engine {
                     channel_type: channel_type.to_string(),
                     id: channel_id,
                     data,
-                    created_by: caller_user(caller).map(str::to_string),
+                    created_by: caller_user(caller).map(str::to_string).or(named_creator),
                     created_at: now,
                     updated_at: now,
                     members: members
@@ -126,12 +122,21 @@ impl Engine {
     }
 
     /// Stores a new channel for `caller`: a user must be among its members and under the per-user channel cap,
-    /// and every member must exist.
+    /// and the creator and every member must exist. A channel counts towards its creator's cap whoever created
+    /// it (so the count read back from storage at start is the same), but only a user token is held to the cap:
+    /// a backend naming the creator is never refused by it.
     fn create_channel(&mut self, caller: &Caller, rec: ChannelRecord) -> Result<(), Error> {
         access::check_create(caller, &rec)?;
         if let Some(user_id) = caller_user(caller) {
             self.channel_quota
                 .check(user_id, self.config.max_channels_per_user)?;
+        }
+        if let Some(creator) = rec.created_by.as_deref() {
+            if !self.users.contains(creator) {
+                return Err(Error::input(format!(
+                    "the user named in data.created_by does not exist: {creator}"
+                )));
+            }
         }
         let missing: Vec<&str> = rec
             .members
@@ -149,5 +154,50 @@ impl Engine {
         self.writes.push(Write::SaveChannel(Box::new(rec.clone())));
         self.channels.insert(rec);
         Ok(())
+    }
+}
+
+/// The creator a request's `data` names (`created_by: {id}` or `created_by_id`, as Stream's server SDKs send on
+/// create), checked: a server token may name any user, a user token only itself (its channels' creator is always
+/// the caller). Both fields may be given if they name the same user.
+fn named_creator(caller: &Caller, data: &JsonMap) -> Result<Option<String>, Error> {
+    let by_object = match data.get("created_by") {
+        None => None,
+        Some(Value::Object(user)) => match user.get("id") {
+            Some(Value::String(id)) => Some(("data.created_by.id", id.as_str())),
+            _ => {
+                return Err(Error::input(
+                    "data.created_by must be a user object with a string id",
+                ))
+            }
+        },
+        Some(_) => {
+            return Err(Error::input(
+                "data.created_by must be a user object ({\"id\": ...})",
+            ))
+        }
+    };
+    let by_id = match data.get("created_by_id") {
+        None => None,
+        Some(Value::String(id)) => Some(("data.created_by_id", id.as_str())),
+        Some(_) => return Err(Error::input("data.created_by_id must be a user id")),
+    };
+    for (field, id) in by_object.iter().chain(by_id.iter()) {
+        limits::check_user_id(field, id)?;
+    }
+    let named = match (by_object, by_id) {
+        (Some((_, a)), Some((_, b))) if a != b => {
+            return Err(Error::input(format!(
+                "data.created_by names user {a} and data.created_by_id user {b}: name one creator"
+            )))
+        }
+        (Some((field, id)), _) | (None, Some((field, id))) => Some((field, id)),
+        (None, None) => None,
+    };
+    match (caller, named) {
+        (Caller::User(me), Some((field, id))) if id != me => Err(Error::input(format!(
+            "{field} names user {id}, but a channel created with a user token is created by that user ({me})"
+        ))),
+        (_, named) => Ok(named.map(|(_, id)| id.to_string())),
     }
 }

@@ -11,6 +11,7 @@ use presence_protocol::{JsonMap, PartialUserUpdate, User};
 use crate::error::Error;
 use crate::model::{Caller, UserRecord, Write};
 use crate::presence::fields::{self, set_invisible, WriteSource};
+use crate::presence::watch::caller_user;
 use crate::presence::{limits, Engine};
 
 /// A user write names between 1 and 100 users.
@@ -77,7 +78,7 @@ impl Engine {
             let rec = self.users.get_or_insert(id, now);
             let changed = fields::replace_fields(rec, obj, source) || created;
             let invisible = fields::requested_invisible(obj);
-            self.finish_user_write(id, changed, invisible, now, &mut result);
+            self.finish_user_write(caller, id, changed, invisible, now, &mut result);
         }
         Ok(result)
     }
@@ -136,7 +137,7 @@ impl Engine {
                 None if u.unset.iter().any(|f| f == "invisible") => Some(false),
                 None => None,
             };
-            self.finish_user_write(&u.id, changed, invisible, now, &mut result);
+            self.finish_user_write(caller, &u.id, changed, invisible, now, &mut result);
         }
         Ok(result)
     }
@@ -196,8 +197,12 @@ impl Engine {
     /// A write that changes nothing (an identical upsert, `invisible: true` again, as apps send at every start)
     /// is no write at all: nothing stored, no `updated_at` moved, no event — for an invisible user any of them
     /// would date activity nobody may see.
+    ///
+    /// The answer shows the user as `caller` sees them in `queryUsers`: their own view only to themselves, so a
+    /// server token learns no more about an invisible user from a write than from a query.
     fn finish_user_write(
         &mut self,
+        caller: &Caller,
         user_id: &str,
         changed: bool,
         invisible: Option<bool>,
@@ -227,7 +232,7 @@ impl Engine {
         if !profile_write && switched.is_none() {
             let entry = self.users.get(user_id);
             if let Some(entry) = entry {
-                result.insert(user_id.to_string(), entry.rec.own_view(entry.connected()));
+                result.insert(user_id.to_string(), entry.view_for(caller_user(caller)));
             }
             return;
         }
@@ -240,7 +245,7 @@ impl Engine {
         let Some(entry) = self.users.get(user_id) else {
             return;
         };
-        result.insert(user_id.to_string(), entry.rec.own_view(entry.connected()));
+        result.insert(user_id.to_string(), entry.view_for(caller_user(caller)));
         if profile_write {
             self.user_event(user_id, event_type::USER_UPDATED, now);
         } else {
