@@ -20,55 +20,8 @@ use crate::core::subscriptions::Subscriptions;
 use crate::core::time::Millis;
 use crate::core::token;
 use crate::core::uuid::uuid_v4;
+use phase::{Open, Phase};
 use recovery::Recovery;
-
-#[derive(Debug)]
-enum Phase {
-    /// No user, or given up.
-    Idle,
-    /// A socket is opening; it must produce its first frame by `deadline`.
-    Connecting {
-        socket: SocketId,
-        deadline: Millis,
-    },
-    Open(Open),
-    /// Between attempts.
-    Waiting {
-        retry_at: Millis,
-    },
-    /// The page was hidden (`pagehide`): no socket, no timers, until the page shows again.
-    Suspended,
-}
-
-#[derive(Debug)]
-struct Open {
-    socket: SocketId,
-    connection_id: String,
-    /// When the first frame arrived.
-    opened_at: Millis,
-    last_frame: Millis,
-    last_health: Millis,
-    /// The last ping sent, if any.
-    ping_sent: Option<Millis>,
-    /// Whether a frame arrived since that ping.
-    answered: bool,
-    refresh_at: Millis,
-}
-
-impl Open {
-    fn next_ping(&self, config: &Config) -> Millis {
-        self.last_health
-            .max(self.ping_sent.unwrap_or(0))
-            .saturating_add(config.ping_interval)
-    }
-
-    /// When the socket counts as dead: a ping nothing has answered since.
-    fn dead_at(&self, config: &Config) -> Option<Millis> {
-        self.ping_sent
-            .filter(|_| !self.answered)
-            .map(|sent| sent.saturating_add(config.pong_timeout))
-    }
-}
 
 /// One client's connection and the state that must survive reconnects.
 #[derive(Debug)]
@@ -711,6 +664,8 @@ impl Session {
     }
 }
 
+#[path = "phase.rs"]
+mod phase;
 #[path = "recovery.rs"]
 mod recovery;
 

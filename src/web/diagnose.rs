@@ -4,14 +4,11 @@
 //! nothing answers, or something that is not the API does, no retry can succeed and `connectUser` fails at once,
 //! naming the URL and the cause the browser lets the client tell.
 
-use std::rc::Rc;
-
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{AbortController, Request, RequestInit, Response};
 
 use crate::core::{client_code, decimal, ClientError};
-use crate::web::driver::pump;
 use crate::web::js;
 use crate::web::runtime::timeout;
 use crate::web::state::ClientState;
@@ -63,15 +60,11 @@ async fn probe(client: &ClientState) -> Option<String> {
     })
 }
 
-/// Runs the probe for the `connectUser` of `epoch`, and fails it when no presence server answers.
-pub async fn diagnose(client: Rc<ClientState>, epoch: u64) {
-    let Some(cause) = probe(&client).await else {
-        return;
-    };
-    if client.session.borrow().epoch() != epoch {
-        return;
-    }
-    let error = ClientError::new(
+/// The error that ends a `connectUser` whose first socket failed, when no presence server answers at the base
+/// URL; `None` when one does (the socket is then retried for the rest of the connect budget).
+pub async fn connect_failure(client: &ClientState) -> Option<ClientError> {
+    let cause = probe(client).await?;
+    Some(ClientError::new(
         client_code::CONNECTION_FAILED,
         [
             "connectUser() failed: cannot reach a presence server at ",
@@ -80,7 +73,5 @@ pub async fn diagnose(client: Rc<ClientState>, epoch: u64) {
             &cause,
         ]
         .concat(),
-    );
-    client.session.borrow_mut().fail_connect(error);
-    pump(&client, None);
+    ))
 }

@@ -13,7 +13,7 @@ use crate::core::{
     client_code, ClientError, Effect, FrameVerdict, Millis, SocketId, Subscription, UserPresence,
 };
 use crate::web::credentials::Token;
-use crate::web::diagnose::diagnose;
+use crate::web::diagnose::connect_failure;
 use crate::web::events::local_event;
 use crate::web::inbound;
 use crate::web::js;
@@ -201,8 +201,17 @@ fn run(client: &Rc<ClientState>, effect: Effect, frame: Option<&JsValue>) {
             }
         }
         Effect::Diagnose => {
-            let epoch = client.session.borrow().epoch();
-            spawn(Box::pin(diagnose(client.clone(), epoch)));
+            let (client, epoch) = (client.clone(), client.session.borrow().epoch());
+            spawn(Box::pin(async move {
+                let Some(error) = connect_failure(&client).await else {
+                    return;
+                };
+                // The connect it was asked for may have ended since (`disconnectUser`, a new `connectUser`).
+                if client.session.borrow().epoch() == epoch {
+                    client.session.borrow_mut().fail_connect(error);
+                    pump(&client, None);
+                }
+            }));
         }
         Effect::ConnectRejected(mut error) => {
             if error.code == client_code::CONNECTION_FAILED
