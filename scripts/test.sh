@@ -32,6 +32,9 @@ bash scripts/fuzz.sh 60
 step "stream-chat SDK against presence-server (one process, then three in cluster mode on a private Redis)"
 PRESENCE_SERVER_BIN=target/debug/presence-server bash scripts/node-tests.sh 420 120000 server/tests/sdk/
 
+step "the official Python server SDK (stream-chat 4.33.0) against presence-server (private virtualenv)"
+PRESENCE_SERVER_BIN=target/debug/presence-server bash scripts/test-python.sh
+
 step "load generator smoke (bench/loadgen against the server, a few hundred connections)"
 cargo build -p presence-loadgen
 PRESENCE_SERVER_BIN=target/debug/presence-server PRESENCE_LOADGEN_BIN=target/debug/presence-loadgen \
