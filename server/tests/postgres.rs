@@ -389,7 +389,7 @@ async fn two_processes_share_one_database() {
 async fn text_with_nul_characters_is_stored_and_comes_back() {
     let pg = Postgres::start();
     let mut s = Server::start_with(on(&pg)).await;
-    let odd = json!({ "id": "nul\u{0}user", "name": "a\u{0}b", "k\u{0}": ["\u{0}", { "\u{FFFF}": "\u{FFFF}0" }], "teams": ["t\u{0}"] });
+    let odd = json!({ "id": "nul-user", "name": "a\u{0}b", "k\u{0}": ["\u{0}", { "\u{FFFF}": "\u{FFFF}0" }], "teams": ["t\u{0}"] });
     s.upsert(&[odd, json!({ "id": "plain" })]).await;
     let before = all_users(&s).await;
     s.terminate().await;
