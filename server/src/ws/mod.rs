@@ -37,15 +37,6 @@ pub async fn connect(
                 .into_response()
         }
     };
-    // Refused before the upgrade: a failed attempt, which every client retries after its backoff.
-    if !app.admission.admit(std::time::Instant::now()) {
-        app.count_paced_connect();
-        let error = Error::new(
-            ErrorKind::RateLimited,
-            "the server is readmitting its clients after a restart; retry later",
-        );
-        return ([(RETRY_AFTER, "1")], error).into_response();
-    }
     let auth = match query {
         Ok(Query(q)) => authenticate(
             &app.api_key,
@@ -55,9 +46,21 @@ pub async fn connect(
         ),
         Err(e) => Err(Error::input(format!("invalid query string: {e}"))),
     };
-    if let Err(e) = &auth {
-        if e.kind().is_auth() {
-            app.count_auth_failure();
+    match &auth {
+        Err(e) if e.kind().is_auth() => app.count_auth_failure(),
+        Err(_) => {}
+        // Only a connect that would be let in counts against the readmission pace: junk with a wrong key or
+        // token must neither spend the returning crowd's budget nor end the pacing early. It is refused before
+        // the upgrade, a failed attempt which every client retries after its backoff.
+        Ok(_) => {
+            if !app.admission.admit(std::time::Instant::now()) {
+                app.count_paced_connect();
+                let error = Error::new(
+                    ErrorKind::RateLimited,
+                    "the server is readmitting its clients after a restart; retry later",
+                );
+                return ([(RETRY_AFTER, "1")], error).into_response();
+            }
         }
     }
     upgrade
