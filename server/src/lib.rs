@@ -16,6 +16,7 @@ mod http;
 mod hub;
 mod model;
 mod presence;
+pub mod serve;
 mod state;
 mod store;
 mod ws;
@@ -89,6 +90,14 @@ pub struct Settings {
     /// in after the start (zero: no pacing): a crowd larger than 50 connects a second over this window is let in
     /// at the pace that spreads it over the window, the others answered 429 (code 9) to retry.
     pub readmit_window: Duration,
+    /// A request's headers must arrive in full within this long of the connection opening or of the previous
+    /// response (on both ports); a request body stalled this long ends the request.
+    pub header_read_timeout: Duration,
+    /// An HTTP connection with no request in progress and nothing received for this long is closed.
+    pub idle_timeout: Duration,
+    /// HTTP connections (WebSockets included) the public port holds at once; 0: the open-file limit less a
+    /// reserve for the database, Redis and the admin port.
+    pub max_http_connections: usize,
 }
 
 impl Default for Settings {
@@ -108,6 +117,9 @@ impl Default for Settings {
             send_queue_bytes: 1024 * 1024,
             last_active_refresh: Duration::from_secs(15 * 60),
             readmit_window: Duration::from_secs(12),
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(5),
+            max_http_connections: 0,
         }
     }
 }
@@ -242,9 +254,19 @@ impl Service {
         app(Arc::clone(&self.state), self.static_dir.clone())
     }
 
-    /// The router of the operator endpoints, for the admin address.
+    /// The router of the operator endpoints, without a check of the `Host` they are asked for: for driving
+    /// in-process. A socket serves [`Service::admin_router_bound_to`].
     pub fn admin_router(&self) -> Router {
         admin_app(Arc::clone(&self.state))
+    }
+
+    /// The router of the operator endpoints served at `bound`: it answers only requests for that address or a
+    /// loopback name, so that a web page whose name was rebound to this machine cannot read them.
+    pub fn admin_router_bound_to(&self, bound: std::net::SocketAddr) -> Router {
+        admin_app(Arc::clone(&self.state)).layer(axum::middleware::from_fn_with_state(
+            bound,
+            http::ops::admin_host_check,
+        ))
     }
 
     /// A handle that asks every open connection to close (1001), stamping `last_active` of everyone connected.

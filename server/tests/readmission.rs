@@ -229,7 +229,11 @@ async fn junk_connects_neither_spend_the_pace_nor_end_it() {
     for (user, answer) in junk.iter().zip(answers) {
         let frame = answer.unwrap_or_else(|e| panic!("{user}: refused before the upgrade: {e:?}"));
         assert_eq!(frame["type"], "connection.error", "{user}: {frame}");
-        assert_eq!(frame["error"]["code"], error_code::ACCESS_KEY, "{user}: {frame}");
+        assert_eq!(
+            frame["error"]["code"],
+            error_code::ACCESS_KEY,
+            "{user}: {frame}"
+        );
     }
     assert_eq!(s.metric("presence_paced_connects_total").await, 0.0);
     // The crowd still finds the whole budget, and the pacing still on: only the bucket's few get in at once.
@@ -237,6 +241,9 @@ async fn junk_connects_neither_spend_the_pace_nor_end_it() {
     let first = join_all(users.iter().map(|u| attempt(&s, u))).await;
     let back = first.iter().filter(|o| o.is_ok()).count();
     assert!(back > 0, "nobody was let in");
-    assert!(back < CROWD, "the junk ended the pacing: everyone was let in");
+    assert!(
+        back < CROWD,
+        "the junk ended the pacing: everyone was let in"
+    );
     assert_within_pace(back, started);
 }
