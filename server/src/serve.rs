@@ -1,4 +1,4 @@
-//! The HTTP listener: accepts TCP connections and serves a router over them (HTTP/1.1 with upgrades, HTTP/2),
+//! The HTTP listener: accepts TCP connections and serves a router over them (HTTP/1.1, with upgrades),
 //! bounding what a client that sends nothing useful can hold. A connection must deliver each request's headers
 //! within the header read timeout, is closed when idle between requests for the idle timeout, and a stalled
 //! request body ends the request. The connections of one listener are capped below the process's file limit;
@@ -21,8 +21,8 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{header, HeaderValue, Request, Response, StatusCode};
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto::Builder;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -79,12 +79,10 @@ pub async fn serve(
 ) {
     let registry = Arc::new(Registry::new(limits.max_connections));
     let (stop, stopped) = watch::channel(false);
-    let mut builder = Builder::new(TokioExecutor::new());
+    let mut builder = http1::Builder::new();
     builder
-        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout);
-    builder.http2().timer(TokioTimer::new());
     let builder = Arc::new(builder);
     let mut shutdown = pin!(shutdown);
     let mut last_accept_error: Option<Instant> = None;
@@ -171,7 +169,7 @@ async fn refuse(mut tcp: TcpStream) {
 
 /// One accepted connection's task.
 struct Connection {
-    builder: Arc<Builder<TokioExecutor>>,
+    builder: Arc<http1::Builder>,
     router: Router,
     limits: ServeLimits,
     stopped: watch::Receiver<bool>,
@@ -190,7 +188,7 @@ impl Connection {
             state: Arc::clone(&state),
             stall_timeout: self.limits.header_read_timeout,
         });
-        let mut conn = pin!(self.builder.serve_connection_with_upgrades(io, service));
+        let mut conn = pin!(self.builder.serve_connection(io, service).with_upgrades());
         let mut idle_deadline = Some(Instant::now() + self.limits.idle_timeout);
         let mut shutting_down = false;
         loop {
