@@ -179,9 +179,9 @@ impl Connection {
     async fn run(mut self, tcp: TcpStream, slot: Slot) {
         let state = Arc::clone(slot.state());
         let io = TokioIo::new(TrackedIo {
-            tcp,
+            tcp: Some(tcp),
             state: Arc::clone(&state),
-            _slot: slot,
+            slot: Some(slot),
         });
         let service = TowerToHyperService::new(Tracked {
             router: self.router,
@@ -277,12 +277,50 @@ fn closing_refusal() -> Response<Body> {
     res
 }
 
+/// How long a closed connection that still had unread input is read and discarded before it is dropped.
+const LINGER: Duration = Duration::from_secs(2);
+
 /// The accepted socket, holding its place in the registry for as long as it is open (through an upgrade
 /// too), and recording that something was received since the connection last became idle.
 struct TrackedIo {
-    tcp: TcpStream,
+    /// Taken only when the socket is dropped.
+    tcp: Option<TcpStream>,
     state: Arc<ConnState>,
-    _slot: Slot,
+    slot: Option<Slot>,
+}
+
+impl TrackedIo {
+    fn tcp(&mut self) -> &mut TcpStream {
+        self.tcp.as_mut().expect("the socket is taken only on drop")
+    }
+}
+
+/// A socket closed with input it never read would answer that input with a reset, and a client that is still
+/// sending (a WebSocket frame over the size limit, a request body the server did not want) would lose the last
+/// thing the server wrote, a close frame or an error, before reading it. Such a socket is closed for writing and
+/// its input discarded for a moment (a lingering close) instead.
+impl Drop for TrackedIo {
+    fn drop(&mut self) {
+        let Some(tcp) = self.tcp.take() else { return };
+        let mut probe = [0u8; 1];
+        if !matches!(tcp.try_read(&mut probe), Ok(n) if n > 0) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(linger(tcp, self.slot.take()));
+    }
+}
+
+async fn linger(mut tcp: TcpStream, _slot: Option<Slot>) {
+    let _ = tokio::time::timeout(LINGER, async {
+        tcp.shutdown().await?;
+        let mut sink = [0u8; 8192];
+        while tcp.read(&mut sink).await? > 0 {}
+        io::Result::Ok(())
+    })
+    .await;
 }
 
 impl AsyncRead for TrackedIo {
@@ -292,7 +330,7 @@ impl AsyncRead for TrackedIo {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
-        let polled = Pin::new(&mut self.tcp).poll_read(cx, buf);
+        let polled = Pin::new(self.tcp()).poll_read(cx, buf);
         if buf.filled().len() > before {
             self.state.heard();
         }
@@ -306,7 +344,7 @@ impl AsyncWrite for TrackedIo {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.tcp).poll_write(cx, buf)
+        Pin::new(self.tcp()).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -314,18 +352,18 @@ impl AsyncWrite for TrackedIo {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs)
+        Pin::new(self.tcp()).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.tcp.is_write_vectored()
+        self.tcp.as_ref().is_some_and(|tcp| tcp.is_write_vectored())
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.tcp).poll_flush(cx)
+        Pin::new(self.tcp()).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.tcp).poll_shutdown(cx)
+        Pin::new(self.tcp()).poll_shutdown(cx)
     }
 }
