@@ -153,6 +153,11 @@ impl Outlet {
         true
     }
 
+    /// Bytes of the frames queued and not yet taken by the connection's task.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes.load(Ordering::SeqCst)
+    }
+
     /// When the connection was last heard from.
     pub fn liveness(&self) -> &Liveness {
         &self.liveness

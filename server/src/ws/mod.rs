@@ -22,7 +22,11 @@ use crate::state::AppState;
 pub use self::conn::{read_client_frame, ClientFrame};
 
 /// Largest frame or message a client may send: client frames are tiny pings.
-const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
+pub(crate) const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
+
+/// Room the WebSocket's write buffer keeps beyond the send queue's bound: a pong, the close frame and the
+/// frame headers, so that a connection closed for holding too much still gets its close frame out.
+const CONTROL_FRAME_ROOM: usize = 512;
 
 /// `GET /connect`.
 pub async fn connect(
@@ -63,8 +67,14 @@ pub async fn connect(
             }
         }
     }
+    // The connection task flushes every frame before taking the next, so the write buffer holds at most one
+    // frame, the pongs owed to a client that does not read, and the close frame; bounding it bounds those pongs
+    // (tungstenite keeps only the latest one waiting once the buffer is full).
+    let max_write_buffer = app.send_queue_bytes.saturating_add(CONTROL_FRAME_ROOM);
     upgrade
         .read_buffer_size(4096)
+        .write_buffer_size(0)
+        .max_write_buffer_size(max_write_buffer)
         .max_message_size(MAX_CLIENT_MESSAGE)
         .max_frame_size(MAX_CLIENT_MESSAGE)
         .on_upgrade(move |socket| conn::serve(app, Box::new(auth), socket))
