@@ -226,7 +226,7 @@ async fn an_answer_before_the_body_is_read_keeps_the_connection_usable_or_says_i
     let mut tcp = TcpStream::connect(("127.0.0.1", s.port)).await.unwrap();
     // The answer comes before the whole body is there: the rest follows it, as from a client that writes its
     // body in parts.
-    let (first, rest) = ("x".repeat(300), "x".repeat(300));
+    let (first, rest) = ("x".repeat(300), "x".repeat(64 * 1024));
     let req = format!(
         "POST /no-such-endpoint HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
          Content-Length: {}\r\n\r\n{first}",
@@ -242,10 +242,105 @@ async fn an_answer_before_the_body_is_read_keeps_the_connection_usable_or_says_i
         return;
     }
     // Not announced as closing: the connection must carry the rest of the body, then the next request.
+    sleep_ms(200).await;
     let _ = tcp.write_all(rest.as_bytes()).await;
     let _ = tcp
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         .await;
     let (status, _, body) = read_response(&mut tcp).await;
     assert_eq!((status, body.as_str()), (200, "ok\n"));
+}
+
+#[tokio::test]
+async fn at_the_cap_an_idle_connection_makes_room_and_websockets_are_never_evicted() {
+    let s = Server::start_with(
+        ServerOpts::default()
+            .arg("--max-http-connections", 4)
+            .arg("--header-read-timeout-ms", 30_000)
+            .arg("--idle-timeout-ms", 30_000),
+    )
+    .await;
+    let mut sockets = Vec::new();
+    for i in 0..3 {
+        sockets.push(s.connect(&format!("user-{i}")).await);
+    }
+    // The fourth place goes to a request whose headers never finish.
+    let mut slow = TcpStream::connect(("127.0.0.1", s.port)).await.unwrap();
+    slow.write_all(HALF_SENT).await.unwrap();
+    sleep_ms(100).await;
+    // A newcomer takes its place: the half-sent request is closed, the newcomer answered.
+    let (status, _, body) = get(s.port, "/healthz", "127.0.0.1").await;
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    wait_for_close(&mut slow, Instant::now(), Duration::from_secs(2))
+        .await
+        .expect("the half-sent request was not evicted");
+    // Four WebSockets fill the cap: nothing can make room, so a newcomer is refused, and no socket is touched.
+    sockets.push(s.connect("user-3").await);
+    let (status, headers, body) = get(s.port, "/healthz", "127.0.0.1").await;
+    assert_eq!(status, 503, "{body}");
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(header("connection"), Some("close"));
+    assert_eq!(header("retry-after"), Some("1"));
+    let envelope: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_error_envelope(&envelope, 503, -1, "over the connection cap");
+    assert_eq!(s.metric("presence_open_connections").await, 4.0);
+    for ws in &mut sockets {
+        let reply = ws.health_ping().await;
+        assert_eq!(reply["type"], "health.check", "{reply}");
+    }
+    // A socket that ends frees its place.
+    let gone = sockets.pop().unwrap();
+    gone.close(1000).await;
+    s.wait_metric("presence_open_connections", 3.0).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, _, _) = get(s.port, "/healthz", "127.0.0.1").await;
+        if status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still refused after a socket ended"
+        );
+        sleep_ms(50).await;
+    }
+}
+
+#[tokio::test]
+async fn a_request_body_that_stalls_ends_the_request() {
+    let s = Server::start_with(
+        ServerOpts::default()
+            .arg("--header-read-timeout-ms", 400)
+            .arg("--idle-timeout-ms", 60_000),
+    )
+    .await;
+    let mut tcp = TcpStream::connect(("127.0.0.1", s.port)).await.unwrap();
+    let token = s.server_token();
+    let req = format!(
+        "POST /users?api_key={API_KEY} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {token}\r\n\
+         stream-auth-type: jwt\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"users\":"
+    );
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    let since = Instant::now();
+    // The rest of the body never comes: the request is answered with an error, or the connection closed.
+    let mut buf = [0u8; 4096];
+    let answer = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf))
+        .await
+        .expect("a stalled request body held the request for 5 s");
+    if let Ok(n) = answer {
+        if n > 0 {
+            let head = String::from_utf8_lossy(&buf[..n]).to_string();
+            assert!(head.starts_with("HTTP/1.1 4"), "{head}");
+            assert!(
+                head.to_ascii_lowercase().contains("connection: close"),
+                "{head}"
+            );
+        }
+    }
+    assert!(since.elapsed() >= Duration::from_millis(300));
 }
