@@ -85,7 +85,8 @@ pub async fn method_not_allowed(req: Request) -> Response {
     respond_with_status(StatusCode::METHOD_NOT_ALLOWED, &error)
 }
 
-/// Answers only requests whose `Host` names the admin address itself or a loopback name, any port: a page
+/// Answers only requests whose `Host` names the admin address itself (any address of the machine when bound to
+/// all of them) or a loopback name, any port: a page
 /// that had its own domain rebound to this machine (DNS rebinding) sends its domain as `Host` and is refused
 /// with 421; a port forward to the admin port (`ssh -L`) still works through `localhost:<its port>`.
 pub async fn admin_host_check(
@@ -131,7 +132,9 @@ fn is_admin_host(host: &str, bound: IpAddr) -> bool {
         .and_then(|n| n.strip_suffix(']'))
         .unwrap_or(name);
     match ip.parse::<IpAddr>() {
-        Ok(ip) => ip == bound || ip.is_loopback(),
+        // Bound to every interface, the port answers at any of the machine's addresses; an address is never
+        // what a rebound name sends.
+        Ok(ip) => ip == bound || ip.is_loopback() || bound.is_unspecified(),
         Err(_) => false,
     }
 }
@@ -167,5 +170,8 @@ mod tests {
         ] {
             assert!(!is_admin_host(refused, bound), "{refused}");
         }
+        let everywhere: IpAddr = "0.0.0.0".parse().unwrap();
+        assert!(is_admin_host("10.9.8.7:7071", everywhere));
+        assert!(!is_admin_host("evil.example:7071", everywhere));
     }
 }
