@@ -86,9 +86,9 @@ pub async fn method_not_allowed(req: Request) -> Response {
 }
 
 /// Answers only requests whose `Host` names the admin address itself (any address of the machine when bound to
-/// all of them) or a loopback name, any port: a page
-/// that had its own domain rebound to this machine (DNS rebinding) sends its domain as `Host` and is refused
-/// with 421; a port forward to the admin port (`ssh -L`) still works through `localhost:<its port>`.
+/// all of them) or a loopback name, any port: a page that had its own domain rebound to this machine (DNS
+/// rebinding) sends its domain as `Host` and is refused with 421; a port forward to the admin port (`ssh -L`)
+/// still works through `localhost:<its port>`.
 pub async fn admin_host_check(
     State(bound): State<SocketAddr>,
     req: Request,
