@@ -16,6 +16,7 @@ mod http;
 mod hub;
 mod model;
 mod presence;
+pub mod serve;
 mod state;
 mod store;
 mod ws;
@@ -99,6 +100,14 @@ pub struct Settings {
     pub user_writes_per_minute: u32,
     /// User writes one user token may make at once after a quiet spell.
     pub user_write_burst: u32,
+    /// A request's headers must arrive in full within this long of the connection opening or of the previous
+    /// response (on both ports); a request body stalled this long ends the request.
+    pub header_read_timeout: Duration,
+    /// An HTTP connection with no request in progress and nothing received for this long is closed.
+    pub idle_timeout: Duration,
+    /// HTTP connections (WebSockets included) the public port holds at once; 0: the open-file limit less a
+    /// reserve for the database, Redis and the admin port.
+    pub max_http_connections: usize,
 }
 
 impl Default for Settings {
@@ -121,6 +130,9 @@ impl Default for Settings {
             readmit_window: Duration::from_secs(12),
             user_writes_per_minute: 60,
             user_write_burst: 20,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(5),
+            max_http_connections: 0,
         }
     }
 }
@@ -261,9 +273,19 @@ impl Service {
         app(Arc::clone(&self.state), self.static_dir.clone())
     }
 
-    /// The router of the operator endpoints, for the admin address.
+    /// The router of the operator endpoints, without a check of the `Host` they are asked for: for driving
+    /// in-process. A socket serves [`Service::admin_router_bound_to`].
     pub fn admin_router(&self) -> Router {
         admin_app(Arc::clone(&self.state))
+    }
+
+    /// The router of the operator endpoints served at `bound`: it answers only requests for that address or a
+    /// loopback name, so that a web page whose name was rebound to this machine cannot read them.
+    pub fn admin_router_bound_to(&self, bound: std::net::SocketAddr) -> Router {
+        admin_app(Arc::clone(&self.state)).layer(axum::middleware::from_fn_with_state(
+            bound,
+            http::ops::admin_host_check,
+        ))
     }
 
     /// A handle that asks every open connection to close (1001), stamping `last_active` of everyone connected.

@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use clap::{Args, Parser, Subcommand};
+use presence_server::serve::{self, ServeLimits};
 use presence_server::{auth, ClusterSettings, Service, Settings, Storage};
 
 #[derive(Parser)]
@@ -122,6 +122,22 @@ struct ServeArgs {
     /// User writes one user token may make at once after a quiet spell (the bucket's size); at least 1.
     #[arg(long, env = "PRESENCE_USER_WRITE_BURST", default_value_t = 20)]
     user_write_burst: u32,
+    /// A request's headers must arrive in full within this long of the connection opening or of the previous
+    /// response, or the connection is closed (both ports); a request body stalled this long ends the request.
+    #[arg(
+        long,
+        env = "PRESENCE_HEADER_READ_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    header_read_timeout_ms: u64,
+    /// An HTTP connection with no request in progress and nothing received for this long is closed (both ports).
+    #[arg(long, env = "PRESENCE_IDLE_TIMEOUT_MS", default_value_t = 5_000)]
+    idle_timeout_ms: u64,
+    /// Connections (WebSockets included) the public port holds at once. At the cap a new connection replaces
+    /// the oldest one with nothing in progress, or is answered 503 and closed. 0: the open-file limit less a
+    /// reserve for the database, Redis and the admin port.
+    #[arg(long, env = "PRESENCE_MAX_HTTP_CONNECTIONS", default_value_t = 0)]
+    max_http_connections: usize,
     /// Cluster mode: share presence, events and records with every other process on this Redis
     /// (redis://HOST:PORT).
     #[arg(long, env = "PRESENCE_REDIS_URL")]
@@ -207,6 +223,10 @@ fn serve(args: ServeArgs) -> ExitCode {
         eprintln!("presence-server: --ping-interval-ms must be > 0 and --pong-timeout-ms at least as long");
         return ExitCode::from(2);
     }
+    if args.header_read_timeout_ms == 0 || args.idle_timeout_ms == 0 {
+        eprintln!("presence-server: --header-read-timeout-ms and --idle-timeout-ms must be > 0");
+        return ExitCode::from(2);
+    }
     if args.send_queue_bytes == 0 {
         eprintln!("presence-server: --send-queue-bytes must be > 0");
         return ExitCode::from(2);
@@ -232,6 +252,9 @@ fn serve(args: ServeArgs) -> ExitCode {
         readmit_window: Duration::from_millis(args.readmit_window_ms),
         user_writes_per_minute: args.user_writes_per_minute,
         user_write_burst: args.user_write_burst,
+        header_read_timeout: Duration::from_millis(args.header_read_timeout_ms),
+        idle_timeout: Duration::from_millis(args.idle_timeout_ms),
+        max_http_connections: args.max_http_connections,
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -311,27 +334,44 @@ async fn run(
         println!("admin listening on http://{}", local_addr(admin)?);
     }
     let _ = std::io::stdout().flush();
-    let admin = admin.map(|listener| {
-        let router = service.admin_router();
-        tokio::spawn(async move { axum::serve(listener, router).await })
-    });
+    let limits = ServeLimits {
+        header_read_timeout: settings.header_read_timeout,
+        idle_timeout: settings.idle_timeout,
+        max_connections: match settings.max_http_connections {
+            0 => serve::derived_max_connections(),
+            max => max,
+        },
+    };
+    tracing::info!(
+        max_connections = limits.max_connections,
+        "HTTP connection limits set"
+    );
+    let admin = match admin {
+        Some(listener) => {
+            let router = service.admin_router_bound_to(local_addr(&listener)?);
+            let limits = ServeLimits {
+                max_connections: serve::ADMIN_MAX_CONNECTIONS,
+                ..limits
+            };
+            Some(tokio::spawn(serve::serve(
+                listener,
+                router,
+                limits,
+                std::future::pending(),
+            )))
+        }
+        None => None,
+    };
     let shutdown = service.shutdown_handle();
-    // Frames are small and latency is the point: no Nagle delay behind an unacknowledged segment.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let served = axum::serve(listener, service.router())
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            tracing::info!("shutting down");
-            shutdown.shut_down();
-        })
-        .await
-        .map_err(|e| format!("server error: {e}"));
+    serve::serve(listener, service.router(), limits, async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        shutdown.shut_down();
+    })
+    .await;
     if let Some(admin) = admin {
         admin.abort();
     }
-    served?;
     // Let evicted connections send their close frames, then make every write durable.
     tokio::time::sleep(Duration::from_millis(100)).await;
     service.close().await.map_err(|e| e.to_string())

@@ -232,6 +232,11 @@ impl Outlet {
         true
     }
 
+    /// Bytes of the frames queued and not yet taken by the connection's task.
+    pub fn queued_bytes(&self) -> usize {
+        self.lock_frames().bytes
+    }
+
     /// When the connection was last heard from.
     pub fn liveness(&self) -> &Liveness {
         &self.liveness
