@@ -53,9 +53,10 @@ struct ServeArgs {
     #[arg(long, env = "PRESENCE_ADDR", default_value = "127.0.0.1:7070")]
     addr: SocketAddr,
     /// Address of the operator endpoints (/metrics, /healthz), or `off`; port 0 picks a free port. Keep it private:
-    /// the counts would tell when an invisible user connects.
-    #[arg(long, env = "PRESENCE_ADMIN_ADDR", default_value = "127.0.0.1:7071")]
-    admin_addr: AdminAddr,
+    /// the counts would tell when an invisible user connects. [default: 127.0.0.1:7071, skipped with a warning
+    /// when that port is taken; an address given here that cannot be bound stops the start]
+    #[arg(long, env = "PRESENCE_ADMIN_ADDR")]
+    admin_addr: Option<AdminAddr>,
     /// SQLite database file, or :memory:. Ignored with --database-url.
     #[arg(long, env = "PRESENCE_DB", default_value = "presence.db")]
     db: String,
@@ -163,6 +164,34 @@ fn parse_node_id(s: &str) -> Result<String, String> {
 /// Where the operator endpoints listen, if anywhere.
 #[derive(Clone, Copy)]
 struct AdminAddr(Option<SocketAddr>);
+
+/// The admin address when none is given: taken only if free, so that servers side by side on one host (tests,
+/// several nodes) all start.
+const DEFAULT_ADMIN_ADDR: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::LOCALHOST,
+    7071,
+));
+
+/// Where the admin endpoints go: an address given (`--admin-addr`, its variable) must be bound, the default only
+/// if it can be.
+#[derive(Clone, Copy)]
+enum AdminListen {
+    Off,
+    Given(SocketAddr),
+    Default,
+}
+
+/// Why the server stopped: a startup error (exit status 2, nothing served) or a failure while serving.
+enum Stop {
+    Startup(String),
+    Failed(String),
+}
+
+impl From<String> for Stop {
+    fn from(e: String) -> Self {
+        Stop::Failed(e)
+    }
+}
 
 impl std::str::FromStr for AdminAddr {
     type Err = String;
@@ -278,15 +307,18 @@ fn serve(args: ServeArgs) -> ExitCode {
         Some(url) => Storage::Postgres(url),
         None => Storage::Sqlite(args.db),
     };
-    match runtime.block_on(run(
-        settings,
-        args.addr,
-        args.admin_addr.0,
-        storage,
-        cluster,
-    )) {
+    let admin = match args.admin_addr {
+        None => AdminListen::Default,
+        Some(AdminAddr(None)) => AdminListen::Off,
+        Some(AdminAddr(Some(addr))) => AdminListen::Given(addr),
+    };
+    match runtime.block_on(run(settings, args.addr, admin, storage, cluster)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+        Err(Stop::Startup(e)) => {
+            eprintln!("presence-server: {e}");
+            ExitCode::from(2)
+        }
+        Err(Stop::Failed(e)) => {
             eprintln!("presence-server: {e}");
             ExitCode::FAILURE
         }
@@ -301,10 +333,10 @@ fn uuid_node_id() -> String {
 async fn run(
     settings: Settings,
     addr: SocketAddr,
-    admin_addr: Option<SocketAddr>,
+    admin_addr: AdminListen,
     storage: Storage,
     cluster: Option<ClusterSettings>,
-) -> Result<(), String> {
+) -> Result<(), Stop> {
     let db = storage.describe();
     let service = match &cluster {
         Some(cluster) => {
@@ -324,10 +356,24 @@ async fn run(
         channels = service.loaded_channels,
         "database loaded"
     );
-    let listener = bind(addr).await?;
+    let listener = bind(addr).await.map_err(Stop::Startup)?;
     let admin = match admin_addr {
-        Some(addr) => Some(bind(addr).await?),
-        None => None,
+        AdminListen::Off => None,
+        AdminListen::Given(addr) => Some(
+            bind(addr)
+                .await
+                .map_err(|e| Stop::Startup(format!("--admin-addr: {e}")))?,
+        ),
+        AdminListen::Default => match bind(DEFAULT_ADMIN_ADDR).await {
+            Ok(listener) => Some(listener),
+            Err(e) => {
+                tracing::warn!(
+                    "{e}: running without the admin endpoints (/metrics); give --admin-addr to choose another \
+                     address, or --admin-addr off"
+                );
+                None
+            }
+        },
     };
     println!("listening on http://{}", local_addr(&listener)?);
     if let Some(admin) = &admin {
@@ -374,7 +420,10 @@ async fn run(
     }
     // Let evicted connections send their close frames, then make every write durable.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    service.close().await.map_err(|e| e.to_string())
+    service
+        .close()
+        .await
+        .map_err(|e| Stop::Failed(e.to_string()))
 }
 
 async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, String> {
