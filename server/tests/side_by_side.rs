@@ -55,6 +55,7 @@ fn start_without_admin_flag() -> (Child, String, Vec<String>) {
             }
             Err(_) => {
                 let _ = child.kill();
+                let _ = child.wait();
                 panic!("the server did not listen within 30 s; stdout: {lines:?}");
             }
         }
