@@ -422,6 +422,12 @@ impl Session {
         true
     }
 
+    /// Whether the cache holds `user` as given: after a frame, false for a `me` older than what the cache already
+    /// held (the embedding layer then keeps its newer copy too).
+    pub fn holds(&self, user: &UserPresence) -> bool {
+        self.users.get(&user.id) == Some(&user.state)
+    }
+
     pub fn watch_channel(&mut self, channel_type: &str, id: &str, presence: bool) {
         self.subscriptions.watch_channel(channel_type, id, presence);
     }

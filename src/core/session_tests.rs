@@ -809,6 +809,28 @@ fn a_verdict_after_the_first_connection_changes_nothing() {
 }
 
 #[test]
+fn an_outdated_me_is_not_held_and_the_newer_state_stays() {
+    let mut h = Harness::new(no_pings());
+    h.connect();
+    // The user's own update, answered over REST, is newer than the `me` of a health check written before it.
+    let newer = presence_at(USER, true, "Out for lunch", "2026-06-24T12:00:05Z");
+    assert!(h.session.observe_user(&newer));
+    let older = presence_at(USER, true, "busy", "2026-06-24T12:00:00Z");
+    let (verdict, _) = h.frame(Frame {
+        kind: "health.check",
+        connection_id: Some("conn-1"),
+        me: Some(older.clone()),
+        ..Frame::default()
+    });
+    assert_eq!(verdict, FrameVerdict::Dispatch);
+    assert!(
+        !h.session.holds(&older),
+        "the client must not write the older `me`"
+    );
+    assert!(h.session.holds(&newer));
+}
+
+#[test]
 fn frames_of_a_superseded_socket_are_ignored() {
     let mut h = Harness::new(Config::default());
     h.connect();
