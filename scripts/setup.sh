@@ -20,6 +20,25 @@ done
 
 step() { printf '==> %s\n' "$*"; }
 
+# apt-get that waits its turn: another install on the machine holds Debian's package lock (the lists lock during
+# an update, the dpkg lock during an install) for minutes at a time. dpkg's lock is waited for by apt itself
+# (DPkg::Lock::Timeout); the lists lock is not, so a refusal naming a lock is retried for up to 15 minutes.
+apt_get() {
+  local deadline=$((SECONDS + 900)) log
+  log=$(mktemp)
+  while true; do
+    if DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=120 "$@" >"$log" 2>&1; then
+      cat "$log"; rm -f "$log"; return 0
+    fi
+    if grep -qiE 'could not get lock|unable to lock|unable to acquire' "$log" && [ "$SECONDS" -lt "$deadline" ]; then
+      echo "setup.sh: another package install holds the lock; waiting ($(grep -m1 -iE 'lock' "$log"))"
+      sleep 5
+      continue
+    fi
+    cat "$log" >&2; rm -f "$log"; return 1
+  done
+}
+
 if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
   step "adding the wasm32-unknown-unknown target"
   rustup target add wasm32-unknown-unknown
@@ -44,9 +63,8 @@ fi
 
 if [ "$want_browser" = 1 ] && { [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; }; then
   step "installing chromium and chromium-driver"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -q
-  apt-get install -y -q chromium chromium-driver
+  apt_get update -q
+  apt_get install -y -q chromium chromium-driver
 fi
 
 if [ "$want_cluster" = 1 ]; then
@@ -55,9 +73,8 @@ if [ "$want_cluster" = 1 ]; then
   command -v redis-server >/dev/null || missing+=(redis-server)
   if [ "${#missing[@]}" -gt 0 ]; then
     step "installing ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -q
-    apt-get install -y -q "${missing[@]}"
+    apt_get update -q
+    apt_get install -y -q "${missing[@]}"
   fi
 fi
 

@@ -4,7 +4,7 @@
 # tabs, token expiry, network loss and server evictions (tests/e2e/client.test.mjs). Assumes scripts/setup.sh
 # --browser has run. Builds the wasm package when pkg/ is missing and the
 # release server when its binary is missing or older than its sources (unless PRESENCE_SERVER_BIN names one);
-# the tests start and stop their own servers.
+# the tests start and stop their own servers. tests/e2e/package.test.mjs packs pkg/ into a fresh Vite app and runs it.
 # Screenshots: artifacts/e2e/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,4 +32,4 @@ elif [ ! -x "$bin" ]; then
 fi
 
 step "end-to-end tests (headless Chromium)"
-PRESENCE_SERVER_BIN="$bin" timeout 300 node --test --test-timeout=180000 tests/e2e/
+PRESENCE_SERVER_BIN="$bin" bash scripts/node-tests.sh 360 180000 tests/e2e/

@@ -26,8 +26,14 @@ node scripts/check-layout.mjs server/src src
 step "native tests"
 cargo test --workspace --no-fail-fast
 
+step "fuzz targets, 60 s each (cargo-fuzz, nightly; any crash fails)"
+bash scripts/fuzz.sh 60
+
 step "stream-chat SDK against presence-server (one process, then three in cluster mode on a private Redis)"
-PRESENCE_SERVER_BIN=target/debug/presence-server timeout 420 node --test --test-timeout=120000 server/tests/sdk/
+PRESENCE_SERVER_BIN=target/debug/presence-server bash scripts/node-tests.sh 420 120000 server/tests/sdk/
+
+step "the official Python server SDK (stream-chat 4.33.0) against presence-server (private virtualenv)"
+PRESENCE_SERVER_BIN=target/debug/presence-server bash scripts/test-python.sh
 
 step "load generator smoke (bench/loadgen against the server, a few hundred connections)"
 cargo build -p presence-loadgen
@@ -39,6 +45,9 @@ bash scripts/build-wasm.sh
 
 step "TypeScript types against the API (tsc --strict over types/check.ts and the generated pkg/ types)"
 node_modules/.bin/tsc --project types/tsconfig.json
+
+step "API reference (TypeDoc over types/index.d.ts into docs/api/, warnings fail)"
+bash scripts/docs.sh
 
 step "browser tests of the client (wasm-bindgen-test, headless Chromium)"
 bash scripts/test-browser.sh

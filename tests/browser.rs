@@ -283,6 +283,29 @@ async fn a_token_provider_is_called_for_the_token() {
 }
 
 #[wasm_bindgen_test]
+async fn a_throwing_token_provider_fails_connect_at_once_with_code_1006_and_its_message() {
+    let id = unique("provider");
+    let client = new_client("");
+    let started = js_sys::Date::now();
+    for provider in [
+        Function::new_no_args("throw new Error('backend down')"),
+        Function::new_no_args("return Promise.reject(new Error('backend down'))"),
+    ] {
+        let error =
+            settle(client.connect_user(json(&format!(r#"{{"id":"{id}"}}"#)), provider.into()))
+                .await
+                .expect_err("connectUser rejects");
+        assert!(error.is_instance_of::<js_sys::Error>(), "a real Error");
+        assert_eq!(get(&error, "code").as_f64(), Some(1006.0));
+        let message = get(&error, "message").as_string().unwrap_or_default();
+        assert!(message.contains("backend down"), "{message}");
+        assert!(client.user().is_undefined());
+    }
+    // Long before the 15 s connect budget.
+    assert!(js_sys::Date::now() - started < 3000.0);
+}
+
+#[wasm_bindgen_test]
 async fn connects_invisible_with_a_status() {
     let id = unique("ghost");
     let (client, open) = connect(
@@ -540,6 +563,24 @@ async fn a_wrong_token_rejects_with_code_43() {
     assert_eq!(get(&error, "code").as_f64(), Some(43.0));
     assert_eq!(get(&error, "StatusCode").as_f64(), Some(401.0));
     assert!(client.user().is_undefined());
+}
+
+#[wasm_bindgen_test]
+fn a_base_url_no_browser_could_request_is_refused_at_construction() {
+    for (options, named) in [
+        (r#"{"baseURL":"not a url"}"#, "baseURL"),
+        (r#"{"baseURL":"127.0.0.1:7070"}"#, "baseURL"),
+        (r#"{"baseURL":42}"#, "baseURL"),
+        (r#"{"wsBaseURL":"http://127.0.0.1:7070"}"#, "wsBaseURL"),
+    ] {
+        let Err(error) = Client::new(JsValue::from_str("key"), json(options)) else {
+            panic!("new Client() accepted {options}");
+        };
+        assert!(error.is_instance_of::<js_sys::Error>(), "a real Error");
+        assert_eq!(get(&error, "code").as_f64(), Some(1000.0));
+        let message = get(&error, "message").as_string().unwrap_or_default();
+        assert!(message.contains(named), "{message}");
+    }
 }
 
 #[wasm_bindgen_test]

@@ -1,6 +1,10 @@
 // Types of the presence-client package: the presence subset of the `stream-chat` API, as a WebAssembly module.
 
-/** Initializes the module (fetches and instantiates the `.wasm`); await it once before using `Client`. */
+/**
+ * Initializes the module. Optional: the module starts itself when imported (a browser or bundle fetches
+ * `presence_client_bg.wasm` from beside it; Node reads the file). Call it to load the `.wasm` from elsewhere;
+ * after a successful automatic start it resolves at once.
+ */
 export default function init(
   moduleOrPath?:
     | { module_or_path: InitInput | Promise<InitInput> }
@@ -8,7 +12,7 @@ export default function init(
     | Promise<InitInput>,
 ): Promise<InitOutput>;
 
-/** Initializes the module synchronously from bytes or a compiled module. */
+/** Initializes the module synchronously from bytes or a compiled module (optional, like `init`). */
 export function initSync(module: { module: SyncInitInput } | SyncInitInput): InitOutput;
 
 export type InitInput = RequestInfo | URL | Response | BufferSource | WebAssembly.Module;
@@ -262,9 +266,11 @@ export interface ClientState {
 
 /**
  * Codes of failures that did not come from a server answer (API codes, all below 100, come from the server).
- * 1000 invalid argument · 1001 not connected (call connectUser first) · 1002 the first connection could not be
- * established · 1003 connectUser cancelled by disconnectUser · 1004 network error or timeout · 1005 the answer was
- * not the expected JSON · 1006 the token provider failed.
+ * 1000 invalid argument (e.g. a `baseURL` that is no http(s) URL) · 1001 not connected (call connectUser first) ·
+ * 1002 the first connection could not be established (at once when nothing, or something other than a presence
+ * server, answers at `baseURL`; the message names the URL and the cause) · 1003 connectUser cancelled by
+ * disconnectUser · 1004 network error or timeout · 1005 the answer was not the expected JSON · 1006 the token
+ * provider threw or rejected (its message included).
  */
 export type ClientErrorCode = 1000 | 1001 | 1002 | 1003 | 1004 | 1005 | 1006;
 

@@ -172,11 +172,24 @@ impl Harness {
         let was_connecting = self.session.is_current(socket) && !self.session.is_connected();
         let verdict = self.session.handle_frame(self.now, socket, &frame);
         if verdict == FrameVerdict::Dispatch {
-            // `me` is applied after `user`: for the same id, it is what stays.
+            // `me` is applied after `user`: for the same id, it is what stays, unless it is older than what the
+            // cache held (then the cache keeps the newer state, and the client writes nothing of it).
             let mut cached: Vec<&UserPresence> = frame.user.iter().collect();
             if let Some(me) = &frame.me {
                 cached.retain(|user| user.id != me.id);
-                cached.push(me);
+                if self.session.holds(me) {
+                    cached.push(me);
+                } else {
+                    let held = self
+                        .session
+                        .users()
+                        .get(&me.id)
+                        .expect("a user seen is cached");
+                    assert!(
+                        me.state.is_older_than(held),
+                        "a `me` the cache did not take is older than what it holds: {me:?} vs {held:?}"
+                    );
+                }
             }
             for user in cached {
                 assert_eq!(

@@ -115,6 +115,8 @@ pub fn check(data: &[u8]) {
             max_connections_per_user: 2,
             max_channels_per_user: 1000,
             last_active_refresh: std::time::Duration::from_secs(15 * 60),
+            max_follows_per_connection: 5000,
+            distinct_channel_key: presence_server::fuzzing::distinct_channel_key(""),
         },
         Vec::new(),
         Vec::new(),

@@ -36,8 +36,10 @@ pub mod close_code {
     pub const PONG_TIMEOUT: u16 = 4002;
     /// The server closed a connection whose consumer could not keep up with its send queue.
     pub const SLOW_CONSUMER: u16 = 4003;
-    /// The server closed a connection that sent a frame it refuses (too large, binary, not JSON).
+    /// The server closed a connection that sent a frame it refuses (binary, not JSON, breaking the protocol).
     pub const BAD_FRAME: u16 = 4004;
+    /// The server closed a connection that sent a frame or message larger than it accepts.
+    pub const MESSAGE_TOO_BIG: u16 = 1009;
 }
 
 /// Event `type` strings.

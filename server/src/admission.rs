@@ -4,7 +4,8 @@
 //! following the user, so the whole crowd in one or two seconds is the load peak of the server's life. While
 //! such a crowd is expected, connects are let in at a pace that spreads it over the readmission window; a
 //! refused one is answered 429 (code 9, `Retry-After`) before the upgrade, which every client treats as a failed
-//! attempt and retries after its backoff.
+//! attempt and retries after its backoff. Only a connect whose API key and token check out is counted or paced:
+//! junk refused for its credentials would otherwise spend the returning crowd's budget and end the pacing early.
 //!
 //! The crowd is estimated from storage: the users whose stored `last_active` is recent enough that they may
 //! have been connected when the previous process ended (a connected user's stored value is at most one refresh

@@ -16,6 +16,7 @@ mod http;
 mod hub;
 mod model;
 mod presence;
+pub mod serve;
 mod state;
 mod store;
 mod ws;
@@ -43,7 +44,9 @@ use crate::store::{Snapshot, Store};
 pub mod fuzzing {
     pub use crate::auth::TokenVerifier;
     pub use crate::presence::filter::{check_sort, compare, sort_cmp, sort_order, Fields, Filter};
-    pub use crate::presence::{Config, ConnId, Delivery, Ending, Engine, View};
+    pub use crate::presence::{
+        distinct_channel_key, Config, ConnId, Delivery, Ending, Engine, StateEvent, StateKey, View,
+    };
     pub use crate::ws::{authenticate, read_client_frame, ClientFrame};
 }
 
@@ -80,6 +83,9 @@ pub struct Settings {
     pub max_connections_per_user: usize,
     /// Channels one user token may create; one more is refused with code 4.
     pub max_channels_per_user: usize,
+    /// Users one connection may follow through `queryUsers` with `presence: true`; a query that would go beyond
+    /// is refused with code 4.
+    pub max_follows_per_connection: usize,
     /// Bytes of frames a connection may have queued before it is closed as too slow (4003).
     pub send_queue_bytes: usize,
     /// How old a connected user's stored `last_active` may grow before a `health.check` writes it again; the
@@ -89,6 +95,19 @@ pub struct Settings {
     /// in after the start (zero: no pacing): a crowd larger than 50 connects a second over this window is let in
     /// at the pace that spreads it over the window, the others answered 429 (code 9) to retry.
     pub readmit_window: Duration,
+    /// User writes (`POST`/`PATCH /users`) one user token may make per minute, sustained (0: no limit); one
+    /// more is refused with 429 (code 9, `Retry-After`). Server tokens are not limited.
+    pub user_writes_per_minute: u32,
+    /// User writes one user token may make at once after a quiet spell.
+    pub user_write_burst: u32,
+    /// A request's headers must arrive in full within this long of the connection opening or of the previous
+    /// response (on both ports); a request body stalled this long ends the request.
+    pub header_read_timeout: Duration,
+    /// An HTTP connection with no request in progress and nothing received for this long is closed.
+    pub idle_timeout: Duration,
+    /// HTTP connections (WebSockets included) the public port holds at once; 0: the open-file limit less a
+    /// reserve for the database, Redis and the admin port.
+    pub max_http_connections: usize,
 }
 
 impl Default for Settings {
@@ -105,9 +124,15 @@ impl Default for Settings {
             watch_implies_presence: false,
             max_connections_per_user: 50,
             max_channels_per_user: 1000,
+            max_follows_per_connection: 5000,
             send_queue_bytes: 1024 * 1024,
             last_active_refresh: Duration::from_secs(15 * 60),
             readmit_window: Duration::from_secs(12),
+            user_writes_per_minute: 60,
+            user_write_burst: 20,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(5),
+            max_http_connections: 0,
         }
     }
 }
@@ -213,6 +238,8 @@ impl Service {
                 max_connections_per_user: settings.max_connections_per_user,
                 max_channels_per_user: settings.max_channels_per_user,
                 last_active_refresh: settings.last_active_refresh,
+                max_follows_per_connection: settings.max_follows_per_connection,
+                distinct_channel_key: presence::distinct_channel_key(&settings.api_secret),
             },
             snapshot,
             store,
@@ -227,7 +254,11 @@ impl Service {
             settings.send_queue_bytes,
             Arc::clone(&hub),
             admission,
-        );
+        )
+        .with_write_limits(http::rate::WriteLimits::new(
+            settings.user_writes_per_minute,
+            settings.user_write_burst,
+        ));
         let service = Service {
             state: Arc::new(state),
             static_dir: settings.static_dir.clone(),
@@ -242,9 +273,19 @@ impl Service {
         app(Arc::clone(&self.state), self.static_dir.clone())
     }
 
-    /// The router of the operator endpoints, for the admin address.
+    /// The router of the operator endpoints, without a check of the `Host` they are asked for: for driving
+    /// in-process. A socket serves [`Service::admin_router_bound_to`].
     pub fn admin_router(&self) -> Router {
         admin_app(Arc::clone(&self.state))
+    }
+
+    /// The router of the operator endpoints served at `bound`: it answers only requests for that address or a
+    /// loopback name, so that a web page whose name was rebound to this machine cannot read them.
+    pub fn admin_router_bound_to(&self, bound: std::net::SocketAddr) -> Router {
+        admin_app(Arc::clone(&self.state)).layer(axum::middleware::from_fn_with_state(
+            bound,
+            http::ops::admin_host_check,
+        ))
     }
 
     /// A handle that asks every open connection to close (1001), stamping `last_active` of everyone connected.

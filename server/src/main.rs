@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use clap::{Args, Parser, Subcommand};
+use presence_server::serve::{self, ServeLimits};
 use presence_server::{auth, ClusterSettings, Service, Settings, Storage};
 
 #[derive(Parser)]
@@ -53,9 +53,10 @@ struct ServeArgs {
     #[arg(long, env = "PRESENCE_ADDR", default_value = "127.0.0.1:7070")]
     addr: SocketAddr,
     /// Address of the operator endpoints (/metrics, /healthz), or `off`; port 0 picks a free port. Keep it private:
-    /// the counts would tell when an invisible user connects.
-    #[arg(long, env = "PRESENCE_ADMIN_ADDR", default_value = "127.0.0.1:7071")]
-    admin_addr: AdminAddr,
+    /// the counts would tell when an invisible user connects. [default: 127.0.0.1:7071, skipped with a warning
+    /// when that port is taken; an address given here that cannot be bound stops the start]
+    #[arg(long, env = "PRESENCE_ADMIN_ADDR")]
+    admin_addr: Option<AdminAddr>,
     /// SQLite database file, or :memory:. Ignored with --database-url.
     #[arg(long, env = "PRESENCE_DB", default_value = "presence.db")]
     db: String,
@@ -94,6 +95,14 @@ struct ServeArgs {
     /// Channels one user token may create (server tokens create any number); one more is refused with code 4.
     #[arg(long, env = "PRESENCE_MAX_CHANNELS_PER_USER", default_value_t = 1000)]
     max_channels_per_user: usize,
+    /// Users one connection may follow through queryUsers with presence: true; a query that would take a
+    /// connection beyond it is refused with code 4 and follows nobody.
+    #[arg(
+        long,
+        env = "PRESENCE_MAX_FOLLOWS_PER_CONNECTION",
+        default_value_t = 5000
+    )]
+    max_follows_per_connection: usize,
     /// Bytes of frames a connection may have queued before it is closed as too slow (4003).
     #[arg(long, env = "PRESENCE_SEND_QUEUE_BYTES", default_value_t = 1024 * 1024)]
     send_queue_bytes: usize,
@@ -107,6 +116,29 @@ struct ServeArgs {
     /// connects beyond that pace are answered 429 (code 9) and the clients retry after their backoff. 0: no pacing.
     #[arg(long, env = "PRESENCE_READMIT_WINDOW_MS", default_value_t = 12_000)]
     readmit_window_ms: u64,
+    /// User writes (POST/PATCH /users) one user token may make per minute, sustained; one more is answered 429
+    /// (code 9) with Retry-After and X-RateLimit-* headers. Server tokens are not limited. 0: no limit.
+    #[arg(long, env = "PRESENCE_USER_WRITES_PER_MINUTE", default_value_t = 60)]
+    user_writes_per_minute: u32,
+    /// User writes one user token may make at once after a quiet spell (the bucket's size); at least 1.
+    #[arg(long, env = "PRESENCE_USER_WRITE_BURST", default_value_t = 20)]
+    user_write_burst: u32,
+    /// A request's headers must arrive in full within this long of the connection opening or of the previous
+    /// response, or the connection is closed (both ports); a request body stalled this long ends the request.
+    #[arg(
+        long,
+        env = "PRESENCE_HEADER_READ_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    header_read_timeout_ms: u64,
+    /// An HTTP connection with no request in progress and nothing received for this long is closed (both ports).
+    #[arg(long, env = "PRESENCE_IDLE_TIMEOUT_MS", default_value_t = 5_000)]
+    idle_timeout_ms: u64,
+    /// Connections (WebSockets included) the public port holds at once. At the cap a new connection replaces
+    /// the oldest one with nothing in progress, or is answered 503 and closed. 0: the open-file limit less a
+    /// reserve for the database, Redis and the admin port.
+    #[arg(long, env = "PRESENCE_MAX_HTTP_CONNECTIONS", default_value_t = 0)]
+    max_http_connections: usize,
     /// Cluster mode: share presence, events and records with every other process on this Redis
     /// (redis://HOST:PORT).
     #[arg(long, env = "PRESENCE_REDIS_URL")]
@@ -132,6 +164,34 @@ fn parse_node_id(s: &str) -> Result<String, String> {
 /// Where the operator endpoints listen, if anywhere.
 #[derive(Clone, Copy)]
 struct AdminAddr(Option<SocketAddr>);
+
+/// The admin address when none is given: taken only if free, so that servers side by side on one host (tests,
+/// several nodes) all start.
+const DEFAULT_ADMIN_ADDR: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::LOCALHOST,
+    7071,
+));
+
+/// Where the admin endpoints go: an address given (`--admin-addr`, its variable) must be bound, the default only
+/// if it can be.
+#[derive(Clone, Copy)]
+enum AdminListen {
+    Off,
+    Given(SocketAddr),
+    Default,
+}
+
+/// Why the server stopped: a startup error (exit status 2, nothing served) or a failure while serving.
+enum Stop {
+    Startup(String),
+    Failed(String),
+}
+
+impl From<String> for Stop {
+    fn from(e: String) -> Self {
+        Stop::Failed(e)
+    }
+}
 
 impl std::str::FromStr for AdminAddr {
     type Err = String;
@@ -192,8 +252,16 @@ fn serve(args: ServeArgs) -> ExitCode {
         eprintln!("presence-server: --ping-interval-ms must be > 0 and --pong-timeout-ms at least as long");
         return ExitCode::from(2);
     }
+    if args.header_read_timeout_ms == 0 || args.idle_timeout_ms == 0 {
+        eprintln!("presence-server: --header-read-timeout-ms and --idle-timeout-ms must be > 0");
+        return ExitCode::from(2);
+    }
     if args.send_queue_bytes == 0 {
         eprintln!("presence-server: --send-queue-bytes must be > 0");
+        return ExitCode::from(2);
+    }
+    if args.user_write_burst == 0 {
+        eprintln!("presence-server: --user-write-burst must be > 0 (turn the limit off with --user-writes-per-minute 0)");
         return ExitCode::from(2);
     }
     let settings = Settings {
@@ -207,9 +275,15 @@ fn serve(args: ServeArgs) -> ExitCode {
         watch_implies_presence: args.watch_implies_presence,
         max_connections_per_user: args.max_connections_per_user,
         max_channels_per_user: args.max_channels_per_user,
+        max_follows_per_connection: args.max_follows_per_connection,
         send_queue_bytes: args.send_queue_bytes,
         last_active_refresh: Duration::from_millis(args.last_active_refresh_ms),
         readmit_window: Duration::from_millis(args.readmit_window_ms),
+        user_writes_per_minute: args.user_writes_per_minute,
+        user_write_burst: args.user_write_burst,
+        header_read_timeout: Duration::from_millis(args.header_read_timeout_ms),
+        idle_timeout: Duration::from_millis(args.idle_timeout_ms),
+        max_http_connections: args.max_http_connections,
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -233,15 +307,18 @@ fn serve(args: ServeArgs) -> ExitCode {
         Some(url) => Storage::Postgres(url),
         None => Storage::Sqlite(args.db),
     };
-    match runtime.block_on(run(
-        settings,
-        args.addr,
-        args.admin_addr.0,
-        storage,
-        cluster,
-    )) {
+    let admin = match args.admin_addr {
+        None => AdminListen::Default,
+        Some(AdminAddr(None)) => AdminListen::Off,
+        Some(AdminAddr(Some(addr))) => AdminListen::Given(addr),
+    };
+    match runtime.block_on(run(settings, args.addr, admin, storage, cluster)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+        Err(Stop::Startup(e)) => {
+            eprintln!("presence-server: {e}");
+            ExitCode::from(2)
+        }
+        Err(Stop::Failed(e)) => {
             eprintln!("presence-server: {e}");
             ExitCode::FAILURE
         }
@@ -256,10 +333,10 @@ fn uuid_node_id() -> String {
 async fn run(
     settings: Settings,
     addr: SocketAddr,
-    admin_addr: Option<SocketAddr>,
+    admin_addr: AdminListen,
     storage: Storage,
     cluster: Option<ClusterSettings>,
-) -> Result<(), String> {
+) -> Result<(), Stop> {
     let db = storage.describe();
     let service = match &cluster {
         Some(cluster) => {
@@ -279,40 +356,74 @@ async fn run(
         channels = service.loaded_channels,
         "database loaded"
     );
-    let listener = bind(addr).await?;
+    let listener = bind(addr).await.map_err(Stop::Startup)?;
     let admin = match admin_addr {
-        Some(addr) => Some(bind(addr).await?),
-        None => None,
+        AdminListen::Off => None,
+        AdminListen::Given(addr) => Some(
+            bind(addr)
+                .await
+                .map_err(|e| Stop::Startup(format!("--admin-addr: {e}")))?,
+        ),
+        AdminListen::Default => match bind(DEFAULT_ADMIN_ADDR).await {
+            Ok(listener) => Some(listener),
+            Err(e) => {
+                tracing::warn!(
+                    "{e}: running without the admin endpoints (/metrics); give --admin-addr to choose another \
+                     address, or --admin-addr off"
+                );
+                None
+            }
+        },
     };
     println!("listening on http://{}", local_addr(&listener)?);
     if let Some(admin) = &admin {
         println!("admin listening on http://{}", local_addr(admin)?);
     }
     let _ = std::io::stdout().flush();
-    let admin = admin.map(|listener| {
-        let router = service.admin_router();
-        tokio::spawn(async move { axum::serve(listener, router).await })
-    });
+    let limits = ServeLimits {
+        header_read_timeout: settings.header_read_timeout,
+        idle_timeout: settings.idle_timeout,
+        max_connections: match settings.max_http_connections {
+            0 => serve::derived_max_connections(),
+            max => max,
+        },
+    };
+    tracing::info!(
+        max_connections = limits.max_connections,
+        "HTTP connection limits set"
+    );
+    let admin = match admin {
+        Some(listener) => {
+            let router = service.admin_router_bound_to(local_addr(&listener)?);
+            let limits = ServeLimits {
+                max_connections: serve::ADMIN_MAX_CONNECTIONS,
+                ..limits
+            };
+            Some(tokio::spawn(serve::serve(
+                listener,
+                router,
+                limits,
+                std::future::pending(),
+            )))
+        }
+        None => None,
+    };
     let shutdown = service.shutdown_handle();
-    // Frames are small and latency is the point: no Nagle delay behind an unacknowledged segment.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let served = axum::serve(listener, service.router())
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            tracing::info!("shutting down");
-            shutdown.shut_down();
-        })
-        .await
-        .map_err(|e| format!("server error: {e}"));
+    serve::serve(listener, service.router(), limits, async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        shutdown.shut_down();
+    })
+    .await;
     if let Some(admin) = admin {
         admin.abort();
     }
-    served?;
     // Let evicted connections send their close frames, then make every write durable.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    service.close().await.map_err(|e| e.to_string())
+    service
+        .close()
+        .await
+        .map_err(|e| Stop::Failed(e.to_string()))
 }
 
 async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, String> {

@@ -1,5 +1,5 @@
-//! What every handler shares: the settings the edge needs, the token verifier, the hub, and the edge's own
-//! counter.
+//! What every handler shares: the settings the edge needs, the token verifier, the hub, the pace of user writes,
+//! and the edge's own counters.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::admission::Admission;
 use crate::auth::TokenVerifier;
+use crate::http::rate::WriteLimits;
 use crate::hub::Hub;
 
 pub struct AppState {
@@ -20,6 +21,8 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     /// The pace of WebSocket connects (paced only while a readmission after the start is under way).
     pub admission: Admission,
+    /// The pace of each user token's user writes.
+    pub write_limits: WriteLimits,
     auth_failures: AtomicU64,
     paced_connects: AtomicU64,
 }
@@ -42,9 +45,16 @@ impl AppState {
             send_queue_bytes,
             hub,
             admission,
+            write_limits: WriteLimits::new(0, 1),
             auth_failures: AtomicU64::new(0),
             paced_connects: AtomicU64::new(0),
         }
+    }
+
+    /// The state with user writes paced by `write_limits` (without it, they are not paced).
+    pub fn with_write_limits(mut self, write_limits: WriteLimits) -> Self {
+        self.write_limits = write_limits;
+        self
     }
 
     /// Counts rejected credentials, REST and WebSocket.

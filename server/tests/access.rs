@@ -247,7 +247,6 @@ async fn server_owned_fields_in_channel_data_are_refused() {
         ("id", json!("other")),
         ("type", json!("team")),
         ("config", json!({ "connect_events": false })),
-        ("created_by", json!({ "id": "mallory" })),
         ("created_at", json!("2020-01-01T00:00:00Z")),
         ("updated_at", json!("2020-01-01T00:00:00Z")),
         ("deleted_at", json!("2020-01-01T00:00:00Z")),

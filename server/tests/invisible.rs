@@ -458,3 +458,118 @@ async fn invisible_set_while_offline_then_connecting() {
     let u = s.user_as(&Auth::user("carol"), "alice").await;
     assert!(u.get("invisible").is_none(), "{u}");
 }
+
+/// Everything bob reads about alice: her user through queryUsers and as a member of c1.
+async fn alice_as_bob_sees_her(s: &Server) -> (Value, Value) {
+    let user = s.user_as(&Auth::user("bob"), "alice").await;
+    let r = s
+        .query_channel(
+            &Auth::user("bob"),
+            None,
+            "messaging",
+            Some("c1"),
+            json!({ "state": true }),
+        )
+        .await;
+    let member = r.ok(201)["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["user_id"] == "alice")
+        .cloned()
+        .expect("alice is a member of c1");
+    (user, member)
+}
+
+#[tokio::test]
+async fn re_asserting_invisible_changes_nothing_others_can_see() {
+    let s = Server::start().await;
+    setup(&s).await;
+    s.partial_update(&Auth::Server, "alice", json!({ "invisible": true }), &[])
+        .await
+        .ok(200);
+    let _alice = s
+        .connect_with("alice", json!({ "id": "alice", "invisible": true }))
+        .await;
+    let mut bob = s.connect("bob").await;
+    s.subscribe_users(&bob, &["alice"]).await;
+    s.watch(&bob, "messaging", "c1", true).await;
+    let before = alice_as_bob_sees_her(&s).await;
+
+    // What an app sends at every start, on each path, a moment later (so a moved `updated_at` would show).
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    s.partial_update(
+        &Auth::user("alice"),
+        "alice",
+        json!({ "invisible": true }),
+        &[],
+    )
+    .await
+    .ok(200);
+    let same = json!({ "id": "alice", "name": "Alice", "status": "busy", "invisible": true });
+    for auth in [Auth::user("alice"), Auth::Server] {
+        s.upsert_as(&auth, std::slice::from_ref(&same))
+            .await
+            .ok(201);
+    }
+    let _again = s
+        .connect_with(
+            "alice",
+            json!({ "id": "alice", "name": "Alice", "invisible": true }),
+        )
+        .await;
+
+    bob.expect_none("an event about alice", QUIET, |v| {
+        v["user"]["id"] == "alice"
+    })
+    .await;
+    let after = alice_as_bob_sees_her(&s).await;
+    assert_eq!(
+        serde_json::to_string(&before).unwrap(),
+        serde_json::to_string(&after).unwrap()
+    );
+}
+
+#[tokio::test]
+async fn an_identical_upsert_changes_nothing_others_can_see() {
+    let s = Server::start().await;
+    setup(&s).await;
+    let _alice = s.connect("alice").await;
+    let mut bob = s.connect("bob").await;
+    s.subscribe_users(&bob, &["alice"]).await;
+    s.watch(&bob, "messaging", "c1", true).await;
+    bob.drain(QUIET).await;
+    let before = alice_as_bob_sees_her(&s).await;
+
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let same = json!({ "id": "alice", "name": "Alice", "status": "busy" });
+    s.upsert_as(&Auth::user("alice"), &[same]).await.ok(201);
+    s.partial_update(
+        &Auth::user("alice"),
+        "alice",
+        json!({ "name": "Alice" }),
+        &[],
+    )
+    .await
+    .ok(200);
+
+    bob.expect_none("an event about alice", QUIET, |v| {
+        v["user"]["id"] == "alice"
+    })
+    .await;
+    assert_eq!(
+        serde_json::to_string(&before).unwrap(),
+        serde_json::to_string(&alice_as_bob_sees_her(&s).await).unwrap()
+    );
+    // A real change still moves `updated_at` and tells bob.
+    s.partial_update(&Auth::user("alice"), "alice", json!({ "name": "Al" }), &[])
+        .await
+        .ok(200);
+    bob.wait_type(presence_protocol::codes::event_type::USER_UPDATED, WAIT)
+        .await;
+    let (user, _) = alice_as_bob_sees_her(&s).await;
+    assert!(
+        time(&user["updated_at"]) > time(&before.0["updated_at"]),
+        "{user}"
+    );
+}

@@ -269,6 +269,108 @@ async fn an_outage_fails_writes_whole_and_the_server_recovers_by_itself() {
 }
 
 #[tokio::test]
+async fn a_write_the_database_refuses_fails_only_its_own_request_in_a_batch() {
+    let pg = Postgres::start();
+    let s = Server::start_with(on(&pg)).await;
+    s.upsert(&[json!({ "id": "carol" })]).await;
+    // Nothing the edge lets through is refused by the schema the server makes (ids are capped, NUL is escaped):
+    // a constraint of the test's stands for whatever a database may refuse (error class 23).
+    let admin = pg.client().await;
+    admin
+        .batch_execute("ALTER TABLE users ADD CONSTRAINT no_poison CHECK (id <> 'poisoned')")
+        .await
+        .unwrap();
+
+    // While the test holds the users table, the server's commit waits and the next requests queue up into
+    // one batch.
+    let mut holder = pg.client().await;
+    let hold = holder.transaction().await.unwrap();
+    hold.batch_execute("LOCK TABLE users IN SHARE ROW EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let first_user = [json!({ "id": "first" })];
+    let first = s.upsert_as(&Auth::Server, &first_user);
+    let refused_id = "poisoned";
+    let others: Vec<[serde_json::Value; 1]> = (0..20)
+        .map(|i| [json!({ "id": format!("user-{i}") })])
+        .collect();
+    let refused_user = [json!({ "id": refused_id })];
+    let batch = async {
+        sleep_ms(300).await;
+        let writes = others.iter().map(|user| s.upsert_as(&Auth::Server, user));
+        let refused = s.upsert_as(&Auth::Server, &refused_user);
+        let connect = s.connect("carol");
+        let release = async {
+            sleep_ms(500).await;
+            hold.rollback().await.unwrap();
+        };
+        let (writes, refused, connect, ()) = tokio::join!(
+            futures_util::future::join_all(writes),
+            refused,
+            connect,
+            release
+        );
+        (writes, refused, connect)
+    };
+    let (first, (writes, refused, _carol)) = tokio::join!(first, batch);
+    first.ok(201);
+    for r in &writes {
+        r.ok(201);
+    }
+    assert_database_failure(&refused, "UpdateUsers");
+    assert_eq!(s.user_as(&Auth::Server, "carol").await["online"], true);
+    assert!(s.user_ids(json!({ "id": refused_id })).await.is_empty());
+    assert_eq!(
+        s.user_ids(json!({ "id": { "$in": ["user-0", "user-19"] } }))
+            .await
+            .len(),
+        2
+    );
+    let health = s.get("/healthz").no_api_key().send().await;
+    assert_eq!(
+        health.status, 200,
+        "a refused write is not a failing database: {}",
+        health.text
+    );
+}
+
+#[tokio::test]
+async fn health_names_the_database_while_it_is_down_and_recovers_with_it() {
+    let mut pg = Postgres::start();
+    let s = Server::start_with(on(&pg)).await;
+    let healthz = || async { s.get("/healthz").no_api_key().send().await };
+    assert_eq!(healthz().await.status, 200);
+
+    pg.stop();
+    s.upsert_as(&Auth::Server, &[json!({ "id": "alice" })])
+        .await
+        .err(500, -1);
+    let r = healthz().await;
+    assert_eq!(
+        (r.status, r.json.clone()),
+        (
+            503,
+            json!({ "status": "unavailable", "failing": ["database"] })
+        ),
+        "{}",
+        r.text
+    );
+
+    pg.restart();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while healthz().await.status != 200 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/healthz stayed 503 after PostgreSQL came back"
+        );
+        sleep_ms(50).await;
+    }
+    s.upsert_as(&Auth::Server, &[json!({ "id": "alice" })])
+        .await
+        .ok(201);
+}
+
+#[tokio::test]
 async fn two_processes_share_one_database() {
     let pg = Postgres::start();
     // Started together on an empty database: the migration runs once, neither fails.
@@ -287,7 +389,7 @@ async fn two_processes_share_one_database() {
 async fn text_with_nul_characters_is_stored_and_comes_back() {
     let pg = Postgres::start();
     let mut s = Server::start_with(on(&pg)).await;
-    let odd = json!({ "id": "nul\u{0}user", "name": "a\u{0}b", "k\u{0}": ["\u{0}", { "\u{FFFF}": "\u{FFFF}0" }], "teams": ["t\u{0}"] });
+    let odd = json!({ "id": "nul-user", "name": "a\u{0}b", "k\u{0}": ["\u{0}", { "\u{FFFF}": "\u{FFFF}0" }], "teams": ["t\u{0}"] });
     s.upsert(&[odd, json!({ "id": "plain" })]).await;
     let before = all_users(&s).await;
     s.terminate().await;

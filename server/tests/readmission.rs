@@ -176,3 +176,74 @@ async fn a_fresh_database_and_a_small_crowd_are_not_paced() {
     assert!(again.iter().all(Result::is_ok), "a small crowd paced");
     assert_eq!(s.metric("presence_paced_connects_total").await, 0.0);
 }
+
+/// A connect with a wrong `api_key`: the server's answer, a refusal before the upgrade (status and body) or the
+/// `connection.error` frame after it.
+async fn junk_attempt(s: &Server, user: &str) -> Result<Value, (u16, Value)> {
+    let mut params = Server::connect_params(user, &json!({ "id": user }), &s.user_token(user));
+    for (k, v) in params.iter_mut() {
+        if k == "api_key" {
+            *v = "not-the-key".into();
+        }
+    }
+    let params: Vec<(&str, &str)> = params
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let url = s.ws_url(&params);
+    match tokio_tungstenite::connect_async(url.as_str()).await {
+        Ok((mut stream, _)) => {
+            let first = tokio::time::timeout(WAIT, stream.next())
+                .await
+                .unwrap_or_else(|_| panic!("{user}: no first frame"));
+            let Some(Ok(Message::Text(text))) = first else {
+                panic!("{user}: the first frame is {first:?}");
+            };
+            Ok(serde_json::from_str(&text).unwrap())
+        }
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            let body = response
+                .body()
+                .as_deref()
+                .and_then(|b| serde_json::from_slice(b).ok())
+                .unwrap_or(Value::Null);
+            Err((response.status().as_u16(), body))
+        }
+        Err(e) => panic!("{user}: the upgrade failed without an HTTP answer: {e}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn junk_connects_neither_spend_the_pace_nor_end_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = ServerOpts::default().db(dir.path().join("presence.db"));
+    opts.env
+        .push(("PRESENCE_READMIT_WINDOW_MS".into(), WINDOW_MS.to_string()));
+    let users = crowd();
+    stop_after_connecting_everyone(&opts, &users).await;
+
+    let s = Server::start_with(opts).await;
+    // More junk than the crowd itself, before anyone returns: each one is refused for its key, not paced.
+    let junk: Vec<String> = (0..2 * CROWD).map(|i| format!("junk-{i}")).collect();
+    let answers = join_all(junk.iter().map(|u| junk_attempt(&s, u))).await;
+    for (user, answer) in junk.iter().zip(answers) {
+        let frame = answer.unwrap_or_else(|e| panic!("{user}: refused before the upgrade: {e:?}"));
+        assert_eq!(frame["type"], "connection.error", "{user}: {frame}");
+        assert_eq!(
+            frame["error"]["code"],
+            error_code::ACCESS_KEY,
+            "{user}: {frame}"
+        );
+    }
+    assert_eq!(s.metric("presence_paced_connects_total").await, 0.0);
+    // The crowd still finds the whole budget, and the pacing still on: only the bucket's few get in at once.
+    let started = Instant::now();
+    let first = join_all(users.iter().map(|u| attempt(&s, u))).await;
+    let back = first.iter().filter(|o| o.is_ok()).count();
+    assert!(back > 0, "nobody was let in");
+    assert!(
+        back < CROWD,
+        "the junk ended the pacing: everyone was let in"
+    );
+    assert_within_pace(back, started);
+}

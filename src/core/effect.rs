@@ -35,6 +35,12 @@ pub enum Effect {
     ConnectResolved,
     /// The pending `connectUser` fails.
     ConnectRejected(ClientError),
+    /// The first socket of a `connectUser` failed before the server said anything: find out over REST whether a
+    /// presence server answers at the base URL, and end the connect with [`Session::fail_connect`] when none does
+    /// (there is no point in retrying for the rest of the budget).
+    ///
+    /// [`Session::fail_connect`]: crate::core::Session::fail_connect
+    Diagnose,
     /// The connection is new: make every subscription again (one request per kind and chunk, see
     /// [`Subscriptions::recovery`](crate::core::Subscriptions::recovery)), then report each answer with [`Session::handle_recovery_answer`](crate::core::Session::handle_recovery_answer) and this
     /// generation.

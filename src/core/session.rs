@@ -20,55 +20,8 @@ use crate::core::subscriptions::Subscriptions;
 use crate::core::time::Millis;
 use crate::core::token;
 use crate::core::uuid::uuid_v4;
+use phase::{Open, Phase};
 use recovery::Recovery;
-
-#[derive(Debug)]
-enum Phase {
-    /// No user, or given up.
-    Idle,
-    /// A socket is opening; it must produce its first frame by `deadline`.
-    Connecting {
-        socket: SocketId,
-        deadline: Millis,
-    },
-    Open(Open),
-    /// Between attempts.
-    Waiting {
-        retry_at: Millis,
-    },
-    /// The page was hidden (`pagehide`): no socket, no timers, until the page shows again.
-    Suspended,
-}
-
-#[derive(Debug)]
-struct Open {
-    socket: SocketId,
-    connection_id: String,
-    /// When the first frame arrived.
-    opened_at: Millis,
-    last_frame: Millis,
-    last_health: Millis,
-    /// The last ping sent, if any.
-    ping_sent: Option<Millis>,
-    /// Whether a frame arrived since that ping.
-    answered: bool,
-    refresh_at: Millis,
-}
-
-impl Open {
-    fn next_ping(&self, config: &Config) -> Millis {
-        self.last_health
-            .max(self.ping_sent.unwrap_or(0))
-            .saturating_add(config.ping_interval)
-    }
-
-    /// When the socket counts as dead: a ping nothing has answered since.
-    fn dead_at(&self, config: &Config) -> Option<Millis> {
-        self.ping_sent
-            .filter(|_| !self.answered)
-            .map(|sent| sent.saturating_add(config.pong_timeout))
-    }
-}
 
 /// One client's connection and the state that must survive reconnects.
 #[derive(Debug)]
@@ -94,6 +47,8 @@ pub struct Session {
     wake_pending: bool,
     /// The token was reloaded after a refusal since the last successful connection.
     token_reloaded: bool,
+    /// This `connectUser` has asked for its [`Effect::Diagnose`] (once, at its first failed socket).
+    diagnosed: bool,
     /// Counts `disconnect` calls: work that awaited something compares it to know its session still exists.
     epoch: u64,
     next_socket: u64,
@@ -129,6 +84,7 @@ impl Session {
             wake_spent: false,
             wake_pending: false,
             token_reloaded: false,
+            diagnosed: false,
             epoch: 0,
             next_socket: 0,
             users: UserStore::default(),
@@ -170,6 +126,7 @@ impl Session {
         self.client_id = [user_id, "--", &uuid_v4(&mut self.rng)].concat();
         self.token_provider = token_provider;
         self.connect_deadline = Some(now.saturating_add(self.config.connect_budget));
+        self.diagnosed = false;
         self.start_attempt(now);
         Ok(())
     }
@@ -276,6 +233,7 @@ impl Session {
                         "the server closed the connection during the handshake",
                     ));
                 } else {
+                    self.diagnose_first_failure();
                     self.retry_later(now, now);
                 }
             }
@@ -284,9 +242,43 @@ impl Session {
         }
     }
 
+    /// Asks once per `connectUser` why its first socket failed, while it is still pending.
+    fn diagnose_first_failure(&mut self) {
+        if self.connect_deadline.is_some() && !self.connected_before && !self.diagnosed {
+            self.diagnosed = true;
+            self.effects.push(Effect::Diagnose);
+        }
+    }
+
+    /// The pending `connectUser` fails with `error` now (no retry can succeed: nothing that speaks the API answers,
+    /// or the app's token provider failed). Does nothing once the first connection succeeded or after
+    /// `disconnectUser`.
+    pub fn fail_connect(&mut self, error: ClientError) {
+        if self.connect_deadline.is_some() && !self.connected_before {
+            self.give_up(error);
+        }
+    }
+
+    /// The token for `socket` could not be had: the app's token provider threw, rejected or returned no string.
+    /// The first connection fails with that error (code 1006, the provider's own message): no retry can succeed
+    /// without the app. A reconnect retries after the backoff, asking the provider again.
+    pub fn handle_token_failure(&mut self, now: Millis, socket: SocketId, error: ClientError) {
+        if self.current_socket() != Some(socket) {
+            return;
+        }
+        if self.connect_deadline.is_some() && !self.connected_before {
+            self.fail_connect(error);
+        } else {
+            self.retry_later(now, now);
+        }
+    }
+
     /// The WebSocket reported an error.
     pub fn handle_socket_error(&mut self, now: Millis, socket: SocketId) {
         if self.current_socket() == Some(socket) {
+            if matches!(self.phase, Phase::Connecting { .. }) {
+                self.diagnose_first_failure();
+            }
             self.retry_later(now, now);
         }
     }
@@ -428,6 +420,12 @@ impl Session {
             }
         }
         true
+    }
+
+    /// Whether the cache holds `user` as given: after a frame, false for a `me` older than what the cache already
+    /// held (the embedding layer then keeps its newer copy too).
+    pub fn holds(&self, user: &UserPresence) -> bool {
+        self.users.get(&user.id) == Some(&user.state)
     }
 
     pub fn watch_channel(&mut self, channel_type: &str, id: &str, presence: bool) {
@@ -672,6 +670,8 @@ impl Session {
     }
 }
 
+#[path = "phase.rs"]
+mod phase;
 #[path = "recovery.rs"]
 mod recovery;
 

@@ -713,6 +713,124 @@ fn an_expired_token_from_a_provider_is_reloaded_and_retried() {
 }
 
 #[test]
+fn a_failing_token_provider_fails_the_first_connect_at_once_with_its_message() {
+    let mut h = Harness::new(Config::default());
+    h.session.connect(h.now, USER, true).unwrap();
+    h.drain();
+    let socket = h.socket.expect("a socket was asked for");
+    let failure = ClientError::new(
+        client_code::TOKEN_PROVIDER,
+        "the token provider failed: Error: backend down",
+    );
+    h.session
+        .handle_token_failure(h.now, socket, failure.clone());
+    let effects = h.drain();
+    assert!(
+        effects.contains(&Effect::ConnectRejected(failure)),
+        "{effects:?}"
+    );
+    assert_eq!(h.session.poll_timeout(), None, "no retry, no timer left");
+    assert_eq!(h.session.user_id(), None);
+}
+
+#[test]
+fn a_failing_token_provider_on_a_reconnect_is_retried_after_the_backoff() {
+    let mut h = Harness::new(Config::default());
+    h.session.connect(h.now, USER, true).unwrap();
+    h.drain();
+    h.health("conn-1");
+    h.close(1006);
+    while h.socket.is_none() {
+        let deadline = h.session.poll_timeout().expect("a retry is scheduled");
+        h.advance_to(deadline);
+    }
+    let socket = h.socket.take().expect("a reconnect socket");
+    let failure = ClientError::new(client_code::TOKEN_PROVIDER, "the token provider failed: x");
+    h.session.handle_token_failure(h.now, socket, failure);
+    let effects = h.drain();
+    assert!(
+        !effects
+            .iter()
+            .any(|e| matches!(e, Effect::ConnectRejected(_))),
+        "{effects:?}"
+    );
+    let effects = h.advance_to(h.session.poll_timeout().expect("a retry is scheduled"));
+    assert!(
+        effects
+            .iter()
+            .any(|e| matches!(e, Effect::OpenSocket { .. })),
+        "{effects:?}"
+    );
+}
+
+#[test]
+fn the_first_failed_socket_of_a_connect_asks_once_why_and_a_verdict_ends_it_at_once() {
+    let mut h = Harness::new(Config::default());
+    h.session.connect(h.now, USER, false).unwrap();
+    h.drain();
+    let effects = h.close(1006);
+    assert_eq!(
+        effects.iter().filter(|e| **e == Effect::Diagnose).count(),
+        1,
+        "{effects:?}"
+    );
+    let deadline = h.session.poll_timeout().expect("a retry is scheduled");
+    h.advance_to(deadline);
+    let effects = h.close(1006);
+    assert!(
+        !effects.contains(&Effect::Diagnose),
+        "asked once: {effects:?}"
+    );
+    let verdict = ClientError::new(client_code::CONNECTION_FAILED, "nothing answers");
+    h.session.fail_connect(verdict.clone());
+    let effects = h.drain();
+    assert!(
+        effects.contains(&Effect::ConnectRejected(verdict)),
+        "{effects:?}"
+    );
+    assert_eq!(h.session.poll_timeout(), None, "no retry left");
+}
+
+#[test]
+fn a_verdict_after_the_first_connection_changes_nothing() {
+    let mut h = Harness::new(Config::default());
+    h.connect();
+    h.close(1006);
+    h.session
+        .fail_connect(ClientError::new(client_code::CONNECTION_FAILED, "late"));
+    let effects = h.drain();
+    assert!(
+        !effects
+            .iter()
+            .any(|e| matches!(e, Effect::ConnectRejected(_) | Effect::Diagnose)),
+        "{effects:?}"
+    );
+    assert!(h.session.poll_timeout().is_some(), "still retrying");
+}
+
+#[test]
+fn an_outdated_me_is_not_held_and_the_newer_state_stays() {
+    let mut h = Harness::new(no_pings());
+    h.connect();
+    // The user's own update, answered over REST, is newer than the `me` of a health check written before it.
+    let newer = presence_at(USER, true, "Out for lunch", "2026-06-24T12:00:05Z");
+    assert!(h.session.observe_user(&newer));
+    let older = presence_at(USER, true, "busy", "2026-06-24T12:00:00Z");
+    let (verdict, _) = h.frame(Frame {
+        kind: "health.check",
+        connection_id: Some("conn-1"),
+        me: Some(older.clone()),
+        ..Frame::default()
+    });
+    assert_eq!(verdict, FrameVerdict::Dispatch);
+    assert!(
+        !h.session.holds(&older),
+        "the client must not write the older `me`"
+    );
+    assert!(h.session.holds(&newer));
+}
+
+#[test]
 fn frames_of_a_superseded_socket_are_ignored() {
     let mut h = Harness::new(Config::default());
     h.connect();

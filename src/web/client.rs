@@ -34,6 +34,19 @@ fn option_u64(options: &JsValue, key: &str) -> Option<u64> {
         .map(|v| v as u64)
 }
 
+/// A string option: absent (`undefined` or `null`) or a string; anything else is refused naming the option.
+fn option_string(options: &JsValue, key: &str) -> Result<Option<String>, JsValue> {
+    let value = js::get(options, key);
+    if value.is_undefined() || value.is_null() {
+        return Ok(None);
+    }
+    value.as_string().map(Some).ok_or_else(|| {
+        js::to_js_error(&js::invalid(
+            ["new Client(): ", key, " must be a string"].concat(),
+        ))
+    })
+}
+
 #[wasm_bindgen]
 impl Client {
     /// `new Client(apiKey, { baseURL, wsBaseURL, timeout, connectTimeout, lastActiveRefreshInterval })`.
@@ -45,9 +58,10 @@ impl Client {
             .ok_or_else(|| js::to_js_error(&js::invalid("new Client() needs an API key string")))?;
         let endpoints = Endpoints::new(
             api_key,
-            js::get(&options, "baseURL").as_string(),
-            js::get(&options, "wsBaseURL").as_string(),
-        );
+            option_string(&options, "baseURL")?,
+            option_string(&options, "wsBaseURL")?,
+        )
+        .map_err(|e| js::to_js_error(&e))?;
         let mut config = Config::default();
         if let Some(refresh) = option_u64(&options, "lastActiveRefreshInterval").filter(|v| *v > 0)
         {

@@ -10,9 +10,10 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 
 use crate::core::{
-    ClientError, Effect, FrameVerdict, Millis, SocketId, Subscription, UserPresence,
+    client_code, ClientError, Effect, FrameVerdict, Millis, SocketId, Subscription, UserPresence,
 };
 use crate::web::credentials::Token;
+use crate::web::diagnose::connect_failure;
 use crate::web::events::local_event;
 use crate::web::inbound;
 use crate::web::js;
@@ -199,7 +200,29 @@ fn run(client: &Rc<ClientState>, effect: Effect, frame: Option<&JsValue>) {
                 let _ = pending.resolve.call1(&JsValue::UNDEFINED, &value);
             }
         }
-        Effect::ConnectRejected(error) => {
+        Effect::Diagnose => {
+            let (client, epoch) = (client.clone(), client.session.borrow().epoch());
+            spawn(Box::pin(async move {
+                let Some(error) = connect_failure(&client).await else {
+                    return;
+                };
+                // The connect it was asked for may have ended since (`disconnectUser`, a new `connectUser`).
+                if client.session.borrow().epoch() == epoch {
+                    client.session.borrow_mut().fail_connect(error);
+                    pump(&client, None);
+                }
+            }));
+        }
+        Effect::ConnectRejected(mut error) => {
+            if error.code == client_code::CONNECTION_FAILED
+                && !error.message.starts_with("connectUser() failed")
+            {
+                // The session does not know the URL it tried; the one who reads the error needs it. (The
+                // diagnosis's own messages name it already. `starts_with`, not `contains`: `str` searching
+                // costs the bundle about 5 KB of gzip.)
+                error.message =
+                    [&error.message, " (", client.endpoints.ws_url(), "/connect)"].concat();
+            }
             let pending = client.pending_connect.borrow_mut().take();
             client.cache.forget_user();
             client.credentials.clear();
@@ -276,11 +299,10 @@ async fn open_socket(
     let token = match token {
         Ok(token) => token.unwrap_or_default(),
         Err(error) => {
-            js::log_error("presence-client: cannot connect", &js::to_js_error(&error));
             client
                 .session
                 .borrow_mut()
-                .handle_socket_error(js::now(), socket);
+                .handle_token_failure(js::now(), socket, error);
             pump(&client, None);
             return;
         }
@@ -336,11 +358,20 @@ async fn open_socket(
             drop_later(Box::new(old));
         }
         Err(thrown) => {
-            js::log_error("presence-client: cannot open the WebSocket", &thrown);
-            client
-                .session
-                .borrow_mut()
-                .handle_socket_error(js::now(), socket);
+            let global = js_sys::global();
+            if !js_sys::Reflect::has(&global, &JsValue::from_str("WebSocket")).unwrap_or(true) {
+                client.session.borrow_mut().fail_connect(ClientError::new(
+                    client_code::CONNECTION_FAILED,
+                    "connectUser() failed: this platform has no WebSocket (Node.js before 22: run it with \
+                     --experimental-websocket)",
+                ));
+            } else {
+                js::log_error("presence-client: cannot open the WebSocket", &thrown);
+                client
+                    .session
+                    .borrow_mut()
+                    .handle_socket_error(js::now(), socket);
+            }
             pump(&client, None);
         }
     }

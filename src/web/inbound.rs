@@ -27,7 +27,12 @@ pub fn dispatch(client: &ClientState, inbound: &Inbound, frame: &Frame<'_>, fres
             }
         }
     }
-    if let Some(presence) = &frame.me {
+    // An outdated `me` (a health check written before an update the client already holds) rolls nothing back.
+    let fresh_me = frame
+        .me
+        .as_ref()
+        .filter(|me| client.session.borrow().holds(me));
+    if let Some(presence) = fresh_me {
         client.cache.replace_me(&presence.id, &wire.me_value());
     }
     let kind = frame.kind;

@@ -16,6 +16,7 @@ pub mod client;
 
 mod cache;
 mod credentials;
+mod diagnose;
 mod driver;
 mod events;
 mod frames;

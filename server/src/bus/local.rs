@@ -40,7 +40,7 @@ impl Bus for LocalBus {
             let frame = Utf8Bytes::from(delivery.frame);
             for conn in &delivery.to {
                 if let Some(outlet) = outlets.get(conn) {
-                    if outlet.deliver(frame.clone()) {
+                    if outlet.deliver(frame.clone(), delivery.supersedes.as_ref()) {
                         sent += 1;
                     }
                 }

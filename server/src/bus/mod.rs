@@ -5,8 +5,8 @@
 mod liveness;
 pub mod local;
 
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Wake};
 
@@ -15,7 +15,7 @@ use futures_util::task::AtomicWaker;
 use presence_protocol::codes::close_code;
 
 pub use self::liveness::Liveness;
-use crate::presence::{ConnId, Delivery};
+use crate::presence::{ConnHasher, ConnId, Delivery, StateKey};
 
 /// Carries frames to connections.
 pub trait Bus: Send + Sync + 'static {
@@ -39,12 +39,16 @@ pub trait Bus: Send + Sync + 'static {
 /// task records it, and a way to ask its task to close. The queue is a plain deque (no allocation while empty,
 /// unlike a channel's fixed blocks), and the connection's one task is woken through a waker slot rather than a
 /// stored future: an idle connection costs only this struct.
+///
+/// A frame that carries a user's whole state ([`StateKey`]) replaces a queued frame of the same key: the older one
+/// is dropped where it waits and the newer goes to the back. What the client reads is then the frames as sent,
+/// minus some: never a state older than one it already read, always ending on the newest, and in their order
+/// across users. A user flipping a setting a thousand times while a follower's socket is stalled costs that
+/// follower two frames in its queue, not a thousand and an eviction.
 pub struct Outlet {
     frames: Mutex<Frames>,
     /// The connection's task, woken when a frame is queued or the connection is evicted.
     task: AtomicWaker,
-    /// Bytes of the frames queued and not yet taken by the connection's task.
-    queued_bytes: AtomicUsize,
     max_queued_bytes: usize,
     liveness: Liveness,
     /// The close code asked for by [`Outlet::evict`]; 0 until then.
@@ -57,8 +61,98 @@ pub struct Outlet {
 /// The frames waiting for the connection's task, and whether it is gone.
 #[derive(Default)]
 struct Frames {
-    queue: VecDeque<Utf8Bytes>,
+    /// In the order queued, by increasing `seq`; superseded entries stay as holes until taken or compacted.
+    queue: VecDeque<Queued>,
+    /// Bytes of the frames queued (holes excluded).
+    bytes: usize,
+    /// Holes in `queue`.
+    holes: usize,
+    /// `seq` of the next frame queued.
+    next_seq: u64,
+    /// For each key with a frame in the queue, that frame's `seq`. A frame queued onto an empty queue is left
+    /// out (it is about to be written, and a connection keeping up then never touches the index), so a key may
+    /// have one frame more queued: the oldest, at the front.
+    latest: HashMap<StateKey, u64, ConnHasher>,
     closed: bool,
+}
+
+/// One entry of the queue: a frame, or the hole a superseded frame left.
+struct Queued {
+    seq: u64,
+    frame: Option<Utf8Bytes>,
+    /// The key the frame is indexed under in `latest`, if it is.
+    supersedes: Option<StateKey>,
+}
+
+/// Holes are compacted away once there are this many and they outnumber the frames: a storm that keeps
+/// superseding the same frames leaves the queue's length bounded by its bytes, not by the storm.
+const COMPACT_HOLES: usize = 64;
+
+impl Frames {
+    /// Punches a hole where the queued frame of `key` waits, if one does; returns its length.
+    fn supersede(&mut self, key: &StateKey) -> usize {
+        let Some(seq) = self.latest.remove(key) else {
+            return 0;
+        };
+        let Ok(at) = self.queue.binary_search_by_key(&seq, |q| q.seq) else {
+            return 0;
+        };
+        let Some(frame) = self.queue[at].frame.take() else {
+            return 0;
+        };
+        self.holes += 1;
+        self.bytes -= frame.len();
+        if self.holes >= COMPACT_HOLES && self.holes * 2 > self.queue.len() {
+            self.queue.retain(|q| q.frame.is_some());
+            self.holes = 0;
+        }
+        frame.len()
+    }
+
+    fn push(&mut self, frame: Utf8Bytes, supersedes: Option<&StateKey>) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.bytes += frame.len();
+        // Only an indexed frame keeps its key: on the common path (a connection keeping up) a fan-out adds no
+        // reference count, no hashing and no allocation per recipient.
+        let supersedes = supersedes.filter(|_| !self.queue.is_empty()).cloned();
+        if let Some(key) = &supersedes {
+            self.latest.insert(key.clone(), seq);
+        }
+        self.queue.push_back(Queued {
+            seq,
+            frame: Some(frame),
+            supersedes,
+        });
+    }
+
+    /// The frame at the front, skipping holes.
+    fn pop(&mut self) -> Option<Utf8Bytes> {
+        let frame = loop {
+            let queued = self.queue.pop_front()?;
+            let Some(frame) = queued.frame else {
+                self.holes -= 1;
+                continue;
+            };
+            if let Some(key) = &queued.supersedes {
+                if self.latest.get(key) == Some(&queued.seq) {
+                    self.latest.remove(key);
+                }
+            }
+            break frame;
+        };
+        self.bytes -= frame.len();
+        if self.queue.is_empty() {
+            // An idle connection holds no queue memory (a push allocates room for four frames anyway).
+            if self.queue.capacity() > 0 {
+                self.queue = VecDeque::new();
+            }
+            if self.latest.capacity() > 0 {
+                self.latest = HashMap::default();
+            }
+        }
+        Some(frame)
+    }
 }
 
 /// The receiving end of an [`Outlet`], drained by the connection's task. Dropping it refuses further frames.
@@ -70,20 +164,7 @@ impl OutletQueue {
     /// The next frame, its bytes no longer counting against the bound. The connection's task learns of a frame
     /// queued later through [`Outlet::register`], which it calls before looking.
     pub fn try_recv(&mut self) -> Option<Utf8Bytes> {
-        let next = {
-            let mut frames = self.outlet.lock_frames();
-            let next = frames.queue.pop_front();
-            if frames.queue.is_empty() && frames.queue.capacity() > 0 {
-                // An idle connection holds no queue memory (a push allocates room for four frames anyway).
-                frames.queue = VecDeque::new();
-            }
-            next
-        };
-        let frame = next?;
-        self.outlet
-            .queued_bytes
-            .fetch_sub(frame.len(), Ordering::SeqCst);
-        Some(frame)
+        self.outlet.lock_frames().pop()
     }
 }
 
@@ -91,10 +172,10 @@ impl Drop for OutletQueue {
     fn drop(&mut self) {
         let mut frames = self.outlet.lock_frames();
         frames.closed = true;
-        let dropped: usize = frames.queue.drain(..).map(|f| f.len()).sum();
-        self.outlet
-            .queued_bytes
-            .fetch_sub(dropped, Ordering::SeqCst);
+        frames.queue = VecDeque::new();
+        frames.latest = HashMap::default();
+        frames.bytes = 0;
+        frames.holes = 0;
     }
 }
 
@@ -105,7 +186,6 @@ impl Outlet {
         let outlet = Arc::new(Outlet {
             frames: Mutex::new(Frames::default()),
             task: AtomicWaker::new(),
-            queued_bytes: AtomicUsize::new(0),
             max_queued_bytes,
             liveness,
             evict_code: AtomicU16::new(0),
@@ -123,34 +203,38 @@ impl Outlet {
         self.frames.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues a frame. A consumer whose queued frames would exceed the byte bound with this one is evicted
-    /// (4003) rather than buffered without bound; so is one sent a single frame larger than the bound.
-    /// Returns whether the frame was queued.
-    pub fn deliver(&self, frame: Utf8Bytes) -> bool {
-        let len = frame.len();
-        let reserved =
-            self.queued_bytes
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |queued| {
-                    queued
-                        .checked_add(len)
-                        .filter(|&total| total <= self.max_queued_bytes)
-                });
-        if reserved.is_err() {
-            self.evict(close_code::SLOW_CONSUMER);
-            return false;
-        }
+    /// Queues a frame, first dropping the queued frame it supersedes (if `supersedes` names a key with one).
+    /// A consumer whose queued frames would exceed the byte bound with this one is evicted (4003) rather than
+    /// buffered without bound; so is one sent a single frame larger than the bound. Returns whether the frame
+    /// was queued.
+    pub fn deliver(&self, frame: Utf8Bytes, supersedes: Option<&StateKey>) -> bool {
         {
             let mut frames = self.lock_frames();
             if frames.closed {
                 // The connection's task is gone; nothing will take the frame.
-                drop(frames);
-                self.queued_bytes.fetch_sub(len, Ordering::SeqCst);
                 return false;
             }
-            frames.queue.push_back(frame);
+            if let Some(key) = supersedes {
+                frames.supersede(key);
+            }
+            let fits = frames
+                .bytes
+                .checked_add(frame.len())
+                .is_some_and(|total| total <= self.max_queued_bytes);
+            if !fits {
+                drop(frames);
+                self.evict(close_code::SLOW_CONSUMER);
+                return false;
+            }
+            frames.push(frame, supersedes);
         }
         self.task.wake();
         true
+    }
+
+    /// Bytes of the frames queued and not yet taken by the connection's task.
+    pub fn queued_bytes(&self) -> usize {
+        self.lock_frames().bytes
     }
 
     /// When the connection was last heard from.
@@ -200,5 +284,101 @@ impl Wake for Outlet {
     fn wake_by_ref(self: &Arc<Self>) {
         self.io_woke.store(true, Ordering::SeqCst);
         self.task.wake();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::time::Instant;
+
+    use super::*;
+    use crate::presence::StateEvent;
+
+    fn outlet(max_queued_bytes: usize) -> (Arc<Outlet>, OutletQueue) {
+        Outlet::new(
+            max_queued_bytes,
+            Liveness::new(Instant::now(), Duration::from_secs(5)),
+        )
+    }
+
+    fn key(user: &str, kind: StateEvent) -> StateKey {
+        StateKey {
+            user_id: Arc::from(user),
+            kind,
+        }
+    }
+
+    fn drain(queue: &mut OutletQueue) -> Vec<String> {
+        std::iter::from_fn(|| queue.try_recv().map(|f| f.to_string())).collect()
+    }
+
+    #[test]
+    fn a_newer_state_replaces_the_queued_one_and_goes_to_the_back() {
+        let (outlet, mut queue) = outlet(1 << 20);
+        let u = key("u", StateEvent::PresenceChanged);
+        let v = key("v", StateEvent::PresenceChanged);
+        for (frame, key) in [
+            ("u1", Some(&u)),
+            ("u2", Some(&u)),
+            ("v1", Some(&v)),
+            ("x", None),
+            ("u3", Some(&u)),
+            ("v2", Some(&v)),
+        ] {
+            assert!(outlet.deliver(Utf8Bytes::from(frame), key));
+        }
+        // u1 was at the front of an empty queue, about to be written: it stays.
+        assert_eq!(drain(&mut queue), ["u1", "x", "u3", "v2"]);
+        // Once taken, a frame is past superseding; the next one queues normally.
+        assert!(outlet.deliver(Utf8Bytes::from("u4"), Some(&u)));
+        assert!(outlet.deliver(Utf8Bytes::from("u5"), Some(&u)));
+        assert_eq!(drain(&mut queue), ["u4", "u5"]);
+    }
+
+    #[test]
+    fn kinds_and_unkeyed_frames_never_replace_one_another() {
+        let (outlet, mut queue) = outlet(1 << 20);
+        let presence = key("u", StateEvent::PresenceChanged);
+        let updated = key("u", StateEvent::Updated);
+        outlet.deliver(Utf8Bytes::from("head"), None);
+        outlet.deliver(Utf8Bytes::from("p1"), Some(&presence));
+        outlet.deliver(Utf8Bytes::from("u1"), Some(&updated));
+        outlet.deliver(Utf8Bytes::from("c1"), None);
+        outlet.deliver(Utf8Bytes::from("c2"), None);
+        outlet.deliver(Utf8Bytes::from("p2"), Some(&presence));
+        assert_eq!(drain(&mut queue), ["head", "u1", "c1", "c2", "p2"]);
+    }
+
+    #[test]
+    fn a_storm_about_one_user_never_fills_the_queue() {
+        let frame = |i: usize| Utf8Bytes::from(format!("{i:0>1000}"));
+        // Room for three frames: without superseding the fourth would evict.
+        let (outlet, mut queue) = outlet(3000);
+        let u = key("u", StateEvent::Updated);
+        for i in 0..10_000 {
+            assert!(outlet.deliver(frame(i), Some(&u)), "frame {i}");
+        }
+        assert_eq!(outlet.evicted(), None);
+        {
+            let frames = outlet.lock_frames();
+            assert_eq!(frames.bytes, 2000);
+            assert!(
+                frames.queue.len() <= 2 * COMPACT_HOLES + 2,
+                "{}",
+                frames.queue.len()
+            );
+        }
+        assert_eq!(
+            drain(&mut queue),
+            [frame(0).to_string(), frame(9999).to_string()]
+        );
+        // Unkeyed frames still count against the bound.
+        for i in 0..3 {
+            assert!(outlet.deliver(frame(i), None));
+        }
+        assert!(!outlet.deliver(frame(3), None));
+        assert_eq!(outlet.evicted(), Some(close_code::SLOW_CONSUMER));
     }
 }

@@ -1,6 +1,8 @@
 //! The cluster log on Redis: one stream entry per state change (`n` the node that appended it, `s` its
 //! sequence number there, `c` the command as JSON), appended with `XADD` and read in order with `XREAD BLOCK`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -57,19 +59,28 @@ pub struct LogItem {
     pub waiter: Option<Waiter>,
 }
 
-pub async fn append(
-    redis: &mut ConnectionManager,
-    node: &str,
-    seq: u64,
-    command: &Command,
-) -> Result<(), redis::RedisError> {
-    let json = serde_json::to_string(command).map_err(|e| {
+/// Most bytes a command may take as JSON in the log: twice the largest one the limits let through (an upsert
+/// of 100 users with 5 KB of fields each is about 520 KB), and the size of the largest request body (1 MiB).
+pub const MAX_ENTRY_BYTES: usize = 1024 * 1024;
+
+/// A command as stored in the log.
+pub fn encode(command: &Command) -> Result<String, redis::RedisError> {
+    serde_json::to_string(command).map_err(|e| {
         redis::RedisError::from((
             redis::ErrorKind::Client,
             "cannot encode a command",
             e.to_string(),
         ))
-    })?;
+    })
+}
+
+/// Appends an encoded command (see [`encode`]).
+pub async fn append(
+    redis: &mut ConnectionManager,
+    node: &str,
+    seq: u64,
+    json: &str,
+) -> Result<(), redis::RedisError> {
     redis::cmd("XADD")
         .arg(LOG_KEY)
         .arg("MAXLEN")
@@ -108,10 +119,12 @@ pub struct RawEntry {
 }
 
 /// Reads the log from its start, handing each entry to `on_entry` in order (None when it cannot be decoded),
-/// forever; waits and reads on while Redis is away (a restarted Redis with an empty stream gives ids past the
+/// forever, noting whether Redis answers in `readable` (and, when it does not, in `writable`); waits and reads on while Redis is away (a restarted Redis with an empty stream gives ids past the
 /// last one read, so nothing is skipped or read twice).
 pub async fn read(
     mut redis: ConnectionManager,
+    readable: Arc<AtomicBool>,
+    writable: Arc<AtomicBool>,
     mut on_entry: impl FnMut(LogPos, Option<RawEntry>),
 ) {
     let mut last = LogPos::default();
@@ -126,6 +139,11 @@ pub async fn read(
             .arg(last.id())
             .query_async(&mut redis)
             .await;
+        readable.store(reply.is_ok(), Ordering::Relaxed);
+        if reply.is_err() {
+            // Redis is away: the appends' connection is broken too, and stays so until a write remakes it.
+            writable.store(false, Ordering::Relaxed);
+        }
         match reply {
             Ok(Some(reply)) => {
                 for key in reply.keys {

@@ -58,6 +58,7 @@ pub async fn run(
     id: String,
     known: Arc<Mutex<HashSet<String>>>,
     primary: Arc<AtomicBool>,
+    writable: Arc<AtomicBool>,
     on_gone: impl Fn(String),
 ) {
     let mut members = Members {
@@ -70,7 +71,9 @@ pub async fn run(
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        if let Err(e) = beat(&mut redis, &members.id).await {
+        let beaten = beat(&mut redis, &members.id).await;
+        writable.store(beaten.is_ok(), std::sync::atomic::Ordering::Relaxed);
+        if let Err(e) = beaten {
             tracing::warn!(error = %e, "cannot refresh this node's heartbeat in Redis");
             continue;
         }

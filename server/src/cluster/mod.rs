@@ -19,7 +19,7 @@ use tokio::sync::watch;
 
 use self::log::RawEntry;
 pub use self::log::{LogItem, LogPos};
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 use crate::hub::command::{Command, Entry, Waiter};
 
 /// Where a node finds the others.
@@ -58,6 +58,11 @@ pub struct Node {
     primary: Arc<AtomicBool>,
     /// Nodes that appended entries and have not been declared gone since.
     known: Arc<Mutex<HashSet<String>>>,
+    /// Whether the last read of the log succeeded (one runs every two seconds at most).
+    readable: Arc<AtomicBool>,
+    /// Whether the last append or heartbeat (every three seconds) succeeded: they share a connection, which
+    /// after an outage takes a failed command to be made again.
+    writable: Arc<AtomicBool>,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -88,6 +93,8 @@ impl Node {
             applied: watch::Sender::new(LogPos::default()),
             primary: Arc::new(AtomicBool::new(true)),
             known: Arc::new(Mutex::new(HashSet::new())),
+            readable: Arc::new(AtomicBool::new(true)),
+            writable: Arc::new(AtomicBool::new(true)),
         }))
     }
 
@@ -109,15 +116,19 @@ impl Node {
         .await
         .map_err(|e| format!("cannot reach Redis: {e}"))?;
         let node = Arc::clone(self);
-        self.runtime.spawn(log::read(reader, move |pos, raw| {
-            sink(node.log_item(pos, raw))
-        }));
+        self.runtime.spawn(log::read(
+            reader,
+            Arc::clone(&self.readable),
+            Arc::clone(&self.writable),
+            move |pos, raw| sink(node.log_item(pos, raw)),
+        ));
         let node = Arc::clone(self);
         self.runtime.spawn(membership::run(
             self.redis.clone(),
             self.id.clone(),
             Arc::clone(&self.known),
             Arc::clone(&self.primary),
+            Arc::clone(&self.writable),
             move |gone| node.submit_fact(Command::NodeDown { node: gone }),
         ));
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -134,11 +145,31 @@ impl Node {
             .map_err(|_| "the hub stopped while catching up with the log".to_string())
     }
 
-    /// Appends `command`; `waiter` is called once this node has applied it. Fails when Redis cannot be reached.
+    /// Whether Redis answered the last time this node read the log and the last time it wrote there.
+    pub fn redis_reachable(&self) -> bool {
+        self.readable.load(Ordering::Relaxed) && self.writable.load(Ordering::Relaxed)
+    }
+
+    /// Appends `command`; `waiter` is called once this node has applied it. Fails when Redis cannot be reached,
+    /// and with 413 / code 22 when the command takes more than [`log::MAX_ENTRY_BYTES`] (every node would hold
+    /// and parse it).
     pub async fn submit(&self, command: Command, waiter: Waiter) -> Result<(), Error> {
+        let json = log::encode(&command).map_err(|e| unavailable(&e))?;
+        if json.len() > log::MAX_ENTRY_BYTES {
+            return Err(Error::new(
+                ErrorKind::PayloadTooBig,
+                format!(
+                    "the request takes {} bytes in the cluster log, more than {}",
+                    json.len(),
+                    log::MAX_ENTRY_BYTES
+                ),
+            ));
+        }
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         lock(&self.waiters).insert(seq, waiter);
-        if let Err(e) = log::append(&mut self.redis.clone(), &self.id, seq, &command).await {
+        let appended = log::append(&mut self.redis.clone(), &self.id, seq, &json).await;
+        self.writable.store(appended.is_ok(), Ordering::Relaxed);
+        if let Err(e) = appended {
             lock(&self.waiters).remove(&seq);
             return Err(unavailable(&e));
         }
@@ -150,9 +181,15 @@ impl Node {
         let node = Arc::clone(self);
         self.runtime.spawn(async move {
             let mut redis = node.redis.clone();
+            let json = match log::encode(&command) {
+                Ok(json) => json,
+                Err(e) => return tracing::error!(error = %e, "cannot encode a cluster log entry"),
+            };
             loop {
                 let seq = node.next_seq.fetch_add(1, Ordering::Relaxed);
-                match log::append(&mut redis, &node.id, seq, &command).await {
+                let appended = log::append(&mut redis, &node.id, seq, &json).await;
+                node.writable.store(appended.is_ok(), Ordering::Relaxed);
+                match appended {
                     Ok(()) => return,
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot append to the cluster log; retrying");

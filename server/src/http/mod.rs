@@ -6,4 +6,5 @@ pub mod error;
 pub mod extract;
 pub mod layers;
 pub mod ops;
+pub mod rate;
 pub mod users;

@@ -1,17 +1,29 @@
-//! Operational endpoints and fallbacks: `/healthz`, `/metrics`, unknown paths and methods.
+//! Operational endpoints and fallbacks: `/healthz`, `/metrics`, unknown paths and methods, and the admin port's
+//! check of the `Host` it is asked for.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 use crate::http::error::respond_with_status;
 use crate::state::AppState;
 
-pub async fn healthz() -> &'static str {
-    "ok\n"
+/// `ok` (200) while the server can do its work; 503 with the parts that fail otherwise. It reports what the
+/// server last saw rather than probing: the database is the hub thread's (a probe would queue behind its
+/// commits, and a public endpoint must not let anyone add work to the database or Redis), and what the server
+/// sees is fresh — every batch commits, and the cluster log is read from Redis every two seconds at most.
+pub async fn healthz(State(app): State<Arc<AppState>>) -> Response {
+    let failing = app.hub.failing_parts();
+    if failing.is_empty() {
+        return "ok\n".into_response();
+    }
+    let body = serde_json::json!({ "status": "unavailable", "failing": failing });
+    (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
 }
 
 pub async fn metrics(State(app): State<Arc<AppState>>) -> Response {
@@ -80,4 +92,95 @@ pub async fn method_not_allowed(req: Request) -> Response {
         req.uri().path()
     ));
     respond_with_status(StatusCode::METHOD_NOT_ALLOWED, &error)
+}
+
+/// Answers only requests whose `Host` names the admin address itself (any address of the machine when bound to
+/// all of them) or a loopback name, any port: a page that had its own domain rebound to this machine (DNS
+/// rebinding) sends its domain as `Host` and is refused with 421; a port forward to the admin port (`ssh -L`)
+/// still works through `localhost:<its port>`.
+pub async fn admin_host_check(
+    State(bound): State<SocketAddr>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()));
+    if host.is_some_and(|host| is_admin_host(host, bound.ip())) {
+        return next.run(req).await;
+    }
+    let error = Error::new(
+        ErrorKind::NotAllowed,
+        format!(
+            "the operator endpoints answer only for {bound}, localhost, 127.0.0.1 or [::1], not for Host {}",
+            host.unwrap_or("(none)")
+        ),
+    );
+    respond_with_status(StatusCode::MISDIRECTED_REQUEST, &error)
+}
+
+/// Whether `host` (a `Host` header: name or address, optional port) names `bound` or the loopback.
+fn is_admin_host(host: &str, bound: IpAddr) -> bool {
+    let name = match host.rsplit_once(':') {
+        // An IPv6 address is bracketed: its colons are inside the brackets.
+        Some((name, port)) if !port.contains(']') => {
+            if port.parse::<u16>().is_err() {
+                return false;
+            }
+            name
+        }
+        _ => host,
+    };
+    if name.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    let ip = name
+        .strip_prefix('[')
+        .and_then(|n| n.strip_suffix(']'))
+        .unwrap_or(name);
+    match ip.parse::<IpAddr>() {
+        // Bound to every interface, the port answers at any of the machine's addresses; an address is never
+        // what a rebound name sends.
+        Ok(ip) => ip == bound || ip.is_loopback() || bound.is_unspecified(),
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_admin_host;
+    use std::net::IpAddr;
+
+    #[test]
+    fn the_admin_port_answers_its_own_address_and_loopback_names_only() {
+        let bound: IpAddr = "10.1.2.3".parse().unwrap();
+        for ok in [
+            "10.1.2.3:7071",
+            "10.1.2.3",
+            "localhost",
+            "LocalHost:7071",
+            "127.0.0.1:9000",
+            "127.0.0.1",
+            "[::1]:7071",
+            "[::1]",
+        ] {
+            assert!(is_admin_host(ok, bound), "{ok}");
+        }
+        for refused in [
+            "evil.example",
+            "evil.example:7071",
+            "localhost.evil.example",
+            "10.1.2.4:7071",
+            "127.0.0.1:x",
+            "[::2]:7071",
+            "",
+        ] {
+            assert!(!is_admin_host(refused, bound), "{refused}");
+        }
+        let everywhere: IpAddr = "0.0.0.0".parse().unwrap();
+        assert!(is_admin_host("10.9.8.7:7071", everywhere));
+        assert!(!is_admin_host("evil.example:7071", everywhere));
+    }
 }

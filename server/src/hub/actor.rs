@@ -1,17 +1,20 @@
 //! The hub's thread: it owns the engine and the store. It takes the operations queued so far as one batch,
 //! applies them to the engine, commits all their writes in one transaction, and only then makes the batch
 //! visible: it publishes a new read view, hands the deliveries to the bus in operation order, and answers each
-//! operation. A commit that still fails after a few tries puts the engine back to the copy taken before the
-//! batch (memory stays equal to disk), answers each request of the batch with the failure and publishes none
-//! of what they did. Facts (a connection ended, a ping, a grace window ran out, shutdown) cannot be refused:
-//! they are applied again to the restored engine, and their writes (`last_active` stamps) wait for the next
-//! commit.
+//! operation. When the commit fails, the batch is applied again from the engine as it was before it, one
+//! operation at a time, each committing its writes alone: a write the database refuses (a value it cannot
+//! store) fails only the request that made it, which is undone; the others commit. When the database does not
+//! work at all (after a few tries), every request of the batch is undone (memory stays equal to disk) and
+//! answered with the failure, and none of what they did is published. Facts (a connection ended, a ping, a
+//! grace window ran out, shutdown) cannot be refused: they stay applied, and their writes (`last_active`
+//! stamps) wait for the next commit — or, refused by the database, are not stored.
 //!
 //! In cluster mode the batch also holds entries of the cluster log, applied at the time the log gave them.
-//! They cannot be undone either (every node applies them): a failed commit leaves their writes waiting like
-//! the facts'. With a store the nodes share, a node commits only the writes of its own entries. Grace windows
-//! do not end on this node's clock: when one is due, the node asks for a `Timeout` entry (the primary node at
-//! once, the others a moment later if nobody did).
+//! They cannot be undone either (every node applies them): their writes are treated like the facts'. With a
+//! store the nodes share, a node commits only the writes of its own entries. Grace windows do not end on this
+//! node's clock: when one is due, the node asks for a `Timeout` entry (the primary node at once, the others a
+//! moment later if nobody did). Requests of this node are tried on a copy of the engine ([`Probe`]) before
+//! they are appended to the log.
 
 use std::collections::HashMap;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -22,10 +25,11 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use presence_protocol::codes::close_code;
 
+use super::command::{Entry, Outcome, Waiter};
 use crate::bus::Bus;
 use crate::cluster::{LogItem, LogPos, Node};
 use crate::model::Write;
-use crate::presence::{ConnId, Ending, Engine, View};
+use crate::presence::{self, ConnId, Ending, Engine, View};
 use crate::store::{Stamped, Store, StoreError};
 
 /// Most operations applied (and committed) together.
@@ -38,8 +42,12 @@ const TIMEOUT_BACKUP: TimeDelta = TimeDelta::seconds(1);
 /// Waits between the tries of a failing commit: three tries over about a second.
 const RETRY_DELAYS: [Duration; 2] = [Duration::from_millis(200), Duration::from_millis(600)];
 
-/// A request to the engine: applied, then answered through its [`Reply`] once the batch is settled.
-pub(super) type Job = Box<dyn FnOnce(&mut Engine, DateTime<Utc>) -> Reply + Send>;
+/// How often the thread looks whether a database that failed works again, when nothing else commits.
+const STORE_RECHECK: TimeDelta = TimeDelta::seconds(1);
+
+/// A request to the engine: applied, then answered through the [`Reply`] of its last application once the
+/// batch is settled. It may be applied again when its batch is committed one operation at a time.
+pub(super) type Job = Box<dyn FnMut(&mut Engine, DateTime<Utc>) -> Reply + Send>;
 
 /// Answers a request once its batch is settled: with `None` when its writes are durable (or it had none), with
 /// the store's failure when its batch could not be committed and its effects were undone.
@@ -55,11 +63,25 @@ pub(super) enum Fact {
     Timeout,
 }
 
+/// A look at the engine as it is now, answered at once (it changes nothing, so it waits for no commit).
+pub(super) type Probe = Box<dyn FnOnce(&Engine, DateTime<Utc>) + Send>;
+
 pub(super) enum Op {
     Fact(Fact),
     Request(Job),
+    Probe(Probe),
     /// Cluster mode: the next entry of the log.
     Entry(Box<LogItem>),
+}
+
+/// What the thread tells of the store, shared with the hub's readers.
+#[derive(Clone, Default)]
+pub(super) struct StoreState {
+    /// Commits that succeeded, and the writes they held.
+    pub commits: Arc<std::sync::atomic::AtomicU64>,
+    pub writes_committed: Arc<std::sync::atomic::AtomicU64>,
+    /// Whether the last commit failed for want of a working database (not for a refused write).
+    pub failing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// What readers see: the view published after the last settled batch.
@@ -70,17 +92,18 @@ pub(super) struct Actor {
     pub store: Box<dyn Store>,
     pub bus: Arc<dyn Bus>,
     pub view: ViewSlot,
-    /// Commits that succeeded, and the writes they held.
-    pub commits: Arc<std::sync::atomic::AtomicU64>,
+    /// What the thread tells of the store.
+    store_state: StoreState,
     /// Cluster mode: this process in the cluster.
     pub node: Option<Arc<Node>>,
     /// Whether the store is shared by the nodes (each commits only its own entries' writes).
     shared_store: bool,
-    pub writes_committed: Arc<std::sync::atomic::AtomicU64>,
     /// Writes of facts whose commit failed: committed before the next batch's writes.
     carry: Vec<Stamped>,
     /// Cluster mode: when this node last asked for the end of due grace windows.
     timeout_asked: Option<DateTime<Utc>>,
+    /// When the thread last tried to commit.
+    store_looked_at: DateTime<Utc>,
 }
 
 impl Actor {
@@ -89,9 +112,8 @@ impl Actor {
         store: Box<dyn Store>,
         bus: Arc<dyn Bus>,
         view: ViewSlot,
-        commits: Arc<std::sync::atomic::AtomicU64>,
+        store_state: StoreState,
         node: Option<Arc<Node>>,
-        writes_committed: Arc<std::sync::atomic::AtomicU64>,
     ) -> Actor {
         let shared_store = store.shared();
         Actor {
@@ -99,12 +121,12 @@ impl Actor {
             store,
             bus,
             view,
-            commits,
+            store_state,
             node,
             shared_store,
-            writes_committed,
             carry: Vec::new(),
             timeout_asked: None,
+            store_looked_at: Utc::now(),
         }
     }
 
@@ -136,8 +158,12 @@ impl Actor {
 
     fn run(mut self, ops: Receiver<Op>) {
         loop {
-            // Sleep until the next operation, or until the next grace window ends.
-            let first = match self.next_deadline() {
+            // Sleep until the next operation, or until the next grace window ends (or the database is due
+            // another look).
+            let recheck = self
+                .store_failing()
+                .then(|| self.store_looked_at + STORE_RECHECK);
+            let first = match self.next_deadline().into_iter().chain(recheck).min() {
                 Some(at) => {
                     let wait = (at - Utc::now()).to_std().unwrap_or_default();
                     match ops.recv_timeout(wait) {
@@ -163,6 +189,7 @@ impl Actor {
                 }
             }
             if batch.is_empty() && first.is_none() {
+                self.look_at_failing_store();
                 continue;
             }
             batch.extend(first);
@@ -173,6 +200,23 @@ impl Actor {
                 }
             }
             self.settle(batch);
+            self.look_at_failing_store();
+        }
+    }
+
+    /// While the database is failing and nothing tried it for a while (a ping-only load writes nothing), tries
+    /// what waits to be written, or an empty transaction, to notice when it works again.
+    fn look_at_failing_store(&mut self) {
+        if !self.store_failing() || Utc::now() < self.store_looked_at + STORE_RECHECK {
+            return;
+        }
+        if !self.carry.is_empty() {
+            self.settle(Vec::new());
+            return;
+        }
+        self.store_looked_at = Utc::now();
+        if self.store.commit(&[]).is_ok() {
+            self.set_store_failing(false);
         }
     }
 
@@ -190,109 +234,284 @@ impl Actor {
         }
     }
 
+    /// Applies one operation at `now`, taking the writes it made.
+    fn apply_op(&mut self, op: Op, now: DateTime<Utc>) -> Applied {
+        let kind = match op {
+            Op::Fact(fact) => {
+                self.apply(&fact, now);
+                Kind::Fact(fact)
+            }
+            Op::Request(mut job) => {
+                let reply = job(&mut self.engine, now);
+                Kind::Request { job, reply }
+            }
+            Op::Probe(probe) => {
+                probe(&self.engine, now);
+                Kind::Probe
+            }
+            Op::Entry(item) => match *item {
+                LogItem {
+                    pos,
+                    entry: Some(entry),
+                    waiter,
+                } => {
+                    let outcome = entry.command.apply(&mut self.engine, &*self.bus, entry.now);
+                    Kind::Entry {
+                        pos,
+                        entry: Box::new(entry),
+                        waiter,
+                        outcome,
+                    }
+                }
+                LogItem { pos, .. } => Kind::Undecoded(pos),
+            },
+        };
+        Applied {
+            now,
+            writes: self.take_writes(&kind),
+            kind,
+            failure: None,
+        }
+    }
+
+    /// Applies the operation again (on an engine that may lack an earlier one), taking its new writes.
+    fn reapply(&mut self, op: &mut Applied) {
+        match &mut op.kind {
+            Kind::Fact(fact) => {
+                let fact = fact.clone();
+                self.apply(&fact, op.now);
+            }
+            Kind::Request { job, reply } => *reply = job(&mut self.engine, op.now),
+            Kind::Entry { entry, outcome, .. } => {
+                *outcome = entry.command.apply(&mut self.engine, &*self.bus, entry.now);
+            }
+            Kind::Undecoded(_) | Kind::Probe => {}
+        }
+        op.writes = self.take_writes(&op.kind);
+    }
+
+    /// The writes the engine made for `kind`, as this node commits them.
+    fn take_writes(&mut self, kind: &Kind) -> Vec<Stamped> {
+        let writes = self.engine.poll_writes();
+        match kind {
+            // A shared store holds what the entry's own process committed; an entry replayed at start (an
+            // earlier process with this node id included) must not overwrite what came after it.
+            Kind::Entry { pos, entry, .. } if entry.own || !self.shared_store => {
+                let pos = Some(pos.parts());
+                writes
+                    .into_iter()
+                    .map(|write| Stamped { write, pos })
+                    .collect()
+            }
+            Kind::Entry { .. } => Vec::new(),
+            _ => writes.into_iter().map(Stamped::unlogged).collect(),
+        }
+    }
+
     /// Applies, commits and publishes (or undoes) one batch.
     fn settle(&mut self, batch: Vec<Op>) {
         let before = self.engine.clone();
-        let mut facts = Vec::new();
-        let mut replies = Vec::new();
-        let mut answers = Vec::new();
-        let mut applied: Option<LogPos> = None;
-        let carried = self.carry.len();
-        let mut writes = std::mem::take(&mut self.carry);
-        for op in batch {
-            let now = Utc::now();
-            match op {
-                Op::Fact(fact) => {
-                    self.apply(&fact, now);
-                    facts.push((fact, now));
+        let carried = std::mem::take(&mut self.carry);
+        let mut ops: Vec<Applied> = batch
+            .into_iter()
+            .map(|op| self.apply_op(op, Utc::now()))
+            .collect();
+        let writes: Vec<Stamped> = carried
+            .iter()
+            .chain(ops.iter().flat_map(|op| op.writes.iter()))
+            .cloned()
+            .collect();
+        let deliveries = match self.commit(&writes) {
+            Ok(()) => {
+                if !writes.is_empty() {
+                    self.set_store_failing(false);
                 }
-                Op::Request(job) => replies.push(job(&mut self.engine, now)),
-                Op::Entry(item) => {
-                    let LogItem { pos, entry, waiter } = *item;
-                    applied = Some(pos);
-                    let Some(entry) = entry else {
-                        continue;
-                    };
-                    // Writes so far belong to the facts and requests before this entry.
-                    writes.extend(self.engine.poll_writes().into_iter().map(Stamped::unlogged));
-                    let outcome = entry.command.apply(&mut self.engine, &*self.bus, entry.now);
-                    let entry_writes = self.engine.poll_writes();
-                    // A shared store holds what the entry's own process committed; an entry replayed at start
-                    // (an earlier process with this node id included) must not overwrite what came after it.
-                    if entry.own || !self.shared_store {
-                        let pos = Some(pos.parts());
-                        writes.extend(entry_writes.into_iter().map(|write| Stamped { write, pos }));
-                    }
-                    if let Some(waiter) = waiter {
-                        answers.push((waiter, outcome));
-                    }
-                }
+                self.engine.poll_deliveries()
             }
-        }
-        writes.extend(self.engine.poll_writes().into_iter().map(Stamped::unlogged));
-        let mut deliveries = self.engine.poll_deliveries();
-        let failure = self.commit(&writes).err();
-        if failure.is_some() {
-            if !replies.is_empty() && applied.is_none() {
-                // Undo the batch, then apply its facts again: they happened whether or not the requests did.
+            Err(e) => {
+                let down = (!e.is_refusal()).then_some(e);
                 self.engine = before;
-                writes.truncate(carried);
-                for (fact, now) in &facts {
-                    self.apply(fact, *now);
-                }
-                writes.extend(self.engine.poll_writes().into_iter().map(Stamped::unlogged));
-                deliveries = self.engine.poll_deliveries();
+                self.one_at_a_time(carried, &mut ops, down)
             }
-            // What is left is the facts' (and log entries') writes: they wait for the next commit.
-            self.carry = compact(writes);
-        }
+        };
         let view = Arc::new(self.engine.view());
         *self.view.write().unwrap_or_else(|e| e.into_inner()) = view;
         if !deliveries.is_empty() {
             self.bus.publish(deliveries);
         }
+        let applied = ops.iter().rev().find_map(|op| match op.kind {
+            Kind::Entry { pos, .. } | Kind::Undecoded(pos) => Some(pos),
+            _ => None,
+        });
         if let (Some(node), Some(pos)) = (&self.node, applied) {
             node.set_applied(pos);
         }
-        for reply in replies {
-            reply(failure.as_ref());
+        let mut shutdown = false;
+        for op in ops {
+            match op.kind {
+                Kind::Request { reply, .. } => reply(op.failure.as_ref()),
+                Kind::Entry {
+                    waiter: Some(waiter),
+                    outcome,
+                    ..
+                } => waiter(outcome, op.failure.as_ref()),
+                Kind::Fact(Fact::Shutdown) => shutdown = true,
+                _ => {}
+            }
         }
-        for (waiter, outcome) in answers {
-            waiter(outcome, failure.as_ref());
-        }
-        if facts.iter().any(|(f, _)| matches!(f, Fact::Shutdown)) {
+        if shutdown {
             self.bus.close_all(close_code::GOING_AWAY);
         }
     }
 
-    /// Commits `writes`, trying again a few times before giving up.
+    /// After a batch failed to commit: applies its operations again from the engine as it was before the batch
+    /// (`self.engine`), committing each one's writes in its own transaction, so a write the database refuses
+    /// fails only the operation that made it. A request whose writes fail is undone and answered with the
+    /// failure; facts and log entries cannot be undone: a write of theirs the database refuses is dropped,
+    /// and writes that failed because the database is `down` wait for the next commit. Once the database is
+    /// down (from the start, or found so on the way) nothing more is tried: every request is undone, as the
+    /// whole batch would be. Returns the deliveries of what stays applied.
+    fn one_at_a_time(
+        &mut self,
+        carried: Vec<Stamped>,
+        ops: &mut [Applied],
+        mut down: Option<StoreError>,
+    ) -> Vec<presence::Delivery> {
+        let mut waiting = Vec::new();
+        match self.commit_alone(&carried, &mut down) {
+            Ok(()) => {}
+            Err(e) if e.is_refusal() => dropped(&e, carried.len()),
+            Err(_) => waiting = carried,
+        }
+        for op in ops.iter_mut() {
+            let mark = self.engine.clone();
+            self.reapply(op);
+            let Err(e) = self.commit_alone(&op.writes, &mut down) else {
+                continue;
+            };
+            if matches!(op.kind, Kind::Request { .. }) {
+                self.engine = mark;
+            } else if e.is_refusal() {
+                dropped(&e, op.writes.len());
+            } else {
+                waiting.append(&mut op.writes);
+            }
+            op.failure = Some(e);
+        }
+        self.carry = compact(waiting);
+        self.set_store_failing(down.is_some());
+        self.engine.poll_deliveries()
+    }
+
+    /// Commits `writes` in one transaction unless the database is known to be `down`, noting it when it is.
+    fn commit_alone(
+        &mut self,
+        writes: &[Stamped],
+        down: &mut Option<StoreError>,
+    ) -> Result<(), StoreError> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        if let Some(e) = down {
+            return Err(e.clone());
+        }
+        self.store_looked_at = Utc::now();
+        match self.store.commit(writes) {
+            Ok(()) => {
+                self.count_commit(writes.len());
+                Ok(())
+            }
+            Err(e) => {
+                if !e.is_refusal() {
+                    tracing::error!(error = %e, "database commit failed; the batch's requests are undone");
+                    *down = Some(e.clone());
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn count_commit(&self, writes: usize) {
+        self.store_state
+            .commits
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.store_state
+            .writes_committed
+            .fetch_add(writes as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn store_failing(&self) -> bool {
+        self.store_state
+            .failing
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn set_store_failing(&self, failing: bool) {
+        self.store_state
+            .failing
+            .store(failing, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Commits `writes`, trying again a few times before giving up (a refused write is not tried again: it
+    /// would be refused again).
     fn commit(&mut self, writes: &[Stamped]) -> Result<(), StoreError> {
         if writes.is_empty() {
             return Ok(());
         }
         let mut delays = RETRY_DELAYS.iter();
         loop {
+            self.store_looked_at = Utc::now();
             match self.store.commit(writes) {
                 Ok(()) => {
-                    self.commits
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    self.writes_committed
-                        .fetch_add(writes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    self.count_commit(writes.len());
                     return Ok(());
+                }
+                Err(e) if e.is_refusal() => {
+                    tracing::warn!(error = %e, writes = writes.len(), "the database refused a write of the batch; committing its operations one at a time");
+                    return Err(e);
                 }
                 Err(e) => match delays.next() {
                     Some(delay) => {
                         tracing::warn!(error = %e, writes = writes.len(), "database commit failed, retrying");
                         thread::sleep(*delay);
                     }
-                    None => {
-                        tracing::error!(error = %e, writes = writes.len(), "database commit failed; the batch is undone");
-                        return Err(e);
-                    }
+                    None => return Err(e),
                 },
             }
         }
     }
+}
+
+/// A fact's or log entry's writes that the database refused: they cannot be undone in memory, so what is stored
+/// lacks them.
+fn dropped(e: &StoreError, writes: usize) {
+    tracing::error!(error = %e, writes, "the database refused writes that cannot be undone; they are not stored");
+}
+
+/// One operation of a batch as applied.
+struct Applied {
+    now: DateTime<Utc>,
+    kind: Kind,
+    writes: Vec<Stamped>,
+    /// Why its writes are not durable, when they are not.
+    failure: Option<StoreError>,
+}
+
+enum Kind {
+    Fact(Fact),
+    Request {
+        job: Job,
+        reply: Reply,
+    },
+    Entry {
+        pos: LogPos,
+        entry: Box<Entry>,
+        waiter: Option<Waiter>,
+        outcome: Outcome,
+    },
+    /// A log entry that could not be decoded: only its position counts.
+    Undecoded(LogPos),
+    Probe,
 }
 
 /// `writes` without the `last_active` stamps a later stamp of the same user overrides, so writes waiting on an

@@ -13,10 +13,10 @@ use presence_protocol::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::bus::Bus;
+use crate::bus::{Bus, Outlet};
 use crate::error::Error;
 use crate::model::Caller;
-use crate::presence::{ChannelPage, ConnId, Ending, Engine};
+use crate::presence::{ChannelPage, ConnId, Delivery, Ending, Engine};
 use crate::store::StoreError;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -75,7 +75,7 @@ pub enum Outcome {
     Connected(Result<Option<ConnId>, Error>),
     Users(Result<BTreeMap<String, User>, Error>),
     /// The users followed, or None when the connection may not subscribe.
-    Followed(Option<Vec<User>>),
+    Followed(Result<Option<Vec<User>>, Error>),
     Channel(Result<Box<ChannelStateResponse>, Error>),
     Channels(Vec<ChannelStateResponse>),
     Done(Result<(), Error>),
@@ -98,7 +98,39 @@ pub fn conn_prefix(node: &str) -> String {
     format!("{node}:")
 }
 
+/// A bus that carries nothing: what a dry run would close or deliver stays unsaid.
+struct Discard;
+
+impl Bus for Discard {
+    fn attach(&self, _: ConnId, _: Arc<Outlet>) {}
+    fn detach(&self, _: &ConnId) {}
+    fn publish(&self, _: Vec<Delivery>) {}
+    fn close_all(&self, _: u16) {}
+    fn evict(&self, _: &ConnId, _: u16) {}
+    fn missed_pong(&self, _: &[ConnId]) -> Vec<ConnId> {
+        Vec::new()
+    }
+    fn frames_sent(&self) -> u64 {
+        0
+    }
+}
+
 impl Command {
+    /// Whether a caller's request rather than something that happened (facts cannot be refused).
+    pub fn is_request(&self) -> bool {
+        !matches!(
+            self,
+            Command::Disconnect { .. } | Command::Timeout | Command::NodeDown { .. }
+        )
+    }
+
+    /// Applies the command to a copy of `engine` (cheap: its maps are persistent) and says what it would be
+    /// refused with, touching nothing outside the copy.
+    pub fn dry_run(&self, engine: &Engine, now: DateTime<Utc>) -> Result<(), Error> {
+        let mut copy = engine.clone();
+        self.apply(&mut copy, &Discard, now).checked().map(|_| ())
+    }
+
     /// Applies the command to `engine` at `now`, closing or forgetting through `bus` the connections it ends.
     pub fn apply(&self, engine: &mut Engine, bus: &dyn Bus, now: DateTime<Utc>) -> Outcome {
         match self {

@@ -12,11 +12,12 @@
 mod actor;
 pub(crate) mod command;
 mod fair;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::AtomicBool;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -27,11 +28,11 @@ use presence_protocol::{
 };
 use tokio::sync::oneshot;
 
-use self::actor::{Actor, Fact, Job, Op, Reply, ViewSlot};
+use self::actor::{Actor, Fact, Job, Op, Probe, Reply, StoreState, ViewSlot};
 use self::command::{conn_prefix, Command, Outcome};
 use self::fair::QuerySlots;
 use crate::bus::{Bus, Outlet};
-use crate::cluster::{LogItem, Node};
+use crate::cluster::{lock, LogItem, Node};
 use crate::error::Error;
 use crate::model::Caller;
 use crate::presence::{self, ConnId, Ending, Engine, View};
@@ -51,8 +52,8 @@ pub struct Hub {
     ops: mpsc::Sender<Op>,
     view: ViewSlot,
     bus: Arc<dyn Bus>,
-    commits: Arc<AtomicU64>,
-    writes_committed: Arc<AtomicU64>,
+    /// Commits so far, and whether the database works (kept by the thread).
+    store_state: StoreState,
     /// Unpinned queries are CPU-bound: at most one fewer at a time than there are cores, so the hub thread and
     /// the sockets always keep a core (pings are answered while queries queue), handed out fairly by caller.
     query_slots: Arc<QuerySlots>,
@@ -129,17 +130,15 @@ impl Hub {
     ) -> Result<Arc<Hub>, StoreError> {
         let engine = Engine::new(config, snapshot.users, snapshot.channels);
         let view: ViewSlot = Arc::new(RwLock::new(Arc::new(engine.view())));
-        let commits = Arc::new(AtomicU64::new(0));
-        let writes_committed = Arc::new(AtomicU64::new(0));
+        let store_state = StoreState::default();
         let (tx, rx) = mpsc::channel();
         Actor::new(
             engine,
             store,
             Arc::clone(&bus),
             Arc::clone(&view),
-            Arc::clone(&commits),
+            store_state.clone(),
             node.clone(),
-            Arc::clone(&writes_committed),
         )
         .spawn(rx)
         .map_err(|e| StoreError::Open(Arc::new(e)))?;
@@ -147,8 +146,7 @@ impl Hub {
             ops: tx,
             view,
             bus,
-            commits,
-            writes_committed,
+            store_state,
             query_slots: QuerySlots::new(query_parallelism()),
             node,
         }))
@@ -172,16 +170,58 @@ impl Hub {
                 })
                 .await;
         };
+        let command = self.dry_run(operation, command).await?;
         let (tx, rx) = oneshot::channel();
         node.submit(
             command,
-            Box::new(move |outcome, _| {
-                let _ = tx.send(outcome);
+            Box::new(move |outcome, failure| {
+                let _ = tx.send((outcome, failure.cloned()));
             }),
         )
         .await
         .map_err(|e| e.in_operation(operation))?;
-        rx.await.map_err(|_| hub_gone(operation))?.checked()
+        let (outcome, failure) = rx.await.map_err(|_| hub_gone(operation))?;
+        let outcome = outcome.checked()?;
+        match failure {
+            // Every node applied the entry, but what this node had to store of it is not stored. (Writes that
+            // failed because the database is down are committed once it is back.)
+            Some(e) if e.is_refusal() => Err(store_failure(&e, operation)),
+            _ => Ok(outcome),
+        }
+    }
+
+    /// Cluster mode: tries `command` on a copy of this node's engine first, so a request the engine refuses
+    /// (not allowed, too large, malformed) is answered here and leaves nothing in the log every node reads and
+    /// Redis keeps. A refusal counts only once this node has applied what the log held when it was refused (it
+    /// may lack a write acknowledged by another node a moment ago); the entry, once appended, still decides.
+    async fn dry_run(&self, operation: &'static str, command: Command) -> Result<Command, Error> {
+        if !command.is_request() {
+            return Ok(command);
+        }
+        let (command, verdict) = self.probe(operation, command).await?;
+        if verdict.is_ok() {
+            return Ok(command);
+        }
+        self.catch_up().await;
+        let (command, verdict) = self.probe(operation, command).await?;
+        verdict.map(|()| command)
+    }
+
+    /// What applying `command` to a copy of the engine as it is now gives.
+    async fn probe(
+        &self,
+        operation: &'static str,
+        command: Command,
+    ) -> Result<(Command, Result<(), Error>), Error> {
+        let (tx, rx) = oneshot::channel();
+        let probe: Probe = Box::new(move |engine, now| {
+            let verdict = command.dry_run(engine, now);
+            let _ = tx.send((command, verdict));
+        });
+        if self.ops.send(Op::Probe(probe)).is_err() {
+            return Err(hub_gone(operation));
+        }
+        rx.await.map_err(|_| hub_gone(operation))
     }
 
     /// In cluster mode, waits until this node has applied every write acknowledged anywhere so far.
@@ -245,17 +285,21 @@ impl Hub {
     async fn request<R: Send + 'static>(
         &self,
         operation: &'static str,
-        op: impl FnOnce(&mut Engine, DateTime<Utc>) -> Result<R, Error> + Send + 'static,
+        mut op: impl FnMut(&mut Engine, DateTime<Utc>) -> Result<R, Error> + Send + 'static,
     ) -> Result<R, Error> {
         let (tx, rx) = oneshot::channel();
+        let tx = Arc::new(Mutex::new(Some(tx)));
         let job: Job = Box::new(move |engine, now| {
             let result = op(engine, now);
+            let tx = Arc::clone(&tx);
             Box::new(move |failure: Option<&StoreError>| {
                 let answer = match failure {
                     Some(e) if result.is_ok() => Err(store_failure(e, operation)),
                     _ => result,
                 };
-                let _ = tx.send(answer);
+                if let Some(tx) = lock(&tx).take() {
+                    let _ = tx.send(answer);
+                }
             })
         });
         if self.ops.send(Op::Request(job)).is_err() {
@@ -275,9 +319,27 @@ impl Hub {
             open_connections: view.open_connections(),
             online_users: view.online_users(),
             frames_sent: self.bus.frames_sent(),
-            commits: self.commits.load(Ordering::Relaxed),
-            writes_committed: self.writes_committed.load(Ordering::Relaxed),
+            commits: self.store_state.commits.load(Ordering::Relaxed),
+            writes_committed: self.store_state.writes_committed.load(Ordering::Relaxed),
         }
+    }
+
+    /// The parts the server needs that do not work now, for `/healthz`: `database` while the last commit
+    /// failed for want of a working database (until one succeeds), `redis` in cluster mode while the last
+    /// exchange with Redis failed.
+    pub fn failing_parts(&self) -> Vec<&'static str> {
+        let mut failing = Vec::new();
+        if self.store_state.failing.load(Ordering::Relaxed) {
+            failing.push("database");
+        }
+        if self
+            .node
+            .as_ref()
+            .is_some_and(|node| !node.redis_reachable())
+        {
+            failing.push("redis");
+        }
+        failing
     }
 
     // ----- connections -----
@@ -300,16 +362,23 @@ impl Hub {
         }
         let id: ConnId = uuid::Uuid::new_v4().to_string().into();
         let (tx, rx) = oneshot::channel();
+        let tx = Arc::new(Mutex::new(Some(tx)));
         let (user_id, details) = (user_id.to_string(), details.clone());
-        let (bus, conn) = (Arc::clone(&self.bus), Arc::clone(&id));
         let ops = self.ops.clone();
+        let (bus, conn) = (Arc::clone(&self.bus), Arc::clone(&id));
         let job: Job = Box::new(move |engine, now| {
             let dead = bus.missed_pong(engine.connections_at_cap(&user_id));
-            bus.attach(Arc::clone(&conn), outlet);
+            bus.attach(Arc::clone(&conn), Arc::clone(&outlet));
             let result = engine.connect(Arc::clone(&conn), &user_id, &details, &dead, now);
             if result.is_err() {
                 bus.detach(&conn);
             }
+            let (bus, conn, ops, tx) = (
+                Arc::clone(&bus),
+                Arc::clone(&conn),
+                ops.clone(),
+                Arc::clone(&tx),
+            );
             let reply: Reply = Box::new(move |failure| {
                 let answer = match (failure, result) {
                     (_, Err(e)) => Err(e),
@@ -326,6 +395,9 @@ impl Hub {
                     }
                 };
                 let registered = answer.is_ok();
+                let Some(tx) = lock(&tx).take() else {
+                    return;
+                };
                 if tx.send(answer).is_err() && registered {
                     // Nobody serves the socket any more: end the connection again.
                     let _ = ops.send(Op::Fact(Fact::Disconnect(conn, Ending::Abnormal)));
@@ -359,6 +431,13 @@ impl Hub {
             user_id: user_id.to_string(),
             details: details.clone(),
             replaceable,
+        };
+        let command = match self.dry_run(OP, command).await {
+            Ok(command) => command,
+            Err(e) => {
+                self.bus.detach(&id);
+                return Err(e);
+            }
         };
         let (tx, rx) = oneshot::channel();
         let (bus, conn, waiting) = (Arc::clone(&self.bus), Arc::clone(&id), Arc::clone(node));
@@ -486,7 +565,7 @@ impl Hub {
                     ids: users.iter().map(|u| u.id.clone()).collect(),
                 };
                 match self.run(OP, command).await? {
-                    Outcome::Followed(followed) => Ok(followed.unwrap_or(users)),
+                    Outcome::Followed(followed) => Ok(followed?.unwrap_or(users)),
                     _ => Err(mismatch(OP)),
                 }
             }

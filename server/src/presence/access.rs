@@ -19,7 +19,6 @@ const SERVER_OWNED_FIELDS: &[&str] = &[
     "id",
     "type",
     "config",
-    "created_by",
     "created_at",
     "updated_at",
     "deleted_at",
@@ -31,9 +30,9 @@ const SERVER_OWNED_FIELDS: &[&str] = &[
     "watchers",
 ];
 
-/// `data` fields that are inputs to creation, not custom data: the member list, and the creator a server-side
-/// caller may name (`created_by_id`: accepted, not stored; the creator recorded is the calling user, if any).
-const INPUT_FIELDS: &[&str] = &["members", "created_by_id"];
+/// `data` fields that are inputs to creation, not custom data: the member list, and the creator
+/// (`created_by: {id}` / `created_by_id`, checked where the channel is created).
+const INPUT_FIELDS: &[&str] = &["members", "created_by", "created_by_id"];
 
 /// A channel type this server serves.
 pub fn check_channel_type(channel_type: &str) -> Result<(), Error> {

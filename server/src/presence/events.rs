@@ -1,5 +1,6 @@
 //! Who hears about what: the audience of each event type, with each event serialized once per audience class
-//! (the user's own connections, everyone else).
+//! (the user's own connections, everyone else), and which frames carry a user's whole state, so that a send queue
+//! may drop a queued one for a newer one of the same kind ([`StateKey`]).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use presence_protocol::codes::event_type;
 use presence_protocol::{Event, User};
 
 use crate::model::event_time;
-use crate::presence::types::{ConnHasher, ConnId, Delivery};
+use crate::presence::types::{ConnHasher, ConnId, Delivery, StateEvent, StateKey};
 use crate::presence::Engine;
 
 /// An event of `kind` created at `now`, everything else empty.
@@ -24,12 +25,21 @@ fn event(kind: &str, now: DateTime<Utc>) -> Event {
 impl Engine {
     /// Queues `event` for `to` (nothing when `to` is empty).
     pub(super) fn deliver(&mut self, event: &Event, to: Vec<ConnId>) {
+        self.deliver_keyed(event, to, None);
+    }
+
+    /// Queues `event` for `to`, superseding queued frames of the same `key` (see [`Delivery::supersedes`]).
+    fn deliver_keyed(&mut self, event: &Event, to: Vec<ConnId>, supersedes: Option<StateKey>) {
         if to.is_empty() {
             return;
         }
         // Serializing plain data to a string cannot fail.
         let frame = serde_json::to_string(event).unwrap_or_default();
-        self.deliveries.push(Delivery { frame, to });
+        self.deliveries.push(Delivery {
+            frame,
+            to,
+            supersedes,
+        });
     }
 
     /// A `health.check` to `conn` carrying `me`: the first frame of a connection, and the answer to a client's.
@@ -106,7 +116,18 @@ impl Engine {
         public.user = Some(entry.rec.public_view(entry.visible_online()));
         let mut mine = event(kind, now);
         mine.user = Some(entry.rec.own_view(entry.connected()));
-        self.deliver(&public, public_to);
+        // Others' queues keep only the newest of these about the user; the user's own connections hear every
+        // one of their own writes (a device may be waiting for the echo of the write it made).
+        let key = match kind {
+            event_type::USER_PRESENCE_CHANGED => Some(StateEvent::PresenceChanged),
+            event_type::USER_UPDATED => Some(StateEvent::Updated),
+            _ => None,
+        }
+        .map(|kind| StateKey {
+            user_id: Arc::from(user_id),
+            kind,
+        });
+        self.deliver_keyed(&public, public_to, key);
         self.deliver(&mine, own_to);
     }
 

@@ -1,10 +1,11 @@
 //! Who follows whose presence through `queryUsers` with `presence: true`: both directions of one relation, kept
-//! consistent here, in persistent maps (O(1) to copy).
+//! consistent here, in persistent maps (O(1) to copy), and how many users one connection may follow.
 
 use std::sync::Arc;
 
 use imbl::{HashMap, HashSet};
 
+use crate::error::Error;
 use crate::presence::types::{ConnId, ConnMap, ConnSet};
 
 #[derive(Clone, Default)]
@@ -25,6 +26,28 @@ impl Follows {
             .entry(Arc::clone(conn))
             .or_default()
             .insert(user_id.to_string());
+    }
+
+    /// Whether `conn` may follow `ids` too when a connection may follow `max` users: each entry costs memory
+    /// for as long as the connection lives, so the whole request is refused (nothing followed) rather than cut
+    /// short at the cap. Users it follows already do not count again.
+    pub fn check_room(&self, conn: &ConnId, ids: &[String], max: usize) -> Result<(), Error> {
+        let followed = self.followed.get(conn);
+        let mut new: Vec<&str> = ids
+            .iter()
+            .map(String::as_str)
+            .filter(|id| !followed.is_some_and(|set| set.contains(*id)))
+            .collect();
+        new.sort_unstable();
+        new.dedup();
+        let total = followed.map_or(0, |set| set.len()) + new.len();
+        if total > max {
+            return Err(Error::input(format!(
+                "this connection would follow the presence of {total} users, over the limit of {max} per \
+                 connection (max_follows_per_connection)"
+            )));
+        }
+        Ok(())
     }
 
     /// A connection ended: it follows nobody any more.

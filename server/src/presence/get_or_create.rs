@@ -2,26 +2,17 @@
 //! optionally watching it.
 
 use chrono::{DateTime, Utc};
-use presence_protocol::ids::{is_channel_id, is_channel_type};
-use presence_protocol::{ChannelQueryRequest, ChannelStateResponse};
+use presence_protocol::ids::{
+    is_channel_id, is_channel_type, is_distinct_channel_id, DISTINCT_CHANNEL_PREFIX,
+};
+use presence_protocol::{ChannelQueryRequest, ChannelStateResponse, JsonMap};
+use serde_json::Value;
 
 use crate::error::Error;
 use crate::model::{Caller, ChannelRecord, MemberRecord, Write};
+use crate::presence::distinct::{distinct_channel_id, has_exactly, legacy_distinct_channel_id};
 use crate::presence::watch::caller_user;
 use crate::presence::{access, limits, Engine};
-
-/// A stable id for the distinct channel of a member set (FNV-1a over the sorted ids).
-fn distinct_channel_id(members: &[String]) -> String {
-    let mut sorted: Vec<&str> = members.iter().map(String::as_str).collect();
-    sorted.sort_unstable();
-    sorted.dedup();
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in sorted.join("\u{0}").bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("!members-{hash:016x}")
-}
 
 impl Engine {
     /// `POST /channels/{type}/{id}/query` (or without id: the distinct channel of `data.members`).
@@ -43,10 +34,12 @@ impl Engine {
         }
         access::check_channel_type(channel_type).map_err(fail)?;
         let members = limits::member_ids(&req.data).map_err(fail)?;
+        let named_creator = named_creator(caller, &req.data).map_err(fail)?;
         let data = access::custom_channel_data(&req.data).map_err(fail)?;
         limits::check_channel_data(&data).map_err(fail)?;
-        let channel_id = match channel_id {
-            Some(id) if is_channel_id(id) => id.to_string(),
+        limits::check_page("watchers", req.watchers).map_err(fail)?;
+        let (channel_id, distinct) = match channel_id {
+            Some(id) if is_channel_id(id) => (id.to_string(), false),
             Some(_) => {
                 return Err(fail(Error::input(
                     "channel id must be 1 to 64 ASCII letters, digits, !, _ and -",
@@ -57,18 +50,31 @@ impl Engine {
                     "a channel without id needs data.members",
                 )))
             }
-            None => distinct_channel_id(&members),
+            None => (
+                self.distinct_channel_id(channel_type, &members)
+                    .map_err(fail)?,
+                true,
+            ),
         };
         let cid = format!("{channel_type}:{channel_id}");
         match self.channels.get(&cid) {
+            // Clients come back to a distinct channel by its id once they know it.
             Some(existing) => access::check_read(caller, existing).map_err(fail)?,
+            // Whoever could create a channel under a distinct id would own the conversation of the member set
+            // that id stands for.
+            None if !distinct && is_distinct_channel_id(&channel_id) => {
+                return Err(fail(Error::input(format!(
+                    "channel ids starting with {DISTINCT_CHANNEL_PREFIX} are the server's: create a distinct \
+                     channel by its data.members, without an id"
+                ))))
+            }
             None => {
                 let rec = ChannelRecord {
                     cid: cid.clone(),
                     channel_type: channel_type.to_string(),
                     id: channel_id,
                     data,
-                    created_by: caller_user(caller).map(str::to_string),
+                    created_by: caller_user(caller).map(str::to_string).or(named_creator),
                     created_at: now,
                     updated_at: now,
                     members: members
@@ -93,13 +99,44 @@ impl Engine {
             .ok_or_else(|| fail(Error::internal("channel vanished")))
     }
 
+    /// The id of the distinct channel of `members` (sorted, without repeats) in `channel_type`: the channel of
+    /// exactly that member set stored under the id distinct channels had before their ids were keyed, if there
+    /// is one, else the keyed id. A channel under the keyed id holding other members is refused, never returned.
+    fn distinct_channel_id(&self, channel_type: &str, members: &[String]) -> Result<String, Error> {
+        let id = distinct_channel_id(&self.config.distinct_channel_key, members);
+        match self.channels.get(&format!("{channel_type}:{id}")) {
+            Some(channel) if has_exactly(channel, members) => return Ok(id),
+            Some(channel) => {
+                return Err(Error::input(format!(
+                    "channel {} is not the distinct channel of these members",
+                    channel.cid
+                )))
+            }
+            None => {}
+        }
+        let legacy = legacy_distinct_channel_id(members);
+        match self.channels.get(&format!("{channel_type}:{legacy}")) {
+            Some(channel) if has_exactly(channel, members) => Ok(legacy),
+            _ => Ok(id),
+        }
+    }
+
     /// Stores a new channel for `caller`: a user must be among its members and under the per-user channel cap,
-    /// and every member must exist.
+    /// and the creator and every member must exist. A channel counts towards its creator's cap whoever created
+    /// it (so the count read back from storage at start is the same), but only a user token is held to the cap:
+    /// a backend naming the creator is never refused by it.
     fn create_channel(&mut self, caller: &Caller, rec: ChannelRecord) -> Result<(), Error> {
         access::check_create(caller, &rec)?;
         if let Some(user_id) = caller_user(caller) {
             self.channel_quota
                 .check(user_id, self.config.max_channels_per_user)?;
+        }
+        if let Some(creator) = rec.created_by.as_deref() {
+            if !self.users.contains(creator) {
+                return Err(Error::input(format!(
+                    "the user named in data.created_by does not exist: {creator}"
+                )));
+            }
         }
         let missing: Vec<&str> = rec
             .members
@@ -117,5 +154,50 @@ impl Engine {
         self.writes.push(Write::SaveChannel(Box::new(rec.clone())));
         self.channels.insert(rec);
         Ok(())
+    }
+}
+
+/// The creator a request's `data` names (`created_by: {id}` or `created_by_id`, as Stream's server SDKs send on
+/// create), checked: a server token may name any user, a user token only itself (its channels' creator is always
+/// the caller). Both fields may be given if they name the same user.
+fn named_creator(caller: &Caller, data: &JsonMap) -> Result<Option<String>, Error> {
+    let by_object = match data.get("created_by") {
+        None => None,
+        Some(Value::Object(user)) => match user.get("id") {
+            Some(Value::String(id)) => Some(("data.created_by.id", id.as_str())),
+            _ => {
+                return Err(Error::input(
+                    "data.created_by must be a user object with a string id",
+                ))
+            }
+        },
+        Some(_) => {
+            return Err(Error::input(
+                "data.created_by must be a user object ({\"id\": ...})",
+            ))
+        }
+    };
+    let by_id = match data.get("created_by_id") {
+        None => None,
+        Some(Value::String(id)) => Some(("data.created_by_id", id.as_str())),
+        Some(_) => return Err(Error::input("data.created_by_id must be a user id")),
+    };
+    for (field, id) in by_object.iter().chain(by_id.iter()) {
+        limits::check_user_id(field, id)?;
+    }
+    let named = match (by_object, by_id) {
+        (Some((_, a)), Some((_, b))) if a != b => {
+            return Err(Error::input(format!(
+                "data.created_by names user {a} and data.created_by_id user {b}: name one creator"
+            )))
+        }
+        (Some((field, id)), _) | (None, Some((field, id))) => Some((field, id)),
+        (None, None) => None,
+    };
+    match (caller, named) {
+        (Caller::User(me), Some((field, id))) if id != me => Err(Error::input(format!(
+            "{field} names user {id}, but a channel created with a user token is created by that user ({me})"
+        ))),
+        (_, named) => Ok(named.map(|(_, id)| id.to_string())),
     }
 }

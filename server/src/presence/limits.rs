@@ -4,7 +4,8 @@
 use std::collections::HashSet;
 use std::io;
 
-use presence_protocol::JsonMap;
+use presence_protocol::ids::{is_user_id, MAX_USER_ID_LEN};
+use presence_protocol::{JsonMap, Pagination};
 use serde_json::Value;
 
 use crate::error::Error;
@@ -15,6 +16,10 @@ pub const MAX_CUSTOM_DATA_BYTES: usize = 5 * 1024;
 pub const MAX_MEMBERS_PER_REQUEST: usize = 100;
 /// Most values of one `$in` or `$nin`.
 pub const MAX_IN_VALUES: usize = 1000;
+/// Largest `limit` of a page of watchers.
+pub const MAX_WATCHERS_LIMIT: u64 = 100;
+/// Largest `offset` of any page.
+pub const MAX_OFFSET: u64 = 1000;
 /// Deepest nesting of `$and` / `$or` / `$nor` in a filter.
 pub const MAX_FILTER_DEPTH: usize = 10;
 /// Most conditions (one per field operator) in one filter: the SDK's own filters hold one to five, hand-written
@@ -105,11 +110,42 @@ pub fn member_ids(data: &JsonMap) -> Result<Vec<String>, Error> {
                 ))
             }
         };
+        check_user_id("data.members user ids", id)?;
         if seen.insert(id) {
             ids.push(id.to_string());
         }
     }
     Ok(ids)
+}
+
+/// A user id as written or named (upsert, partial update, connect, channel members): 1 to 255 characters
+/// without control characters, so that no store is ever handed one it cannot hold.
+pub fn check_user_id(what: &str, id: &str) -> Result<(), Error> {
+    if is_user_id(id) {
+        return Ok(());
+    }
+    let len = id.chars().count();
+    Err(Error::input(if len == 0 || len > MAX_USER_ID_LEN {
+        format!("{what} must be 1 to {MAX_USER_ID_LEN} characters, got {len}")
+    } else {
+        format!("{what} must not contain control characters")
+    }))
+}
+
+/// A page of `field` (`watchers`) in a channel query: `limit` ≤ 100, `offset` ≤ 1,000, refused beyond.
+pub fn check_page(field: &str, page: Option<Pagination>) -> Result<(), Error> {
+    let Some(page) = page else { return Ok(()) };
+    if page.limit.is_some_and(|l| l > MAX_WATCHERS_LIMIT) {
+        return Err(Error::input(format!(
+            "{field}.limit must be at most {MAX_WATCHERS_LIMIT}"
+        )));
+    }
+    if page.offset.is_some_and(|o| o > MAX_OFFSET) {
+        return Err(Error::input(format!(
+            "{field}.offset must be at most {MAX_OFFSET}"
+        )));
+    }
+    Ok(())
 }
 
 /// One `$in` / `$nin` list: at most 1,000 values.

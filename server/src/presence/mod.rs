@@ -6,6 +6,7 @@
 mod access;
 mod channels;
 mod connections;
+mod distinct;
 mod events;
 mod fields;
 pub(crate) mod filter;
@@ -36,11 +37,12 @@ use crate::model::{ChannelRecord, UserRecord, Write};
 
 use self::channels::Channels;
 use self::connections::Connections;
+pub use self::distinct::distinct_channel_key;
 use self::fields::WriteSource;
 use self::follows::Follows;
 use self::limits::ChannelQuota;
 use self::linger::LingeringWatches;
-pub use self::types::{Config, ConnHasher, ConnId, Delivery, Ending};
+pub use self::types::{Config, ConnHasher, ConnId, Delivery, Ending, StateEvent, StateKey};
 use self::users::Users;
 pub use self::view::{ChannelPage, Spent, View};
 
@@ -150,7 +152,7 @@ impl Engine {
     /// in `replaceable` (those it found dead) gives way: it ends as abnormally ended connections do, after the
     /// new one is registered, so the user never stops counting as online. It is returned for the caller to
     /// close. With none to replace, the connection is refused (code 71). It is refused (code 4) as well when
-    /// `details` would make the user's data too large.
+    /// the user id is not a valid one, or `details` would make the user's data too large.
     pub fn connect(
         &mut self,
         conn: ConnId,
@@ -159,6 +161,7 @@ impl Engine {
         replaceable: &[ConnId],
         now: DateTime<Utc>,
     ) -> Result<Option<ConnId>, Error> {
+        limits::check_user_id("json.user_id", user_id)?;
         let at_cap = self.connections_at_cap(user_id);
         let replaced = if at_cap.is_empty() {
             None

@@ -212,43 +212,39 @@ impl Engine {
         payload: &QueryUsersPayload,
     ) -> Result<Vec<User>, Error> {
         let users = self.view().query_users(caller, payload)?;
-        Ok(if payload.presence {
-            self.follow_users(caller, conn_id, users)
-        } else {
-            users
-        })
-    }
-
-    /// The caller's connection (if it may subscribe) follows the presence of each of `users`, which are then
-    /// returned as they are now, so no change between the query and the subscription goes unseen.
-    pub fn follow_users(
-        &mut self,
-        caller: &Caller,
-        conn_id: Option<&str>,
-        users: Vec<User>,
-    ) -> Vec<User> {
+        if !payload.presence {
+            return Ok(users);
+        }
         let ids: Vec<String> = users.iter().map(|u| u.id.clone()).collect();
-        self.follow_user_ids(caller, conn_id, &ids).unwrap_or(users)
+        Ok(self
+            .follow_user_ids(caller, conn_id, &ids)?
+            .unwrap_or(users))
     }
 
     /// The caller's connection follows the presence of each of `ids`; the users as they are now, or None when
-    /// the connection may not subscribe (nothing changed then).
+    /// the connection may not subscribe (nothing changed then). Refused, with nothing followed, when the
+    /// connection would follow more users than allowed.
     pub fn follow_user_ids(
         &mut self,
         caller: &Caller,
         conn_id: Option<&str>,
         ids: &[String],
-    ) -> Option<Vec<User>> {
-        let conn = self.subscribable_conn(caller, conn_id)?;
+    ) -> Result<Option<Vec<User>>, Error> {
+        let Some(conn) = self.subscribable_conn(caller, conn_id) else {
+            return Ok(None);
+        };
+        self.follows
+            .check_room(&conn, ids, self.config.max_follows_per_connection)
+            .map_err(|e| e.in_operation("QueryUsers"))?;
         let viewer = caller_user(caller);
-        Some(
+        Ok(Some(
             ids.iter()
                 .filter_map(|id| {
                     self.follows.follow(&conn, id);
                     self.users.get(id).map(|entry| entry.view_for(viewer))
                 })
                 .collect(),
-        )
+        ))
     }
 
     /// The channels of `page` as the caller sees them now, watched first if the page asks for it.

@@ -12,7 +12,7 @@ use presence_protocol::{ChannelQueryRequest, JsonMap, PartialUserUpdate, QueryUs
 use serde_json::{json, Value};
 
 use crate::model::{event_time, Caller, Write};
-use crate::presence::{Config, ConnId, Ending, Engine};
+use crate::presence::{distinct_channel_key, Config, ConnId, Ending, Engine};
 
 const GRACE: Duration = Duration::from_millis(3000);
 /// How old a connected user's stored `last_active` may grow before a ping writes it again.
@@ -45,6 +45,8 @@ impl Test {
             max_connections_per_user: 3,
             max_channels_per_user: 1000,
             last_active_refresh: REFRESH,
+            max_follows_per_connection: 5000,
+            distinct_channel_key: distinct_channel_key("a secret"),
         };
         let mut test = Test {
             engine: Engine::new(config, Vec::new(), Vec::new()),
@@ -276,6 +278,8 @@ fn a_user_at_a_limit_of_one_replacing_a_dead_connection_stays_online() {
             max_connections_per_user: 1,
             max_channels_per_user: 1000,
             last_active_refresh: REFRESH,
+            max_follows_per_connection: 5000,
+            distinct_channel_key: distinct_channel_key("a secret"),
         },
         Vec::new(),
         Vec::new(),

@@ -24,6 +24,26 @@ pub type ConnSet = imbl::GenericHashSet<ConnId, ConnHasher, imbl::shared_ptr::De
 pub struct Delivery {
     pub frame: String,
     pub to: Vec<ConnId>,
+    /// Set when the frame carries a user's whole state as of now: a frame of the same key still waiting in a
+    /// recipient's send queue is stale once this one is queued, and is dropped there.
+    pub supersedes: Option<StateKey>,
+}
+
+/// Which user's state a frame to others carries, and as which event: `user.presence.changed` and `user.updated`
+/// each carry the whole public user, so of two queued frames of one kind about one user only the newer says
+/// anything. Kinds are not mixed: a client listening for one of them still hears its last word. Frames to the
+/// user's own connections carry no key: those hear every one of their own writes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct StateKey {
+    pub user_id: Arc<str>,
+    pub kind: StateEvent,
+}
+
+/// The events whose frames may supersede one another (see [`StateKey`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StateEvent {
+    PresenceChanged,
+    Updated,
 }
 
 /// How a connection ended, as far as presence is concerned.
@@ -48,4 +68,11 @@ pub struct Config {
     /// How old the stored `last_active` of a connected user may grow before a ping writes it again (pings
     /// refresh the value everyone reads in memory; connects and last disconnects are always written).
     pub last_active_refresh: Duration,
+    /// Users one connection may follow through `queryUsers` with `presence: true`.
+    pub max_follows_per_connection: usize,
+    /// The key the ids of distinct channels are derived with ([`distinct_channel_key`]): without it nobody can
+    /// tell in advance which id a member set gets.
+    ///
+    /// [`distinct_channel_key`]: crate::presence::distinct_channel_key
+    pub distinct_channel_key: Arc<[u8]>,
 }

@@ -11,6 +11,7 @@ use presence_protocol::{JsonMap, PartialUserUpdate, User};
 use crate::error::Error;
 use crate::model::{Caller, UserRecord, Write};
 use crate::presence::fields::{self, set_invisible, WriteSource};
+use crate::presence::watch::caller_user;
 use crate::presence::{limits, Engine};
 
 /// A user write names between 1 and 100 users.
@@ -58,9 +59,7 @@ impl Engine {
                     );
                 }
             }
-            if id.is_empty() {
-                return Err(Error::input("user id must not be empty").in_operation(OP));
-            }
+            limits::check_user_id("user id", id).map_err(|e| e.in_operation(OP))?;
             permit_write(caller, id)?;
             for (field, value) in obj {
                 if field != "id" {
@@ -75,10 +74,11 @@ impl Engine {
         }
         let mut result = BTreeMap::new();
         for (id, obj) in users {
+            let created = !self.users.contains(id);
             let rec = self.users.get_or_insert(id, now);
-            let changed = fields::replace_fields(rec, obj, source);
+            let changed = fields::replace_fields(rec, obj, source) || created;
             let invisible = fields::requested_invisible(obj);
-            self.finish_user_write(id, changed, invisible, now, &mut result);
+            self.finish_user_write(caller, id, changed, invisible, now, &mut result);
         }
         Ok(result)
     }
@@ -94,6 +94,7 @@ impl Engine {
         let source = source_of(caller);
         check_batch(updates.len()).map_err(|e| e.in_operation(OP))?;
         for u in updates {
+            limits::check_user_id("user id", &u.id).map_err(|e| e.in_operation(OP))?;
             permit_write(caller, &u.id)?;
             for (field, value) in &u.set {
                 if field == "id" {
@@ -136,7 +137,7 @@ impl Engine {
                 None if u.unset.iter().any(|f| f == "invisible") => Some(false),
                 None => None,
             };
-            self.finish_user_write(&u.id, changed, invisible, now, &mut result);
+            self.finish_user_write(caller, &u.id, changed, invisible, now, &mut result);
         }
         Ok(result)
     }
@@ -192,8 +193,16 @@ impl Engine {
     /// no `user.updated` (either would date the switch, or tell that an offline user was secretly online). To
     /// others, going invisible reads like leaving (stop watching, offline) and coming back like arriving
     /// (online with a fresh `last_active`, start watching); while offline it shows nothing at all.
+    ///
+    /// A write that changes nothing (an identical upsert, `invisible: true` again, as apps send at every start)
+    /// is no write at all: nothing stored, no `updated_at` moved, no event — for an invisible user any of them
+    /// would date activity nobody may see.
+    ///
+    /// The answer shows the user as `caller` sees them in `queryUsers`: their own view only to themselves, so a
+    /// server token learns no more about an invisible user from a write than from a query.
     fn finish_user_write(
         &mut self,
+        caller: &Caller,
         user_id: &str,
         changed: bool,
         invisible: Option<bool>,
@@ -216,9 +225,16 @@ impl Engine {
             }
             _ => None,
         };
-        let profile_write = changed || switched.is_none();
+        let profile_write = changed;
         if profile_write {
             rec.updated_at = now;
+        }
+        if !profile_write && switched.is_none() {
+            let entry = self.users.get(user_id);
+            if let Some(entry) = entry {
+                result.insert(user_id.to_string(), entry.view_for(caller_user(caller)));
+            }
+            return;
         }
         let stored = rec.last_active;
         self.writes.push(Write::SaveUser(Box::new(rec.clone())));
@@ -229,7 +245,7 @@ impl Engine {
         let Some(entry) = self.users.get(user_id) else {
             return;
         };
-        result.insert(user_id.to_string(), entry.rec.own_view(entry.connected()));
+        result.insert(user_id.to_string(), entry.view_for(caller_user(caller)));
         if profile_write {
             self.user_event(user_id, event_type::USER_UPDATED, now);
         } else {

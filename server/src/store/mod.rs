@@ -54,14 +54,24 @@ pub trait Store: Send + 'static {
 pub enum StoreError {
     /// The database could not be opened or read.
     Open(Arc<dyn StdError + Send + Sync>),
-    /// A batch of writes did not commit.
+    /// A batch of writes did not commit: the database could not be reached or could not write at all.
     Write(Arc<dyn StdError + Send + Sync>),
+    /// The database refused a value of the batch (too large for an index, not storable): the batch did not
+    /// commit, but the database works and writes without that value can.
+    Refused(Arc<dyn StdError + Send + Sync>),
+}
+
+impl StoreError {
+    /// Whether the failure is the batch's own (a value the database refuses) rather than the database's.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, StoreError::Refused(_))
+    }
 }
 
 impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            StoreError::Open(e) | StoreError::Write(e) => write!(f, "{e}"),
+            StoreError::Open(e) | StoreError::Write(e) | StoreError::Refused(e) => write!(f, "{e}"),
         }
     }
 }
@@ -69,7 +79,7 @@ impl fmt::Display for StoreError {
 impl StdError for StoreError {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
         match self {
-            StoreError::Open(e) | StoreError::Write(e) => Some(e.as_ref()),
+            StoreError::Open(e) | StoreError::Write(e) | StoreError::Refused(e) => Some(e.as_ref()),
         }
     }
 }

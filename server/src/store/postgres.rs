@@ -125,6 +125,21 @@ fn write_error(e: impl StdError + Send + Sync + 'static) -> StoreError {
     StoreError::Write(shared_error(e))
 }
 
+/// A failed commit: refused when PostgreSQL answered that a value cannot be stored (SQLSTATE classes 22 data
+/// exception, 23 integrity constraint, 54 program limit — a key too large for its index), otherwise a failure
+/// of the database or of the way to it.
+fn commit_error(e: tokio_postgres::Error) -> StoreError {
+    let refused = e.as_db_error().is_some_and(|db| {
+        let code = db.code().code();
+        code.starts_with("22") || code.starts_with("23") || code.starts_with("54")
+    });
+    if refused {
+        StoreError::Refused(shared_error(e))
+    } else {
+        write_error(e)
+    }
+}
+
 /// A failure of the store's own making (not PostgreSQL's).
 #[derive(Debug)]
 struct Failure(String);
@@ -213,7 +228,7 @@ impl Store for PostgresStore {
         self.io
             .run(async move {
                 let mut client = pool.get().await.map_err(write_error)?;
-                commit(&mut client, &writes).await.map_err(write_error)
+                commit(&mut client, &writes).await.map_err(commit_error)
             })
             .unwrap_or_else(|| Err(write_error(Failure("the store's runtime stopped".into()))))
     }

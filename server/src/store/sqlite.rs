@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use presence_protocol::JsonMap;
-use rusqlite::{params, Connection, TransactionBehavior};
+use rusqlite::{params, Connection, ErrorCode, TransactionBehavior};
 
 use crate::model::{ChannelRecord, MemberRecord, UserRecord, Write};
 use crate::store::{Snapshot, Stamped, Store, StoreError};
@@ -79,7 +79,21 @@ impl SqliteStore {
 impl Store for SqliteStore {
     /// One process per database: the order of its commits is the log's, positions are not needed.
     fn commit(&mut self, writes: &[Stamped]) -> Result<(), StoreError> {
-        commit(&mut self.conn, writes).map_err(|e| StoreError::Write(Arc::new(e)))
+        commit(&mut self.conn, writes).map_err(commit_error)
+    }
+}
+
+/// A failed commit: refused when SQLite found a value it cannot store (too big, a constraint or type broken),
+/// otherwise a failure of the database (read-only, full, gone, locked).
+fn commit_error(e: rusqlite::Error) -> StoreError {
+    let refused = matches!(
+        e.sqlite_error_code(),
+        Some(ErrorCode::TooBig | ErrorCode::ConstraintViolation | ErrorCode::TypeMismatch)
+    );
+    if refused {
+        StoreError::Refused(Arc::new(e))
+    } else {
+        StoreError::Write(Arc::new(e))
     }
 }
 

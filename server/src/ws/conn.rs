@@ -84,6 +84,7 @@ pub(super) fn serve(
                 next_ping,
                 ping_due: false,
                 unflushed: false,
+                held: 0,
             };
             poll_fn(|cx| link.poll(cx, timer.as_mut())).await
         };
@@ -102,19 +103,33 @@ pub(super) fn serve(
         };
         tracing::debug!(conn = %id, ?ending, "disconnected");
         app.hub.disconnect(&id, ending);
+        // A consumer closed as too slow may still be reading what it was sent: it gets as long as a ping has
+        // to be answered to reach its close frame.
+        let budget = match &close_frame {
+            Some(frame) if frame.code == close_code::SLOW_CONSUMER => {
+                app.pong_timeout.max(CLOSE_WRITE_BUDGET)
+            }
+            _ => CLOSE_WRITE_BUDGET,
+        };
         // The close frame if the server closes; otherwise the echo of the client's close frame the WebSocket layer
         // has queued (or nothing, on a socket that is gone: closing fails at once).
         let close = async {
             match close_frame {
-                Some(frame) => {
-                    let _ = socket.send(Message::Close(Some(frame))).await;
-                }
+                Some(frame) => send_close(&mut socket, frame).await,
                 None => {
                     let _ = socket.close().await;
                 }
             }
         };
-        let _ = Box::pin(tokio::time::timeout(CLOSE_WRITE_BUDGET, close)).await;
+        let _ = Box::pin(tokio::time::timeout(budget, close)).await;
+    }
+}
+
+/// Queues the close frame behind what the socket already holds, without waiting for that to go out first (the
+/// write buffer keeps room for it), then flushes: a client that resumes reading gets its frames, then the close.
+async fn send_close(socket: &mut WebSocket, frame: CloseFrame) {
+    if socket.start_send_unpin(Message::Close(Some(frame))).is_ok() {
+        let _ = poll_fn(|cx| socket.poll_flush_unpin(cx)).await;
     }
 }
 
@@ -130,8 +145,11 @@ struct Link<'a> {
     next_ping: Instant,
     /// A ping is due and not yet handed to the socket.
     ping_due: bool,
-    /// A frame was handed to the socket and not yet flushed.
+    /// A frame was handed to the socket (or a pong owed) and not yet flushed.
     unflushed: bool,
+    /// Bytes handed to the socket since its last complete flush: frames and the pongs owed for the client's
+    /// pings. With the queued frames, what the server holds for a client that does not read.
+    held: usize,
 }
 
 impl Link<'_> {
@@ -154,11 +172,22 @@ impl Link<'_> {
             }
         }
         loop {
+            // Whatever it is made of, more than the send queue's bound held for a client that does not read
+            // closes it as too slow; the WebSocket's write buffer keeps room for the close frame beyond this.
+            if self.held.saturating_add(self.outlet.queued_bytes()) > self.app.send_queue_bytes {
+                return Poll::Ready(Stop::Close(
+                    close_code::SLOW_CONSUMER,
+                    eviction_reason(close_code::SLOW_CONSUMER),
+                ));
+            }
             // Each frame is flushed before the next is taken: the WebSocket's write buffer keeps its capacity,
             // so it stays the size of one frame rather than of the largest batch.
             if self.unflushed {
                 match self.socket.poll_flush_unpin(cx) {
-                    Poll::Ready(Ok(())) => self.unflushed = false,
+                    Poll::Ready(Ok(())) => {
+                        self.unflushed = false;
+                        self.held = 0;
+                    }
                     Poll::Ready(Err(_)) => return Poll::Ready(Stop::Lost),
                     Poll::Pending => break,
                 }
@@ -178,6 +207,7 @@ impl Link<'_> {
                     None => break,
                 }
             };
+            self.held += frame_size(&frame);
             if self.socket.start_send_unpin(frame).is_err() {
                 return Poll::Ready(Stop::Lost);
             }
@@ -198,11 +228,14 @@ impl Link<'_> {
                 Some(Ok(msg)) => msg,
                 // A frame over the size limit or breaking the protocol; on a dead socket the close frame simply
                 // fails to go out.
-                Some(Err(_)) => {
+                Some(Err(e)) if is_too_big(&e) => {
                     return Poll::Ready(Stop::Close(
-                        close_code::BAD_FRAME,
-                        "unreadable or oversized frame",
+                        close_code::MESSAGE_TOO_BIG,
+                        "frames and messages are limited to 64 KiB",
                     ))
+                }
+                Some(Err(_)) => {
+                    return Poll::Ready(Stop::Close(close_code::BAD_FRAME, "unreadable frame"))
                 }
                 None => return Poll::Ready(Stop::Lost),
             };
@@ -219,7 +252,12 @@ impl Link<'_> {
                         "binary frames are not accepted",
                     ))
                 }
-                Message::Ping(_) | Message::Pong(_) => {}
+                Message::Ping(payload) => {
+                    // The WebSocket queues the pong itself; it is owed until a flush gets it out.
+                    self.held += frame_size(&Message::Ping(payload));
+                    self.unflushed = true;
+                }
+                Message::Pong(_) => {}
                 Message::Close(frame) => {
                     return Poll::Ready(Stop::ClientClosed(frame.map(|f| f.code)))
                 }
@@ -250,6 +288,28 @@ impl Link<'_> {
         }
         Poll::Pending
     }
+}
+
+/// Bytes a frame takes on the wire from the server (unmasked): its payload and its header.
+fn frame_size(frame: &Message) -> usize {
+    let payload = match frame {
+        Message::Text(text) => text.len(),
+        Message::Binary(data) | Message::Ping(data) | Message::Pong(data) => data.len(),
+        Message::Close(_) => 125,
+    };
+    let header = match payload {
+        0..=125 => 2,
+        126..=65_535 => 4,
+        _ => 10,
+    };
+    payload + header
+}
+
+/// Whether a read failed on a frame or message over the size limit.
+fn is_too_big(error: &axum::Error) -> bool {
+    std::error::Error::source(error)
+        .and_then(|e| e.downcast_ref::<tungstenite::Error>())
+        .is_some_and(|e| matches!(e, tungstenite::Error::Capacity(_)))
 }
 
 /// A text frame from the client. The only one with meaning is the keep-alive `health.check`.

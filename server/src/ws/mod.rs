@@ -22,7 +22,11 @@ use crate::state::AppState;
 pub use self::conn::{read_client_frame, ClientFrame};
 
 /// Largest frame or message a client may send: client frames are tiny pings.
-const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
+pub(crate) const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
+
+/// Room the WebSocket's write buffer keeps beyond the send queue's bound: a pong, the close frame and the
+/// frame headers, so that a connection closed for holding too much still gets its close frame out.
+const CONTROL_FRAME_ROOM: usize = 512;
 
 /// `GET /connect`.
 pub async fn connect(
@@ -37,15 +41,6 @@ pub async fn connect(
                 .into_response()
         }
     };
-    // Refused before the upgrade: a failed attempt, which every client retries after its backoff.
-    if !app.admission.admit(std::time::Instant::now()) {
-        app.count_paced_connect();
-        let error = Error::new(
-            ErrorKind::RateLimited,
-            "the server is readmitting its clients after a restart; retry later",
-        );
-        return ([(RETRY_AFTER, "1")], error).into_response();
-    }
     let auth = match query {
         Ok(Query(q)) => authenticate(
             &app.api_key,
@@ -55,13 +50,31 @@ pub async fn connect(
         ),
         Err(e) => Err(Error::input(format!("invalid query string: {e}"))),
     };
-    if let Err(e) = &auth {
-        if e.kind().is_auth() {
-            app.count_auth_failure();
+    match &auth {
+        Err(e) if e.kind().is_auth() => app.count_auth_failure(),
+        Err(_) => {}
+        // Only a connect that would be let in counts against the readmission pace: junk with a wrong key or
+        // token must neither spend the returning crowd's budget nor end the pacing early. It is refused before
+        // the upgrade, a failed attempt which every client retries after its backoff.
+        Ok(_) => {
+            if !app.admission.admit(std::time::Instant::now()) {
+                app.count_paced_connect();
+                let error = Error::new(
+                    ErrorKind::RateLimited,
+                    "the server is readmitting its clients after a restart; retry later",
+                );
+                return ([(RETRY_AFTER, "1")], error).into_response();
+            }
         }
     }
+    // The connection task flushes every frame before taking the next, so the write buffer holds at most one
+    // frame, the pongs owed to a client that does not read, and the close frame; bounding it bounds those pongs
+    // (tungstenite keeps only the latest one waiting once the buffer is full).
+    let max_write_buffer = app.send_queue_bytes.saturating_add(CONTROL_FRAME_ROOM);
     upgrade
         .read_buffer_size(4096)
+        .write_buffer_size(0)
+        .max_write_buffer_size(max_write_buffer)
         .max_message_size(MAX_CLIENT_MESSAGE)
         .max_frame_size(MAX_CLIENT_MESSAGE)
         .on_upgrade(move |socket| conn::serve(app, Box::new(auth), socket))

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod pg;
+pub mod redis;
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
@@ -61,6 +62,8 @@ pub struct ServerOpts {
     pub last_active_refresh_ms: Option<u64>,
     /// More command-line arguments for the binary (a server started in-process takes none).
     pub args: Vec<String>,
+    /// Start the binary with this open-file limit (`ulimit -n`), when set.
+    pub open_files: Option<u64>,
 }
 
 impl Default for ServerOpts {
@@ -79,6 +82,7 @@ impl Default for ServerOpts {
             max_channels_per_user: None,
             last_active_refresh_ms: None,
             args: Vec::new(),
+            open_files: None,
         }
     }
 }
@@ -133,6 +137,11 @@ impl ServerOpts {
     pub fn arg(mut self, flag: &str, value: impl ToString) -> Self {
         self.args.push(flag.to_string());
         self.args.push(value.to_string());
+        self
+    }
+    /// Starts the binary with at most `n` open files.
+    pub fn open_files(mut self, n: u64) -> Self {
+        self.open_files = Some(n);
         self
     }
     /// Passes a flag without a value to the binary.
@@ -313,7 +322,16 @@ impl Server {
     }
 
     fn spawn_blocking(opts: ServerOpts) -> Server {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_presence-server"));
+        let bin = env!("CARGO_BIN_EXE_presence-server");
+        let mut cmd = match opts.open_files {
+            // The shell lowers the limit, then becomes the server (same pid).
+            Some(n) => {
+                let mut cmd = Command::new("sh");
+                cmd.args(["-c", &format!("ulimit -n {n}; exec \"$0\" \"$@\""), bin]);
+                cmd
+            }
+            None => Command::new(bin),
+        };
         let db = opts
             .db
             .as_ref()
