@@ -39,7 +39,7 @@ for target in "${targets[@]}"; do
   if cargo +nightly fuzz run --target-dir "$target_dir" "$target" "$corpus" "${inputs[@]}" -- \
       -dict=dicts/json.dict -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
       >"$log" 2>&1; then
-    runs=$(grep -oE 'stat::number_of_executed_units: *[0-9]+' "$log" | tail -n 1 | grep -oE '[0-9]+$' || echo '?')
+    runs=$(grep -a -oE 'stat::number_of_executed_units: *[0-9]+' "$log" | tail -n 1 | grep -oE '[0-9]+$' || echo '?')
     echo "fuzz: $target: $runs inputs in ${secs} s, 0 crashes"
   else
     echo "fuzz: $target FAILED; the last lines of $log:" >&2
