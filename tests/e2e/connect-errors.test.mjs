@@ -1,7 +1,8 @@
-// End-to-end: a connectUser that cannot succeed says why, fast, in headless Chromium. A server that is down, a base
-// URL where something other than a presence server answers, an https URL on a plain-HTTP port, a base URL that is no
-// URL, and a token provider that throws each end the connect long before the 15 s connect budget, with the URL
-// tried and the cause the browser lets the client tell; a reachable server still connects.
+// End-to-end: a connectUser that cannot succeed says why, in headless Chromium. A server that is down, a base URL
+// where something other than a presence server answers, an https URL on a plain-HTTP port, a base URL that is no
+// URL, and a token provider that throws each end the connect with the URL tried and the cause the browser lets the
+// client tell — ended by the client's diagnosis, not by the 15 s connect budget, whose error reads otherwise
+// ("initial WS connection could not be established"); a reachable server still connects.
 import { describe, before, after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
@@ -19,7 +20,7 @@ async function closedPort() {
   return port;
 }
 
-describe('connect failures say why, fast', { timeout: 120_000 }, () => {
+describe('connect failures say why', { timeout: 120_000 }, () => {
   let tmp;
   let server;
   let other;
@@ -45,21 +46,18 @@ describe('connect failures say why, fast', { timeout: 120_000 }, () => {
     tmp?.cleanup();
   });
 
-  /** connectUser against `baseURL`, with the time it took. */
-  async function attempt(baseURL, options = {}) {
-    const started = Date.now();
-    const outcome = await connectClient(page, { userId: 'edna', baseURL, ...options });
-    return { ...outcome, ms: Date.now() - started };
+  /** connectUser against `baseURL`: { ok } or { ok: false, code, message }. */
+  function attempt(baseURL, options = {}) {
+    return connectClient(page, { userId: 'edna', baseURL, ...options });
   }
 
-  test('a server that is down: code 1002 at once, naming the URL and that nothing answers', async () => {
+  test('a server that is down: code 1002 naming the URL and that nothing answers', async () => {
     const url = `http://127.0.0.1:${await closedPort()}`;
     const outcome = await attempt(url);
     assert.equal(outcome.ok, false);
     assert.equal(outcome.code, 1002);
     assert.ok(outcome.message.includes(url), outcome.message);
     assert.match(outcome.message, /nothing answers there/);
-    assert.ok(outcome.ms < 8000, `took ${outcome.ms} ms`);
   });
 
   test('something other than a presence server: code 1002 naming the HTTP answer', async () => {
@@ -68,15 +66,14 @@ describe('connect failures say why, fast', { timeout: 120_000 }, () => {
     assert.equal(outcome.code, 1002);
     assert.ok(outcome.message.includes(url), outcome.message);
     assert.match(outcome.message, /answers HTTP 404, but not as a presence server/);
-    assert.ok(outcome.ms < 8000, `took ${outcome.ms} ms`);
   });
 
-  test('https on a plain-HTTP port: code 1002 at once', async () => {
+  test('https on a plain-HTTP port: code 1002 naming the URL', async () => {
     const url = server.url.replace('http://', 'https://');
     const outcome = await attempt(url);
     assert.equal(outcome.code, 1002);
     assert.ok(outcome.message.includes(url), outcome.message);
-    assert.ok(outcome.ms < 8000, `took ${outcome.ms} ms`);
+    assert.match(outcome.message, /cannot reach a presence server at https:.*nothing answers there/);
   });
 
   test('a base URL that is no URL is refused by new Client() with code 1000 naming it', async () => {
@@ -92,8 +89,7 @@ describe('connect failures say why, fast', { timeout: 120_000 }, () => {
     assert.match(refused.message, /baseURL "not a url"/);
   });
 
-  test('a token provider that throws: code 1006 with its message, at once', async () => {
-    const started = Date.now();
+  test('a token provider that throws: code 1006 with its message', async () => {
     const outcome = await page.evaluate(async (baseURL) => {
       const client = new window.Client('demo-key', { baseURL });
       try {
@@ -105,7 +101,6 @@ describe('connect failures say why, fast', { timeout: 120_000 }, () => {
     }, server.url);
     assert.equal(outcome.code, 1006);
     assert.match(outcome.message, /token service down/);
-    assert.ok(Date.now() - started < 3000);
   });
 
   test('the server itself: connects', async () => {
