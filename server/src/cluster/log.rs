@@ -119,8 +119,9 @@ pub struct RawEntry {
 }
 
 /// Reads the log from its start, handing each entry to `on_entry` in order (None when it cannot be decoded),
-/// forever, noting whether Redis answers in `readable` (and, when it does not, in `writable`); waits and reads on while Redis is away (a restarted Redis with an empty stream gives ids past the
-/// last one read, so nothing is skipped or read twice).
+/// forever, noting whether Redis answers in `readable` (and, when it does not, in `writable`); waits and reads
+/// on while Redis is away (a restarted Redis with an empty stream gives ids past the last one read, so nothing
+/// is skipped or read twice).
 pub async fn read(
     mut redis: ConnectionManager,
     readable: Arc<AtomicBool>,
