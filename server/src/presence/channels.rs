@@ -7,6 +7,7 @@ use std::sync::Arc;
 use imbl::{HashMap, HashSet};
 
 use crate::model::ChannelRecord;
+use crate::presence::census::FieldCensus;
 use crate::presence::types::{ConnId, ConnMap};
 
 #[derive(Clone, Default)]
@@ -18,12 +19,16 @@ pub(super) struct Channels {
     watchers: HashMap<String, ConnMap<bool>>,
     /// connection → cids it watches.
     watching: ConnMap<HashSet<String>>,
+    /// The names in channels' custom data.
+    fields: FieldCensus,
 }
 
 impl Channels {
     /// Adds a channel (or replaces its record), indexing its members.
     pub fn insert(&mut self, rec: ChannelRecord) {
+        self.fields.add(&rec.data);
         if let Some(old) = self.records.get(&rec.cid) {
+            self.fields.remove(&old.data);
             for m in &old.members {
                 if let Some(set) = self.member_of.get_mut(&m.user_id) {
                     set.remove(&rec.cid);
@@ -37,6 +42,11 @@ impl Channels {
                 .insert(rec.cid.clone());
         }
         self.records.insert(rec.cid.clone(), Arc::new(rec));
+    }
+
+    /// Whether any channel has `field` in its custom data.
+    pub fn carry(&self, field: &str) -> bool {
+        self.fields.carries(field)
     }
 
     pub fn get(&self, cid: &str) -> Option<&ChannelRecord> {

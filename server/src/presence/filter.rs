@@ -385,8 +385,10 @@ pub fn sort_cmp(a: &Value, b: &Value) -> Ordering {
     }
 }
 
-/// Checks sort keys: `direction` must be 1 or -1; `allowed` limits the fields (`None`: any).
-pub fn check_sort(sort: &[SortParam], allowed: Option<&[&str]>) -> Result<(), Error> {
+/// Checks a sort: directions are 1 or -1, and, with `known`, every field is one it knows (a built-in field, or a
+/// custom field some record has). A sort on a field no record has would order nothing, so it is refused: most
+/// often it is a misspelt name.
+pub fn check_sort(sort: &[SortParam], known: Option<&dyn Fn(&str) -> bool>) -> Result<(), Error> {
     for key in sort {
         if key.direction != 1 && key.direction != -1 {
             return Err(Error::input(format!(
@@ -394,10 +396,11 @@ pub fn check_sort(sort: &[SortParam], allowed: Option<&[&str]>) -> Result<(), Er
                 key.field
             )));
         }
-        if let Some(allowed) = allowed {
-            if !allowed.contains(&key.field.as_str()) {
+        if let Some(known) = known {
+            if !known(&key.field) {
                 return Err(Error::input(format!(
-                    "sorting by {} is not supported",
+                    "sorting by {} is not supported: it is not a built-in field and no record has it as a \
+                     custom field",
                     key.field
                 )));
             }

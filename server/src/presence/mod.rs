@@ -4,6 +4,7 @@
 //! the caller to drain: [`Delivery`]s (which connections get which frame, in order) and storage [`Write`]s.
 
 mod access;
+mod census;
 mod channels;
 mod connections;
 mod distinct;
@@ -183,23 +184,25 @@ impl Engine {
         };
         self.check_connect_details(user_id, details, now)?;
         let connected = self.users.get(user_id).is_some_and(|u| u.connected());
-        let rec = self.users.get_or_insert(user_id, now);
-        let mut changed = false;
-        for (field, value) in details {
-            changed |= fields::set_field(rec, field, value, WriteSource::Connect);
-        }
-        let invisible_changed = match fields::requested_invisible(details) {
-            Some(inv) if inv != rec.invisible => {
-                fields::set_invisible(rec, inv, connected, now);
-                true
+        let (changed, invisible_changed) = self.users.edit_or_insert(user_id, now, |rec| {
+            let mut changed = false;
+            for (field, value) in details {
+                changed |= fields::set_field(rec, field, value, WriteSource::Connect);
             }
-            _ => false,
-        };
-        // Invisibility is not part of the profile: `updated_at` moving with it would date the switch.
-        if changed {
-            rec.updated_at = now;
-        }
-        rec.last_active = Some(now);
+            let invisible_changed = match fields::requested_invisible(details) {
+                Some(inv) if inv != rec.invisible => {
+                    fields::set_invisible(rec, inv, connected, now);
+                    true
+                }
+                _ => false,
+            };
+            // Invisibility is not part of the profile: `updated_at` moving with it would date the switch.
+            if changed {
+                rec.updated_at = now;
+            }
+            rec.last_active = Some(now);
+            (changed, invisible_changed)
+        });
         self.users.add_conn(user_id, Arc::clone(&conn));
         let Some(entry) = self.users.get(user_id) else {
             return Err(Error::internal("user vanished"));

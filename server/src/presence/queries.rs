@@ -19,6 +19,48 @@ use crate::presence::view::{ChannelPage, Spent, View};
 use crate::presence::watch::caller_user;
 use crate::presence::{access, Engine};
 
+/// Fields a user query may sort on whether or not any user has them: the user object's own fields, and those
+/// Stream documents for users.
+const USER_SORT_FIELDS: &[&str] = &[
+    "id",
+    "name",
+    "image",
+    "role",
+    "language",
+    "teams",
+    "online",
+    "last_active",
+    "created_at",
+    "updated_at",
+    "banned",
+    "shadow_banned",
+    "deactivated_at",
+    "deleted_at",
+    "username",
+];
+
+/// Fields a channel query may sort on whether or not any channel has them: those the query reads from every
+/// channel, and those Stream documents for channel sorts.
+const CHANNEL_SORT_FIELDS: &[&str] = &[
+    "cid",
+    "id",
+    "type",
+    "member_count",
+    "members",
+    "created_at",
+    "updated_at",
+    "created_by_id",
+    "last_message_at",
+    "last_updated",
+    "unread_count",
+    "has_unread",
+    "pinned_at",
+    "name",
+    "image",
+    "frozen",
+    "disabled",
+];
+
 const USER_SORT_DEFAULT: &[(&str, i64)] = &[("created_at", -1), ("id", -1)];
 const CHANNEL_SORT_DEFAULT: &[(&str, i64)] =
     &[("last_message_at", -1), ("updated_at", -1), ("cid", 1)];
@@ -95,7 +137,8 @@ impl View {
         const OP: &str = "QueryUsers";
         let filter =
             Filter::parse(&payload.filter_conditions, None).map_err(|e| e.in_operation(OP))?;
-        filter::check_sort(&payload.sort, None).map_err(|e| e.in_operation(OP))?;
+        let known = |f: &str| USER_SORT_FIELDS.contains(&f) || self.users.carry(f);
+        filter::check_sort(&payload.sort, Some(&known)).map_err(|e| e.in_operation(OP))?;
         let (limit, offset) =
             page_bounds(payload.limit, payload.offset, 30, 100).map_err(|e| e.in_operation(OP))?;
         let viewer = caller_user(caller);
@@ -155,7 +198,8 @@ impl View {
         const OP: &str = "QueryChannels";
         let fail = |f: Error| f.in_operation(OP);
         let filter = Filter::parse(&req.filter_conditions, None).map_err(fail)?;
-        filter::check_sort(&req.sort, None).map_err(fail)?;
+        let known = |f: &str| CHANNEL_SORT_FIELDS.contains(&f) || self.channels.carry(f);
+        filter::check_sort(&req.sort, Some(&known)).map_err(fail)?;
         let (limit, offset) = page_bounds(req.limit, req.offset, 10, 30).map_err(fail)?;
         let member_limit = match req.member_limit {
             Some(n) if n > 100 => {

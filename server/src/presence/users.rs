@@ -11,6 +11,7 @@ use imbl::{HashMap, OrdSet};
 use presence_protocol::User;
 
 use crate::model::UserRecord;
+use crate::presence::census::FieldCensus;
 use crate::presence::types::ConnId;
 
 #[derive(Clone)]
@@ -66,12 +67,16 @@ pub(super) struct Users {
     graces: OrdSet<(DateTime<Utc>, String)>,
     /// Users whose `announced` is true.
     online: usize,
+    /// The names in users' `data`.
+    fields: FieldCensus,
 }
 
 impl Users {
     pub fn insert(&mut self, rec: UserRecord) {
         let id = rec.id.clone();
+        self.fields.add(&rec.data);
         if let Some(old) = self.entries.insert(id.clone(), UserEntry::new(rec)) {
+            self.fields.remove(&old.rec.data);
             // Replacing a user forgets their presence state; keep the indexes in step.
             if let Some(until) = old.grace_until {
                 self.graces.remove(&(until, id));
@@ -94,18 +99,43 @@ impl Users {
         self.entries.values()
     }
 
-    /// The stored fields of a user (presence state stays with this type).
+    /// The presence fields of a user's record (`last_active`, `invisible`); the profile (`data`) changes through
+    /// [`Users::edit`] only, which keeps the field census.
     pub fn record_mut(&mut self, id: &str) -> Option<&mut UserRecord> {
         self.entries.get_mut(id).map(|e| Arc::make_mut(&mut e.rec))
     }
 
-    /// The user's record, created (offline, no fields) if it does not exist yet.
-    pub fn get_or_insert(&mut self, id: &str, now: DateTime<Utc>) -> &mut UserRecord {
+    /// Edits a user's record, profile included; None when there is no such user.
+    pub fn edit<R>(&mut self, id: &str, f: impl FnOnce(&mut UserRecord) -> R) -> Option<R> {
+        let entry = self.entries.get_mut(id)?;
+        let rec = Arc::make_mut(&mut entry.rec);
+        self.fields.remove(&rec.data);
+        let result = f(rec);
+        self.fields.add(&rec.data);
+        Some(result)
+    }
+
+    /// [`Users::edit`], the user created first (offline, no fields) if they do not exist yet.
+    pub fn edit_or_insert<R>(
+        &mut self,
+        id: &str,
+        now: DateTime<Utc>,
+        f: impl FnOnce(&mut UserRecord) -> R,
+    ) -> R {
         let entry = self
             .entries
             .entry(id.to_string())
             .or_insert_with(|| UserEntry::new(UserRecord::new(id, now)));
-        Arc::make_mut(&mut entry.rec)
+        let rec = Arc::make_mut(&mut entry.rec);
+        self.fields.remove(&rec.data);
+        let result = f(rec);
+        self.fields.add(&rec.data);
+        result
+    }
+
+    /// Whether any user has `field` among their profile fields.
+    pub fn carry(&self, field: &str) -> bool {
+        self.fields.carries(field)
     }
 
     /// The user's `last_active` has been queued for storage with this value.

@@ -75,8 +75,10 @@ impl Engine {
         let mut result = BTreeMap::new();
         for (id, obj) in users {
             let created = !self.users.contains(id);
-            let rec = self.users.get_or_insert(id, now);
-            let changed = fields::replace_fields(rec, obj, source) || created;
+            let changed = self
+                .users
+                .edit_or_insert(id, now, |rec| fields::replace_fields(rec, obj, source))
+                || created;
             let invisible = fields::requested_invisible(obj);
             self.finish_user_write(caller, id, changed, invisible, now, &mut result);
         }
@@ -122,16 +124,19 @@ impl Engine {
             .map_err(|e| e.in_operation(OP))?;
         let mut result = BTreeMap::new();
         for u in updates {
-            let Some(rec) = self.users.record_mut(&u.id) else {
+            let edited = self.users.edit(&u.id, |rec| {
+                let mut changed = false;
+                for field in &u.unset {
+                    changed |= fields::unset_field(rec, field);
+                }
+                for (field, value) in &u.set {
+                    changed |= fields::set_field(rec, field, value, source);
+                }
+                changed
+            });
+            let Some(changed) = edited else {
                 continue;
             };
-            let mut changed = false;
-            for field in &u.unset {
-                changed |= fields::unset_field(rec, field);
-            }
-            for (field, value) in &u.set {
-                changed |= fields::set_field(rec, field, value, source);
-            }
             let invisible = match fields::requested_invisible(&u.set) {
                 Some(v) => Some(v),
                 None if u.unset.iter().any(|f| f == "invisible") => Some(false),

@@ -198,6 +198,10 @@ def test_bad_input_is_a_clear_json_error(client):
     with pytest.raises(StreamAPIException) as refused:
         client.query_users({"id": {"$regex": "x"}})
     assert refused.value.status_code == 400 and refused.value.error_code == 4
+    with pytest.raises(StreamAPIException) as refused:
+        client.query_users({}, {"last_activ": -1})
+    assert refused.value.status_code == 400 and refused.value.error_code == 4
+    assert "last_activ" in refused.value.error_message
 
 
 def test_calls_outside_the_subset_answer_json_and_keep_the_connection_usable(client):
