@@ -9,6 +9,9 @@ cd "$(dirname "$0")/.."
 target_dir="${CARGO_TARGET_DIR:-target}"
 cargo build --profile wasm-release --target wasm32-unknown-unknown -p presence-client
 rm -rf pkg/snippets
+# The name section (Rust function names in devtools' wasm stack frames) is not shipped: measured on this build,
+# wasm-bindgen without --remove-name-section then wasm-opt -Oz --converge -g gave 70,728 B of gzip against 55,400 B
+# without names, +15.3 KB (+28%) for the wasm alone, over the whole budget's headroom.
 wasm-bindgen --target web --remove-name-section --remove-producers-section --out-dir pkg \
   "$target_dir/wasm32-unknown-unknown/wasm-release/presence_client.wasm"
 
