@@ -70,11 +70,13 @@ impl ErrorKind {
     }
 }
 
-/// A failed operation.
+/// A failed operation: its kind, what went wrong, and the operation it failed in once something names it (the
+/// driver names every operation it runs, an edge the requests it refuses itself).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Error {
     kind: ErrorKind,
     message: String,
+    operation: Option<&'static str>,
 }
 
 impl Error {
@@ -82,6 +84,7 @@ impl Error {
         Error {
             kind,
             message: message.into(),
+            operation: None,
         }
     }
 
@@ -110,21 +113,25 @@ impl Error {
         self.kind.code()
     }
 
-    pub fn message(&self) -> &str {
-        &self.message
+    /// The message as clients read it: with the operation, in the style of the real backend
+    /// (`UpdateUsers failed with error: "<detail>"`), once one is named.
+    pub fn message(&self) -> String {
+        self.to_string()
     }
 
-    /// Prefix the message with the operation, in the style of the real backend:
-    /// `UpdateUsers failed with error: "<detail>"`.
-    pub fn in_operation(mut self, operation: &str) -> Self {
-        self.message = format!("{operation} failed with error: \"{}\"", self.message);
+    /// Names the operation the error happened in, unless one is named already (the innermost name stays).
+    pub fn in_operation(mut self, operation: &'static str) -> Self {
+        self.operation.get_or_insert(operation);
         self
     }
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
+        match self.operation {
+            Some(operation) => write!(f, "{operation} failed with error: \"{}\"", self.message),
+            None => f.write_str(&self.message),
+        }
     }
 }
 

@@ -9,7 +9,6 @@
 
 mod admission;
 pub mod auth;
-mod bus;
 mod cluster;
 mod error;
 mod http;
@@ -31,7 +30,7 @@ use tower_http::services::ServeDir;
 
 pub use crate::cluster::ClusterSettings;
 pub use crate::error::{Error, ErrorKind};
-use crate::hub::Hub;
+use crate::hub::{Hub, LogChoice};
 pub use crate::state::AppState;
 use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
@@ -172,6 +171,8 @@ impl Storage {
 /// Storage opened and the driver running: what the router serves.
 pub struct Service {
     state: Arc<AppState>,
+    /// The sockets this process holds, where the hub's deliveries land.
+    sockets: Arc<ws::Outlets>,
     static_dir: Option<PathBuf>,
     /// Users and channels found in storage at start.
     pub loaded_users: usize,
@@ -183,7 +184,7 @@ impl Service {
     /// in-process bus.
     pub fn open(settings: &Settings, db: &str) -> Result<Service, StoreError> {
         let (store, snapshot) = SqliteStore::open(db)?;
-        let (service, _) = Service::start(settings, Box::new(store), snapshot, None)?;
+        let (service, _) = Service::start(settings, Box::new(store), snapshot, LogChoice::Local)?;
         Ok(service)
     }
 
@@ -191,7 +192,7 @@ impl Service {
     /// in-process bus.
     pub fn open_postgres(settings: &Settings, url: &str) -> Result<Service, StoreError> {
         let (store, snapshot) = PostgresStore::open(url)?;
-        let (service, _) = Service::start(settings, Box::new(store), snapshot, None)?;
+        let (service, _) = Service::start(settings, Box::new(store), snapshot, LogChoice::Local)?;
         Ok(service)
     }
 
@@ -207,8 +208,13 @@ impl Service {
             .open()
             .map_err(|e| format!("cannot open database {}: {e}", storage.describe()))?;
         let node = cluster::Node::connect(cluster).await?;
-        let (service, hub) = Service::start(settings, store, snapshot, Some(Arc::clone(&node)))
-            .map_err(|e| e.to_string())?;
+        let (service, hub) = Service::start(
+            settings,
+            store,
+            snapshot,
+            LogChoice::Shared(Arc::clone(&node) as Arc<dyn hub::log::Log>),
+        )
+        .map_err(|e| e.to_string())?;
         node.start(hub.log_sink()).await?;
         Ok(service)
     }
@@ -217,7 +223,7 @@ impl Service {
         settings: &Settings,
         store: Box<dyn Store>,
         snapshot: Snapshot,
-        node: Option<Arc<cluster::Node>>,
+        log: LogChoice,
     ) -> Result<(Service, Arc<Hub>), StoreError> {
         let (loaded_users, loaded_channels) = (snapshot.users.len(), snapshot.channels.len());
         let admission = admission::Admission::readmitting(
@@ -231,6 +237,7 @@ impl Service {
                 "pacing the readmission of recently connected users"
             );
         }
+        let sockets = Arc::new(ws::Outlets::default());
         let hub = Hub::start(
             presence::Config {
                 offline_grace: settings.offline_grace,
@@ -243,8 +250,8 @@ impl Service {
             },
             snapshot,
             store,
-            Arc::new(bus::local::LocalBus::default()),
-            node,
+            Arc::clone(&sockets) as Arc<dyn hub::Sockets>,
+            log,
         )?;
         let state = AppState::new(
             settings.api_key.clone(),
@@ -261,6 +268,7 @@ impl Service {
         ));
         let service = Service {
             state: Arc::new(state),
+            sockets,
             static_dir: settings.static_dir.clone(),
             loaded_users,
             loaded_channels,
@@ -270,7 +278,11 @@ impl Service {
 
     /// The router serving this service.
     pub fn router(&self) -> Router {
-        app(Arc::clone(&self.state), self.static_dir.clone())
+        app(
+            Arc::clone(&self.state),
+            Arc::clone(&self.sockets),
+            self.static_dir.clone(),
+        )
     }
 
     /// The router of the operator endpoints, without a check of the `Host` they are asked for: for driving
@@ -325,10 +337,12 @@ impl ShutdownHandle {
     }
 }
 
-/// The HTTP and WebSocket API over `state`, with `static_dir` (if any) served at `/`.
-pub fn app(state: Arc<AppState>, static_dir: Option<PathBuf>) -> Router {
+/// The HTTP and WebSocket API over `state` and the `sockets` of this process, with `static_dir` (if any) served
+/// at `/`.
+fn app(state: Arc<AppState>, sockets: Arc<ws::Outlets>, static_dir: Option<PathBuf>) -> Router {
+    let connect = move |app, query, upgrade| ws::connect(app, Arc::clone(&sockets), query, upgrade);
     let api = Router::new()
-        .route("/connect", get(ws::connect))
+        .route("/connect", get(connect))
         .route(
             "/users",
             post(http::users::upsert_users)

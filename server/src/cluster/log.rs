@@ -5,11 +5,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use redis::aio::ConnectionManager;
 use redis::streams::{StreamId, StreamRangeReply, StreamReadReply};
 
-use crate::hub::command::{Command, Entry, Waiter};
+use crate::hub::log::LogPos;
+use crate::presence::command::Command;
 
 /// The stream's key.
 pub const LOG_KEY: &str = "presence:log";
@@ -23,40 +23,16 @@ pub const BLOCK: Duration = Duration::from_secs(2);
 /// Entries read at once.
 const READ_COUNT: usize = 1024;
 
-/// A stream entry id: milliseconds (the Redis server's clock when it was appended), then a sequence number.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
-pub struct LogPos(u64, u64);
-
-impl LogPos {
-    /// The milliseconds part, then the sequence number.
-    pub fn parts(self) -> (u64, u64) {
-        (self.0, self.1)
-    }
-
-    fn parse(id: &str) -> Option<LogPos> {
-        let (ms, seq) = id.split_once('-')?;
-        Some(LogPos(ms.parse().ok()?, seq.parse().ok()?))
-    }
-
-    pub fn time(self) -> DateTime<Utc> {
-        i64::try_from(self.0)
-            .ok()
-            .and_then(DateTime::from_timestamp_millis)
-            .unwrap_or(DateTime::<Utc>::MAX_UTC)
-    }
-
-    fn id(self) -> String {
-        format!("{}-{}", self.0, self.1)
-    }
+/// A stream entry id (`<ms>-<seq>`) as a log position.
+fn parse_pos(id: &str) -> Option<LogPos> {
+    let (ms, seq) = id.split_once('-')?;
+    Some(LogPos(ms.parse().ok()?, seq.parse().ok()?))
 }
 
-/// One entry read from the log, for the hub thread: `entry` is None when it could not be decoded (it is
-/// skipped, but its position still counts as applied).
-pub struct LogItem {
-    pub pos: LogPos,
-    pub entry: Option<Entry>,
-    /// The caller waiting on it, when this node appended it.
-    pub waiter: Option<Waiter>,
+/// A log position as a stream entry id.
+fn pos_id(pos: LogPos) -> String {
+    let (ms, seq) = pos.parts();
+    format!("{ms}-{seq}")
 }
 
 /// Most bytes a command may take as JSON in the log: twice the largest one the limits let through (an upsert
@@ -108,7 +84,7 @@ pub async fn last_pos(redis: &mut ConnectionManager) -> Result<Option<LogPos>, r
         .arg(1)
         .query_async(redis)
         .await?;
-    Ok(reply.ids.first().and_then(|e| LogPos::parse(&e.id)))
+    Ok(reply.ids.first().and_then(|e| parse_pos(&e.id)))
 }
 
 /// An entry as stored: who appended it, its sequence number there, the command.
@@ -137,7 +113,7 @@ pub async fn read(
             .arg(BLOCK.as_millis() as u64)
             .arg("STREAMS")
             .arg(LOG_KEY)
-            .arg(last.id())
+            .arg(pos_id(last))
             .query_async(&mut redis)
             .await;
         readable.store(reply.is_ok(), Ordering::Relaxed);
@@ -149,7 +125,7 @@ pub async fn read(
             Ok(Some(reply)) => {
                 for key in reply.keys {
                     for raw in key.ids {
-                        let Some(pos) = LogPos::parse(&raw.id) else {
+                        let Some(pos) = parse_pos(&raw.id) else {
                             continue;
                         };
                         last = pos;

@@ -1,9 +1,9 @@
 //! Cluster mode: several server processes ("nodes") on one Redis run the same engine state by applying the
-//! same ordered log of [`Command`]s. The log is a Redis stream: a node appends each state-changing operation of
-//! its own (`XADD`), every node reads the stream in order (`XREAD BLOCK`) and hands each entry to its hub
-//! thread, and the node an entry came from answers its waiting caller when it applies it. The entry's stream id
-//! gives its time, so every node applies it at the same `now`. Each node delivers only to the connections it
-//! holds; membership and node death are in [`membership`].
+//! same ordered log of [`Command`]s. [`Node`] is the hub's [`Log`] on a Redis stream: a node appends each
+//! state-changing operation of its own (`XADD`), every node reads the stream in order (`XREAD BLOCK`) and hands
+//! each entry to its hub thread, and the node an entry came from answers its waiting caller when it applies it.
+//! The entry's stream id gives its time, so every node applies it at the same `now`. Each node delivers only to
+//! the connections it holds; membership and node death are in [`membership`].
 
 mod log;
 mod membership;
@@ -13,14 +13,17 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::runtime::Handle;
 use tokio::sync::watch;
 
 use self::log::RawEntry;
-pub use self::log::{LogItem, LogPos};
 use crate::error::{Error, ErrorKind};
-use crate::hub::command::{Command, Entry, Waiter};
+use crate::hub::log::{Author, Entry, Log, LogPos, Sink};
+use crate::hub::pending::{Pending, Waiting};
+use crate::presence::command::Command;
+use crate::presence::command::{conn_prefix, NodeDown};
 
 /// Where a node finds the others.
 #[derive(Debug, Clone)]
@@ -35,22 +38,22 @@ const CATCH_UP_BUDGET: Duration = Duration::from_secs(5);
 /// Waits between tries of an append that must not be lost (a connection ended, a grace window ran out).
 const APPEND_RETRY: Duration = Duration::from_millis(500);
 
-/// Receives each entry read from the log, in order.
-pub type Sink = Arc<dyn Fn(LogItem) + Send + Sync>;
-
 /// This process as a member of the cluster.
 pub struct Node {
     id: String,
+    /// The start of the ids of the connections this node holds.
+    prefix: String,
     client: redis::Client,
     /// Appends, heartbeats and reads of the log's end; reconnects by itself.
     redis: ConnectionManager,
     runtime: Handle,
-    /// Sequence numbers of this process's entries start at the microsecond it connected, so they are above
-    /// those of an earlier process with the same node id: its entries, replayed at start, are not this one's.
-    first_seq: u64,
-    next_seq: AtomicU64,
+    /// This process as the author of entries. Its sequence numbers start at the microsecond it connected, so
+    /// they are above those of an earlier process with the same node id: its entries, replayed at start, are not
+    /// this one's.
+    author: Author,
+    next_seq: Arc<AtomicU64>,
     /// Callers of this node's entries not yet applied, by the entry's sequence number.
-    waiters: Mutex<HashMap<u64, Waiter>>,
+    waiters: Mutex<HashMap<u64, Box<dyn Pending>>>,
     /// The last entry the hub thread has applied and published.
     applied: watch::Sender<LogPos>,
     /// Whether this node has the lowest id among the live ones: it appends the end of grace windows; the
@@ -84,11 +87,15 @@ impl Node {
         let first_seq = u64::try_from(chrono::Utc::now().timestamp_micros()).unwrap_or(1);
         Ok(Arc::new(Node {
             id: settings.node_id.clone(),
+            prefix: conn_prefix(&settings.node_id),
             client,
             redis,
             runtime: Handle::current(),
-            first_seq,
-            next_seq: AtomicU64::new(first_seq),
+            author: Author {
+                id: settings.node_id.clone(),
+                first_seq,
+            },
+            next_seq: Arc::new(AtomicU64::new(first_seq)),
             waiters: Mutex::new(HashMap::new()),
             applied: watch::Sender::new(LogPos::default()),
             primary: Arc::new(AtomicBool::new(true)),
@@ -96,10 +103,6 @@ impl Node {
             readable: Arc::new(AtomicBool::new(true)),
             writable: Arc::new(AtomicBool::new(true)),
         }))
-    }
-
-    pub fn id(&self) -> &str {
-        &self.id
     }
 
     /// Starts reading the log into `sink` (from its first entry) and the heartbeat; then announces this node,
@@ -120,7 +123,7 @@ impl Node {
             reader,
             Arc::clone(&self.readable),
             Arc::clone(&self.writable),
-            move |pos, raw| sink(node.log_item(pos, raw)),
+            move |pos, raw| sink(node.entry(pos, raw)),
         ));
         let node = Arc::clone(self);
         self.runtime.spawn(membership::run(
@@ -129,20 +132,20 @@ impl Node {
             Arc::clone(&self.known),
             Arc::clone(&self.primary),
             Arc::clone(&self.writable),
-            move |gone| node.submit_fact(Command::NodeDown { node: gone }),
+            move |gone| node.append_fact(NodeDown { node: gone }.into()),
         ));
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let node = self.id.clone();
-        self.submit(
-            Command::NodeDown { node },
-            Box::new(move |_, _| {
-                let _ = tx.send(());
-            }),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-        rx.await
-            .map_err(|_| "the hub stopped while catching up with the log".to_string())
+        // Ends what an earlier process with this id left, and marks where this node has caught up.
+        let leave = NodeDown {
+            node: self.id.clone(),
+        };
+        let (pending, applied) = Waiting::new(leave.clone());
+        self.submit(leave.into(), pending)
+            .await
+            .map_err(|e| e.to_string())?;
+        match applied.await {
+            Ok(result) => result.map_err(|e| e.to_string()),
+            Err(_) => Err("the hub stopped while catching up with the log".to_string()),
+        }
     }
 
     /// Whether Redis answered the last time this node read the log and the last time it wrote there.
@@ -153,7 +156,7 @@ impl Node {
     /// Appends `command`; `waiter` is called once this node has applied it. Fails when Redis cannot be reached,
     /// and with 413 / code 22 when the command takes more than [`log::MAX_ENTRY_BYTES`] (every node would hold
     /// and parse it).
-    pub async fn submit(&self, command: Command, waiter: Waiter) -> Result<(), Error> {
+    async fn submit(&self, command: Command, pending: Box<dyn Pending>) -> Result<(), Error> {
         let json = log::encode(&command).map_err(|e| unavailable(&e))?;
         if json.len() > log::MAX_ENTRY_BYTES {
             return Err(Error::new(
@@ -166,7 +169,7 @@ impl Node {
             ));
         }
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
-        lock(&self.waiters).insert(seq, waiter);
+        lock(&self.waiters).insert(seq, pending);
         let appended = log::append(&mut self.redis.clone(), &self.id, seq, &json).await;
         self.writable.store(appended.is_ok(), Ordering::Relaxed);
         if let Err(e) = appended {
@@ -177,18 +180,18 @@ impl Node {
     }
 
     /// Appends `command`, which nobody waits for, trying again until Redis takes it.
-    pub fn submit_fact(self: &Arc<Self>, command: Command) {
-        let node = Arc::clone(self);
+    fn submit_fact(&self, command: Command) {
+        let (mut redis, id) = (self.redis.clone(), self.id.clone());
+        let (next_seq, writable) = (Arc::clone(&self.next_seq), Arc::clone(&self.writable));
         self.runtime.spawn(async move {
-            let mut redis = node.redis.clone();
             let json = match log::encode(&command) {
                 Ok(json) => json,
                 Err(e) => return tracing::error!(error = %e, "cannot encode a cluster log entry"),
             };
             loop {
-                let seq = node.next_seq.fetch_add(1, Ordering::Relaxed);
-                let appended = log::append(&mut redis, &node.id, seq, &json).await;
-                node.writable.store(appended.is_ok(), Ordering::Relaxed);
+                let seq = next_seq.fetch_add(1, Ordering::Relaxed);
+                let appended = log::append(&mut redis, &id, seq, &json).await;
+                writable.store(appended.is_ok(), Ordering::Relaxed);
                 match appended {
                     Ok(()) => return,
                     Err(e) => {
@@ -200,32 +203,31 @@ impl Node {
         });
     }
 
-    /// Asks for the end of the grace windows due now.
-    pub fn request_timeout(self: &Arc<Self>) {
-        self.submit_fact(Command::Timeout);
-    }
-
     pub fn is_primary(&self) -> bool {
         self.primary.load(Ordering::Relaxed)
     }
 
-    /// An entry read from the log, for the hub thread, with its waiter if this node appended it. Keeps track
+    /// An entry read from the log, for the hub thread, with its caller if this node appended it. Keeps track
     /// of the nodes the log names.
-    fn log_item(&self, pos: LogPos, raw: Option<RawEntry>) -> LogItem {
+    fn entry(&self, pos: LogPos, raw: Option<RawEntry>) -> Entry {
+        let mut entry = Entry {
+            pos,
+            now: Some(pos.time()),
+            command: None,
+            own: false,
+            shared: true,
+            pending: None,
+        };
         let Some(RawEntry {
             origin,
             seq,
             command,
         }) = raw
         else {
-            return LogItem {
-                pos,
-                entry: None,
-                waiter: None,
-            };
+            return entry;
         };
         match &command {
-            Command::NodeDown { node } => {
+            Command::NodeDown(NodeDown { node }) => {
                 lock(&self.known).remove(node);
             }
             _ if origin != self.id && !lock(&self.known).contains(&origin) => {
@@ -233,22 +235,17 @@ impl Node {
             }
             _ => {}
         }
-        let own = origin == self.id && seq >= self.first_seq;
-        let waiter = own.then(|| lock(&self.waiters).remove(&seq)).flatten();
-        LogItem {
-            pos,
-            entry: Some(Entry {
-                own,
-                origin,
-                now: pos.time(),
-                command,
-            }),
-            waiter,
-        }
+        entry.own = self.author.wrote(&origin, seq);
+        entry.pending = entry
+            .own
+            .then(|| lock(&self.waiters).remove(&seq))
+            .flatten();
+        entry.command = Some(command);
+        entry
     }
 
     /// Called by the hub thread once everything up to `pos` is applied and visible.
-    pub fn set_applied(&self, pos: LogPos) {
+    fn mark_applied(&self, pos: LogPos) {
         self.applied.send_if_modified(|at| {
             let newer = pos > *at;
             if newer {
@@ -261,12 +258,59 @@ impl Node {
     /// Waits until this node has applied every entry the log held when called, so a read here sees every write
     /// another node acknowledged before (one Redis round trip). Gives up after a few seconds (or when Redis is
     /// down), answering from what this node has.
-    pub async fn catch_up(&self) {
+    async fn wait_for_log_end(&self) {
         let Ok(Some(end)) = log::last_pos(&mut self.redis.clone()).await else {
             return;
         };
         let mut applied = self.applied.subscribe();
         let _ = tokio::time::timeout(CATCH_UP_BUDGET, applied.wait_for(|at| *at >= end)).await;
+    }
+}
+
+impl Log for Node {
+    fn conn_prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+
+    fn is_primary(&self) -> bool {
+        Node::is_primary(self)
+    }
+
+    fn append(
+        &self,
+        command: Command,
+        pending: Box<dyn Pending>,
+    ) -> BoxFuture<'_, Result<(), Error>> {
+        Box::pin(self.submit(command, pending))
+    }
+
+    fn append_fact(&self, command: Command) {
+        self.submit_fact(command);
+    }
+
+    fn catch_up(&self) -> BoxFuture<'_, ()> {
+        Box::pin(self.wait_for_log_end())
+    }
+
+    fn set_applied(&self, pos: LogPos) {
+        self.mark_applied(pos);
+    }
+
+    fn failing(&self) -> Option<&'static str> {
+        (!self.redis_reachable()).then_some("redis")
+    }
+
+    fn farewell(&self) -> Option<Command> {
+        Some(
+            NodeDown {
+                node: self.id.clone(),
+            }
+            .into(),
+        )
     }
 }
 

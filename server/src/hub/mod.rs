@@ -1,40 +1,50 @@
-//! The driver around the presence engine. One thread (the [`actor`]) owns the engine and the store and runs
-//! operations in batches: nothing an operation did is visible — no event, no answer, no read — before its
-//! writes are committed. Callers queue an operation and wait for its answer. Queries filter, sort and serialize
-//! on the read view the thread publishes after each batch, on tokio's blocking pool; only subscribing the
-//! caller's connection to the page they return goes through the thread.
+//! The driver around the presence engine, with one command path for one process and many. Every
+//! state-changing operation is a typed [`Operation`] appended to a [`Log`]; one thread ([`thread`]) owns the
+//! engine and the store, applies the log's entries in order (a caller's own entry with its typed result), and
+//! settles them in batches ([`driver`]): nothing an entry did is visible — no event, no answer, no read — before
+//! its writes are committed. With one process the log is an in-process sequence ([`local::LocalLog`]); in a
+//! cluster it is the shared log on Redis, which the driver cannot tell apart except by what the log says of itself
+//! (shared entries cannot be undone; requests are tried on a copy of the engine before they are appended).
 //!
-//! In cluster mode every state-changing operation becomes a [`command::Command`] appended to the cluster log
-//! instead: the thread applies the log's entries in order, and an operation is answered when this node applies
-//! its own entry. Health checks stay local (they only refresh `last_active`). Queries first wait until this
-//! node has applied what the log held when they arrived, so they see every write acknowledged anywhere.
+//! Queries filter, sort and serialize on the read view the thread publishes after each batch, on tokio's blocking
+//! pool, after waiting until this process has applied what the log held when they arrived; only subscribing the
+//! caller's connection to the page they return is an operation. Health checks stay local (they only refresh
+//! `last_active`).
 
-mod actor;
-pub(crate) mod command;
+pub mod driver;
 mod fair;
+pub mod local;
+pub mod log;
+pub mod pending;
+mod sockets;
 #[cfg(test)]
 mod tests;
+mod thread;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Mutex, RwLock};
+use std::sync::{mpsc, Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
-use presence_protocol::codes::close_code;
 use presence_protocol::{
     ChannelQueryRequest, ChannelStateResponse, JsonMap, PartialUserUpdate, QueryChannelsRequest,
     QueryUsersPayload, User,
 };
-use tokio::sync::oneshot;
 
-use self::actor::{Actor, Fact, Job, Op, Probe, Reply, StoreState, ViewSlot};
-use self::command::{conn_prefix, Command, Outcome};
+use self::driver::{Driver, Input, Probe, StoreState};
 use self::fair::QuerySlots;
-use crate::bus::{Bus, Outlet};
-use crate::cluster::{lock, LogItem, Node};
+use self::local::LocalLog;
+use self::log::{Log, Sink};
+use self::pending::Waiting;
+pub use self::sockets::Sockets;
+use self::thread::{HubThread, ViewSlot};
 use crate::error::Error;
 use crate::model::Caller;
+use crate::presence::command::Operation;
+use crate::presence::command::{
+    ChannelStates, Connect, Disconnect, FollowUsers, PartialUpdateUsers, QueryChannel,
+    StopWatching, UpsertUsers,
+};
 use crate::presence::{self, ConnId, Ending, Engine, View};
 use crate::store::{Snapshot, Store, StoreError};
 
@@ -49,16 +59,15 @@ pub struct Counts {
 }
 
 pub struct Hub {
-    ops: mpsc::Sender<Op>,
+    inputs: mpsc::Sender<Input>,
+    log: Arc<dyn Log>,
     view: ViewSlot,
-    bus: Arc<dyn Bus>,
+    sockets: Arc<dyn Sockets>,
     /// Commits so far, and whether the database works (kept by the thread).
     store_state: StoreState,
     /// Unpinned queries are CPU-bound: at most one fewer at a time than there are cores, so the hub thread and
     /// the sockets always keep a core (pings are answered while queries queue), handed out fairly by caller.
     query_slots: Arc<QuerySlots>,
-    /// Cluster mode: this process in the cluster.
-    node: Option<Arc<Node>>,
 }
 
 /// How long one query may examine candidates before it is refused as too expensive: about 20 plain unpinned
@@ -66,6 +75,9 @@ pub struct Hub {
 /// whatever its filter. Time rather than a count of candidates, because what a candidate costs depends on the
 /// data (a `$q` over a 5 KB field) as much as on the filter.
 const QUERY_BUDGET: Duration = Duration::from_millis(500);
+
+/// How long a process that shuts down waits for its farewell to reach the log.
+const FAREWELL_BUDGET: Duration = Duration::from_secs(1);
 
 /// Tells a query still running that its request was dropped (the client hung up), so it stops at its next check.
 struct Abandon(Arc<AtomicBool>);
@@ -91,144 +103,112 @@ fn query_parallelism() -> usize {
         .max(1)
 }
 
-/// The answer to a request whose batch could not be committed.
-fn store_failure(e: &StoreError, operation: &str) -> Error {
-    Error::internal(format!("database write failed, nothing was changed: {e}"))
-        .in_operation(operation)
+fn hub_gone() -> Error {
+    Error::internal("the server is shutting down")
 }
 
-fn hub_gone(operation: &str) -> Error {
-    Error::internal("the server is shutting down").in_operation(operation)
-}
-
-fn mismatch(operation: &str) -> Error {
-    Error::internal("unexpected outcome").in_operation(operation)
-}
-
-impl Outcome {
-    /// The outcome, or the error the operation ended with.
-    fn checked(self) -> Result<Outcome, Error> {
-        match self {
-            Outcome::Connected(Err(e))
-            | Outcome::Users(Err(e))
-            | Outcome::Channel(Err(e))
-            | Outcome::Done(Err(e)) => Err(e),
-            ok => Ok(ok),
-        }
-    }
+/// Where the hub's log comes from: the in-process sequence, or a shared log that feeds the hub through the sink
+/// it is given (and is started once the hub runs).
+pub enum LogChoice {
+    Local,
+    Shared(Arc<dyn Log>),
 }
 
 impl Hub {
-    /// A hub over `snapshot`, with its thread running; in cluster mode (`node`), the thread also applies the
-    /// cluster log once [`Node::start`] runs.
+    /// A hub over `snapshot`, with its thread running. A shared log starts handing entries to [`Hub::log_sink`]
+    /// once it is started.
     pub fn start(
         config: presence::Config,
         snapshot: Snapshot,
         store: Box<dyn Store>,
-        bus: Arc<dyn Bus>,
-        node: Option<Arc<Node>>,
+        sockets: Arc<dyn Sockets>,
+        log: LogChoice,
     ) -> Result<Arc<Hub>, StoreError> {
         let engine = Engine::new(config, snapshot.users, snapshot.channels);
         let view: ViewSlot = Arc::new(RwLock::new(Arc::new(engine.view())));
         let store_state = StoreState::default();
         let (tx, rx) = mpsc::channel();
-        Actor::new(
+        let log: Arc<dyn Log> = match log {
+            LogChoice::Local => Arc::new(LocalLog::new(sink(&tx))),
+            LogChoice::Shared(log) => log,
+        };
+        let driver = Driver::new(
             engine,
-            store,
-            Arc::clone(&bus),
-            Arc::clone(&view),
+            log.conn_prefix(),
+            store.shared(),
             store_state.clone(),
-            node.clone(),
-        )
+            chrono::Utc::now(),
+        );
+        HubThread {
+            driver,
+            store,
+            sockets: Arc::clone(&sockets),
+            log: Arc::clone(&log),
+            view: Arc::clone(&view),
+        }
         .spawn(rx)
         .map_err(|e| StoreError::Open(Arc::new(e)))?;
         Ok(Arc::new(Hub {
-            ops: tx,
+            inputs: tx,
+            log,
             view,
-            bus,
+            sockets,
             store_state,
             query_slots: QuerySlots::new(query_parallelism()),
-            node,
         }))
     }
 
-    /// Cluster mode: where the log's entries go (the hub's thread).
-    pub fn log_sink(&self) -> crate::cluster::Sink {
-        let ops = self.ops.clone();
-        Arc::new(move |item: LogItem| {
-            let _ = ops.send(Op::Entry(Box::new(item)));
-        })
+    /// Where a shared log hands its entries (the hub's thread).
+    pub fn log_sink(&self) -> Sink {
+        sink(&self.inputs)
     }
 
-    /// Runs `command`: through the cluster log in cluster mode, otherwise on the thread like any request.
-    async fn run(&self, operation: &'static str, command: Command) -> Result<Outcome, Error> {
-        let Some(node) = &self.node else {
-            let bus = Arc::clone(&self.bus);
-            return self
-                .request(operation, move |engine, now| {
-                    command.apply(engine, &*bus, now).checked()
-                })
-                .await;
+    /// Runs `op` through the log and answers with its typed result once it is applied here and its writes are
+    /// durable. An error carries the operation's name.
+    async fn run<O: Operation>(&self, op: O) -> Result<O::Output, Error> {
+        self.run_unnamed(op)
+            .await
+            .map_err(|e| e.in_operation(O::NAME))
+    }
+
+    async fn run_unnamed<O: Operation>(&self, op: O) -> Result<O::Output, Error> {
+        let op = if self.log.shared() {
+            self.dry_run(op).await?
+        } else {
+            op
         };
-        let command = self.dry_run(operation, command).await?;
-        let (tx, rx) = oneshot::channel();
-        node.submit(
-            command,
-            Box::new(move |outcome, failure| {
-                let _ = tx.send((outcome, failure.cloned()));
-            }),
-        )
-        .await
-        .map_err(|e| e.in_operation(operation))?;
-        let (outcome, failure) = rx.await.map_err(|_| hub_gone(operation))?;
-        let outcome = outcome.checked()?;
-        match failure {
-            // Every node applied the entry, but what this node had to store of it is not stored. (Writes that
-            // failed because the database is down are committed once it is back.)
-            Some(e) if e.is_refusal() => Err(store_failure(&e, operation)),
-            _ => Ok(outcome),
-        }
+        let command = op.clone().into();
+        let (pending, answer) = Waiting::new(op);
+        self.log.append(command, pending).await?;
+        answer.await.unwrap_or_else(|_| Err(hub_gone()))
     }
 
-    /// Cluster mode: tries `command` on a copy of this node's engine first, so a request the engine refuses
+    /// With a shared log: tries `op` on a copy of this process's engine first, so a request the engine refuses
     /// (not allowed, too large, malformed) is answered here and leaves nothing in the log every node reads and
-    /// Redis keeps. A refusal counts only once this node has applied what the log held when it was refused (it
-    /// may lack a write acknowledged by another node a moment ago); the entry, once appended, still decides.
-    async fn dry_run(&self, operation: &'static str, command: Command) -> Result<Command, Error> {
-        if !command.is_request() {
-            return Ok(command);
-        }
-        let (command, verdict) = self.probe(operation, command).await?;
+    /// Redis keeps. A refusal counts only once this process has applied what the log held when it was refused
+    /// (it may lack a write acknowledged elsewhere a moment ago); the entry, once appended, still decides.
+    async fn dry_run<O: Operation>(&self, op: O) -> Result<O, Error> {
+        let (op, verdict) = self.probe(op).await?;
         if verdict.is_ok() {
-            return Ok(command);
+            return Ok(op);
         }
-        self.catch_up().await;
-        let (command, verdict) = self.probe(operation, command).await?;
-        verdict.map(|()| command)
+        self.log.catch_up().await;
+        let (op, verdict) = self.probe(op).await?;
+        verdict.map(|()| op)
     }
 
-    /// What applying `command` to a copy of the engine as it is now gives.
-    async fn probe(
-        &self,
-        operation: &'static str,
-        command: Command,
-    ) -> Result<(Command, Result<(), Error>), Error> {
-        let (tx, rx) = oneshot::channel();
+    /// What applying `op` to a copy of the engine as it is now gives.
+    async fn probe<O: Operation>(&self, op: O) -> Result<(O, Result<(), Error>), Error> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
         let probe: Probe = Box::new(move |engine, now| {
-            let verdict = command.dry_run(engine, now);
-            let _ = tx.send((command, verdict));
+            let mut copy = engine.clone();
+            let verdict = op.apply(&mut copy, now).map(drop);
+            let _ = tx.send((op, verdict));
         });
-        if self.ops.send(Op::Probe(probe)).is_err() {
-            return Err(hub_gone(operation));
-        }
-        rx.await.map_err(|_| hub_gone(operation))
-    }
-
-    /// In cluster mode, waits until this node has applied every write acknowledged anywhere so far.
-    async fn catch_up(&self) {
-        if let Some(node) = &self.node {
-            node.catch_up().await;
-        }
+        self.inputs
+            .send(Input::Probe(probe))
+            .map_err(|_| hub_gone())?;
+        rx.await.map_err(|_| hub_gone())
     }
 
     /// Runs `query` on a blocking thread, once `caller` has its turn for a query slot unless it is `cheap`. The
@@ -236,22 +216,14 @@ impl Hub {
     /// dropped while waiting leaves the line.
     async fn on_view<R: Send + 'static>(
         &self,
-        operation: &str,
         caller: &Caller,
         cheap: bool,
         query: impl FnOnce(Arc<View>, presence::Spent<'_>) -> R + Send + 'static,
     ) -> Result<R, Error> {
-        let failed = || Error::internal("the query failed").in_operation(operation);
         let slot = if cheap {
             None
         } else {
-            let line = caller_line(caller);
-            Some(
-                self.query_slots
-                    .acquire(line)
-                    .await
-                    .map_err(|e| e.in_operation(operation))?,
-            )
+            Some(self.query_slots.acquire(caller_line(caller)).await?)
         };
         let abandoned = Abandon(Arc::new(AtomicBool::new(false)));
         let stop = Arc::clone(&abandoned.0);
@@ -265,7 +237,7 @@ impl Hub {
             answer
         })
         .await
-        .map_err(|_| failed())?;
+        .map_err(|_| Error::internal("the query failed"))?;
         drop(abandoned);
         Ok(answer)
     }
@@ -275,42 +247,16 @@ impl Hub {
         Arc::clone(&self.view.read().unwrap_or_else(|e| e.into_inner()))
     }
 
-    fn fact(&self, fact: Fact) {
+    fn input(&self, input: Input) {
         // The thread only stops once the hub is gone.
-        let _ = self.ops.send(Op::Fact(fact));
-    }
-
-    /// Runs `op` on the engine and answers once its writes are durable; a failed commit answers with a
-    /// database error in `operation`'s name (an error of the operation itself is answered as it is).
-    async fn request<R: Send + 'static>(
-        &self,
-        operation: &'static str,
-        mut op: impl FnMut(&mut Engine, DateTime<Utc>) -> Result<R, Error> + Send + 'static,
-    ) -> Result<R, Error> {
-        let (tx, rx) = oneshot::channel();
-        let tx = Arc::new(Mutex::new(Some(tx)));
-        let job: Job = Box::new(move |engine, now| {
-            let result = op(engine, now);
-            let tx = Arc::clone(&tx);
-            Box::new(move |failure: Option<&StoreError>| {
-                let answer = match failure {
-                    Some(e) if result.is_ok() => Err(store_failure(e, operation)),
-                    _ => result,
-                };
-                if let Some(tx) = lock(&tx).take() {
-                    let _ = tx.send(answer);
-                }
-            })
-        });
-        if self.ops.send(Op::Request(job)).is_err() {
-            return Err(hub_gone(operation));
-        }
-        rx.await.unwrap_or_else(|_| Err(hub_gone(operation)))
+        let _ = self.inputs.send(input);
     }
 
     /// Waits until every write so far is durable.
     pub async fn flush(&self) -> Result<(), Error> {
-        self.request("Flush", |_, _| Ok(())).await
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.inputs.send(Input::Flush(tx)).map_err(|_| hub_gone())?;
+        rx.await.map_err(|_| hub_gone())
     }
 
     pub fn counts(&self) -> Counts {
@@ -318,191 +264,90 @@ impl Hub {
         Counts {
             open_connections: view.open_connections(),
             online_users: view.online_users(),
-            frames_sent: self.bus.frames_sent(),
+            frames_sent: self.sockets.frames_sent(),
             commits: self.store_state.commits.load(Ordering::Relaxed),
             writes_committed: self.store_state.writes_committed.load(Ordering::Relaxed),
         }
     }
 
     /// The parts the server needs that do not work now, for `/healthz`: `database` while the last commit
-    /// failed for want of a working database (until one succeeds), `redis` in cluster mode while the last
-    /// exchange with Redis failed.
+    /// failed for want of a working database (until one succeeds), and the log's (`redis`) while it fails.
     pub fn failing_parts(&self) -> Vec<&'static str> {
         let mut failing = Vec::new();
         if self.store_state.failing.load(Ordering::Relaxed) {
             failing.push("database");
         }
-        if self
-            .node
-            .as_ref()
-            .is_some_and(|node| !node.redis_reachable())
-        {
-            failing.push("redis");
-        }
+        failing.extend(self.log.failing());
         failing
     }
 
     // ----- connections -----
 
-    /// Registers a new connection for `user_id` that receives its frames through `outlet`, applying `details`
-    /// as on connect; its queue starts with the first `health.check`. At the per-user cap, the user's oldest
-    /// connection that has missed a pong gives way and is closed with 4002; with none, the connection is
-    /// refused (code 71). Answered once the connect is durable.
-    pub async fn connect(
-        &self,
-        user_id: &str,
-        details: &JsonMap,
-        outlet: Arc<Outlet>,
-    ) -> Result<ConnId, Error> {
-        const OP: &str = "Connect";
-        if let Some(node) = &self.node {
-            return self
-                .connect_in_cluster(node, user_id, details, outlet)
-                .await;
-        }
-        let id: ConnId = uuid::Uuid::new_v4().to_string().into();
-        let (tx, rx) = oneshot::channel();
-        let tx = Arc::new(Mutex::new(Some(tx)));
-        let (user_id, details) = (user_id.to_string(), details.clone());
-        let ops = self.ops.clone();
-        let (bus, conn) = (Arc::clone(&self.bus), Arc::clone(&id));
-        let job: Job = Box::new(move |engine, now| {
-            let dead = bus.missed_pong(engine.connections_at_cap(&user_id));
-            bus.attach(Arc::clone(&conn), Arc::clone(&outlet));
-            let result = engine.connect(Arc::clone(&conn), &user_id, &details, &dead, now);
-            if result.is_err() {
-                bus.detach(&conn);
-            }
-            let (bus, conn, ops, tx) = (
-                Arc::clone(&bus),
-                Arc::clone(&conn),
-                ops.clone(),
-                Arc::clone(&tx),
-            );
-            let reply: Reply = Box::new(move |failure| {
-                let answer = match (failure, result) {
-                    (_, Err(e)) => Err(e),
-                    (Some(e), Ok(_)) => {
-                        // The engine was put back: the connection never existed (nor was one replaced).
-                        bus.detach(&conn);
-                        Err(store_failure(e, OP))
-                    }
-                    (None, Ok(replaced)) => {
-                        if let Some(old) = replaced {
-                            bus.evict(&old, close_code::PONG_TIMEOUT);
-                        }
-                        Ok(())
-                    }
-                };
-                let registered = answer.is_ok();
-                let Some(tx) = lock(&tx).take() else {
-                    return;
-                };
-                if tx.send(answer).is_err() && registered {
-                    // Nobody serves the socket any more: end the connection again.
-                    let _ = ops.send(Op::Fact(Fact::Disconnect(conn, Ending::Abnormal)));
-                }
-            });
-            reply
-        });
-        if self.ops.send(Op::Request(job)).is_err() {
-            return Err(hub_gone(OP));
-        }
-        rx.await.unwrap_or_else(|_| Err(hub_gone(OP)))?;
-        Ok(id)
+    /// An id for a new connection of this process.
+    pub fn new_conn_id(&self) -> ConnId {
+        format!("{}{}", self.log.conn_prefix(), uuid::Uuid::new_v4()).into()
     }
 
-    /// [`Hub::connect`] through the cluster log: the connection's id names this node, and the user's
-    /// connections that may give way are those this node holds that missed a pong.
-    async fn connect_in_cluster(
+    /// The connections `user_id` holds, as of the last committed batch.
+    pub fn connections_of(&self, user_id: &str) -> Vec<ConnId> {
+        self.view().connections_of(user_id)
+    }
+
+    /// Registers connection `conn` of `user_id` (its socket already receives what is published for it),
+    /// applying `details` as on connect; its queue starts with the first `health.check`. At the per-user cap,
+    /// the oldest of `replaceable` gives way and is closed with 4002; with none, the connection is refused
+    /// (code 71). Answered once the connect is durable.
+    pub async fn connect(
         &self,
-        node: &Arc<Node>,
+        conn: &ConnId,
         user_id: &str,
         details: &JsonMap,
-        outlet: Arc<Outlet>,
-    ) -> Result<ConnId, Error> {
-        const OP: &str = "Connect";
-        let id: ConnId = format!("{}{}", conn_prefix(node.id()), uuid::Uuid::new_v4()).into();
-        let replaceable = self.bus.missed_pong(&self.view().connections_of(user_id));
-        // Attached first, so the connection's first frame finds it; nothing reaches it before its entry.
-        self.bus.attach(Arc::clone(&id), outlet);
-        let command = Command::Connect {
-            conn: Arc::clone(&id),
+        replaceable: Vec<ConnId>,
+    ) -> Result<(), Error> {
+        // A refused connect is told in a `connection.error` frame, whose message names no operation.
+        self.run_unnamed(Connect {
+            conn: Arc::clone(conn),
             user_id: user_id.to_string(),
             details: details.clone(),
             replaceable,
-        };
-        let command = match self.dry_run(OP, command).await {
-            Ok(command) => command,
-            Err(e) => {
-                self.bus.detach(&id);
-                return Err(e);
-            }
-        };
-        let (tx, rx) = oneshot::channel();
-        let (bus, conn, waiting) = (Arc::clone(&self.bus), Arc::clone(&id), Arc::clone(node));
-        let submitted = node
-            .submit(
-                command,
-                Box::new(move |outcome, _| {
-                    let registered = matches!(outcome, Outcome::Connected(Ok(_)));
-                    if !registered {
-                        bus.detach(&conn);
-                    }
-                    if tx.send(outcome).is_err() && registered {
-                        // Nobody serves the socket any more: end the connection again.
-                        waiting.submit_fact(Command::Disconnect {
-                            conn,
-                            ending: Ending::Abnormal,
-                        });
-                    }
-                }),
-            )
-            .await;
-        if let Err(e) = submitted {
-            self.bus.detach(&id);
-            return Err(e.in_operation(OP));
-        }
-        match rx.await.map_err(|_| hub_gone(OP))?.checked()? {
-            Outcome::Connected(_) => Ok(id),
-            _ => Err(mismatch(OP)),
-        }
+        })
+        .await
     }
 
     /// Forgets a connection (see [`Engine::disconnect`]).
     pub fn disconnect(&self, conn: &ConnId, ending: Ending) {
-        match &self.node {
-            Some(node) => node.submit_fact(Command::Disconnect {
+        self.log.append_fact(
+            Disconnect {
                 conn: Arc::clone(conn),
                 ending,
-            }),
-            None => self.fact(Fact::Disconnect(Arc::clone(conn), ending)),
-        }
+            }
+            .into(),
+        );
     }
 
     /// A client `health.check`.
     pub fn health_check(&self, conn: &ConnId) {
-        self.fact(Fact::HealthCheck(Arc::clone(conn)));
+        self.input(Input::HealthCheck(Arc::clone(conn)));
     }
 
-    /// Closes every connection for shutdown (1001), stamping `last_active` of everyone connected. In cluster
-    /// mode this node first leaves the cluster: its connections end on every node (for a second at most
-    /// while Redis is away).
+    /// Closes every connection for shutdown (1001), stamping `last_active` of everyone connected here. With a
+    /// shared log this process first says farewell: its connections end on every node (for a second at most
+    /// while the log is away).
     pub fn shutdown(self: &Arc<Self>) {
-        let Some(node) = self.node.clone() else {
-            self.fact(Fact::Shutdown);
+        let Some(farewell) = self.log.farewell() else {
+            self.input(Input::Shutdown);
             return;
         };
         let hub = Arc::clone(self);
         tokio::spawn(async move {
-            let leave = hub.run(
-                "Shutdown",
-                Command::NodeDown {
-                    node: node.id().to_string(),
-                },
-            );
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), leave).await;
-            hub.fact(Fact::Shutdown);
+            let (pending, answer) = Waiting::new(Farewell(farewell.clone()));
+            let leave = async {
+                if hub.log.append(farewell, pending).await.is_ok() {
+                    let _ = answer.await;
+                }
+            };
+            let _ = tokio::time::timeout(FAREWELL_BUDGET, leave).await;
+            hub.input(Input::Shutdown);
         });
     }
 
@@ -513,15 +358,11 @@ impl Hub {
         caller: &Caller,
         users: &BTreeMap<String, JsonMap>,
     ) -> Result<BTreeMap<String, User>, Error> {
-        const OP: &str = "UpdateUsers";
-        let command = Command::UpsertUsers {
+        self.run(UpsertUsers {
             caller: caller.clone(),
             users: users.clone(),
-        };
-        match self.run(OP, command).await? {
-            Outcome::Users(users) => users,
-            _ => Err(mismatch(OP)),
-        }
+        })
+        .await
     }
 
     pub async fn partial_update_users(
@@ -529,15 +370,11 @@ impl Hub {
         caller: &Caller,
         updates: &[PartialUserUpdate],
     ) -> Result<BTreeMap<String, User>, Error> {
-        const OP: &str = "UpdateUsersPartial";
-        let command = Command::PartialUpdateUsers {
+        self.run(PartialUpdateUsers {
             caller: caller.clone(),
             updates: updates.to_vec(),
-        };
-        match self.run(OP, command).await? {
-            Outcome::Users(users) => users,
-            _ => Err(mismatch(OP)),
-        }
+        })
+        .await
     }
 
     /// Filters, sorts and pages on the last committed view, off the runtime's workers; with `presence`, the
@@ -548,26 +385,26 @@ impl Hub {
         conn_id: Option<&str>,
         payload: &QueryUsersPayload,
     ) -> Result<Vec<User>, Error> {
-        const OP: &str = "QueryUsers";
         let pinned = View::pins_user_ids(&payload.filter_conditions);
         let (who, query) = (caller.clone(), payload.clone());
-        self.catch_up().await;
+        self.log.catch_up().await;
         let users = self
-            .on_view(OP, caller, pinned, move |view, spent| {
+            .on_view(caller, pinned, move |view, spent| {
                 view.query_users_within(&who, &query, spent)
             })
-            .await??;
+            .await
+            .and_then(|users| users)
+            .map_err(|e| e.in_operation(FollowUsers::NAME))?;
         match conn_id {
             Some(conn) if payload.presence => {
-                let command = Command::FollowUsers {
-                    caller: caller.clone(),
-                    conn: conn.to_string(),
-                    ids: users.iter().map(|u| u.id.clone()).collect(),
-                };
-                match self.run(OP, command).await? {
-                    Outcome::Followed(followed) => Ok(followed?.unwrap_or(users)),
-                    _ => Err(mismatch(OP)),
-                }
+                let followed = self
+                    .run(FollowUsers {
+                        caller: caller.clone(),
+                        conn: conn.to_string(),
+                        ids: users.iter().map(|u| u.id.clone()).collect(),
+                    })
+                    .await?;
+                Ok(followed.unwrap_or(users))
             }
             _ => Ok(users),
         }
@@ -581,18 +418,14 @@ impl Hub {
         channel_id: Option<&str>,
         req: &ChannelQueryRequest,
     ) -> Result<ChannelStateResponse, Error> {
-        const OP: &str = "GetOrCreateChannel";
-        let command = Command::QueryChannel {
+        self.run(QueryChannel {
             caller: caller.clone(),
             conn_id: conn_id.map(str::to_string),
             channel_type: channel_type.to_string(),
             channel_id: channel_id.map(str::to_string),
             req: req.clone(),
-        };
-        match self.run(OP, command).await? {
-            Outcome::Channel(state) => state.map(|s| *s),
-            _ => Err(mismatch(OP)),
-        }
+        })
+        .await
     }
 
     /// Filters, sorts and pages on the last committed view, off the runtime's workers; then watches the page
@@ -603,25 +436,23 @@ impl Hub {
         conn_id: Option<&str>,
         req: &QueryChannelsRequest,
     ) -> Result<Vec<ChannelStateResponse>, Error> {
-        const OP: &str = "QueryChannels";
         // A filter pinning `cid` (a client recovering its channels) looks at those channels only: it never waits.
         let pinned = View::pins_channel_cids(&req.filter_conditions);
         let (who, query) = (caller.clone(), req.clone());
-        self.catch_up().await;
+        self.log.catch_up().await;
         let page = self
-            .on_view(OP, caller, pinned, move |view, spent| {
+            .on_view(caller, pinned, move |view, spent| {
                 view.select_channels_within(&who, &query, spent)
             })
-            .await??;
-        let command = Command::ChannelStates {
+            .await
+            .and_then(|page| page)
+            .map_err(|e| e.in_operation(ChannelStates::NAME))?;
+        self.run(ChannelStates {
             caller: caller.clone(),
             conn_id: conn_id.map(str::to_string),
             page,
-        };
-        match self.run(OP, command).await? {
-            Outcome::Channels(states) => Ok(states),
-            _ => Err(mismatch(OP)),
-        }
+        })
+        .await
     }
 
     pub async fn stop_watching(
@@ -630,15 +461,38 @@ impl Hub {
         conn_id: Option<&str>,
         cid: &str,
     ) -> Result<(), Error> {
-        const OP: &str = "StopWatchingChannel";
-        let command = Command::StopWatching {
+        self.run(StopWatching {
             caller: caller.clone(),
             conn_id: conn_id.map(str::to_string),
             cid: cid.to_string(),
-        };
-        match self.run(OP, command).await? {
-            Outcome::Done(done) => done,
-            _ => Err(mismatch(OP)),
-        }
+        })
+        .await
+    }
+}
+
+/// Hands each entry to the hub's thread.
+fn sink(inputs: &mpsc::Sender<Input>) -> Sink {
+    let inputs = inputs.clone();
+    Arc::new(move |entry| {
+        let _ = inputs.send(Input::Entry(Box::new(entry)));
+    })
+}
+
+/// The farewell command of a process leaving, waited on like a request.
+#[derive(Clone)]
+struct Farewell(presence::command::Command);
+
+impl From<Farewell> for presence::command::Command {
+    fn from(f: Farewell) -> presence::command::Command {
+        f.0
+    }
+}
+
+impl Operation for Farewell {
+    type Output = ();
+    const NAME: &'static str = "Shutdown";
+
+    fn apply(&self, engine: &mut Engine, now: chrono::DateTime<chrono::Utc>) -> Result<(), Error> {
+        self.0.apply(engine, now)
     }
 }

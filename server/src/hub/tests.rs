@@ -12,10 +12,10 @@ use std::time::Duration;
 use presence_protocol::codes::error_code;
 use presence_protocol::JsonMap;
 
-use super::Hub;
-use crate::bus::local::LocalBus;
+use super::sockets::Sockets;
+use super::{Hub, LogChoice};
 use crate::model::{Caller, Write};
-use crate::presence::Config;
+use crate::presence::{Config, Delivery, SocketOrder};
 use crate::store::{Snapshot, Stamped, Store, StoreError};
 
 /// Bounds every wait of these tests.
@@ -74,6 +74,18 @@ impl Store for FakeStore {
     }
 }
 
+/// No connection is held here.
+struct NoSockets;
+
+impl Sockets for NoSockets {
+    fn publish(&self, _: Vec<Delivery>) {}
+    fn carry_out(&self, _: Vec<SocketOrder>) {}
+    fn close_all(&self, _: u16) {}
+    fn frames_sent(&self) -> u64 {
+        0
+    }
+}
+
 fn start(store: &FakeStore) -> Arc<Hub> {
     let config = Config {
         offline_grace: Duration::from_secs(1),
@@ -88,8 +100,8 @@ fn start(store: &FakeStore) -> Arc<Hub> {
         config,
         Snapshot::default(),
         Box::new(store.clone()),
-        Arc::new(LocalBus::default()),
-        None,
+        Arc::new(NoSockets),
+        LogChoice::Local,
     )
     .expect("the hub starts")
 }

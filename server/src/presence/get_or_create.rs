@@ -25,48 +25,40 @@ impl Engine {
         req: &ChannelQueryRequest,
         now: DateTime<Utc>,
     ) -> Result<ChannelStateResponse, Error> {
-        const OP: &str = "GetOrCreateChannel";
-        let fail = |f: Error| f.in_operation(OP);
         if !is_channel_type(channel_type) {
-            return Err(fail(Error::input(
+            return Err(Error::input(
                 "channel type may only contain ASCII letters, digits, _ and -",
-            )));
+            ));
         }
-        access::check_channel_type(channel_type).map_err(fail)?;
-        let members = limits::member_ids(&req.data).map_err(fail)?;
-        let named_creator = named_creator(caller, &req.data).map_err(fail)?;
-        let data = access::custom_channel_data(&req.data).map_err(fail)?;
-        limits::check_channel_data(&data).map_err(fail)?;
-        limits::check_page("watchers", req.watchers).map_err(fail)?;
+        access::check_channel_type(channel_type)?;
+        let members = limits::member_ids(&req.data)?;
+        let named_creator = named_creator(caller, &req.data)?;
+        let data = access::custom_channel_data(&req.data)?;
+        limits::check_channel_data(&data)?;
+        limits::check_page("watchers", req.watchers)?;
         let (channel_id, distinct) = match channel_id {
             Some(id) if is_channel_id(id) => (id.to_string(), false),
             Some(_) => {
-                return Err(fail(Error::input(
+                return Err(Error::input(
                     "channel id must be 1 to 64 ASCII letters, digits, !, _ and -",
-                )))
+                ))
             }
             None if members.is_empty() => {
-                return Err(fail(Error::input(
-                    "a channel without id needs data.members",
-                )))
+                return Err(Error::input("a channel without id needs data.members"))
             }
-            None => (
-                self.distinct_channel_id(channel_type, &members)
-                    .map_err(fail)?,
-                true,
-            ),
+            None => (self.distinct_channel_id(channel_type, &members)?, true),
         };
         let cid = format!("{channel_type}:{channel_id}");
         match self.channels.get(&cid) {
             // Clients come back to a distinct channel by its id once they know it.
-            Some(existing) => access::check_read(caller, existing).map_err(fail)?,
+            Some(existing) => access::check_read(caller, existing)?,
             // Whoever could create a channel under a distinct id would own the conversation of the member set
             // that id stands for.
             None if !distinct && is_distinct_channel_id(&channel_id) => {
-                return Err(fail(Error::input(format!(
+                return Err(Error::input(format!(
                     "channel ids starting with {DISTINCT_CHANNEL_PREFIX} are the server's: create a distinct \
                      channel by its data.members, without an id"
-                ))))
+                )))
             }
             None => {
                 let rec = ChannelRecord {
@@ -87,7 +79,7 @@ impl Engine {
                         })
                         .collect(),
                 };
-                self.create_channel(caller, rec).map_err(fail)?;
+                self.create_channel(caller, rec)?;
             }
         }
         if req.watch {
@@ -96,7 +88,7 @@ impl Engine {
             }
         }
         self.channel_state(&cid, caller_user(caller), req.members, req.watchers)
-            .ok_or_else(|| fail(Error::internal("channel vanished")))
+            .ok_or_else(|| Error::internal("channel vanished"))
     }
 
     /// The id of the distinct channel of `members` (sorted, without repeats) in `channel_type`: the channel of

@@ -6,6 +6,7 @@
 mod access;
 mod census;
 mod channels;
+pub mod command;
 mod connections;
 mod distinct;
 mod events;
@@ -43,7 +44,9 @@ use self::fields::WriteSource;
 use self::follows::Follows;
 use self::limits::ChannelQuota;
 use self::linger::LingeringWatches;
-pub use self::types::{Config, ConnHasher, ConnId, Delivery, Ending, StateEvent, StateKey};
+pub use self::types::{
+    Config, ConnHasher, ConnId, Delivery, Ending, SocketOrder, StateEvent, StateKey,
+};
 use self::users::Users;
 pub use self::view::{ChannelPage, Spent, View};
 
@@ -60,6 +63,7 @@ pub struct Engine {
     lingering: LingeringWatches,
     deliveries: Vec<Delivery>,
     writes: Vec<Write>,
+    sockets: Vec<SocketOrder>,
 }
 
 impl Engine {
@@ -75,6 +79,7 @@ impl Engine {
             lingering: LingeringWatches::default(),
             deliveries: Vec::new(),
             writes: Vec::new(),
+            sockets: Vec::new(),
         };
         for rec in users {
             engine.users.insert(rec);
@@ -95,6 +100,16 @@ impl Engine {
     #[must_use]
     pub fn poll_deliveries(&mut self) -> Vec<Delivery> {
         std::mem::take(&mut self.deliveries)
+    }
+
+    /// What operations asked of sockets, in order. Drain after every operation.
+    #[must_use]
+    pub fn poll_socket_orders(&mut self) -> Vec<SocketOrder> {
+        std::mem::take(&mut self.sockets)
+    }
+
+    fn order(&mut self, order: SocketOrder) {
+        self.sockets.push(order);
     }
 
     /// Storage writes, in order. Drain after every operation.
@@ -317,13 +332,14 @@ impl Engine {
         self.health_check_reply(conn, me, now);
     }
 
-    /// Shutdown: stamps the stored `last_active` of everyone connected (their connections are closed by the
-    /// caller).
-    pub fn shutdown(&mut self, now: DateTime<Utc>) {
+    /// Shutdown of the process whose connection ids start with `prefix`: stamps the stored `last_active` of
+    /// everyone connected there (their connections are closed by the caller). A cluster node has ended its
+    /// connections through the log first ([`command::NodeDown`]), so nobody is left to stamp there.
+    pub fn shutdown(&mut self, prefix: &str, now: DateTime<Utc>) {
         let connected: Vec<String> = self
             .users
             .iter()
-            .filter(|u| !u.conns().is_empty())
+            .filter(|u| u.conns().iter().any(|c| c.starts_with(prefix)))
             .map(|u| u.rec.id.clone())
             .collect();
         for id in connected {

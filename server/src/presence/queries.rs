@@ -134,13 +134,10 @@ impl View {
         payload: &QueryUsersPayload,
         spent: Spent<'_>,
     ) -> Result<Vec<User>, Error> {
-        const OP: &str = "QueryUsers";
-        let filter =
-            Filter::parse(&payload.filter_conditions, None).map_err(|e| e.in_operation(OP))?;
+        let filter = Filter::parse(&payload.filter_conditions, None)?;
         let known = |f: &str| USER_SORT_FIELDS.contains(&f) || self.users.carry(f);
-        filter::check_sort(&payload.sort, Some(&known)).map_err(|e| e.in_operation(OP))?;
-        let (limit, offset) =
-            page_bounds(payload.limit, payload.offset, 30, 100).map_err(|e| e.in_operation(OP))?;
+        filter::check_sort(&payload.sort, Some(&known))?;
+        let (limit, offset) = page_bounds(payload.limit, payload.offset, 30, 100)?;
         let viewer = caller_user(caller);
         let mut sort = payload.sort.clone();
         sort.extend(default_sort(if payload.sort.is_empty() {
@@ -158,7 +155,7 @@ impl View {
         let mut matched: Vec<(JsonMap, &UserEntry)> = Vec::new();
         for (examined, entry) in candidates.enumerate() {
             if examined % CHECK_EVERY == 0 && spent() {
-                return Err(too_expensive(examined, "users").in_operation(OP));
+                return Err(too_expensive(examined, "users"));
             }
             let Ok(map) = pick(&entry.view_for(viewer), &read) else {
                 continue;
@@ -195,16 +192,12 @@ impl View {
         req: &QueryChannelsRequest,
         spent: Spent<'_>,
     ) -> Result<ChannelPage, Error> {
-        const OP: &str = "QueryChannels";
-        let fail = |f: Error| f.in_operation(OP);
-        let filter = Filter::parse(&req.filter_conditions, None).map_err(fail)?;
+        let filter = Filter::parse(&req.filter_conditions, None)?;
         let known = |f: &str| CHANNEL_SORT_FIELDS.contains(&f) || self.channels.carry(f);
-        filter::check_sort(&req.sort, Some(&known)).map_err(fail)?;
-        let (limit, offset) = page_bounds(req.limit, req.offset, 10, 30).map_err(fail)?;
+        filter::check_sort(&req.sort, Some(&known))?;
+        let (limit, offset) = page_bounds(req.limit, req.offset, 10, 30)?;
         let member_limit = match req.member_limit {
-            Some(n) if n > 100 => {
-                return Err(fail(Error::input("member_limit must be at most 100")))
-            }
+            Some(n) if n > 100 => return Err(Error::input("member_limit must be at most 100")),
             n => n,
         };
         let mut sort = req.sort.clone();
@@ -217,7 +210,7 @@ impl View {
         let mut matched: Vec<(JsonMap, String)> = Vec::new();
         for (examined, rec) in candidates.enumerate() {
             if examined % CHECK_EVERY == 0 && spent() {
-                return Err(too_expensive(examined, "channels").in_operation(OP));
+                return Err(too_expensive(examined, "channels"));
             }
             if !access::may_read(caller, rec) {
                 continue;
@@ -278,8 +271,7 @@ impl Engine {
             return Ok(None);
         };
         self.follows
-            .check_room(&conn, ids, self.config.max_follows_per_connection)
-            .map_err(|e| e.in_operation("QueryUsers"))?;
+            .check_room(&conn, ids, self.config.max_follows_per_connection)?;
         let viewer = caller_user(caller);
         Ok(Some(
             ids.iter()

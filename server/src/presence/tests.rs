@@ -788,7 +788,7 @@ fn shutdown_writes_the_stamp_of_everyone_connected() {
     let alice = t.connect("a1", "alice", at(0));
     ping(&mut t, &alice, at(25_000));
     t.writes.clear();
-    t.engine.shutdown(at(30_000));
+    t.engine.shutdown("", at(30_000));
     t.pump();
     assert_eq!(stamps_written(&mut t, "alice"), [30_000]);
     assert_eq!(stamps_written(&mut t, "bob"), Vec::<i64>::new());

@@ -76,3 +76,13 @@ pub struct Config {
     /// [`distinct_channel_key`]: crate::presence::distinct_channel_key
     pub distinct_channel_key: Arc<[u8]>,
 }
+
+/// What the engine asks of a connection's socket, carried out by the driver once the operation that asked is
+/// durable (and never when it was undone).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SocketOrder {
+    /// Close the socket with this code, wherever it is held (elsewhere nothing happens).
+    Close(ConnId, u16),
+    /// The connection is gone from the engine: its socket receives nothing more.
+    Forget(ConnId),
+}

@@ -20,11 +20,10 @@ impl Engine {
         cid: &str,
         now: DateTime<Utc>,
     ) -> Result<(), Error> {
-        const OP: &str = "StopWatchingChannel";
         let Some(channel) = self.channels.get(cid) else {
-            return Err(Error::not_found(format!("channel {cid} does not exist")).in_operation(OP));
+            return Err(Error::not_found(format!("channel {cid} does not exist")));
         };
-        access::check_read(caller, channel).map_err(|e| e.in_operation(OP))?;
+        access::check_read(caller, channel)?;
         if let Some(conn) = self.subscribable_conn(caller, conn_id) {
             if let Some(user_id) = self.conns.user_of(&conn).map(str::to_string) {
                 // An explicit stop also ends what an earlier connection left lingering.

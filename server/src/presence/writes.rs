@@ -47,30 +47,27 @@ impl Engine {
         users: &BTreeMap<String, JsonMap>,
         now: DateTime<Utc>,
     ) -> Result<BTreeMap<String, User>, Error> {
-        const OP: &str = "UpdateUsers";
         let source = source_of(caller);
-        check_batch(users.len()).map_err(|e| e.in_operation(OP))?;
+        check_batch(users.len())?;
         for (id, obj) in users {
             if let Some(given) = obj.get("id") {
                 if given.as_str() != Some(id.as_str()) {
-                    return Err(
-                        Error::input(format!("users[{id}].id does not match its key"))
-                            .in_operation(OP),
-                    );
+                    return Err(Error::input(format!(
+                        "users[{id}].id does not match its key"
+                    )));
                 }
             }
-            limits::check_user_id("user id", id).map_err(|e| e.in_operation(OP))?;
+            limits::check_user_id("user id", id)?;
             permit_write(caller, id)?;
             for (field, value) in obj {
                 if field != "id" {
-                    fields::check_field(id, field, Some(value), source)
-                        .map_err(|e| e.in_operation(OP))?;
+                    fields::check_field(id, field, Some(value), source)?;
                 }
             }
             // An upsert replaces every stored field, so the result is the object's fields alone.
             let mut after = UserRecord::new(id, now);
             fields::replace_fields(&mut after, obj, source);
-            limits::check_user_data(id, &after.data).map_err(|e| e.in_operation(OP))?;
+            limits::check_user_data(id, &after.data)?;
         }
         let mut result = BTreeMap::new();
         for (id, obj) in users {
@@ -92,36 +89,31 @@ impl Engine {
         updates: &[PartialUserUpdate],
         now: DateTime<Utc>,
     ) -> Result<BTreeMap<String, User>, Error> {
-        const OP: &str = "UpdateUsersPartial";
         let source = source_of(caller);
-        check_batch(updates.len()).map_err(|e| e.in_operation(OP))?;
+        check_batch(updates.len())?;
         for u in updates {
-            limits::check_user_id("user id", &u.id).map_err(|e| e.in_operation(OP))?;
+            limits::check_user_id("user id", &u.id)?;
             permit_write(caller, &u.id)?;
             for (field, value) in &u.set {
                 if field == "id" {
-                    return Err(
-                        Error::input(format!("users[{}].id cannot be set", u.id)).in_operation(OP)
-                    );
+                    return Err(Error::input(format!("users[{}].id cannot be set", u.id)));
                 }
-                fields::check_field(&u.id, field, Some(value), source)
-                    .map_err(|e| e.in_operation(OP))?;
+                fields::check_field(&u.id, field, Some(value), source)?;
             }
             for field in &u.unset {
                 if field == "id" {
-                    return Err(Error::input(format!("users[{}].id cannot be unset", u.id))
-                        .in_operation(OP));
+                    return Err(Error::input(format!("users[{}].id cannot be unset", u.id)));
                 }
-                fields::check_field(&u.id, field, None, source).map_err(|e| e.in_operation(OP))?;
+                fields::check_field(&u.id, field, None, source)?;
             }
         }
         if let Some(missing) = updates.iter().find(|u| !self.users.contains(&u.id)) {
-            return Err(
-                Error::not_found(format!("user {} does not exist", missing.id)).in_operation(OP),
-            );
+            return Err(Error::not_found(format!(
+                "user {} does not exist",
+                missing.id
+            )));
         }
-        self.check_partial_sizes(updates, source)
-            .map_err(|e| e.in_operation(OP))?;
+        self.check_partial_sizes(updates, source)?;
         let mut result = BTreeMap::new();
         for u in updates {
             let edited = self.users.edit(&u.id, |rec| {

@@ -14,7 +14,9 @@ use presence_protocol::codes::{close_code, event_type};
 use presence_protocol::{Event, JsonMap};
 use tokio::time::{Instant, Sleep};
 
-use crate::bus::{Liveness, Outlet, OutletQueue};
+use super::liveness::Liveness;
+use super::outlet::{Outlet, OutletQueue};
+use super::sockets::Outlets;
 use crate::error::{Error, ErrorKind};
 use crate::http::error::envelope;
 use crate::model::event_time;
@@ -45,6 +47,7 @@ const CLOSE_WRITE_BUDGET: Duration = Duration::from_secs(1);
 #[allow(clippy::manual_async_fn)] // deliberate: see above
 pub(super) fn serve(
     app: Arc<AppState>,
+    sockets: Arc<Outlets>,
     auth: Box<Result<(String, JsonMap), Error>>,
     mut socket: WebSocket,
 ) -> impl Future<Output = ()> + Send {
@@ -63,11 +66,13 @@ pub(super) fn serve(
                 // ones would otherwise size every idle connection's task.
                 Err(error) => return Box::pin(reject(socket, error)).await,
             };
-            let id = match Box::pin(app.hub.connect(&user_id, &details, Arc::clone(&outlet))).await
-            {
-                Ok(id) => id,
-                Err(error) => return Box::pin(reject(socket, error)).await,
-            };
+            let id =
+                match Box::pin(sockets.connect(&app.hub, &user_id, &details, Arc::clone(&outlet)))
+                    .await
+                {
+                    Ok(id) => id,
+                    Err(error) => return Box::pin(reject(socket, error)).await,
+                };
             tracing::debug!(user = %user_id, conn = %id, "connected");
             id
         };

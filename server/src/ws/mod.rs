@@ -1,7 +1,12 @@
 //! The WebSocket edge: the upgrade and handshake authentication. What happens on the socket afterwards (the
-//! answer to a refused handshake, or the life of an accepted connection) is in [`conn`].
+//! answer to a refused handshake, or the life of an accepted connection) is in [`conn`]; each connection's send
+//! queue and liveness in [`outlet`] and [`liveness`]; the sockets this process holds, where the driver's
+//! deliveries land, in [`sockets`].
 
 mod conn;
+mod liveness;
+mod outlet;
+mod sockets;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,6 +25,7 @@ use crate::model::Caller;
 use crate::state::AppState;
 
 pub use self::conn::{read_client_frame, ClientFrame};
+pub use self::sockets::Outlets;
 
 /// Largest frame or message a client may send: client frames are tiny pings.
 pub(crate) const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
@@ -31,6 +37,7 @@ const CONTROL_FRAME_ROOM: usize = 512;
 /// `GET /connect`.
 pub async fn connect(
     State(app): State<Arc<AppState>>,
+    sockets: Arc<Outlets>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
@@ -77,7 +84,7 @@ pub async fn connect(
         .max_write_buffer_size(max_write_buffer)
         .max_message_size(MAX_CLIENT_MESSAGE)
         .max_frame_size(MAX_CLIENT_MESSAGE)
-        .on_upgrade(move |socket| conn::serve(app, Box::new(auth), socket))
+        .on_upgrade(move |socket| conn::serve(app, sockets, Box::new(auth), socket))
 }
 
 /// Validates the connect URL's parameters at `now` (Unix seconds): API key, `json` payload, token, and that the

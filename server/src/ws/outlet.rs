@@ -1,9 +1,6 @@
-//! Event fan-out behind a trait: the engine says which connection gets which frame ([`Delivery`]); a [`Bus`]
-//! carries each frame to the connection's send queue (an [`Outlet`]), wherever that connection is held.
-//! [`local::LocalBus`] is the in-process default.
-
-mod liveness;
-pub mod local;
+//! A connection's send queue: the frames waiting for its socket, bounded in bytes, with the connection's
+//! liveness and a way to ask its task to close. [`super::sockets::Outlets`] holds one per connection of this
+//! process.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
@@ -14,26 +11,8 @@ use axum::extract::ws::Utf8Bytes;
 use futures_util::task::AtomicWaker;
 use presence_protocol::codes::close_code;
 
-pub use self::liveness::Liveness;
-use crate::presence::{ConnHasher, ConnId, Delivery, StateKey};
-
-/// Carries frames to connections.
-pub trait Bus: Send + Sync + 'static {
-    /// A connection of this process starts receiving frames through `outlet`.
-    fn attach(&self, conn: ConnId, outlet: Arc<Outlet>);
-    /// The connection receives nothing more.
-    fn detach(&self, conn: &ConnId);
-    /// Hands frames to their connections. Each connection receives its frames in the order given.
-    fn publish(&self, deliveries: Vec<Delivery>);
-    /// Asks every attached connection to close with `code`.
-    fn close_all(&self, code: u16);
-    /// Asks one attached connection to close with `code`.
-    fn evict(&self, conn: &ConnId, code: u16);
-    /// Of `conns`, the attached ones that have missed a pong ([`Liveness::missed_pong`]), in the order given.
-    fn missed_pong(&self, conns: &[ConnId]) -> Vec<ConnId>;
-    /// Frames handed to connection queues so far.
-    fn frames_sent(&self) -> u64;
-}
+use super::liveness::Liveness;
+use crate::presence::{ConnHasher, StateKey};
 
 /// The sending side of one connection: a queue of frames bounded in bytes, the connection's liveness as its
 /// task records it, and a way to ask its task to close. The queue is a plain deque (no allocation while empty,

@@ -24,11 +24,6 @@ impl Liveness {
         }
     }
 
-    /// When the connection opened; its ping schedule starts here.
-    pub fn opened(&self) -> Instant {
-        self.opened
-    }
-
     /// A frame (a pong or anything else) arrived at `at`.
     pub fn heard(&self, at: Instant) {
         let nanos =
