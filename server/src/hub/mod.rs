@@ -12,11 +12,17 @@
 //! `last_active`).
 
 pub mod driver;
+#[cfg(test)]
+mod driver_tests;
 mod fair;
 pub mod local;
 pub mod log;
 pub mod pending;
 mod sockets;
+#[cfg(test)]
+mod nodes_tests;
+#[cfg(test)]
+mod testkit;
 #[cfg(test)]
 mod tests;
 mod thread;
