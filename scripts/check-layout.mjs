@@ -1,6 +1,7 @@
 // Checks the shape of the Rust sources: no file outside tests over 700 lines, no import cycle between modules
 // (a module is one file; `use` of `crate::`, `self::` and `super::` paths are its edges, `mod` declarations are
-// not), and no IO or clock in the server's presence engine.
+// not), no loop between the top-level folders (a folder is every module under it: `hub/` importing `cluster/`
+// while anything in `cluster/` imports `hub/` is a loop), and no IO or clock in the server's presence engine.
 // Usage: node scripts/check-layout.mjs [src-dir ...]   (default: server/src src)
 import { readFileSync, readdirSync, statSync, existsSync } from 'node:fs';
 import { join, relative, dirname, basename } from 'node:path';
@@ -154,7 +155,43 @@ for (const root of roots) {
     state.set(m, 2);
   };
   for (const m of edges.keys()) if (!state.has(m)) visit(m);
-  console.log(`check-layout: ${root}: ${all.length} files, ${[...edges.values()].reduce((n, s) => n + s.size, 0)} module edges`);
+
+  // Folder loops: the same search on the graph of top-level folders.
+  const folderOf = (m) => {
+    const top = m.split('::')[0];
+    return top && existsSync(join(root, top)) && statSync(join(root, top)).isDirectory() ? top : null;
+  };
+  const folderEdges = new Map();
+  for (const [from, targets] of edges) {
+    const a = folderOf(from);
+    if (!a) continue;
+    if (!folderEdges.has(a)) folderEdges.set(a, new Set());
+    for (const t of targets) {
+      const b = folderOf(t);
+      if (b && b !== a) folderEdges.get(a).add(b);
+    }
+  }
+  const folderState = new Map();
+  const folderStack = [];
+  const visitFolder = (f) => {
+    folderState.set(f, 1);
+    folderStack.push(f);
+    for (const t of folderEdges.get(f) ?? []) {
+      if (folderState.get(t) === 1) {
+        const loop = folderStack.slice(folderStack.indexOf(t)).concat(t);
+        const key = [...loop].sort().join(' ');
+        if (!reported.has(key)) {
+          reported.add(key);
+          fail(`folder loop in ${root}: ${loop.map((f) => `${f}/`).join(' -> ')}`);
+        }
+      } else if (!folderState.has(t)) visitFolder(t);
+    }
+    folderStack.pop();
+    folderState.set(f, 2);
+  };
+  for (const f of folderEdges.keys()) if (!folderState.has(f)) visitFolder(f);
+  const folderLinks = [...folderEdges.values()].reduce((n, s) => n + s.size, 0);
+  console.log(`check-layout: ${root}: ${all.length} files, ${[...edges.values()].reduce((n, s) => n + s.size, 0)} module edges, ${folderLinks} folder links`);
 }
 
 if (failures) {
