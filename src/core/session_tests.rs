@@ -911,13 +911,16 @@ fn every_subscription_is_made_again_with_one_request_per_kind_and_chunk() {
     );
     assert_eq!(h.session.connection_id(), Some("conn-2"));
     // connection.changed comes first; connection.recovered waits for the answers.
+    // Positions, not `Option`s: `None < Some(_)`, so a missing `connection.changed` would pass.
     let changed = effects
         .iter()
-        .position(|e| *e == Effect::ConnectionChanged { online: true });
+        .position(|e| *e == Effect::ConnectionChanged { online: true })
+        .expect("connection.changed is emitted");
     let resubscribe = effects
         .iter()
-        .position(|e| matches!(e, Effect::Resubscribe { .. }));
-    assert!(changed < resubscribe);
+        .position(|e| matches!(e, Effect::Resubscribe { .. }))
+        .expect("the subscriptions are made again");
+    assert!(changed < resubscribe, "{effects:?}");
     assert!(!effects.contains(&Effect::ConnectionRecovered));
 }
 
