@@ -20,6 +20,7 @@ use crate::core::subscriptions::Subscriptions;
 use crate::core::time::Millis;
 use crate::core::token;
 use crate::core::uuid::uuid_v4;
+pub use answers::UsersAnswer;
 use phase::{Open, Phase};
 use reconnect::Reconnect;
 use recovery::Recovery;
@@ -364,17 +365,8 @@ impl Session {
         }
     }
 
-    /// Users from a REST answer the app asked for (queryUsers, watch, queryChannels, the user's own writes): the
-    /// cache follows them, except those older than what it holds.
-    pub fn observe_users(&mut self, users: impl IntoIterator<Item = UserPresence>) {
-        for user in users {
-            self.observe_user(&user);
-        }
-    }
-
-    /// [`Session::observe_users`] for one user; returns whether it was taken (`false`: older than what the cache
-    /// holds, which the embedding layer's cache then keeps too).
-    pub fn observe_user(&mut self, user: &UserPresence) -> bool {
+    /// Takes a user the server sent unless it is older than what the cache holds; returns whether it was taken.
+    fn observe_user(&mut self, user: &UserPresence) -> bool {
         if self.users.apply_newer(&user.id, &user.state).is_none() {
             return false;
         }
@@ -401,8 +393,9 @@ impl Session {
         self.subscriptions.stop_watching(channel_type, id);
     }
 
-    /// Records the users a `queryUsers` made with `presence:true` returned: the server follows them.
-    pub fn follow_users<'a>(&mut self, ids: impl IntoIterator<Item = &'a str>) {
+    /// Records users as followed without an answer about them (tests of what recovery asks for).
+    #[cfg(test)]
+    pub(crate) fn follow_users<'a>(&mut self, ids: impl IntoIterator<Item = &'a str>) {
         self.subscriptions.follow_users(ids);
     }
 
@@ -628,6 +621,8 @@ impl Session {
     }
 }
 
+#[path = "answers.rs"]
+mod answers;
 #[path = "phase.rs"]
 mod phase;
 #[path = "reconnect.rs"]

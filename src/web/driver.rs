@@ -11,6 +11,7 @@ use wasm_bindgen_futures::JsFuture;
 
 use crate::core::{
     client_code, ClientError, Effect, FrameVerdict, Millis, SocketId, Subscription, UserPresence,
+    UsersAnswer,
 };
 use crate::web::credentials::Token;
 use crate::web::diagnose::connect_failure;
@@ -125,12 +126,22 @@ fn install_page_events(client: &Rc<ClientState>) {
 /// The effect loop: carries out every pending effect of the session, then re-arms the one timer. `frame` is
 /// the frame being handled, which a `ConnectResolved` resolves `connectUser` with.
 pub fn pump(client: &Rc<ClientState>, frame: Option<&JsValue>) {
+    carry_out(client, frame, &[]);
+}
+
+/// [`pump`] after a REST answer's users went into the session: `users` are their objects, in the answer's order,
+/// which its `StoreUser` effects name.
+pub fn pump_answer(client: &Rc<ClientState>, users: &[JsValue]) {
+    carry_out(client, None, users);
+}
+
+fn carry_out(client: &Rc<ClientState>, frame: Option<&JsValue>, users: &[JsValue]) {
     loop {
         let effect = client.session.borrow_mut().poll_effect();
         let Some(effect) = effect else {
             break;
         };
-        run(client, effect, frame);
+        run(client, effect, frame, users);
     }
     arm_timer(client);
 }
@@ -161,7 +172,7 @@ fn arm_timer(client: &Rc<ClientState>) {
     drop(old);
 }
 
-fn run(client: &Rc<ClientState>, effect: Effect, frame: Option<&JsValue>) {
+fn run(client: &Rc<ClientState>, effect: Effect, frame: Option<&JsValue>, users: &[JsValue]) {
     match effect {
         Effect::OpenSocket {
             socket,
@@ -241,6 +252,24 @@ fn run(client: &Rc<ClientState>, effect: Effect, frame: Option<&JsValue>) {
             let epoch = client.session.borrow().epoch();
             for request in requests {
                 resubscribe(client, generation, epoch, request);
+            }
+        }
+        Effect::StoreUser { at, user_id, own } => {
+            if let Some(user) = users.get(at) {
+                if own {
+                    client.cache.written_me(&user_id, user);
+                } else {
+                    client.cache.store(&user_id, user);
+                }
+            }
+        }
+        Effect::KeepCachedUser { user_id } => {
+            // Channels show the newer cached object again instead of what the answer put there.
+            let cached = client.cache.cached(&user_id);
+            if cached.is_object() {
+                for channel in client.channels.all() {
+                    channel.replace_user(&user_id, &cached);
+                }
             }
         }
         Effect::PresenceChanged { user_id } => {
@@ -407,19 +436,6 @@ fn resubscribe(client: &Rc<ClientState>, generation: u64, epoch: u64, request: S
             Ok(answer) => rest::recovered_users(&client, &answer),
             Err(_) => Vec::new(),
         };
-        let (presences, objects): (Vec<_>, Vec<_>) = users
-            .into_iter()
-            .map(|(user, object)| {
-                let id = user.id.clone();
-                (user, (id, object))
-            })
-            .unzip();
-        let taken = client
-            .session
-            .borrow_mut()
-            .handle_recovery_answer(generation, presences);
-        // Before the effects: the events of what changed read the cache.
-        rest::settle_recovered(&client, objects, &taken);
-        pump(&client, None);
+        rest::hand_over(&client, UsersAnswer::Recovery { generation }, users);
     }));
 }

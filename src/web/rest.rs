@@ -1,8 +1,8 @@
 //! The REST pipeline: wait for a pending `connectUser`, send with the common decoration (user, connection, key,
 //! token; an expired token from a provider is reloaded by the core's token rule), then fold the answer into the
-//! user cache, the channel registry and the session's subscriptions (users older than what the client holds
-//! are left out: `Session::observe_user`). A call belongs to the session (epoch) it was
-//! made in: once `disconnectUser()` ends that session it fails instead of sending for, or landing in, the next.
+//! channel registry and hand its users to the session (`Session::handle_users_answer`), whose decisions the
+//! driver carries out on the user cache. A call belongs to the session (epoch) it was made in: once
+//! `disconnectUser()` ends that session it fails instead of sending for, or landing in, the next.
 
 use std::rc::Rc;
 
@@ -10,7 +10,8 @@ use js_sys::{Array, Object, Promise};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 
-use crate::core::{client_code, ClientError, RestAttempts, UserPresence};
+use crate::core::{client_code, ClientError, RestAttempts, UserPresence, UsersAnswer};
+use crate::web::driver::pump_answer;
 use crate::web::http::{self, Call};
 use crate::web::js::{self, wire};
 use crate::web::registry::ChannelState;
@@ -146,22 +147,14 @@ fn fold_answer(client: &Rc<ClientState>, after: After, watch: bool, answer: JsVa
             if let Some(me) = me {
                 let user = js::get(&js::get(&answer, "users"), &me);
                 if let Some(presence) = wire(&user).and_then(UserPresence::decode) {
-                    if take_user(client, presence, &user) {
-                        client.cache.written_me(&me, &user);
-                    }
+                    hand_over(client, UsersAnswer::OwnWrite, vec![(presence, user)]);
                 }
             }
             answer
         }
         After::Users { presence } => {
             let users = answer_users(&js::get(&answer, "users"));
-            if presence {
-                let mut session = client.session.borrow_mut();
-                session.follow_users(users.iter().map(|(user, _)| user.id.as_str()));
-            }
-            for (user, object) in users {
-                take_user(client, user, &object);
-            }
+            hand_over(client, UsersAnswer::Listed { follow: presence }, users);
             answer
         }
         After::Channels { presence, handle } => {
@@ -192,6 +185,21 @@ fn fold_answer(client: &Rc<ClientState>, after: After, watch: bool, answer: JsVa
     }
 }
 
+/// Hands an answer's users to the session, which decides what the client keeps of them, then carries out its
+/// decisions on their objects.
+pub fn hand_over(
+    client: &Rc<ClientState>,
+    answer: UsersAnswer,
+    users: Vec<(UserPresence, JsValue)>,
+) {
+    let (presences, objects): (Vec<_>, Vec<_>) = users.into_iter().unzip();
+    client
+        .session
+        .borrow_mut()
+        .handle_users_answer(answer, presences);
+    pump_answer(client, &objects);
+}
+
 /// The users of an answer's list that have an id, with their objects.
 fn answer_users(list: &JsValue) -> Vec<(UserPresence, JsValue)> {
     let mut users = Vec::new();
@@ -205,31 +213,8 @@ fn answer_users(list: &JsValue) -> Vec<(UserPresence, JsValue)> {
     users
 }
 
-/// A user of an answer the app asked for: the session takes it unless it is older than what the client holds,
-/// and `state.users` follows; an outdated one leaves the cache alone and channels keep showing the newer user.
-/// Returns whether it was taken.
-fn take_user(client: &ClientState, user: UserPresence, object: &JsValue) -> bool {
-    let taken = client.session.borrow_mut().observe_user(&user);
-    settle_user(client, &user.id, object, taken);
-    taken
-}
-
-/// `state.users` takes a user's object from an answer (`taken`), or channels get the cached one back.
-fn settle_user(client: &ClientState, id: &str, object: &JsValue, taken: bool) {
-    if taken {
-        client.cache.store(id, object);
-        return;
-    }
-    let cached = client.cache.cached(id);
-    if cached.is_object() {
-        for channel in client.channels.all() {
-            channel.replace_user(id, &cached);
-        }
-    }
-}
-
 fn fold_channel(
-    client: &ClientState,
+    client: &Rc<ClientState>,
     channel: &Rc<ChannelState>,
     state: &JsValue,
     watch: bool,
@@ -237,9 +222,7 @@ fn fold_channel(
 ) {
     let members = channel.apply_answer(state);
     client.channels.register(channel);
-    for (user, object) in members {
-        take_user(client, user, &object);
-    }
+    hand_over(client, UsersAnswer::Listed { follow: false }, members);
     if let (true, Some(id)) = (watch, channel.id()) {
         let mut session = client.session.borrow_mut();
         session.watch_channel(&channel.channel_type, &id, presence);
@@ -273,12 +256,4 @@ pub fn recovered_users(client: &ClientState, answer: &JsValue) -> Vec<(UserPrese
         }
     }
     users
-}
-
-/// The session's verdict on a recovery answer's users (`taken`, in order), applied to `state.users` and the
-/// channels.
-pub fn settle_recovered(client: &ClientState, objects: Vec<(String, JsValue)>, taken: &[bool]) {
-    for ((id, object), taken) in objects.iter().zip(taken) {
-        settle_user(client, id, object, *taken);
-    }
 }
