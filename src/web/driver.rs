@@ -1,10 +1,14 @@
 //! The effect driver: the one loop that carries out the session's effects (open and close sockets, pings,
-//! `connection.*` events, the `connectUser` outcome, recovery requests) and keeps the one timer armed for the
-//! session's next deadline; socket, timer and page events come back here as session inputs with the time.
+//! `connection.*` events, the `connectUser` outcome, recovery requests, what the user cache keeps of an answer)
+//! and keeps the one timer armed for the session's next deadline; socket, timer and page events come back here
+//! as session inputs with the time. What it holds between effects ([`DriverSlots`]) only it changes.
 
+use std::cell::RefCell;
 use std::rc::Rc;
 
-use js_sys::{Array, Date, Object, Promise};
+use gloo_timers::callback::Timeout;
+
+use js_sys::{Array, Date, Function, Object, Promise};
 use presence_protocol::codes::event_type;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
@@ -24,7 +28,34 @@ use crate::web::requests;
 use crate::web::rest;
 use crate::web::runtime::{drop_later, spawn, timeout};
 use crate::web::socket::Socket;
-use crate::web::state::{ClientState, PendingConnect};
+use crate::web::state::ClientState;
+
+/// What the driver holds between effects; only the driver changes it.
+#[derive(Default)]
+pub struct DriverSlots {
+    pending_connect: RefCell<Option<PendingConnect>>,
+    socket: RefCell<Option<Socket>>,
+    /// The one timer, armed for the session's next deadline.
+    timer: RefCell<Option<(Millis, Timeout)>>,
+    page: RefCell<Option<PageEvents>>,
+}
+
+/// A `connectUser` Promise waiting for the first frame.
+struct PendingConnect {
+    promise: Promise,
+    resolve: Function,
+    reject: Function,
+}
+
+impl DriverSlots {
+    /// The Promise of a pending `connectUser`, which REST calls wait for.
+    pub fn pending_connect(&self) -> Option<Promise> {
+        self.pending_connect
+            .borrow()
+            .as_ref()
+            .map(|p| p.promise.clone())
+    }
+}
 
 /// Starts connecting; the Promise settles with the first frame of the connection (or its error, a JS `Error`
 /// with `code`). Nothing here waits, so the promise is handed back as it is.
@@ -44,7 +75,7 @@ pub fn connect(
     let mut slots = None;
     let waiting = Promise::new(&mut |resolve, reject| slots = Some((resolve, reject)));
     if let Some((resolve, reject)) = slots {
-        *client.pending_connect.borrow_mut() = Some(PendingConnect {
+        *client.driver.pending_connect.borrow_mut() = Some(PendingConnect {
             promise: waiting.clone(),
             resolve,
             reject,
@@ -60,7 +91,7 @@ pub async fn disconnect(client: Rc<ClientState>, timeout_ms: u32) {
     // The session closes its current socket with 1000; that socket's close is awaited below.
     let closing = {
         let session = client.session.borrow();
-        let socket = client.socket.borrow();
+        let socket = client.driver.socket.borrow();
         socket
             .as_ref()
             .filter(|s| session.is_current(s.id))
@@ -69,9 +100,9 @@ pub async fn disconnect(client: Rc<ClientState>, timeout_ms: u32) {
     client.session.borrow_mut().disconnect(js::now());
     // The close (1000) and the rejection of a pending connect.
     pump(&client, None);
-    client.page.borrow_mut().take();
-    client.timer.borrow_mut().take();
-    let old_socket = client.socket.borrow_mut().take();
+    client.driver.page.borrow_mut().take();
+    client.driver.timer.borrow_mut().take();
+    let old_socket = client.driver.socket.borrow_mut().take();
     drop(old_socket);
     client.credentials.clear();
     client.cache.clear();
@@ -119,7 +150,7 @@ fn install_page_events(client: &Rc<ClientState>) {
             }
         },
     );
-    let old = client.page.replace(events);
+    let old = client.driver.page.replace(events);
     drop(old);
 }
 
@@ -148,7 +179,7 @@ fn carry_out(client: &Rc<ClientState>, frame: Option<&JsValue>, users: &[JsValue
 
 fn arm_timer(client: &Rc<ClientState>) {
     let next = client.session.borrow().poll_timeout();
-    let armed = client.timer.borrow().as_ref().map(|(at, _)| *at);
+    let armed = client.driver.timer.borrow().as_ref().map(|(at, _)| *at);
     if next == armed {
         return;
     }
@@ -159,7 +190,7 @@ fn arm_timer(client: &Rc<ClientState>) {
             delay,
             Box::new(move || {
                 if let Some(client) = weak.upgrade() {
-                    let fired = client.timer.borrow_mut().take();
+                    let fired = client.driver.timer.borrow_mut().take();
                     drop_later(Box::new(fired));
                     client.session.borrow_mut().handle_timeout(js::now());
                     pump(&client, None);
@@ -168,7 +199,7 @@ fn arm_timer(client: &Rc<ClientState>) {
         );
         (at, timer)
     });
-    let old = client.timer.replace(replacement);
+    let old = client.driver.timer.replace(replacement);
     drop(old);
 }
 
@@ -193,7 +224,13 @@ fn run(client: &Rc<ClientState>, effect: Effect, frame: Option<&JsValue>, users:
         } => close_socket(client, socket, code, reason),
         Effect::Ping { socket } => {
             let frame = ping_frame(client);
-            if let Some(current) = client.socket.borrow().as_ref().filter(|s| s.id == socket) {
+            if let Some(current) = client
+                .driver
+                .socket
+                .borrow()
+                .as_ref()
+                .filter(|s| s.id == socket)
+            {
                 current.send(&frame);
             }
         }
@@ -205,7 +242,7 @@ fn run(client: &Rc<ClientState>, effect: Effect, frame: Option<&JsValue>, users:
                 .emit(event_type::CONNECTION_CHANGED, &event.into());
         }
         Effect::ConnectResolved => {
-            let pending = client.pending_connect.borrow_mut().take();
+            let pending = client.driver.pending_connect.borrow_mut().take();
             if let Some(pending) = pending {
                 let value = frame.cloned().unwrap_or(JsValue::UNDEFINED);
                 let _ = pending.resolve.call1(&JsValue::UNDEFINED, &value);
@@ -231,13 +268,18 @@ fn run(client: &Rc<ClientState>, effect: Effect, frame: Option<&JsValue>, users:
                 // The session does not know the URL it tried; the one who reads the error needs it. (The
                 // diagnosis's own messages name it already. `starts_with`, not `contains`: `str` searching
                 // costs the bundle about 5 KB of gzip.)
-                error.message =
-                    [&error.message, " (", client.endpoints.ws_url(), "/connect)"].concat();
+                error.message = [
+                    &error.message,
+                    " (",
+                    client.endpoints().ws_url(),
+                    "/connect)",
+                ]
+                .concat();
             }
-            let pending = client.pending_connect.borrow_mut().take();
+            let pending = client.driver.pending_connect.borrow_mut().take();
             client.cache.forget_user();
             client.credentials.clear();
-            let page = client.page.borrow_mut().take();
+            let page = client.driver.page.borrow_mut().take();
             drop(page);
             if let Some(pending) = pending {
                 let _ = pending
@@ -301,7 +343,7 @@ fn ping_frame(client: &ClientState) -> String {
 
 fn close_socket(client: &ClientState, socket: SocketId, code: Option<u16>, reason: &str) {
     let current = {
-        let mut slot = client.socket.borrow_mut();
+        let mut slot = client.driver.socket.borrow_mut();
         if slot.as_ref().is_some_and(|s| s.id == socket) {
             slot.take()
         } else {
@@ -349,7 +391,7 @@ async fn open_socket(
         "client_request_id",
         &JsValue::from_str(&request_id),
     );
-    let url = client.endpoints.connect(&js::to_json(&payload), &token);
+    let url = client.endpoints().connect(&js::to_json(&payload), &token);
     let (on_message, on_close, on_error) = (
         Rc::downgrade(&client),
         Rc::downgrade(&client),
@@ -383,7 +425,7 @@ async fn open_socket(
     );
     match opened {
         Ok(opened) => {
-            let old = client.socket.replace(Some(opened));
+            let old = client.driver.socket.replace(Some(opened));
             drop_later(Box::new(old));
         }
         Err(thrown) => {

@@ -82,11 +82,7 @@ fn same_session(client: &ClientState, epoch: u64, call: &str) -> Result<(), Clie
 
 /// Waits for a pending `connectUser`; fails at once without a user.
 async fn ready(client: &ClientState, call: &str) -> Result<(), ClientError> {
-    let pending = client
-        .pending_connect
-        .borrow()
-        .as_ref()
-        .map(|p| p.promise.clone());
+    let pending = client.driver.pending_connect();
     if let Some(pending) = pending {
         JsFuture::from(pending).await.map_err(|e| {
             ClientError::new(
@@ -117,7 +113,7 @@ async fn request(
         let url = {
             let session = client.session.borrow();
             client
-                .endpoints
+                .endpoints()
                 .rest(path, session.user_id(), session.connection_id(), query)
         };
         let result = http::fetch_json(Call {
@@ -126,7 +122,7 @@ async fn request(
             url: &url,
             token: token.as_deref(),
             body,
-            timeout_ms: client.timeout_ms,
+            timeout_ms: client.timeout_ms(),
         })
         .await;
         match result {
