@@ -1,5 +1,6 @@
 //! The connection state machine of one client: connect, keep-alive, dead-socket detection, reconnect with
-//! backoff, page lifecycle, `last_active` refresh, and state recovery after a reconnect.
+//! backoff, page lifecycle, `last_active` refresh, state recovery after a reconnect, and what the client keeps of
+//! the users that frames and REST answers carry.
 //!
 //! Time is an argument (`handle_*(now)`), the next deadline a query ([`Session::poll_timeout`]) and the output a
 //! queue of [`Effect`]s. Every deadline is computed from recorded instants, never from counting timer ticks, so

@@ -1,7 +1,7 @@
 // The socket's message handler, in JS so that a frame crosses into the module once and allocates nothing there:
 // the JS engine parses it, the strings the session decides on are written as UTF-8 into a buffer the module owns,
-// flags, their ends and the time into another, and the module is called with the event object. The rules that
-// read them are the module's (src/web/inbound.rs).
+// flags, their ends and the time into another, and the module is called with the event object. The module reads
+// them (src/web/reader.rs) and applies its rules.
 
 // The hand-off layout is defined here once: build.rs derives the module's constants (src/web/reader.rs) from
 // every top-level `const NAME = <integer>;` of this file.
