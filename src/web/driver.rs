@@ -1,14 +1,11 @@
 //! The effect driver: the one loop that carries out the session's effects (open and close sockets, pings,
 //! `connection.*` events, the `connectUser` outcome, recovery requests, what the user cache keeps of an answer)
 //! and keeps the one timer armed for the session's next deadline; socket, timer and page events come back here
-//! as session inputs with the time. What it holds between effects ([`DriverSlots`]) only it changes.
+//! as session inputs with the time. What it holds between effects is in [`DriverSlots`](crate::web::slots::DriverSlots), which only it uses.
 
-use std::cell::RefCell;
 use std::rc::Rc;
 
-use gloo_timers::callback::Timeout;
-
-use js_sys::{Array, Date, Function, Object, Promise};
+use js_sys::{Array, Date, Object, Promise};
 use presence_protocol::codes::event_type;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
@@ -27,35 +24,9 @@ use crate::web::reader::Inbound;
 use crate::web::requests;
 use crate::web::rest;
 use crate::web::runtime::{drop_later, spawn, timeout};
+use crate::web::slots::PendingConnect;
 use crate::web::socket::Socket;
 use crate::web::state::ClientState;
-
-/// What the driver holds between effects; only the driver changes it.
-#[derive(Default)]
-pub struct DriverSlots {
-    pending_connect: RefCell<Option<PendingConnect>>,
-    socket: RefCell<Option<Socket>>,
-    /// The one timer, armed for the session's next deadline.
-    timer: RefCell<Option<(Millis, Timeout)>>,
-    page: RefCell<Option<PageEvents>>,
-}
-
-/// A `connectUser` Promise waiting for the first frame.
-struct PendingConnect {
-    promise: Promise,
-    resolve: Function,
-    reject: Function,
-}
-
-impl DriverSlots {
-    /// The Promise of a pending `connectUser`, which REST calls wait for.
-    pub fn pending_connect(&self) -> Option<Promise> {
-        self.pending_connect
-            .borrow()
-            .as_ref()
-            .map(|p| p.promise.clone())
-    }
-}
 
 /// Starts connecting; the Promise settles with the first frame of the connection (or its error, a JS `Error`
 /// with `code`). Nothing here waits, so the promise is handed back as it is.
@@ -75,7 +46,7 @@ pub fn connect(
     let mut slots = None;
     let waiting = Promise::new(&mut |resolve, reject| slots = Some((resolve, reject)));
     if let Some((resolve, reject)) = slots {
-        *client.driver.pending_connect.borrow_mut() = Some(PendingConnect {
+        client.driver.await_connect(PendingConnect {
             promise: waiting.clone(),
             resolve,
             reject,
@@ -91,19 +62,12 @@ pub async fn disconnect(client: Rc<ClientState>, timeout_ms: u32) {
     // The session closes its current socket with 1000; that socket's close is awaited below.
     let closing = {
         let session = client.session.borrow();
-        let socket = client.driver.socket.borrow();
-        socket
-            .as_ref()
-            .filter(|s| session.is_current(s.id))
-            .map(Socket::ws)
+        client.driver.ws_if(|id| session.is_current(id))
     };
     client.session.borrow_mut().disconnect(js::now());
     // The close (1000) and the rejection of a pending connect.
     pump(&client, None);
-    client.driver.page.borrow_mut().take();
-    client.driver.timer.borrow_mut().take();
-    let old_socket = client.driver.socket.borrow_mut().take();
-    drop(old_socket);
+    client.driver.clear();
     client.credentials.clear();
     client.cache.clear();
     client.channels.clear();
@@ -150,7 +114,7 @@ fn install_page_events(client: &Rc<ClientState>) {
             }
         },
     );
-    let old = client.driver.page.replace(events);
+    let old = client.driver.listen_to_page(events);
     drop(old);
 }
 
@@ -160,9 +124,24 @@ pub fn pump(client: &Rc<ClientState>, frame: Option<&JsValue>) {
     carry_out(client, frame, &[]);
 }
 
+/// Hands an answer's users to the session, which decides what the client keeps of them, then carries out its
+/// decisions on their objects.
+pub fn hand_over(
+    client: &Rc<ClientState>,
+    answer: UsersAnswer,
+    users: Vec<(UserPresence, JsValue)>,
+) {
+    let (presences, objects): (Vec<_>, Vec<_>) = users.into_iter().unzip();
+    client
+        .session
+        .borrow_mut()
+        .handle_users_answer(answer, presences);
+    pump_answer(client, &objects);
+}
+
 /// [`pump`] after a REST answer's users went into the session: `users` are their objects, in the answer's order,
 /// which its `StoreUser` effects name.
-pub fn pump_answer(client: &Rc<ClientState>, users: &[JsValue]) {
+fn pump_answer(client: &Rc<ClientState>, users: &[JsValue]) {
     carry_out(client, None, users);
 }
 
@@ -179,7 +158,7 @@ fn carry_out(client: &Rc<ClientState>, frame: Option<&JsValue>, users: &[JsValue
 
 fn arm_timer(client: &Rc<ClientState>) {
     let next = client.session.borrow().poll_timeout();
-    let armed = client.driver.timer.borrow().as_ref().map(|(at, _)| *at);
+    let armed = client.driver.armed_at();
     if next == armed {
         return;
     }
@@ -190,7 +169,7 @@ fn arm_timer(client: &Rc<ClientState>) {
             delay,
             Box::new(move || {
                 if let Some(client) = weak.upgrade() {
-                    let fired = client.driver.timer.borrow_mut().take();
+                    let fired = client.driver.arm(None);
                     drop_later(Box::new(fired));
                     client.session.borrow_mut().handle_timeout(js::now());
                     pump(&client, None);
@@ -199,7 +178,7 @@ fn arm_timer(client: &Rc<ClientState>) {
         );
         (at, timer)
     });
-    let old = client.driver.timer.replace(replacement);
+    let old = client.driver.arm(replacement);
     drop(old);
 }
 
@@ -224,15 +203,7 @@ fn run(client: &Rc<ClientState>, effect: Effect, frame: Option<&JsValue>, users:
         } => close_socket(client, socket, code, reason),
         Effect::Ping { socket } => {
             let frame = ping_frame(client);
-            if let Some(current) = client
-                .driver
-                .socket
-                .borrow()
-                .as_ref()
-                .filter(|s| s.id == socket)
-            {
-                current.send(&frame);
-            }
+            client.driver.send(socket, &frame);
         }
         Effect::ConnectionChanged { online } => {
             let event = local_event(event_type::CONNECTION_CHANGED);
@@ -242,7 +213,7 @@ fn run(client: &Rc<ClientState>, effect: Effect, frame: Option<&JsValue>, users:
                 .emit(event_type::CONNECTION_CHANGED, &event.into());
         }
         Effect::ConnectResolved => {
-            let pending = client.driver.pending_connect.borrow_mut().take();
+            let pending = client.driver.take_pending_connect();
             if let Some(pending) = pending {
                 let value = frame.cloned().unwrap_or(JsValue::UNDEFINED);
                 let _ = pending.resolve.call1(&JsValue::UNDEFINED, &value);
@@ -276,10 +247,10 @@ fn run(client: &Rc<ClientState>, effect: Effect, frame: Option<&JsValue>, users:
                 ]
                 .concat();
             }
-            let pending = client.driver.pending_connect.borrow_mut().take();
+            let pending = client.driver.take_pending_connect();
             client.cache.forget_user();
             client.credentials.clear();
-            let page = client.driver.page.borrow_mut().take();
+            let page = client.driver.listen_to_page(None);
             drop(page);
             if let Some(pending) = pending {
                 let _ = pending
@@ -342,14 +313,7 @@ fn ping_frame(client: &ClientState) -> String {
 }
 
 fn close_socket(client: &ClientState, socket: SocketId, code: Option<u16>, reason: &str) {
-    let current = {
-        let mut slot = client.driver.socket.borrow_mut();
-        if slot.as_ref().is_some_and(|s| s.id == socket) {
-            slot.take()
-        } else {
-            None
-        }
-    };
+    let current = client.driver.take_socket(socket);
     if let Some(current) = current {
         current.close(code, reason);
         // The handler running right now may be one of this socket's: release them once it has returned.
@@ -425,7 +389,7 @@ async fn open_socket(
     );
     match opened {
         Ok(opened) => {
-            let old = client.driver.socket.replace(Some(opened));
+            let old = client.driver.hold_socket(opened);
             drop_later(Box::new(old));
         }
         Err(thrown) => {
@@ -474,10 +438,10 @@ fn resubscribe(client: &Rc<ClientState>, generation: u64, epoch: u64, request: S
     let client = client.clone();
     let call = requests::resubscribe(request);
     spawn(Box::pin(async move {
-        let users = match rest::call(client.clone(), call, epoch).await {
-            Ok(answer) => rest::recovered_users(&client, &answer),
+        let users = match rest::send(&client, call, epoch).await {
+            Ok(sent) => rest::recovered_users(&client, &sent.answer),
             Err(_) => Vec::new(),
         };
-        rest::hand_over(&client, UsersAnswer::Recovery { generation }, users);
+        hand_over(&client, UsersAnswer::Recovery { generation }, users);
     }));
 }

@@ -1,45 +1,33 @@
 //! The REST pipeline: wait for a pending `connectUser`, send with the common decoration (user, connection, key,
-//! token; an expired token from a provider is reloaded by the core's token rule), then fold the answer into the
-//! channel registry and hand its users to the session (`Session::handle_users_answer`), whose decisions the
-//! driver carries out on the user cache. A call belongs to the session (epoch) it was made in: once
-//! `disconnectUser()` ends that session it fails instead of sending for, or landing in, the next.
+//! token; an expired token from a provider is reloaded by the core's token rule), and hand the answer back with
+//! what its call asked to be done with it; and the users an answer lists. A call belongs to the session (epoch)
+//! it was made in: once `disconnectUser()` ends that session it fails instead of sending for, or landing in, the
+//! next.
 
-use std::rc::Rc;
-
-use js_sys::{Array, Object, Promise};
+use js_sys::Array;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 
-use crate::core::{client_code, ClientError, RestAttempts, UserPresence, UsersAnswer};
-use crate::web::driver::pump_answer;
+use crate::core::{client_code, ClientError, RestAttempts, UserPresence};
 use crate::web::http::{self, Call};
 use crate::web::js::{self, wire};
-use crate::web::registry::ChannelState;
 use crate::web::requests::{After, RestCall};
-use crate::web::runtime::promise;
 use crate::web::state::ClientState;
 
-/// Runs a prepared call as a Promise (a preparation error rejects at once, with no network call).
-pub fn run_call(client: &Rc<ClientState>, call: Result<RestCall, ClientError>) -> Promise {
-    match call {
-        Ok(call) => {
-            let epoch = client.session.borrow().epoch();
-            promise(Box::pin(self::call(client.clone(), call, epoch)))
-        }
-        Err(error) => Promise::reject(&js::to_js_error(&error)),
-    }
+/// An answer, with what its call asked to be done with it.
+pub struct Sent {
+    pub answer: JsValue,
+    pub after: After,
+    /// The call's body asked to watch.
+    pub watch: bool,
 }
 
-/// Every REST call of the client, made in session `epoch`: wait for the connection, send, then fold the answer
-/// into the state.
-pub async fn call(
-    client: Rc<ClientState>,
-    call: RestCall,
-    epoch: u64,
-) -> Result<JsValue, ClientError> {
-    same_session(&client, epoch, call.api)?;
-    ready(&client, call.api).await?;
-    same_session(&client, epoch, call.api)?;
+/// Every REST call of the client, made in session `epoch`: wait for the connection, send, and hand the answer
+/// back while the session still exists.
+pub async fn send(client: &ClientState, call: RestCall, epoch: u64) -> Result<Sent, ClientError> {
+    same_session(client, epoch, call.api)?;
+    ready(client, call.api).await?;
+    same_session(client, epoch, call.api)?;
     let mut watch = false;
     let body = call.body.map(|body| {
         if call.default_watch && js::get(&body, "watch").is_undefined() {
@@ -56,7 +44,7 @@ pub async fn call(
         .into_iter()
         .collect();
     let answer = request(
-        &client,
+        client,
         call.name,
         call.method,
         &call.path,
@@ -64,8 +52,12 @@ pub async fn call(
         body.as_deref(),
     )
     .await?;
-    same_session(&client, epoch, call.api)?;
-    Ok(fold_answer(&client, call.after, watch, answer))
+    same_session(client, epoch, call.api)?;
+    Ok(Sent {
+        answer,
+        after: call.after,
+        watch,
+    })
 }
 
 /// Fails when `disconnectUser()` was called since the call was made (`epoch`).
@@ -134,70 +126,8 @@ async fn request(
     }
 }
 
-fn fold_answer(client: &Rc<ClientState>, after: After, watch: bool, answer: JsValue) -> JsValue {
-    match after {
-        After::Nothing | After::Recovered => answer,
-        After::Written => {
-            // `{users: {id: user}}`: only the connected user's entry matters here.
-            let me = client.session.borrow().user_id().map(str::to_string);
-            if let Some(me) = me {
-                let user = js::get(&js::get(&answer, "users"), &me);
-                if let Some(presence) = wire(&user).and_then(UserPresence::decode) {
-                    hand_over(client, UsersAnswer::OwnWrite, vec![(presence, user)]);
-                }
-            }
-            answer
-        }
-        After::Users { presence } => {
-            let users = answer_users(&js::get(&answer, "users"));
-            hand_over(client, UsersAnswer::Listed { follow: presence }, users);
-            answer
-        }
-        After::Channels { presence, handle } => {
-            let list = js::get(&answer, "channels");
-            let result = Array::new();
-            if Array::is_array(&list) {
-                for state in Array::from(&list).iter() {
-                    let channel = js::get(&state, "channel");
-                    let channel_type = js::get(&channel, "type").as_string();
-                    let id = js::get(&channel, "id").as_string();
-                    let (Some(channel_type), Some(id)) = (channel_type, id) else {
-                        continue;
-                    };
-                    let channel =
-                        client
-                            .channels
-                            .get_or_create(channel_type, Some(id), Object::new().into());
-                    fold_channel(client, &channel, &state, watch, presence);
-                    result.push(&handle(channel, client));
-                }
-            }
-            result.into()
-        }
-        After::Channel { channel, presence } => {
-            fold_channel(client, &channel, &answer, watch, presence);
-            answer
-        }
-    }
-}
-
-/// Hands an answer's users to the session, which decides what the client keeps of them, then carries out its
-/// decisions on their objects.
-pub fn hand_over(
-    client: &Rc<ClientState>,
-    answer: UsersAnswer,
-    users: Vec<(UserPresence, JsValue)>,
-) {
-    let (presences, objects): (Vec<_>, Vec<_>) = users.into_iter().unzip();
-    client
-        .session
-        .borrow_mut()
-        .handle_users_answer(answer, presences);
-    pump_answer(client, &objects);
-}
-
 /// The users of an answer's list that have an id, with their objects.
-fn answer_users(list: &JsValue) -> Vec<(UserPresence, JsValue)> {
+pub fn answer_users(list: &JsValue) -> Vec<(UserPresence, JsValue)> {
     let mut users = Vec::new();
     if Array::is_array(list) {
         for user in Array::from(list).iter() {
@@ -207,22 +137,6 @@ fn answer_users(list: &JsValue) -> Vec<(UserPresence, JsValue)> {
         }
     }
     users
-}
-
-fn fold_channel(
-    client: &Rc<ClientState>,
-    channel: &Rc<ChannelState>,
-    state: &JsValue,
-    watch: bool,
-    presence: bool,
-) {
-    let members = channel.apply_answer(state);
-    client.channels.register(channel);
-    hand_over(client, UsersAnswer::Listed { follow: false }, members);
-    if let (true, Some(id)) = (watch, channel.id()) {
-        let mut session = client.session.borrow_mut();
-        session.watch_channel(&channel.channel_type, &id, presence);
-    }
 }
 
 /// The users of a recovery answer (a user query's users, or the members of a channel query's channels, which

@@ -9,9 +9,9 @@ use std::rc::Rc;
 use crate::core::{Config, Endpoints, Session};
 use crate::web::cache::UserCache;
 use crate::web::credentials::Credentials;
-use crate::web::driver::DriverSlots;
 use crate::web::events::Emitter;
 use crate::web::registry::ChannelRegistry;
+use crate::web::slots::DriverSlots;
 
 pub struct ClientState {
     endpoints: Endpoints,
