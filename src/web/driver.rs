@@ -438,8 +438,8 @@ fn resubscribe(client: &Rc<ClientState>, generation: u64, epoch: u64, request: S
     let client = client.clone();
     let call = requests::resubscribe(request);
     spawn(Box::pin(async move {
-        let users = match rest::send(&client, call, epoch).await {
-            Ok(sent) => rest::recovered_users(&client, &sent.answer),
+        let users = match rest::call(client.clone(), call, epoch, |_, _, _, answer| answer).await {
+            Ok(answer) => rest::recovered_users(&client, &answer),
             Err(_) => Vec::new(),
         };
         hand_over(&client, UsersAnswer::Recovery { generation }, users);

@@ -21,16 +21,15 @@ pub fn run_call(client: &Rc<ClientState>, call: Result<RestCall, ClientError>) -
     match call {
         Ok(call) => {
             let epoch = client.session.borrow().epoch();
-            promise(Box::pin(self::call(client.clone(), call, epoch)))
+            promise(Box::pin(rest::call(
+                client.clone(),
+                call,
+                epoch,
+                fold_answer,
+            )))
         }
         Err(error) => Promise::reject(&js::to_js_error(&error)),
     }
-}
-
-/// Sends the call in session `epoch`, then folds its answer into the client.
-async fn call(client: Rc<ClientState>, call: RestCall, epoch: u64) -> Result<JsValue, ClientError> {
-    let sent = rest::send(&client, call, epoch).await?;
-    Ok(fold_answer(&client, sent.after, sent.watch, sent.answer))
 }
 
 fn fold_answer(client: &Rc<ClientState>, after: After, watch: bool, answer: JsValue) -> JsValue {

@@ -1,8 +1,10 @@
 //! The REST pipeline: wait for a pending `connectUser`, send with the common decoration (user, connection, key,
-//! token; an expired token from a provider is reloaded by the core's token rule), and hand the answer back with
-//! what its call asked to be done with it; and the users an answer lists. A call belongs to the session (epoch)
-//! it was made in: once `disconnectUser()` ends that session it fails instead of sending for, or landing in, the
-//! next.
+//! token; an expired token from a provider is reloaded by the core's token rule), and give the answer to the
+//! caller's fold while the session still exists; and the users an answer lists. A call belongs to the session
+//! (epoch) it was made in: once `disconnectUser()` ends that session it fails instead of sending for, or landing
+//! in, the next.
+
+use std::rc::Rc;
 
 use js_sys::Array;
 use wasm_bindgen::prelude::*;
@@ -14,20 +16,21 @@ use crate::web::js::{self, wire};
 use crate::web::requests::{After, RestCall};
 use crate::web::state::ClientState;
 
-/// An answer, with what its call asked to be done with it.
-pub struct Sent {
-    pub answer: JsValue,
-    pub after: After,
-    /// The call's body asked to watch.
-    pub watch: bool,
-}
+/// What the caller does with an answer while its session still exists: the call's `After`, whether its body
+/// asked to watch, and the answer; returns what the call resolves with.
+pub type Fold = fn(&Rc<ClientState>, After, bool, JsValue) -> JsValue;
 
-/// Every REST call of the client, made in session `epoch`: wait for the connection, send, and hand the answer
-/// back while the session still exists.
-pub async fn send(client: &ClientState, call: RestCall, epoch: u64) -> Result<Sent, ClientError> {
-    same_session(client, epoch, call.api)?;
-    ready(client, call.api).await?;
-    same_session(client, epoch, call.api)?;
+/// Every REST call of the client, made in session `epoch`: wait for the connection, send, then `fold` the answer
+/// while the session still exists. (A function rather than a struct handed back: one future type for every call.)
+pub async fn call(
+    client: Rc<ClientState>,
+    call: RestCall,
+    epoch: u64,
+    fold: Fold,
+) -> Result<JsValue, ClientError> {
+    same_session(&client, epoch, call.api)?;
+    ready(&client, call.api).await?;
+    same_session(&client, epoch, call.api)?;
     let mut watch = false;
     let body = call.body.map(|body| {
         if call.default_watch && js::get(&body, "watch").is_undefined() {
@@ -44,7 +47,7 @@ pub async fn send(client: &ClientState, call: RestCall, epoch: u64) -> Result<Se
         .into_iter()
         .collect();
     let answer = request(
-        client,
+        &client,
         call.name,
         call.method,
         &call.path,
@@ -52,12 +55,8 @@ pub async fn send(client: &ClientState, call: RestCall, epoch: u64) -> Result<Se
         body.as_deref(),
     )
     .await?;
-    same_session(client, epoch, call.api)?;
-    Ok(Sent {
-        answer,
-        after: call.after,
-        watch,
-    })
+    same_session(&client, epoch, call.api)?;
+    Ok(fold(&client, call.after, watch, answer))
 }
 
 /// Fails when `disconnectUser()` was called since the call was made (`epoch`).
