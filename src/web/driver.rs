@@ -1,7 +1,8 @@
 //! The effect driver: the one loop that carries out the session's effects (open and close sockets, pings,
 //! `connection.*` events, the `connectUser` outcome, recovery requests, what the user cache keeps of an answer)
 //! and keeps the one timer armed for the session's next deadline; socket, timer and page events come back here
-//! as session inputs with the time. What it holds between effects is in [`DriverSlots`](crate::web::slots::DriverSlots), which only it uses.
+//! as session inputs with the time. What it holds between effects is in
+//! [`DriverSlots`](crate::web::slots::DriverSlots), which only it uses.
 
 use std::rc::Rc;
 
