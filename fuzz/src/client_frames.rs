@@ -17,6 +17,7 @@
 
 use presence_client::core::{
     Config, Effect, Frame, FrameVerdict, PresenceState, Rejection, Session, SocketId, UserPresence,
+    UsersAnswer,
 };
 use presence_protocol::{Event, User};
 
@@ -100,7 +101,8 @@ pub fn check(data: &[u8]) {
             "U" => h.connect(false),
             "a" => {
                 if let Some(generation) = h.recovery.pop() {
-                    h.session.handle_recovery_answer(generation, Vec::new());
+                    h.session
+                        .handle_users_answer(UsersAnswer::Recovery { generation }, Vec::new());
                 }
             }
             "s" => on_previous = true,

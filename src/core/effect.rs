@@ -42,12 +42,24 @@ pub enum Effect {
     /// [`Session::fail_connect`]: crate::core::Session::fail_connect
     Diagnose,
     /// The connection is new: make every subscription again (one request per kind and chunk, see
-    /// [`Subscriptions::recovery`](crate::core::Subscriptions::recovery)), then report each answer with [`Session::handle_recovery_answer`](crate::core::Session::handle_recovery_answer) and this
-    /// generation.
+    /// [`Subscriptions::recovery`](crate::core::Subscriptions::recovery)), then report each answer with
+    /// [`Session::handle_users_answer`](crate::core::Session::handle_users_answer) and this generation.
     Resubscribe {
         generation: u64,
         requests: Vec<Subscription>,
     },
+    /// The user at `at` of the answer just handled ([`Session::handle_users_answer`]) replaces the cached one
+    /// (`state.users`); `own`: it is the connected user's own write, merged into `client.user` too.
+    ///
+    /// [`Session::handle_users_answer`]: crate::core::Session::handle_users_answer
+    StoreUser {
+        at: usize,
+        user_id: String,
+        own: bool,
+    },
+    /// A user of the answer just handled is older than what the client holds: the cache keeps its object, and
+    /// what the answer put in channels gives way to it.
+    KeepCachedUser { user_id: String },
     /// The user's visible presence changed while the socket was down: emit `user.presence.changed` for them.
     PresenceChanged { user_id: String },
     /// Emit the local `connection.recovered` event.

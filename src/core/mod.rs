@@ -27,7 +27,7 @@ pub use config::Config;
 pub use error::{client_code, decimal, ClientError};
 pub use frame::{Frame, FrameVerdict, Rejection};
 pub use listeners::{dispatch, ListenerId, Listeners};
-pub use session::{Effect, Session, SocketId};
+pub use session::{Effect, Session, SocketId, UsersAnswer};
 pub use store::{PresenceState, UserPresence, UserStore};
 pub use subscriptions::{Subscription, Subscriptions};
 pub use time::Millis;

@@ -15,25 +15,31 @@ pub(super) struct Recovery {
 }
 
 impl Session {
-    /// The answer to one request of [`Effect::Resubscribe`] (an empty list when it failed). Returns, for each
-    /// user, whether the answer is taken: not when it belongs to an abandoned recovery, nor for a user whose
-    /// answer is older than what the cache holds (an event overtook it). The embedding layer's cache follows.
-    pub fn handle_recovery_answer(
-        &mut self,
-        generation: u64,
-        users: Vec<UserPresence>,
-    ) -> Vec<bool> {
-        let Some(recovery) = &mut self.recovery else {
-            return vec![false; users.len()];
+    /// The answer to one request of [`Effect::Resubscribe`]: its users are taken unless it belongs to an
+    /// abandoned recovery, or for a user whose answer is older than what the cache holds (an event overtook it).
+    /// The last answer finishes the recovery.
+    pub(super) fn handle_recovery_answer(&mut self, generation: u64, users: Vec<UserPresence>) {
+        let Some(recovery) = self
+            .recovery
+            .as_mut()
+            .filter(|recovery| recovery.generation == generation)
+        else {
+            for user in users {
+                self.effects
+                    .push(Effect::KeepCachedUser { user_id: user.id });
+            }
+            return;
         };
-        if recovery.generation != generation {
-            return vec![false; users.len()];
-        }
-        let mut taken = Vec::with_capacity(users.len());
-        for user in users {
-            let fresh = !self.users.is_outdated(&user.id, &user.state);
-            taken.push(fresh);
-            if fresh {
+        for (at, user) in users.into_iter().enumerate() {
+            if self.users.is_outdated(&user.id, &user.state) {
+                self.effects
+                    .push(Effect::KeepCachedUser { user_id: user.id });
+            } else {
+                self.effects.push(Effect::StoreUser {
+                    at,
+                    user_id: user.id.clone(),
+                    own: false,
+                });
                 recovery.fresh.push(user);
             }
         }
@@ -41,7 +47,6 @@ impl Session {
         if recovery.pending == 0 {
             self.finish_recovery();
         }
-        taken
     }
 
     pub(super) fn start_recovery(&mut self) {

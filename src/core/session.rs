@@ -1,5 +1,6 @@
 //! The connection state machine of one client: connect, keep-alive, dead-socket detection, reconnect with
-//! backoff, page lifecycle, `last_active` refresh, and state recovery after a reconnect.
+//! backoff, page lifecycle, `last_active` refresh, state recovery after a reconnect, and what the client keeps of
+//! the users that frames and REST answers carry.
 //!
 //! Time is an argument (`handle_*(now)`), the next deadline a query ([`Session::poll_timeout`]) and the output a
 //! queue of [`Effect`]s. Every deadline is computed from recorded instants, never from counting timer ticks, so
@@ -20,7 +21,9 @@ use crate::core::subscriptions::Subscriptions;
 use crate::core::time::Millis;
 use crate::core::token;
 use crate::core::uuid::uuid_v4;
+pub use answers::UsersAnswer;
 use phase::{Open, Phase};
+use reconnect::Reconnect;
 use recovery::Recovery;
 
 /// One client's connection and the state that must survive reconnects.
@@ -33,22 +36,9 @@ pub struct Session {
     user_id: Option<String>,
     client_id: String,
     token_provider: bool,
-    reload_token: bool,
-    /// A connection succeeded since `connect`: the next one is a recovery.
-    connected_before: bool,
     /// Set while `connectUser` is pending.
     connect_deadline: Option<Millis>,
-    healthy: bool,
-    offline_event_at: Option<Millis>,
-    /// A wake-up has shortened a wait in this backoff cycle (which ends when a connection stays healthy for
-    /// `healthy_reset`): later ones leave the backoff alone.
-    wake_spent: bool,
-    /// A wake-up arrived while an attempt was in flight: if that attempt fails, the retry comes soon.
-    wake_pending: bool,
-    /// The token was reloaded after a refusal since the last successful connection.
-    token_reloaded: bool,
-    /// This `connectUser` has asked for its [`Effect::Diagnose`] (once, at its first failed socket).
-    diagnosed: bool,
+    reconnect: Reconnect,
     /// Counts `disconnect` calls: work that awaited something compares it to know its session still exists.
     epoch: u64,
     next_socket: u64,
@@ -76,15 +66,8 @@ impl Session {
             user_id: None,
             client_id: String::new(),
             token_provider: false,
-            reload_token: false,
-            connected_before: false,
             connect_deadline: None,
-            healthy: false,
-            offline_event_at: None,
-            wake_spent: false,
-            wake_pending: false,
-            token_reloaded: false,
-            diagnosed: false,
+            reconnect: Reconnect::default(),
             epoch: 0,
             next_socket: 0,
             users: UserStore::default(),
@@ -126,7 +109,7 @@ impl Session {
         self.client_id = [user_id, "--", &uuid_v4(&mut self.rng)].concat();
         self.token_provider = token_provider;
         self.connect_deadline = Some(now.saturating_add(self.config.connect_budget));
-        self.diagnosed = false;
+        self.reconnect.connect_started();
         self.start_attempt(now);
         Ok(())
     }
@@ -151,17 +134,11 @@ impl Session {
         self.user_id = None;
         self.client_id.clear();
         self.token_provider = false;
-        self.reload_token = false;
-        self.connected_before = false;
-        self.healthy = false;
-        self.offline_event_at = None;
+        self.reconnect.forget();
         self.users.clear();
         self.subscriptions.clear();
         self.recovery = None;
         self.backoff.reset();
-        self.wake_spent = false;
-        self.wake_pending = false;
-        self.token_reloaded = false;
         self.epoch += 1;
     }
 
@@ -197,17 +174,15 @@ impl Session {
                 });
                 // The backoff is reset only once this connection has stayed healthy (`retry_later`): a server
                 // that accepts and then drops every connection keeps seeing growing delays.
-                self.wake_pending = false;
-                self.token_reloaded = false;
+                let reconnected = self.reconnect.opened();
                 self.set_healthy();
                 let verdict = self.observe_frame_users(frame);
                 if self.connect_deadline.take().is_some() {
                     self.effects.push(Effect::ConnectResolved);
                 }
-                if self.connected_before {
+                if reconnected {
                     self.start_recovery();
                 }
-                self.connected_before = true;
                 verdict
             }
             Phase::Open(open) if open.socket == socket => {
@@ -244,8 +219,7 @@ impl Session {
 
     /// Asks once per `connectUser` why its first socket failed, while it is still pending.
     fn diagnose_first_failure(&mut self) {
-        if self.connect_deadline.is_some() && !self.connected_before && !self.diagnosed {
-            self.diagnosed = true;
+        if self.connect_deadline.is_some() && self.reconnect.diagnose_first_failure() {
             self.effects.push(Effect::Diagnose);
         }
     }
@@ -254,7 +228,7 @@ impl Session {
     /// or the app's token provider failed). Does nothing once the first connection succeeded or after
     /// `disconnectUser`.
     pub fn fail_connect(&mut self, error: ClientError) {
-        if self.connect_deadline.is_some() && !self.connected_before {
+        if self.connect_deadline.is_some() && !self.reconnect.connected_before() {
             self.give_up(error);
         }
     }
@@ -266,7 +240,7 @@ impl Session {
         if self.current_socket() != Some(socket) {
             return;
         }
-        if self.connect_deadline.is_some() && !self.connected_before {
+        if self.connect_deadline.is_some() && !self.reconnect.connected_before() {
             self.fail_connect(error);
         } else {
             self.retry_later(now, now);
@@ -296,14 +270,9 @@ impl Session {
                 return;
             }
         }
-        if let Some(at) = self.offline_event_at {
-            if now >= at {
-                self.offline_event_at = None;
-                if !self.healthy {
-                    self.effects
-                        .push(Effect::ConnectionChanged { online: false });
-                }
-            }
+        if self.reconnect.offline_event_due(now) {
+            self.effects
+                .push(Effect::ConnectionChanged { online: false });
         }
         match &mut self.phase {
             Phase::Connecting { deadline, .. } if now >= *deadline => self.retry_later(now, now),
@@ -338,12 +307,11 @@ impl Session {
         let soon = now.saturating_add(self.config.wake_retry);
         match &mut self.phase {
             Phase::Waiting { retry_at } => {
-                if !self.wake_spent && *retry_at > soon {
+                if *retry_at > soon && self.reconnect.spend_wake() {
                     *retry_at = soon;
-                    self.wake_spent = true;
                 }
             }
-            Phase::Connecting { .. } => self.wake_pending = true,
+            Phase::Connecting { .. } => self.reconnect.wake_during_attempt(),
             Phase::Suspended => {
                 if let Some(deadline) = &mut self.connect_deadline {
                     *deadline = now.saturating_add(self.config.connect_budget);
@@ -393,23 +361,13 @@ impl Session {
         }
         if !matches!(self.phase, Phase::Idle) {
             self.phase = Phase::Suspended;
-            self.healthy = false;
-            self.offline_event_at = None;
+            self.reconnect.went_down();
             self.recovery = None;
         }
     }
 
-    /// Users from a REST answer the app asked for (queryUsers, watch, queryChannels, the user's own writes): the
-    /// cache follows them, except those older than what it holds.
-    pub fn observe_users(&mut self, users: impl IntoIterator<Item = UserPresence>) {
-        for user in users {
-            self.observe_user(&user);
-        }
-    }
-
-    /// [`Session::observe_users`] for one user; returns whether it was taken (`false`: older than what the cache
-    /// holds, which the embedding layer's cache then keeps too).
-    pub fn observe_user(&mut self, user: &UserPresence) -> bool {
+    /// Takes a user the server sent unless it is older than what the cache holds; returns whether it was taken.
+    fn observe_user(&mut self, user: &UserPresence) -> bool {
         if self.users.apply_newer(&user.id, &user.state).is_none() {
             return false;
         }
@@ -436,8 +394,9 @@ impl Session {
         self.subscriptions.stop_watching(channel_type, id);
     }
 
-    /// Records the users a `queryUsers` made with `presence:true` returned: the server follows them.
-    pub fn follow_users<'a>(&mut self, ids: impl IntoIterator<Item = &'a str>) {
+    /// Records users as followed without an answer about them (tests of what recovery asks for).
+    #[cfg(test)]
+    pub(crate) fn follow_users<'a>(&mut self, ids: impl IntoIterator<Item = &'a str>) {
         self.subscriptions.follow_users(ids);
     }
 
@@ -497,7 +456,7 @@ impl Session {
         let connect = self
             .connect_deadline
             .filter(|_| !matches!(self.phase, Phase::Open(_)));
-        [phase, connect, self.offline_event_at]
+        [phase, connect, self.reconnect.offline_event_at()]
             .into_iter()
             .flatten()
             .min()
@@ -529,8 +488,8 @@ impl Session {
         };
         self.effects.push(Effect::OpenSocket {
             socket,
-            reload_token: std::mem::take(&mut self.reload_token),
-            reconnect: self.connected_before,
+            reload_token: self.reconnect.take_reload_token(),
+            reconnect: self.reconnect.connected_before(),
         });
     }
 
@@ -539,8 +498,7 @@ impl Session {
     fn retry_later(&mut self, now: Millis, alive_until: Millis) {
         self.end_cycle_if_healthy(alive_until);
         let mut delay = self.backoff.next_delay(&mut self.rng);
-        if std::mem::take(&mut self.wake_pending) && !self.wake_spent {
-            self.wake_spent = true;
+        if self.reconnect.take_pending_wake() {
             delay = delay.min(self.config.wake_retry);
         }
         self.retry_after(now, delay);
@@ -567,7 +525,7 @@ impl Session {
         if let Phase::Open(open) = &self.phase {
             if alive_until.saturating_sub(open.opened_at) >= self.config.healthy_reset {
                 self.backoff.reset();
-                self.wake_spent = false;
+                self.reconnect.cycle_ended();
             }
         }
     }
@@ -579,16 +537,14 @@ impl Session {
         let crowded =
             error.code == error_code::TOO_MANY_CONNECTIONS && self.connect_deadline.is_none();
         let reload = token::reload_cures(error.code, self.token_provider);
-        if reload && !self.token_reloaded {
+        if reload && self.reconnect.reload_after_refusal() {
             // Not a failure of the network: the attempt with a fresh token follows after the floor delay. Only a
             // provider whose fresh token is refused again meets the backoff.
-            self.token_reloaded = true;
-            self.reload_token = true;
             self.retry_after(now, self.config.backoff_floor);
             return;
         }
         if crowded || reload {
-            self.reload_token = reload;
+            self.reconnect.reload_next(reload);
             self.retry_later(now, now);
             return;
         }
@@ -621,33 +577,29 @@ impl Session {
         }
         self.phase = Phase::Idle;
         self.recovery = None;
-        self.offline_event_at = None;
+        // Down for good, reported here rather than after the offline delay. (Without a pending connect nor an
+        // earlier connection the client was never up.)
+        self.reconnect.went_down();
         if self.connect_deadline.take().is_some() {
             self.user_id = None;
-            self.connected_before = false;
-            self.healthy = false;
+            self.reconnect.first_connection_failed();
             self.effects.push(Effect::ConnectRejected(error));
-        } else if self.connected_before {
-            self.healthy = false;
+        } else if self.reconnect.connected_before() {
             self.effects
                 .push(Effect::ConnectionChanged { online: false });
         }
     }
 
     fn set_healthy(&mut self) {
-        self.offline_event_at = None;
-        if !self.healthy {
-            self.healthy = true;
+        if self.reconnect.went_healthy() {
             self.effects
                 .push(Effect::ConnectionChanged { online: true });
         }
     }
 
     fn set_unhealthy(&mut self, now: Millis) {
-        if self.healthy {
-            self.healthy = false;
-            self.offline_event_at = Some(now.saturating_add(self.config.offline_event_delay));
-        }
+        self.reconnect
+            .went_unhealthy(now, self.config.offline_event_delay);
     }
 
     fn send_ping(&mut self, socket: SocketId) {
@@ -670,8 +622,12 @@ impl Session {
     }
 }
 
+#[path = "answers.rs"]
+mod answers;
 #[path = "phase.rs"]
 mod phase;
+#[path = "reconnect.rs"]
+mod reconnect;
 #[path = "recovery.rs"]
 mod recovery;
 

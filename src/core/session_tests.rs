@@ -30,6 +30,17 @@ impl Harness {
         }
     }
 
+    /// A REST answer's users, and what the session made of them.
+    fn answer(&mut self, answer: UsersAnswer, users: Vec<UserPresence>) -> Vec<Effect> {
+        self.session.handle_users_answer(answer, users);
+        self.drain()
+    }
+
+    /// Users of a `queryUsers` made without presence.
+    fn listed(&mut self, users: Vec<UserPresence>) -> Vec<Effect> {
+        self.answer(UsersAnswer::Listed { follow: false }, users)
+    }
+
     fn drain(&mut self) -> Vec<Effect> {
         while let Some(effect) = self.session.poll_effect() {
             match effect {
@@ -814,7 +825,14 @@ fn an_outdated_me_is_not_held_and_the_newer_state_stays() {
     h.connect();
     // The user's own update, answered over REST, is newer than the `me` of a health check written before it.
     let newer = presence_at(USER, true, "Out for lunch", "2026-06-24T12:00:05Z");
-    assert!(h.session.observe_user(&newer));
+    assert_eq!(
+        h.answer(UsersAnswer::OwnWrite, vec![newer.clone()]),
+        [Effect::StoreUser {
+            at: 0,
+            user_id: USER.into(),
+            own: true
+        }]
+    );
     let older = presence_at(USER, true, "busy", "2026-06-24T12:00:00Z");
     let (verdict, _) = h.frame(Frame {
         kind: "health.check",
@@ -911,13 +929,16 @@ fn every_subscription_is_made_again_with_one_request_per_kind_and_chunk() {
     );
     assert_eq!(h.session.connection_id(), Some("conn-2"));
     // connection.changed comes first; connection.recovered waits for the answers.
+    // Positions, not `Option`s: `None < Some(_)`, so a missing `connection.changed` would pass.
     let changed = effects
         .iter()
-        .position(|e| *e == Effect::ConnectionChanged { online: true });
+        .position(|e| *e == Effect::ConnectionChanged { online: true })
+        .expect("connection.changed is emitted");
     let resubscribe = effects
         .iter()
-        .position(|e| matches!(e, Effect::Resubscribe { .. }));
-    assert!(changed < resubscribe);
+        .position(|e| matches!(e, Effect::Resubscribe { .. }))
+        .expect("the subscriptions are made again");
+    assert!(changed < resubscribe, "{effects:?}");
     assert!(!effects.contains(&Effect::ConnectionRecovered));
 }
 
@@ -936,7 +957,7 @@ fn recovery_reconciles_the_cache_and_reports_changes_then_recovered() {
     h.connect();
     h.session.follow_users(["jack", "jane", "jim", "joe"]);
     h.session.watch_channel("messaging", "general", true);
-    h.session.observe_users([
+    h.listed(vec![
         presence("jack", true, "here"),
         presence("jane", true, "here"),
         presence("jim", false, "away"),
@@ -958,32 +979,44 @@ fn recovery_reconciles_the_cache_and_reports_changes_then_recovered() {
         user: Some(presence("joe", false, "here")),
         ..Frame::default()
     });
-    h.session.handle_recovery_answer(
-        generation,
+    let effects = h.answer(
+        UsersAnswer::Recovery { generation },
         vec![
             presence("jack", false, "here"),
             jane,
             presence("joe", true, "here"),
         ],
     );
-    assert!(h.drain().is_empty(), "waits for every answer");
-    h.session
-        .handle_recovery_answer(generation + 7, vec![presence("jim", true, "x")]);
-    assert!(
-        h.drain().is_empty(),
+    assert_eq!(
+        effects,
+        [store(0, "jack"), store(1, "jane"), store(2, "joe")],
+        "the objects are stored; events wait for every answer"
+    );
+    let effects = h.answer(
+        UsersAnswer::Recovery {
+            generation: generation + 7,
+        },
+        vec![presence("jim", true, "x")],
+    );
+    assert_eq!(
+        effects,
+        [Effect::KeepCachedUser {
+            user_id: "jim".into()
+        }],
         "answers of an older generation are ignored"
     );
-    h.session.handle_recovery_answer(
-        generation,
+    let effects = h.answer(
+        UsersAnswer::Recovery { generation },
         vec![
             presence("jim", false, "back soon"),
             presence("new", true, ""),
         ],
     );
-    let effects = h.drain();
     assert_eq!(
         effects,
         [
+            store(0, "jim"),
+            store(1, "new"),
             Effect::PresenceChanged {
                 user_id: "jack".into()
             },
@@ -1037,10 +1070,14 @@ fn a_drop_during_recovery_starts_a_new_one() {
         Effect::Resubscribe { generation, .. } => Some(*generation),
         _ => None,
     });
-    h.session.handle_recovery_answer(first.unwrap(), vec![]);
-    assert!(h.drain().is_empty());
-    h.session.handle_recovery_answer(second.unwrap(), vec![]);
-    assert_eq!(h.drain(), [Effect::ConnectionRecovered]);
+    let first = UsersAnswer::Recovery {
+        generation: first.unwrap(),
+    };
+    assert!(h.answer(first, vec![]).is_empty());
+    let second = UsersAnswer::Recovery {
+        generation: second.unwrap(),
+    };
+    assert_eq!(h.answer(second, vec![]), [Effect::ConnectionRecovered]);
 }
 
 #[test]
@@ -1307,6 +1344,15 @@ fn a_reconnect_refused_for_an_expired_token_retries_with_a_fresh_one_after_the_f
     assert!(effects.contains(&Effect::ConnectionRecovered));
 }
 
+/// The answer's user `at` replaces the cached one.
+fn store(at: usize, user_id: &str) -> Effect {
+    Effect::StoreUser {
+        at,
+        user_id: user_id.into(),
+        own: false,
+    }
+}
+
 fn presence_event(user: UserPresence) -> Frame<'static> {
     Frame {
         kind: "user.presence.changed",
@@ -1324,8 +1370,12 @@ fn an_event_older_than_the_cached_user_is_dispatched_but_does_not_roll_the_cache
     let mut h = Harness::new(no_pings());
     h.connect();
     // A queryUsers answer dated 12:00:10 says jack is online.
-    h.session
-        .observe_users([presence_at("jack", true, "here", "2026-01-01T12:00:10Z")]);
+    h.listed(vec![presence_at(
+        "jack",
+        true,
+        "here",
+        "2026-01-01T12:00:10Z",
+    )]);
     // An event from 12:00:05 (overtaken by that answer) says he went offline.
     let (verdict, _) = h.frame(presence_event(presence_at(
         "jack",
@@ -1372,18 +1422,24 @@ fn an_answer_older_than_an_event_does_not_roll_the_cache_back() {
         "2026-01-01T12:00:20+00:00",
     )));
     // The answer to a query made before that event arrives after it; its time has another offset.
-    let taken = h
-        .session
-        .observe_user(&presence_at("jack", true, "", "2026-01-01T13:00:15+01:00"));
-    assert!(
-        !taken,
+    let effects = h.listed(vec![presence_at(
+        "jack",
+        true,
+        "",
+        "2026-01-01T13:00:15+01:00",
+    )]);
+    assert_eq!(
+        effects,
+        [Effect::KeepCachedUser {
+            user_id: "jack".into()
+        }],
         "the embedding layer's cache keeps the event's user too"
     );
     assert!(!online(&h, "jack"));
     // A user without any time is not judged.
     let mut undated = presence("jack", true, "");
     undated.state.since = None;
-    assert!(h.session.observe_user(&undated));
+    assert_eq!(h.listed(vec![undated]), [store(0, "jack")]);
     assert!(online(&h, "jack"));
 }
 
@@ -1392,7 +1448,7 @@ fn a_recovery_answer_older_than_an_event_does_not_roll_the_cache_back() {
     let mut h = Harness::new(no_pings());
     h.connect();
     h.session.follow_users(["jack", "jill"]);
-    h.session.observe_users([
+    h.listed(vec![
         presence_at("jack", true, "", "2026-01-01T12:00:00Z"),
         presence_at("jill", true, "", "2026-01-01T12:00:00Z"),
     ]);
@@ -1412,8 +1468,8 @@ fn a_recovery_answer_older_than_an_event_does_not_roll_the_cache_back() {
         "",
         "2026-01-01T12:00:30Z",
     )));
-    let taken = h.session.handle_recovery_answer(
-        generation,
+    let effects = h.answer(
+        UsersAnswer::Recovery { generation },
         vec![
             // Read by the server at 12:00:29, before jack left.
             presence_at("jack", true, "", "2026-01-01T12:00:29Z"),
@@ -1422,13 +1478,13 @@ fn a_recovery_answer_older_than_an_event_does_not_roll_the_cache_back() {
         ],
     );
     assert_eq!(
-        taken,
-        [false, true],
-        "only jill's answer lands in the cache"
-    );
-    assert_eq!(
-        h.drain(),
+        effects,
         [
+            // Only jill's answer lands in the cache.
+            Effect::KeepCachedUser {
+                user_id: "jack".into()
+            },
+            store(1, "jill"),
             Effect::PresenceChanged {
                 user_id: "jill".into()
             },
@@ -1447,9 +1503,75 @@ fn an_event_without_a_time_of_its_user_is_dated_by_its_created_at() {
     .unwrap();
     let mut h = Harness::new(no_pings());
     h.connect();
-    h.session
-        .observe_users([presence_at("jack", true, "", "2026-01-01T12:00:10Z")]);
+    h.listed(vec![presence_at("jack", true, "", "2026-01-01T12:00:10Z")]);
     let (verdict, _) = h.frame(Frame::from_event(&older));
     assert_eq!(verdict, FrameVerdict::DispatchOutdated);
     assert!(online(&h, "jack"));
+}
+
+#[test]
+fn users_a_presence_query_returned_are_followed_and_asked_for_again_on_recovery() {
+    let mut h = Harness::new(no_pings());
+    h.connect();
+    let effects = h.answer(
+        UsersAnswer::Listed { follow: true },
+        vec![presence("jack", true, "here"), presence("jill", false, "")],
+    );
+    assert_eq!(effects, [store(0, "jack"), store(1, "jill")]);
+    // A list made without presence (or a channel's members) is not followed.
+    h.listed(vec![presence("joe", true, "")]);
+    let effects = h.reconnect("conn-2");
+    let requests = effects
+        .iter()
+        .find_map(|e| match e {
+            Effect::Resubscribe { requests, .. } => Some(requests.clone()),
+            _ => None,
+        })
+        .expect("a recovery");
+    assert_eq!(
+        requests,
+        [Subscription::Users {
+            ids: vec!["jack".into(), "jill".into()]
+        }]
+    );
+}
+
+#[test]
+fn the_users_own_write_is_merged_unless_an_event_overtook_it() {
+    let mut h = Harness::new(no_pings());
+    h.connect();
+    h.frame(presence_event(presence_at(
+        USER,
+        true,
+        "in a meeting",
+        "2026-01-01T12:00:20Z",
+    )));
+    // The answer to an update the server applied before that event.
+    let effects = h.answer(
+        UsersAnswer::OwnWrite,
+        vec![presence_at(USER, true, "lunch", "2026-01-01T12:00:10Z")],
+    );
+    assert_eq!(
+        effects,
+        [Effect::KeepCachedUser {
+            user_id: USER.into()
+        }],
+        "client.user keeps the event's status"
+    );
+    assert_eq!(
+        h.session.users().get(USER).unwrap().status.as_deref(),
+        Some("in a meeting")
+    );
+    let effects = h.answer(
+        UsersAnswer::OwnWrite,
+        vec![presence_at(USER, true, "back", "2026-01-01T12:00:30Z")],
+    );
+    assert_eq!(
+        effects,
+        [Effect::StoreUser {
+            at: 0,
+            user_id: USER.into(),
+            own: true
+        }]
+    );
 }

@@ -9,10 +9,10 @@ use wasm_bindgen::prelude::*;
 
 use crate::core::{client_code, ClientError};
 use crate::web::events::EventSubscription;
+use crate::web::fold::run_call;
 use crate::web::js;
 use crate::web::registry::ChannelState;
 use crate::web::requests;
-use crate::web::rest::run_call;
 use crate::web::state::ClientState;
 
 /// A channel: `client.channel(type, id, data)`.

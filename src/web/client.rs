@@ -9,9 +9,9 @@ use wasm_bindgen::prelude::*;
 use crate::core::{Config, Endpoints};
 use crate::web::channel::Channel;
 use crate::web::driver;
+use crate::web::fold::run_call;
 use crate::web::js;
 use crate::web::requests;
-use crate::web::rest::run_call;
 use crate::web::runtime::{promise, MAX_TIMER_MS};
 use crate::web::state::ClientState;
 

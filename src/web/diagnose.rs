@@ -18,7 +18,7 @@ const PROBE_TIMEOUT_MS: u32 = 5_000;
 
 /// What the probe found when no presence server answers; `None` when one does.
 async fn probe(client: &ClientState) -> Option<String> {
-    let url = client.endpoints.rest("/users", None, None, &[]);
+    let url = client.endpoints().rest("/users", None, None, &[]);
     let controller = AbortController::new().ok();
     let init = RequestInit::new();
     init.set_method("GET");
@@ -26,7 +26,7 @@ async fn probe(client: &ClientState) -> Option<String> {
         init.set_signal(Some(&controller.signal()));
     }
     let request = Request::new_with_str_and_init(&url, &init).ok()?;
-    let waited = client.timeout_ms.min(PROBE_TIMEOUT_MS);
+    let waited = client.timeout_ms().min(PROBE_TIMEOUT_MS);
     let _deadline =
         controller.map(|controller| timeout(waited, Box::new(move || controller.abort())));
     let response: Response = match JsFuture::from(js::fetch_request(&request)).await {
@@ -68,7 +68,7 @@ pub async fn connect_failure(client: &ClientState) -> Option<ClientError> {
         client_code::CONNECTION_FAILED,
         [
             "connectUser() failed: cannot reach a presence server at ",
-            client.endpoints.base_url(),
+            client.endpoints().base_url(),
             ": ",
             &cause,
         ]

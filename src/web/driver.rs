@@ -1,6 +1,8 @@
 //! The effect driver: the one loop that carries out the session's effects (open and close sockets, pings,
-//! `connection.*` events, the `connectUser` outcome, recovery requests) and keeps the one timer armed for the
-//! session's next deadline; socket, timer and page events come back here as session inputs with the time.
+//! `connection.*` events, the `connectUser` outcome, recovery requests, what the user cache keeps of an answer)
+//! and keeps the one timer armed for the session's next deadline; socket, timer and page events come back here
+//! as session inputs with the time. What it holds between effects is in
+//! [`DriverSlots`](crate::web::slots::DriverSlots), which only it uses.
 
 use std::rc::Rc;
 
@@ -11,6 +13,7 @@ use wasm_bindgen_futures::JsFuture;
 
 use crate::core::{
     client_code, ClientError, Effect, FrameVerdict, Millis, SocketId, Subscription, UserPresence,
+    UsersAnswer,
 };
 use crate::web::credentials::Token;
 use crate::web::diagnose::connect_failure;
@@ -22,8 +25,9 @@ use crate::web::reader::Inbound;
 use crate::web::requests;
 use crate::web::rest;
 use crate::web::runtime::{drop_later, spawn, timeout};
+use crate::web::slots::PendingConnect;
 use crate::web::socket::Socket;
-use crate::web::state::{ClientState, PendingConnect};
+use crate::web::state::ClientState;
 
 /// Starts connecting; the Promise settles with the first frame of the connection (or its error, a JS `Error`
 /// with `code`). Nothing here waits, so the promise is handed back as it is.
@@ -43,7 +47,7 @@ pub fn connect(
     let mut slots = None;
     let waiting = Promise::new(&mut |resolve, reject| slots = Some((resolve, reject)));
     if let Some((resolve, reject)) = slots {
-        *client.pending_connect.borrow_mut() = Some(PendingConnect {
+        client.driver.await_connect(PendingConnect {
             promise: waiting.clone(),
             resolve,
             reject,
@@ -59,19 +63,12 @@ pub async fn disconnect(client: Rc<ClientState>, timeout_ms: u32) {
     // The session closes its current socket with 1000; that socket's close is awaited below.
     let closing = {
         let session = client.session.borrow();
-        let socket = client.socket.borrow();
-        socket
-            .as_ref()
-            .filter(|s| session.is_current(s.id))
-            .map(Socket::ws)
+        client.driver.ws_if(|id| session.is_current(id))
     };
     client.session.borrow_mut().disconnect(js::now());
     // The close (1000) and the rejection of a pending connect.
     pump(&client, None);
-    client.page.borrow_mut().take();
-    client.timer.borrow_mut().take();
-    let old_socket = client.socket.borrow_mut().take();
-    drop(old_socket);
+    client.driver.clear();
     client.credentials.clear();
     client.cache.clear();
     client.channels.clear();
@@ -118,26 +115,51 @@ fn install_page_events(client: &Rc<ClientState>) {
             }
         },
     );
-    let old = client.page.replace(events);
+    let old = client.driver.listen_to_page(events);
     drop(old);
 }
 
 /// The effect loop: carries out every pending effect of the session, then re-arms the one timer. `frame` is
 /// the frame being handled, which a `ConnectResolved` resolves `connectUser` with.
 pub fn pump(client: &Rc<ClientState>, frame: Option<&JsValue>) {
+    carry_out(client, frame, &[]);
+}
+
+/// Hands an answer's users to the session, which decides what the client keeps of them, then carries out its
+/// decisions on their objects.
+pub fn hand_over(
+    client: &Rc<ClientState>,
+    answer: UsersAnswer,
+    users: Vec<(UserPresence, JsValue)>,
+) {
+    let (presences, objects): (Vec<_>, Vec<_>) = users.into_iter().unzip();
+    client
+        .session
+        .borrow_mut()
+        .handle_users_answer(answer, presences);
+    pump_answer(client, &objects);
+}
+
+/// [`pump`] after a REST answer's users went into the session: `users` are their objects, in the answer's order,
+/// which its `StoreUser` effects name.
+fn pump_answer(client: &Rc<ClientState>, users: &[JsValue]) {
+    carry_out(client, None, users);
+}
+
+fn carry_out(client: &Rc<ClientState>, frame: Option<&JsValue>, users: &[JsValue]) {
     loop {
         let effect = client.session.borrow_mut().poll_effect();
         let Some(effect) = effect else {
             break;
         };
-        run(client, effect, frame);
+        run(client, effect, frame, users);
     }
     arm_timer(client);
 }
 
 fn arm_timer(client: &Rc<ClientState>) {
     let next = client.session.borrow().poll_timeout();
-    let armed = client.timer.borrow().as_ref().map(|(at, _)| *at);
+    let armed = client.driver.armed_at();
     if next == armed {
         return;
     }
@@ -148,7 +170,7 @@ fn arm_timer(client: &Rc<ClientState>) {
             delay,
             Box::new(move || {
                 if let Some(client) = weak.upgrade() {
-                    let fired = client.timer.borrow_mut().take();
+                    let fired = client.driver.arm(None);
                     drop_later(Box::new(fired));
                     client.session.borrow_mut().handle_timeout(js::now());
                     pump(&client, None);
@@ -157,11 +179,11 @@ fn arm_timer(client: &Rc<ClientState>) {
         );
         (at, timer)
     });
-    let old = client.timer.replace(replacement);
+    let old = client.driver.arm(replacement);
     drop(old);
 }
 
-fn run(client: &Rc<ClientState>, effect: Effect, frame: Option<&JsValue>) {
+fn run(client: &Rc<ClientState>, effect: Effect, frame: Option<&JsValue>, users: &[JsValue]) {
     match effect {
         Effect::OpenSocket {
             socket,
@@ -182,9 +204,7 @@ fn run(client: &Rc<ClientState>, effect: Effect, frame: Option<&JsValue>) {
         } => close_socket(client, socket, code, reason),
         Effect::Ping { socket } => {
             let frame = ping_frame(client);
-            if let Some(current) = client.socket.borrow().as_ref().filter(|s| s.id == socket) {
-                current.send(&frame);
-            }
+            client.driver.send(socket, &frame);
         }
         Effect::ConnectionChanged { online } => {
             let event = local_event(event_type::CONNECTION_CHANGED);
@@ -194,7 +214,7 @@ fn run(client: &Rc<ClientState>, effect: Effect, frame: Option<&JsValue>) {
                 .emit(event_type::CONNECTION_CHANGED, &event.into());
         }
         Effect::ConnectResolved => {
-            let pending = client.pending_connect.borrow_mut().take();
+            let pending = client.driver.take_pending_connect();
             if let Some(pending) = pending {
                 let value = frame.cloned().unwrap_or(JsValue::UNDEFINED);
                 let _ = pending.resolve.call1(&JsValue::UNDEFINED, &value);
@@ -220,13 +240,18 @@ fn run(client: &Rc<ClientState>, effect: Effect, frame: Option<&JsValue>) {
                 // The session does not know the URL it tried; the one who reads the error needs it. (The
                 // diagnosis's own messages name it already. `starts_with`, not `contains`: `str` searching
                 // costs the bundle about 5 KB of gzip.)
-                error.message =
-                    [&error.message, " (", client.endpoints.ws_url(), "/connect)"].concat();
+                error.message = [
+                    &error.message,
+                    " (",
+                    client.endpoints().ws_url(),
+                    "/connect)",
+                ]
+                .concat();
             }
-            let pending = client.pending_connect.borrow_mut().take();
+            let pending = client.driver.take_pending_connect();
             client.cache.forget_user();
             client.credentials.clear();
-            let page = client.page.borrow_mut().take();
+            let page = client.driver.listen_to_page(None);
             drop(page);
             if let Some(pending) = pending {
                 let _ = pending
@@ -241,6 +266,24 @@ fn run(client: &Rc<ClientState>, effect: Effect, frame: Option<&JsValue>) {
             let epoch = client.session.borrow().epoch();
             for request in requests {
                 resubscribe(client, generation, epoch, request);
+            }
+        }
+        Effect::StoreUser { at, user_id, own } => {
+            if let Some(user) = users.get(at) {
+                if own {
+                    client.cache.written_me(&user_id, user);
+                } else {
+                    client.cache.store(&user_id, user);
+                }
+            }
+        }
+        Effect::KeepCachedUser { user_id } => {
+            // Channels show the newer cached object again instead of what the answer put there.
+            let cached = client.cache.cached(&user_id);
+            if cached.is_object() {
+                for channel in client.channels.all() {
+                    channel.replace_user(&user_id, &cached);
+                }
             }
         }
         Effect::PresenceChanged { user_id } => {
@@ -271,14 +314,7 @@ fn ping_frame(client: &ClientState) -> String {
 }
 
 fn close_socket(client: &ClientState, socket: SocketId, code: Option<u16>, reason: &str) {
-    let current = {
-        let mut slot = client.socket.borrow_mut();
-        if slot.as_ref().is_some_and(|s| s.id == socket) {
-            slot.take()
-        } else {
-            None
-        }
-    };
+    let current = client.driver.take_socket(socket);
     if let Some(current) = current {
         current.close(code, reason);
         // The handler running right now may be one of this socket's: release them once it has returned.
@@ -320,7 +356,7 @@ async fn open_socket(
         "client_request_id",
         &JsValue::from_str(&request_id),
     );
-    let url = client.endpoints.connect(&js::to_json(&payload), &token);
+    let url = client.endpoints().connect(&js::to_json(&payload), &token);
     let (on_message, on_close, on_error) = (
         Rc::downgrade(&client),
         Rc::downgrade(&client),
@@ -354,7 +390,7 @@ async fn open_socket(
     );
     match opened {
         Ok(opened) => {
-            let old = client.socket.replace(Some(opened));
+            let old = client.driver.hold_socket(opened);
             drop_later(Box::new(old));
         }
         Err(thrown) => {
@@ -403,23 +439,10 @@ fn resubscribe(client: &Rc<ClientState>, generation: u64, epoch: u64, request: S
     let client = client.clone();
     let call = requests::resubscribe(request);
     spawn(Box::pin(async move {
-        let users = match rest::call(client.clone(), call, epoch).await {
+        let users = match rest::call(client.clone(), call, epoch, |_, _, _, answer| answer).await {
             Ok(answer) => rest::recovered_users(&client, &answer),
             Err(_) => Vec::new(),
         };
-        let (presences, objects): (Vec<_>, Vec<_>) = users
-            .into_iter()
-            .map(|(user, object)| {
-                let id = user.id.clone();
-                (user, (id, object))
-            })
-            .unzip();
-        let taken = client
-            .session
-            .borrow_mut()
-            .handle_recovery_answer(generation, presences);
-        // Before the effects: the events of what changed read the cache.
-        rest::settle_recovered(&client, objects, &taken);
-        pump(&client, None);
+        hand_over(&client, UsersAnswer::Recovery { generation }, users);
     }));
 }

@@ -1,7 +1,10 @@
 // The socket's message handler, in JS so that a frame crosses into the module once and allocates nothing there:
 // the JS engine parses it, the strings the session decides on are written as UTF-8 into a buffer the module owns,
-// flags, their ends and the time into another, and the module is called with the event object. The rules that
-// read them are the module's (src/web/inbound.rs).
+// flags, their ends and the time into another, and the module is called with the event object. The module reads
+// them (src/web/reader.rs) and applies its rules.
+
+// The hand-off layout is defined here once: build.rs derives the module's constants (src/web/reader.rs) from
+// every top-level `const NAME = <integer>;` of this file.
 
 // Flags: what the frame holds (a string field counts only when it is a string).
 const USER = 1; // `user` is an object
@@ -14,6 +17,14 @@ const LAST_ACTIVE = 64; // `user.last_active`
 const CONNECTION_ID = 128;
 const TOO_LONG = 256; // the strings did not fit the buffer: the module reads them from the event
 
+// The header, doubles at `header`: the flags, where each string ends in the buffer (five of them, in this order:
+// `type`, `user.id`, `user.status`, `user.last_active`, `connection_id`, each starting where the one before
+// ends), and the time.
+const FLAGS_AT = 0;
+const ENDS_AT = 1;
+const TIME_AT = 6;
+const HEADER_LENGTH = 8;
+
 const object = (value) => typeof value === 'object' && value !== null;
 const encoder = new TextEncoder();
 
@@ -21,7 +32,7 @@ const encoder = new TextEncoder();
  * Sets `ws.onmessage`: every text frame that holds a JSON object with a string `type` is stamped with
  * `received_at` and handed to `onFrame(event)`, its strings (`type`, `user.id`, `user.status`,
  * `user.last_active`, `connection_id`) written one after the other into the `length` bytes at `text` in `memory`,
- * and the 8 doubles at `header` set to the flags, where each string ends, and the time.
+ * and the `HEADER_LENGTH` doubles at `header` set to the flags, where each string ends, and the time.
  */
 export function receiveFrames(ws, onFrame, memory, header, text, length) {
   let bytes;
@@ -57,7 +68,7 @@ export function receiveFrames(ws, onFrame, memory, header, text, length) {
     // A grown memory detaches the old views.
     if (!fields || fields.length === 0) {
       bytes = new Uint8Array(memory.buffer, text, length);
-      fields = new Float64Array(memory.buffer, header, 8);
+      fields = new Float64Array(memory.buffer, header, HEADER_LENGTH);
     }
     at = 0;
     let fits = put(type);
@@ -96,13 +107,13 @@ export function receiveFrames(ws, onFrame, memory, header, text, length) {
     if (!fits) flags |= TOO_LONG;
     const now = new Date();
     event.received_at = now;
-    fields[0] = flags;
-    fields[1] = typeEnd;
-    fields[2] = idEnd;
-    fields[3] = statusEnd;
-    fields[4] = lastActiveEnd;
-    fields[5] = at;
-    fields[6] = now.getTime();
+    fields[FLAGS_AT] = flags;
+    fields[ENDS_AT] = typeEnd;
+    fields[ENDS_AT + 1] = idEnd;
+    fields[ENDS_AT + 2] = statusEnd;
+    fields[ENDS_AT + 3] = lastActiveEnd;
+    fields[ENDS_AT + 4] = at;
+    fields[TIME_AT] = now.getTime();
     onFrame(event);
   };
 }

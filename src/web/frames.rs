@@ -8,7 +8,7 @@ use wasm_bindgen::prelude::*;
 #[wasm_bindgen(module = "/src/web/frames.js")]
 extern "C" {
     /// Installs `ws.onmessage`, which parses each frame, writes its strings into the `text_len` bytes at `text`
-    /// and its flags, string ends and time into the 8 doubles at `header` in `memory`, then calls `on_frame` with
+    /// and its flags, string ends and time into the doubles at `header` in `memory`, then calls `on_frame` with
     /// the event (see [`crate::web::reader::FrameReader::read`]).
     #[wasm_bindgen(js_name = receiveFrames)]
     pub fn receive_frames(

@@ -4,7 +4,8 @@
 //! Data flows one way: a frame arrives on a [`socket`] (parsed in JS by [`frames`], and handed over in one call),
 //! the [`driver`] hands it to [`inbound`], which decodes it with the core's rules, feeds it to the session and mirrors it into the JS cache; the session's effects go
 //! back to the [`driver`] (socket, timers, page events, events for the app). App calls are checked and built in
-//! [`requests`] and sent by [`rest`]; [`client`] and [`channel`] are the thin exported surfaces over that.
+//! [`requests`], sent by [`rest`] and their answers folded in by [`fold`] (their users go to the session, whose
+//! decisions the [`driver`] carries out); [`client`] and [`channel`] are the thin exported surfaces over that.
 //!
 //! The bundle is kept small, and these habits hold throughout: no serde and no `format!` in this layer (JSON goes
 //! through the JS engine, messages are concatenated); callbacks are boxed so that one closure glue serves them
@@ -19,6 +20,7 @@ mod credentials;
 mod diagnose;
 mod driver;
 mod events;
+mod fold;
 mod frames;
 mod http;
 mod inbound;
@@ -29,6 +31,7 @@ mod registry;
 mod requests;
 mod rest;
 mod runtime;
+mod slots;
 mod socket;
 mod state;
 

@@ -11,17 +11,14 @@ use wasm_bindgen::JsValue;
 use crate::core::{Frame, Millis, UserPresence, WireEvent, WireUser};
 use crate::web::js::Wire;
 
-/// `flags` of the socket's handler (frames.js): `user` is an object, its `online` is `true`, `me` and `error`
-/// are objects, which string fields were written, and whether they did not fit (then they are read from the event).
-const HAS_USER: u32 = 1;
-const ONLINE: u32 = 2;
-const HAS_ME: u32 = 4;
-const HAS_ERROR: u32 = 8;
-const HAS_ID: u32 = 16;
-const HAS_STATUS: u32 = 32;
-const HAS_LAST_ACTIVE: u32 = 64;
-const HAS_CONNECTION_ID: u32 = 128;
-const TOO_LONG: u32 = 256;
+/// The hand-off layout (flags, header slots), derived by build.rs from `frames.js`, where it is defined.
+mod layout {
+    include!(concat!(env!("OUT_DIR"), "/frame_layout.rs"));
+}
+use layout::{
+    CONNECTION_ID, ENDS_AT, ERROR, FLAGS_AT, HEADER_LENGTH, ID, LAST_ACTIVE, ME, ONLINE, STATUS,
+    TIME_AT, TOO_LONG, USER,
+};
 
 /// Bytes of the buffer the handler writes a frame's strings into; a frame with longer ones is read from the event.
 const SCRATCH_BYTES: usize = 1024;
@@ -96,7 +93,7 @@ pub struct FrameReader {
 impl FrameReader {
     pub fn new() -> Self {
         FrameReader {
-            header: vec![0.0; 8],
+            header: vec![0.0; HEADER_LENGTH as usize],
             scratch: vec![0; SCRATCH_BYTES],
             spare: Vec::new(),
         }
@@ -114,7 +111,7 @@ impl FrameReader {
 
     /// The time the handler wrote with the last frame.
     pub fn now(&self) -> Millis {
-        self.header[6] as Millis
+        self.header[TIME_AT as usize] as Millis
     }
 
     /// The frame the handler has just written: the header holds its flags and where the strings of `type`,
@@ -122,20 +119,20 @@ impl FrameReader {
     /// one before ends (an absent one is empty). `None` only for an event without a string `type`, which the
     /// handler never passes.
     pub fn read(&mut self, event: JsValue) -> Option<Inbound> {
-        let flags = self.header[0] as u32;
-        let ends = [1, 2, 3, 4, 5].map(|at| self.header[at] as u32);
+        let flags = self.header[FLAGS_AT as usize] as u32;
+        let ends = [0, 1, 2, 3, 4].map(|i| self.header[ENDS_AT as usize + i] as u32);
         let present = [
             true,
-            flags & HAS_ID != 0,
-            flags & HAS_STATUS != 0,
-            flags & HAS_LAST_ACTIVE != 0,
-            flags & HAS_CONNECTION_ID != 0,
+            flags & ID != 0,
+            flags & STATUS != 0,
+            flags & LAST_ACTIVE != 0,
+            flags & CONNECTION_ID != 0,
         ];
         let texts = (flags & TOO_LONG == 0)
             .then(|| self.texts(ends, present))
             .flatten();
         if let Some([Some(kind), id, status, last_active, connection_id]) = texts {
-            let user = (flags & HAS_USER != 0).then(|| ReadUser {
+            let user = (flags & USER != 0).then(|| ReadUser {
                 id: Cell::new(id),
                 status: Cell::new(status),
                 last_active: Cell::new(last_active),
@@ -241,14 +238,14 @@ impl<'a> WireEvent for &'a Inbound {
     }
 
     fn me(&self) -> Option<FrameUser<'a>> {
-        if self.flags & HAS_ME == 0 {
+        if self.flags & ME == 0 {
             return None;
         }
         self.wire().me().map(FrameUser::Object)
     }
 
     fn error(&self) -> Option<JsValue> {
-        if self.flags & HAS_ERROR == 0 {
+        if self.flags & ERROR == 0 {
             return None;
         }
         self.wire().error()

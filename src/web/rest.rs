@@ -1,40 +1,32 @@
 //! The REST pipeline: wait for a pending `connectUser`, send with the common decoration (user, connection, key,
-//! token; an expired token from a provider is reloaded by the core's token rule), then fold the answer into the
-//! user cache, the channel registry and the session's subscriptions (users older than what the client holds
-//! are left out: `Session::observe_user`). A call belongs to the session (epoch) it was
-//! made in: once `disconnectUser()` ends that session it fails instead of sending for, or landing in, the next.
+//! token; an expired token from a provider is reloaded by the core's token rule), and give the answer to the
+//! caller's fold while the session still exists; and the users an answer lists. A call belongs to the session
+//! (epoch) it was made in: once `disconnectUser()` ends that session it fails instead of sending for, or landing
+//! in, the next.
 
 use std::rc::Rc;
 
-use js_sys::{Array, Object, Promise};
+use js_sys::Array;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 
 use crate::core::{client_code, ClientError, RestAttempts, UserPresence};
 use crate::web::http::{self, Call};
 use crate::web::js::{self, wire};
-use crate::web::registry::ChannelState;
 use crate::web::requests::{After, RestCall};
-use crate::web::runtime::promise;
 use crate::web::state::ClientState;
 
-/// Runs a prepared call as a Promise (a preparation error rejects at once, with no network call).
-pub fn run_call(client: &Rc<ClientState>, call: Result<RestCall, ClientError>) -> Promise {
-    match call {
-        Ok(call) => {
-            let epoch = client.session.borrow().epoch();
-            promise(Box::pin(self::call(client.clone(), call, epoch)))
-        }
-        Err(error) => Promise::reject(&js::to_js_error(&error)),
-    }
-}
+/// What the caller does with an answer while its session still exists: the call's `After`, whether its body
+/// asked to watch, and the answer; returns what the call resolves with.
+pub type Fold = fn(&Rc<ClientState>, After, bool, JsValue) -> JsValue;
 
-/// Every REST call of the client, made in session `epoch`: wait for the connection, send, then fold the answer
-/// into the state.
+/// Every REST call of the client, made in session `epoch`: wait for the connection, send, then `fold` the answer
+/// while the session still exists. (A function rather than a struct handed back: one future type for every call.)
 pub async fn call(
     client: Rc<ClientState>,
     call: RestCall,
     epoch: u64,
+    fold: Fold,
 ) -> Result<JsValue, ClientError> {
     same_session(&client, epoch, call.api)?;
     ready(&client, call.api).await?;
@@ -64,7 +56,7 @@ pub async fn call(
     )
     .await?;
     same_session(&client, epoch, call.api)?;
-    Ok(fold_answer(&client, call.after, watch, answer))
+    Ok(fold(&client, call.after, watch, answer))
 }
 
 /// Fails when `disconnectUser()` was called since the call was made (`epoch`).
@@ -81,11 +73,7 @@ fn same_session(client: &ClientState, epoch: u64, call: &str) -> Result<(), Clie
 
 /// Waits for a pending `connectUser`; fails at once without a user.
 async fn ready(client: &ClientState, call: &str) -> Result<(), ClientError> {
-    let pending = client
-        .pending_connect
-        .borrow()
-        .as_ref()
-        .map(|p| p.promise.clone());
+    let pending = client.driver.pending_connect();
     if let Some(pending) = pending {
         JsFuture::from(pending).await.map_err(|e| {
             ClientError::new(
@@ -116,7 +104,7 @@ async fn request(
         let url = {
             let session = client.session.borrow();
             client
-                .endpoints
+                .endpoints()
                 .rest(path, session.user_id(), session.connection_id(), query)
         };
         let result = http::fetch_json(Call {
@@ -125,7 +113,7 @@ async fn request(
             url: &url,
             token: token.as_deref(),
             body,
-            timeout_ms: client.timeout_ms,
+            timeout_ms: client.timeout_ms(),
         })
         .await;
         match result {
@@ -137,63 +125,8 @@ async fn request(
     }
 }
 
-fn fold_answer(client: &Rc<ClientState>, after: After, watch: bool, answer: JsValue) -> JsValue {
-    match after {
-        After::Nothing | After::Recovered => answer,
-        After::Written => {
-            // `{users: {id: user}}`: only the connected user's entry matters here.
-            let me = client.session.borrow().user_id().map(str::to_string);
-            if let Some(me) = me {
-                let user = js::get(&js::get(&answer, "users"), &me);
-                if let Some(presence) = wire(&user).and_then(UserPresence::decode) {
-                    if take_user(client, presence, &user) {
-                        client.cache.written_me(&me, &user);
-                    }
-                }
-            }
-            answer
-        }
-        After::Users { presence } => {
-            let users = answer_users(&js::get(&answer, "users"));
-            if presence {
-                let mut session = client.session.borrow_mut();
-                session.follow_users(users.iter().map(|(user, _)| user.id.as_str()));
-            }
-            for (user, object) in users {
-                take_user(client, user, &object);
-            }
-            answer
-        }
-        After::Channels { presence, handle } => {
-            let list = js::get(&answer, "channels");
-            let result = Array::new();
-            if Array::is_array(&list) {
-                for state in Array::from(&list).iter() {
-                    let channel = js::get(&state, "channel");
-                    let channel_type = js::get(&channel, "type").as_string();
-                    let id = js::get(&channel, "id").as_string();
-                    let (Some(channel_type), Some(id)) = (channel_type, id) else {
-                        continue;
-                    };
-                    let channel =
-                        client
-                            .channels
-                            .get_or_create(channel_type, Some(id), Object::new().into());
-                    fold_channel(client, &channel, &state, watch, presence);
-                    result.push(&handle(channel, client));
-                }
-            }
-            result.into()
-        }
-        After::Channel { channel, presence } => {
-            fold_channel(client, &channel, &answer, watch, presence);
-            answer
-        }
-    }
-}
-
 /// The users of an answer's list that have an id, with their objects.
-fn answer_users(list: &JsValue) -> Vec<(UserPresence, JsValue)> {
+pub fn answer_users(list: &JsValue) -> Vec<(UserPresence, JsValue)> {
     let mut users = Vec::new();
     if Array::is_array(list) {
         for user in Array::from(list).iter() {
@@ -203,47 +136,6 @@ fn answer_users(list: &JsValue) -> Vec<(UserPresence, JsValue)> {
         }
     }
     users
-}
-
-/// A user of an answer the app asked for: the session takes it unless it is older than what the client holds,
-/// and `state.users` follows; an outdated one leaves the cache alone and channels keep showing the newer user.
-/// Returns whether it was taken.
-fn take_user(client: &ClientState, user: UserPresence, object: &JsValue) -> bool {
-    let taken = client.session.borrow_mut().observe_user(&user);
-    settle_user(client, &user.id, object, taken);
-    taken
-}
-
-/// `state.users` takes a user's object from an answer (`taken`), or channels get the cached one back.
-fn settle_user(client: &ClientState, id: &str, object: &JsValue, taken: bool) {
-    if taken {
-        client.cache.store(id, object);
-        return;
-    }
-    let cached = client.cache.cached(id);
-    if cached.is_object() {
-        for channel in client.channels.all() {
-            channel.replace_user(id, &cached);
-        }
-    }
-}
-
-fn fold_channel(
-    client: &ClientState,
-    channel: &Rc<ChannelState>,
-    state: &JsValue,
-    watch: bool,
-    presence: bool,
-) {
-    let members = channel.apply_answer(state);
-    client.channels.register(channel);
-    for (user, object) in members {
-        take_user(client, user, &object);
-    }
-    if let (true, Some(id)) = (watch, channel.id()) {
-        let mut session = client.session.borrow_mut();
-        session.watch_channel(&channel.channel_type, &id, presence);
-    }
 }
 
 /// The users of a recovery answer (a user query's users, or the members of a channel query's channels, which
@@ -273,12 +165,4 @@ pub fn recovered_users(client: &ClientState, answer: &JsValue) -> Vec<(UserPrese
         }
     }
     users
-}
-
-/// The session's verdict on a recovery answer's users (`taken`, in order), applied to `state.users` and the
-/// channels.
-pub fn settle_recovered(client: &ClientState, objects: Vec<(String, JsValue)>, taken: &[bool]) {
-    for ((id, object), taken) in objects.iter().zip(taken) {
-        settle_user(client, id, object, *taken);
-    }
 }

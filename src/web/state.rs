@@ -1,42 +1,28 @@
-//! Everything one client holds, in one shared value: the session, the endpoints, the token source, the user
-//! cache, the channel registry, the app's listeners, and the driver's slots (socket, timer, page events, the
-//! pending `connectUser`). The behaviour lives in the modules that own each concern; this is only the data.
+//! Everything one client holds, in one shared value, each concern behind the type that owns it: the session
+//! (changed only through its inputs), the app's listeners, the user cache, the token source, the channel
+//! registry, and the driver's slots (socket, timer, page events, the pending `connectUser`), which only the
+//! driver changes. The endpoints and the REST timeout are set once.
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use gloo_timers::callback::Timeout;
-use js_sys::{Function, Promise};
-
-use crate::core::{Config, Endpoints, Millis, Session};
+use crate::core::{Config, Endpoints, Session};
 use crate::web::cache::UserCache;
 use crate::web::credentials::Credentials;
 use crate::web::events::Emitter;
-use crate::web::page::PageEvents;
 use crate::web::registry::ChannelRegistry;
-use crate::web::socket::Socket;
-
-/// A `connectUser` Promise waiting for the first frame.
-pub struct PendingConnect {
-    pub promise: Promise,
-    pub resolve: Function,
-    pub reject: Function,
-}
+use crate::web::slots::DriverSlots;
 
 pub struct ClientState {
-    pub endpoints: Endpoints,
+    endpoints: Endpoints,
     /// The REST timeout.
-    pub timeout_ms: u32,
+    timeout_ms: u32,
     pub session: RefCell<Session>,
     pub listeners: Emitter,
     pub cache: UserCache,
     pub credentials: Credentials,
     pub channels: ChannelRegistry,
-    pub pending_connect: RefCell<Option<PendingConnect>>,
-    pub socket: RefCell<Option<Socket>>,
-    /// The one timer, armed for the session's next deadline.
-    pub timer: RefCell<Option<(Millis, Timeout)>>,
-    pub page: RefCell<Option<PageEvents>>,
+    pub driver: DriverSlots,
 }
 
 impl ClientState {
@@ -49,10 +35,16 @@ impl ClientState {
             cache: UserCache::new(),
             credentials: Credentials::new(),
             channels: ChannelRegistry::default(),
-            pending_connect: RefCell::new(None),
-            socket: RefCell::new(None),
-            timer: RefCell::new(None),
-            page: RefCell::new(None),
+            driver: DriverSlots::default(),
         })
+    }
+
+    pub fn endpoints(&self) -> &Endpoints {
+        &self.endpoints
+    }
+
+    /// The REST timeout.
+    pub fn timeout_ms(&self) -> u32 {
+        self.timeout_ms
     }
 }
