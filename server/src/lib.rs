@@ -1,11 +1,12 @@
 //! `presence-server` as a library: a Stream Chat v1 compatible presence server (REST + WebSocket, SQLite or
 //! PostgreSQL storage).
 //!
-//! A request or frame is authenticated at the edge (`http`, `ws`) and becomes an operation of the presence
-//! engine (`presence`, no IO, no clock) run by the driver (`hub`) with the current time; the engine's writes go
-//! to the store (`store`), committed before anything else happens, then its deliveries through the bus (`bus`)
-//! to connection queues. [`Service::open`] opens storage and starts the driver; [`app`] is the router over it,
-//! which the binary serves and tests can drive in-process.
+//! A request or frame is authenticated at the edge (`http`, `ws`) and becomes a typed operation of the presence
+//! engine (`presence`, no IO, no clock), appended to the log of the driver (`hub`): an in-process sequence, or
+//! the cluster's stream on Redis (`cluster`). The driver applies the log in order; the engine's writes go to the
+//! store (`store`), committed before anything else happens, then its deliveries and socket orders to the sockets
+//! this process holds (`ws`). [`Service::open`] opens storage and starts the driver; [`Service::router`] is the
+//! router over it, which the binary serves and tests can drive in-process.
 
 mod admission;
 pub mod auth;
@@ -180,16 +181,16 @@ pub struct Service {
 }
 
 impl Service {
-    /// Opens the SQLite database at `db` (`:memory:` keeps everything in memory) and starts the driver with the
-    /// in-process bus.
+    /// Opens the SQLite database at `db` (`:memory:` keeps everything in memory) and starts the driver on the
+    /// in-process log.
     pub fn open(settings: &Settings, db: &str) -> Result<Service, StoreError> {
         let (store, snapshot) = SqliteStore::open(db)?;
         let (service, _) = Service::start(settings, Box::new(store), snapshot, LogChoice::Local)?;
         Ok(service)
     }
 
-    /// Connects to the PostgreSQL database at `url` (migrating its schema) and starts the driver with the
-    /// in-process bus.
+    /// Connects to the PostgreSQL database at `url` (migrating its schema) and starts the driver on the
+    /// in-process log.
     pub fn open_postgres(settings: &Settings, url: &str) -> Result<Service, StoreError> {
         let (store, snapshot) = PostgresStore::open(url)?;
         let (service, _) = Service::start(settings, Box::new(store), snapshot, LogChoice::Local)?;
