@@ -17,6 +17,7 @@ mod hub;
 mod model;
 mod presence;
 pub mod serve;
+mod startup;
 mod state;
 mod store;
 mod ws;
@@ -32,6 +33,7 @@ use tower_http::services::ServeDir;
 pub use crate::cluster::ClusterSettings;
 pub use crate::error::{Error, ErrorKind};
 use crate::hub::{Hub, LogChoice};
+pub use crate::startup::StartupError;
 pub use crate::state::AppState;
 use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
@@ -204,10 +206,11 @@ impl Service {
         settings: &Settings,
         storage: &Storage,
         cluster: &ClusterSettings,
-    ) -> Result<Service, String> {
-        let (store, snapshot) = storage
-            .open()
-            .map_err(|e| format!("cannot open database {}: {e}", storage.describe()))?;
+    ) -> Result<Service, StartupError> {
+        let (store, snapshot) = storage.open().map_err(|error| StartupError::Storage {
+            db: storage.describe(),
+            error,
+        })?;
         let node = cluster::Node::connect(cluster).await?;
         let (service, hub) = Service::start(
             settings,
@@ -215,7 +218,10 @@ impl Service {
             snapshot,
             LogChoice::Shared(Arc::clone(&node) as Arc<dyn hub::log::Log>),
         )
-        .map_err(|e| e.to_string())?;
+        .map_err(|error| StartupError::Storage {
+            db: storage.describe(),
+            error,
+        })?;
         node.start(hub.log_sink()).await?;
         Ok(service)
     }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use presence_server::serve::{self, ServeLimits};
-use presence_server::{auth, ClusterSettings, Service, Settings, Storage};
+use presence_server::{auth, ClusterSettings, Service, Settings, StartupError, Storage};
 
 #[derive(Parser)]
 #[command(
@@ -181,15 +181,15 @@ enum AdminListen {
     Default,
 }
 
-/// Why the server stopped: a startup error (exit status 2, nothing served) or a failure while serving.
+/// Why the server stopped: it could not start (nothing served), or it failed while serving (exit status 1).
 enum Stop {
-    Startup(String),
+    Startup(StartupError),
     Failed(String),
 }
 
-impl From<String> for Stop {
-    fn from(e: String) -> Self {
-        Stop::Failed(e)
+impl From<StartupError> for Stop {
+    fn from(e: StartupError) -> Self {
+        Stop::Startup(e)
     }
 }
 
@@ -236,35 +236,53 @@ fn serve(args: ServeArgs) -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
+    match start(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Stop::Startup(e)) => {
+            eprintln!("presence-server: {e}");
+            ExitCode::from(e.exit_status())
+        }
+        Err(Stop::Failed(e)) => {
+            eprintln!("presence-server: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The settings the flags give, or the first one that is wrong.
+fn settings(args: &ServeArgs) -> Result<Settings, StartupError> {
+    let wrong = |message: String| Err(StartupError::Setting(message));
     let (Some(api_key), Some(api_secret)) = (args.api_key.clone(), args.api_secret.clone()) else {
-        eprintln!("presence-server: --api-key and --api-secret are required (or PRESENCE_API_KEY / PRESENCE_API_SECRET)");
-        return ExitCode::from(2);
+        return wrong(
+            "--api-key and --api-secret are required (or PRESENCE_API_KEY / PRESENCE_API_SECRET)"
+                .into(),
+        );
     };
     if api_secret.len() < MIN_API_SECRET_BYTES {
-        eprintln!(
-            "presence-server: --api-secret (PRESENCE_API_SECRET) must be at least {MIN_API_SECRET_BYTES} bytes, got {}; \
+        return wrong(format!(
+            "--api-secret (PRESENCE_API_SECRET) must be at least {MIN_API_SECRET_BYTES} bytes, got {}; \
              a short HS256 secret lets anyone who sees one token guess it and sign their own",
             api_secret.len()
-        );
-        return ExitCode::from(2);
+        ));
     }
     if args.ping_interval_ms == 0 || args.pong_timeout_ms < args.ping_interval_ms {
-        eprintln!("presence-server: --ping-interval-ms must be > 0 and --pong-timeout-ms at least as long");
-        return ExitCode::from(2);
+        return wrong(
+            "--ping-interval-ms must be > 0 and --pong-timeout-ms at least as long".into(),
+        );
     }
     if args.header_read_timeout_ms == 0 || args.idle_timeout_ms == 0 {
-        eprintln!("presence-server: --header-read-timeout-ms and --idle-timeout-ms must be > 0");
-        return ExitCode::from(2);
+        return wrong("--header-read-timeout-ms and --idle-timeout-ms must be > 0".into());
     }
     if args.send_queue_bytes == 0 {
-        eprintln!("presence-server: --send-queue-bytes must be > 0");
-        return ExitCode::from(2);
+        return wrong("--send-queue-bytes must be > 0".into());
     }
     if args.user_write_burst == 0 {
-        eprintln!("presence-server: --user-write-burst must be > 0 (turn the limit off with --user-writes-per-minute 0)");
-        return ExitCode::from(2);
+        return wrong(
+            "--user-write-burst must be > 0 (turn the limit off with --user-writes-per-minute 0)"
+                .into(),
+        );
     }
-    let settings = Settings {
+    Ok(Settings {
         api_key,
         api_secret,
         dev_tokens: args.dev_tokens,
@@ -284,22 +302,19 @@ fn serve(args: ServeArgs) -> ExitCode {
         header_read_timeout: Duration::from_millis(args.header_read_timeout_ms),
         idle_timeout: Duration::from_millis(args.idle_timeout_ms),
         max_http_connections: args.max_http_connections,
-    };
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("presence-server: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    })
+}
+
+fn start(args: ServeArgs) -> Result<(), Stop> {
+    let settings = settings(&args)?;
+    let runtime = tokio::runtime::Runtime::new().map_err(StartupError::Runtime)?;
     let cluster = match (args.redis_url, args.node_id) {
         (Some(redis_url), node_id) => Some(ClusterSettings {
             redis_url,
             node_id: node_id.unwrap_or_else(uuid_node_id),
         }),
         (None, Some(_)) => {
-            eprintln!("presence-server: --node-id needs --redis-url");
-            return ExitCode::from(2);
+            return Err(StartupError::Setting("--node-id needs --redis-url".into()).into())
         }
         (None, None) => None,
     };
@@ -312,17 +327,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         Some(AdminAddr(None)) => AdminListen::Off,
         Some(AdminAddr(Some(addr))) => AdminListen::Given(addr),
     };
-    match runtime.block_on(run(settings, args.addr, admin, storage, cluster)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(Stop::Startup(e)) => {
-            eprintln!("presence-server: {e}");
-            ExitCode::from(2)
-        }
-        Err(Stop::Failed(e)) => {
-            eprintln!("presence-server: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    runtime.block_on(run(settings, args.addr, admin, storage, cluster))
 }
 
 /// A random node id: eight hex digits.
@@ -348,7 +353,10 @@ async fn run(
             Storage::Sqlite(path) => Service::open(&settings, path),
             Storage::Postgres(url) => Service::open_postgres(&settings, url),
         }
-        .map_err(|e| format!("cannot open database {db}: {e}"))?,
+        .map_err(|error| StartupError::Storage {
+            db: db.clone(),
+            error,
+        })?,
     };
     tracing::info!(
         db = %db,
@@ -356,15 +364,11 @@ async fn run(
         channels = service.loaded_channels,
         "database loaded"
     );
-    let listener = bind(addr).await.map_err(Stop::Startup)?;
+    let listener = bind("--addr", addr).await?;
     let admin = match admin_addr {
         AdminListen::Off => None,
-        AdminListen::Given(addr) => Some(
-            bind(addr)
-                .await
-                .map_err(|e| Stop::Startup(format!("--admin-addr: {e}")))?,
-        ),
-        AdminListen::Default => match bind(DEFAULT_ADMIN_ADDR).await {
+        AdminListen::Given(addr) => Some(bind("--admin-addr", addr).await?),
+        AdminListen::Default => match bind("--admin-addr", DEFAULT_ADMIN_ADDR).await {
             Ok(listener) => Some(listener),
             Err(e) => {
                 tracing::warn!(
@@ -426,16 +430,19 @@ async fn run(
         .map_err(|e| Stop::Failed(e.to_string()))
 }
 
-async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, String> {
+async fn bind(
+    flag: &'static str,
+    addr: SocketAddr,
+) -> Result<tokio::net::TcpListener, StartupError> {
     tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|e| format!("cannot listen on {addr}: {e}"))
+        .map_err(|error| StartupError::Listen { flag, addr, error })
 }
 
-fn local_addr(listener: &tokio::net::TcpListener) -> Result<SocketAddr, String> {
+fn local_addr(listener: &tokio::net::TcpListener) -> Result<SocketAddr, Stop> {
     listener
         .local_addr()
-        .map_err(|e| format!("cannot read the bound address: {e}"))
+        .map_err(|e| Stop::Failed(format!("cannot read the bound address: {e}")))
 }
 
 async fn shutdown_signal() {

@@ -24,6 +24,7 @@ use crate::hub::log::{Author, Entry, Log, LogPos, Sink};
 use crate::hub::pending::{Pending, Waiting};
 use crate::presence::command::Command;
 use crate::presence::command::{conn_prefix, NodeDown};
+use crate::startup::StartupError;
 
 /// Where a node finds the others.
 #[derive(Debug, Clone)]
@@ -78,12 +79,15 @@ fn unavailable(e: &redis::RedisError) -> Error {
 
 impl Node {
     /// Connects to Redis.
-    pub async fn connect(settings: &ClusterSettings) -> Result<Arc<Node>, String> {
+    pub async fn connect(settings: &ClusterSettings) -> Result<Arc<Node>, StartupError> {
         let client = redis::Client::open(settings.redis_url.as_str())
-            .map_err(|e| format!("bad --redis-url: {e}"))?;
+            .map_err(|e| StartupError::Setting(format!("bad --redis-url: {e}")))?;
         let redis = ConnectionManager::new_with_config(client.clone(), manager_config(None))
             .await
-            .map_err(|e| format!("cannot reach Redis at {}: {e}", settings.redis_url))?;
+            .map_err(|e| StartupError::Cluster {
+                what: "cannot reach Redis",
+                error: format!("{}: {e}", settings.redis_url),
+            })?;
         let first_seq = u64::try_from(chrono::Utc::now().timestamp_micros()).unwrap_or(1);
         Ok(Arc::new(Node {
             id: settings.node_id.clone(),
@@ -108,16 +112,22 @@ impl Node {
     /// Starts reading the log into `sink` (from its first entry) and the heartbeat; then announces this node,
     /// ending whatever connections an earlier process with the same id left in the log, and returns once
     /// everything the log held is applied.
-    pub async fn start(self: &Arc<Self>, sink: Sink) -> Result<(), String> {
+    pub async fn start(self: &Arc<Self>, sink: Sink) -> Result<(), StartupError> {
         membership::beat(&mut self.redis.clone(), &self.id)
             .await
-            .map_err(|e| format!("cannot register in Redis: {e}"))?;
+            .map_err(|e| StartupError::Cluster {
+                what: "cannot register in Redis",
+                error: e.to_string(),
+            })?;
         let reader = ConnectionManager::new_with_config(
             self.client.clone(),
             manager_config(Some(log::BLOCK + Duration::from_secs(5))),
         )
         .await
-        .map_err(|e| format!("cannot reach Redis: {e}"))?;
+        .map_err(|e| StartupError::Cluster {
+            what: "cannot reach Redis",
+            error: e.to_string(),
+        })?;
         let node = Arc::clone(self);
         self.runtime.spawn(log::read(
             reader,
@@ -139,12 +149,16 @@ impl Node {
             node: self.id.clone(),
         };
         let (pending, applied) = Waiting::new(leave.clone());
+        let failed = |error: String| StartupError::Cluster {
+            what: "cannot catch up with the cluster log",
+            error,
+        };
         self.submit(leave.into(), pending)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| failed(e.to_string()))?;
         match applied.await {
-            Ok(result) => result.map_err(|e| e.to_string()),
-            Err(_) => Err("the hub stopped while catching up with the log".to_string()),
+            Ok(result) => result.map_err(|e| failed(e.to_string())),
+            Err(_) => Err(failed("the hub stopped".to_string())),
         }
     }
 

@@ -17,10 +17,10 @@ mod driver_tests;
 mod fair;
 pub mod local;
 pub mod log;
-pub mod pending;
-mod sockets;
 #[cfg(test)]
 mod nodes_tests;
+pub mod pending;
+mod sockets;
 #[cfg(test)]
 mod testkit;
 #[cfg(test)]

@@ -15,7 +15,7 @@ use super::log::{Author, Entry, LogPos};
 use super::testkit::*;
 use crate::model::Caller;
 use crate::presence::command::{conn_prefix, Command, FollowUsers, NodeDown};
-use crate::presence::{Engine, Ending, SocketOrder};
+use crate::presence::{Ending, Engine, SocketOrder};
 
 /// One node: its driver and store, how far it has read the log, and what reached the sockets it holds.
 struct Node {
@@ -261,9 +261,10 @@ fn a_node_declared_gone_ends_its_connections_everywhere_and_closes_its_own_socke
     }
     let a = c.node("a");
     assert!(
-        c.nodes[a]
-            .orders
-            .contains(&SocketOrder::Close("a:alice".into(), close_code::GOING_AWAY)),
+        c.nodes[a].orders.contains(&SocketOrder::Close(
+            "a:alice".into(),
+            close_code::GOING_AWAY
+        )),
         "the cut-off node closes its sockets with 1001, so its clients reconnect: {:?}",
         c.nodes[a].orders
     );
@@ -306,20 +307,32 @@ fn a_grace_window_ends_on_the_backup_when_the_primary_is_gone_and_on_time_when_i
             if c.presence_seen("b:bob", "alice").last() == Some(&false) {
                 break now - ended;
             }
-            assert!(now - ended < TimeDelta::seconds(30), "alice never went offline");
+            assert!(
+                now - ended < TimeDelta::seconds(30),
+                "alice never went offline"
+            );
         };
         let grace = TimeDelta::milliseconds(GRACE_MS);
         if primary_alive {
             assert_eq!(offline_at, grace, "the primary ends it when due");
         } else {
-            assert_eq!(offline_at, grace + TIMEOUT_BACKUP, "the backup ends it a moment later");
+            assert_eq!(
+                offline_at,
+                grace + TIMEOUT_BACKUP,
+                "the backup ends it a moment later"
+            );
         }
-        assert_eq!(c.presence_seen("b:bob", "alice"), [true, false], "said once");
+        assert_eq!(
+            c.presence_seen("b:bob", "alice"),
+            [true, false],
+            "said once"
+        );
     }
 }
 
 #[test]
-fn a_node_restarted_with_the_same_id_ends_what_its_predecessor_left_and_stores_none_of_its_entries() {
+fn a_node_restarted_with_the_same_id_ends_what_its_predecessor_left_and_stores_none_of_its_entries()
+{
     let mut c = Cluster::new(&["a", "b"]);
     c.append("a", upsert("dora"));
     alice_on_a_watched_from_b(&mut c);
@@ -342,5 +355,8 @@ fn a_node_restarted_with_the_same_id_ends_what_its_predecessor_left_and_stores_n
         c.nodes[new].store.commits
     );
     c.tick(100);
-    assert_eq!(c.users(new), online(&[("alice", false), ("bob", true), ("dora", false)]));
+    assert_eq!(
+        c.users(new),
+        online(&[("alice", false), ("bob", true), ("dora", false)])
+    );
 }
