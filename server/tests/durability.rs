@@ -83,7 +83,7 @@ async fn a_write_the_database_refuses_fails_changes_nothing_and_tells_nobody() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("presence.db");
     let opts = ServerOpts::default().db(&db);
-    let mut s = Server::start_with(opts.clone()).await;
+    let mut s = Server::binary(opts.clone()).await;
     let (alice, mut bob) = alice_followed_by_bob(&s).await;
 
     let mut lock = Lock::take(&db);
@@ -115,7 +115,7 @@ async fn a_write_the_database_refuses_fails_changes_nothing_and_tells_nobody() {
 
     drop((alice, bob));
     s.terminate().await;
-    let s = Server::start_with(opts).await;
+    let s = Server::binary(opts).await;
     let seen = user(&s, &Auth::user("alice"), "alice").await;
     assert_eq!(
         seen["invisible"], true,
@@ -127,7 +127,7 @@ async fn a_write_the_database_refuses_fails_changes_nothing_and_tells_nobody() {
 async fn a_short_lock_delays_the_answer_and_the_events_until_the_commit() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("presence.db");
-    let s = Server::start_with(ServerOpts::default().db(&db)).await;
+    let s = Server::binary(ServerOpts::default().db(&db)).await;
     let (_alice, mut bob) = alice_followed_by_bob(&s).await;
 
     let mut lock = Lock::take(&db);

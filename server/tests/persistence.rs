@@ -13,7 +13,7 @@ async fn everything_survives_a_restart() {
     let db = dir.path().join("presence.db");
     let opts = ServerOpts::default().db(&db);
 
-    let mut s = Server::start_with(opts.clone()).await;
+    let mut s = Server::binary(opts.clone()).await;
     s.upsert(&[
         json!({ "id": "alice", "name": "Alice", "image": "http://img/a", "status": "busy", "color": "red", "prefs": { "theme": "dark", "n": [1, 2] } }),
         json!({ "id": "bob", "name": "Bob", "role": "admin", "teams": ["red", "blue"] }),
@@ -63,7 +63,7 @@ async fn everything_survives_a_restart() {
     let status = s.terminate().await;
     assert!(status.success(), "SIGTERM exit status {status:?}");
 
-    let s = Server::start_with(opts).await;
+    let s = Server::binary(opts).await;
     let users_after = all_users(&s).await;
     assert_eq!(users_after, users_before, "users changed across a restart");
     assert_eq!(
@@ -108,7 +108,7 @@ async fn users_connected_at_shutdown_come_back_offline() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("presence.db");
     let opts = ServerOpts::default().db(&db);
-    let mut s = Server::start_with(opts.clone()).await;
+    let mut s = Server::binary(opts.clone()).await;
     let alice = s
         .connect_with("alice", json!({ "id": "alice", "status": "here" }))
         .await;
@@ -121,7 +121,7 @@ async fn users_connected_at_shutdown_come_back_offline() {
     let stopped = now();
     drop(alice);
 
-    let s = Server::start_with(opts).await;
+    let s = Server::binary(opts).await;
     let u = s.user_as(&Auth::Server, "alice").await;
     assert_eq!(u["online"], false, "{u}");
     assert_eq!(u["status"], "here");
@@ -152,7 +152,7 @@ async fn a_crash_loses_at_most_the_last_active_refresh_never_a_connect_or_discon
         .last_active_refresh(REFRESH_MS);
 
     // alice connects and pings at once: everyone reads the ping's stamp, storage keeps the connect's.
-    let mut s = Server::start_with(opts.clone()).await;
+    let mut s = Server::binary(opts.clone()).await;
     let mut alice = s.connect("alice").await;
     let connected = alice.me()["last_active"].clone();
     sleep_ms(20).await;
@@ -182,7 +182,7 @@ async fn a_crash_loses_at_most_the_last_active_refresh_never_a_connect_or_discon
     s.kill().await;
     drop(alice);
 
-    let mut s = Server::start_with(opts.clone()).await;
+    let mut s = Server::binary(opts.clone()).await;
     assert_eq!(
         last_active(&s, "alice").await,
         connected,
@@ -206,7 +206,7 @@ async fn a_crash_loses_at_most_the_last_active_refresh_never_a_connect_or_discon
     s.kill().await;
     drop(alice);
 
-    let s = Server::start_with(opts).await;
+    let s = Server::binary(opts).await;
     let stored = last_active(&s, "alice").await;
     assert_eq!(
         stored, refreshed,

@@ -348,7 +348,7 @@ async fn a_client_close_is_answered_with_the_same_code() {
 
 #[tokio::test]
 async fn sigterm_closes_live_sockets_with_1001() {
-    let mut s = Server::start().await;
+    let mut s = Server::binary(ServerOpts::default()).await;
     let mut ws = s.connect("alice").await;
     let status = s.terminate().await;
     assert!(status.success(), "graceful shutdown exit status {status:?}");
