@@ -5,21 +5,23 @@
 //
 // Declared: the lines starting with `#[test]` or `#[tokio::test` in the target's root file and every module file
 // it reaches through `mod name;` (name.rs or name/mod.rs beside it, or in the folder of a non-root file), so a
-// helper module shared by several test files counts in each. A file whose first attribute is
-// `#![cfg(target_arch = "wasm32")]`, or a `mod` under `#[cfg(target_arch = "wasm32")]`, declares nothing
-// natively. Reported: `running N tests` after the target's `Running` line (ignored tests included). Doc tests
+// helper module shared by several test files counts in each; `#[path = "..."]` is followed. A file whose first
+// inner attribute is `#![cfg(target_arch = "wasm32")]`, or a `mod` under `#[cfg(target_arch = "wasm32")]`,
+// declares nothing natively. Which target a test binary belongs to comes from cargo's own build messages. Reported: `running N tests` after the target's `Running` line (ignored tests included). Doc tests
 // are not declared by attributes and are not checked.
 //
-// Usage: node scripts/test-counts.mjs CARGO_TEST_OUTPUT_FILE
+// Usage: node scripts/test-counts.mjs CARGO_TEST_OUTPUT_FILE [CARGO_TEST_ARGS...]   (default: --workspace; the
+// same package selection as the run, so that cargo names the same binaries)
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join, relative, basename } from 'node:path';
 
-const logFile = process.argv[2];
+const [logFile, ...cargoArgs] = process.argv.slice(2);
 if (!logFile) {
-  console.error('usage: node scripts/test-counts.mjs CARGO_TEST_OUTPUT_FILE');
+  console.error('usage: node scripts/test-counts.mjs CARGO_TEST_OUTPUT_FILE [CARGO_TEST_ARGS...]');
   process.exit(2);
 }
+if (cargoArgs.length === 0) cargoArgs.push('--workspace');
 
 const meta = JSON.parse(
   execFileSync('cargo', ['metadata', '--no-deps', '--format-version', '1'], {
@@ -44,8 +46,15 @@ function declared(file, isRoot, seen = new Set()) {
     if (TEST_ATTR.test(line)) count += 1;
     const m = line.match(/^\s*(?:pub(?:\([^)]*\))?\s+)?mod\s+([A-Za-z0-9_]+)\s*;/);
     if (!m) return;
-    if (i > 0 && WASM_ONLY.test(lines[i - 1])) return;
-    const candidates = [join(folder, `${m[1]}.rs`), join(folder, m[1], 'mod.rs')];
+    // The attributes right above the declaration: a wasm-only module declares nothing here; `#[path]` names the
+    // file, relative to this file's folder.
+    const attrs = [];
+    for (let j = i - 1; j >= 0 && lines[j].trim().startsWith('#['); j--) attrs.push(lines[j]);
+    if (attrs.some((a) => WASM_ONLY.test(a))) return;
+    const pathAttr = attrs.map((a) => a.match(/#\[path\s*=\s*"([^"]+)"\]/)).find(Boolean);
+    const candidates = pathAttr
+      ? [join(dirname(file), pathAttr[1])]
+      : [join(folder, `${m[1]}.rs`), join(folder, m[1], 'mod.rs')];
     const found = candidates.find((c) => existsSync(c));
     if (!found) throw new Error(`${file}: cannot find the file of \`mod ${m[1]};\``);
     count += declared(found, false, seen);
@@ -62,13 +71,14 @@ for (const pkg of meta.packages) {
     if (!t.kind.some((k) => ['lib', 'rlib', 'cdylib', 'bin', 'test'].includes(k))) continue;
     const key = `${pkg.id} ${t.kind.join(',')} ${t.name}`;
     const where = `${pkg.name} ${relative(dirname(pkg.manifest_path), t.src_path)}`;
-    targets.set(key, { where, declared: declared(t.src_path, true), reported: null });
+    targets.set(key, { pkg: pkg.id, where, declared: declared(t.src_path, true), reported: null });
   }
 }
 
 // Which target each test binary belongs to, from cargo itself (everything is built already: this only lists).
 const binaries = new Map();
-const built = execFileSync('cargo', ['test', '--workspace', '--no-run', '--message-format=json'], {
+const selected = new Set();
+const built = execFileSync('cargo', ['test', ...cargoArgs, '--no-run', '--message-format=json'], {
   encoding: 'utf8',
   maxBuffer: 256 << 20,
   stdio: ['ignore', 'pipe', 'ignore'],
@@ -77,6 +87,7 @@ for (const line of built.split('\n')) {
   if (!line.startsWith('{')) continue;
   const msg = JSON.parse(line);
   if (msg.reason !== 'compiler-artifact' || !msg.executable || !msg.profile?.test) continue;
+  selected.add(msg.package_id);
   binaries.set(basename(msg.executable), `${msg.package_id} ${msg.target.kind.join(',')} ${msg.target.name}`);
 }
 
@@ -100,7 +111,8 @@ for (const line of log) {
 }
 
 const problems = [];
-for (const { where, declared, reported } of targets.values()) {
+for (const { pkg, where, declared, reported } of targets.values()) {
+  if (!selected.has(pkg)) continue;
   if (reported === null) {
     if (declared > 0) problems.push(`${where}: declares ${declared} tests but never ran`);
   } else if (reported < declared) {
@@ -109,9 +121,11 @@ for (const { where, declared, reported } of targets.values()) {
 }
 for (const line of unknown) problems.push(`a test binary of no known target ran: ${line}`);
 
-const total = [...targets.values()].reduce((s, t) => s + t.declared, 0);
+const checked = [...targets.values()].filter((t) => selected.has(t.pkg));
+const total = checked.reduce((sum, t) => sum + t.declared, 0);
+if (checked.length === 0) problems.push(`cargo test ${cargoArgs.join(' ')} builds no test target`);
 if (problems.length > 0) {
   for (const p of problems) console.error(`test-counts: ${p}`);
   process.exit(1);
 }
-console.log(`test-counts: ${targets.size} test targets ran at least the ${total} tests they declare`);
+console.log(`test-counts: ${checked.length} test targets ran at least the ${total} tests they declare`);

@@ -28,7 +28,7 @@ native_log=$(mktemp)
 native_status=0
 cargo test --workspace --no-fail-fast 2>&1 | tee "$native_log" || native_status=$?
 [ "$native_status" -eq 0 ] || { rm -f "$native_log"; exit "$native_status"; }
-node scripts/test-counts.mjs "$native_log" || { rm -f "$native_log"; exit 1; }
+node scripts/test-counts.mjs "$native_log" --workspace || { rm -f "$native_log"; exit 1; }
 rm -f "$native_log"
 
 step "fuzz targets, 60 s each (cargo-fuzz, nightly; any crash fails)"
