@@ -20,7 +20,7 @@ async fn capped_server(cap: u32, grace_ms: u64) -> Server {
         ServerOpts::default()
             .ping(PING_MS, PONG_MS)
             .grace(grace_ms)
-            .env("PRESENCE_MAX_CONNECTIONS_PER_USER", &cap.to_string()),
+            .arg("--max-connections-per-user", cap),
     )
     .await
 }
@@ -168,7 +168,7 @@ async fn frozen_alice(bound: usize) -> (Server, RawWs) {
     let s = Server::start_with(
         ServerOpts::default()
             .ping(60_000, 120_000)
-            .env("PRESENCE_SEND_QUEUE_BYTES", &bound.to_string()),
+            .arg("--send-queue-bytes", bound),
     )
     .await;
     let (alice, _) = RawWs::connect_with_recv_buffer(&s, "alice", Some(16 * 1024)).await;

@@ -224,7 +224,7 @@ async fn frozen_client_with_a_full_socket_buffer_still_times_out() {
             .ping(ping, pong)
             .grace(grace)
             // A send queue bound far above the traffic: only the pong timeout may end the connection.
-            .env("PRESENCE_SEND_QUEUE_BYTES", &(64 * 1024 * 1024).to_string()),
+            .arg("--send-queue-bytes", 64 * 1024 * 1024),
     )
     .await;
     let (mut alice, first) = RawWs::connect_with_recv_buffer(&s, "alice", Some(16 * 1024)).await;
