@@ -23,8 +23,13 @@ cargo clippy -p presence-client --target wasm32-unknown-unknown --all-targets --
 step "module layout of the server (file sizes, import cycles, an engine without IO)"
 node scripts/check-layout.mjs server/src src
 
-step "native tests"
-cargo test --workspace --no-fail-fast
+step "native tests (and every test target ran at least the tests it declares)"
+native_log=$(mktemp)
+native_status=0
+cargo test --workspace --no-fail-fast 2>&1 | tee "$native_log" || native_status=$?
+[ "$native_status" -eq 0 ] || { rm -f "$native_log"; exit "$native_status"; }
+node scripts/test-counts.mjs "$native_log" --workspace || { rm -f "$native_log"; exit 1; }
+rm -f "$native_log"
 
 step "fuzz targets, 60 s each (cargo-fuzz, nightly; any crash fails)"
 bash scripts/fuzz.sh 60

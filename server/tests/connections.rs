@@ -20,7 +20,7 @@ async fn capped_server(cap: u32, grace_ms: u64) -> Server {
         ServerOpts::default()
             .ping(PING_MS, PONG_MS)
             .grace(grace_ms)
-            .env("PRESENCE_MAX_CONNECTIONS_PER_USER", &cap.to_string()),
+            .arg("--max-connections-per-user", cap),
     )
     .await
 }
@@ -168,7 +168,7 @@ async fn frozen_alice(bound: usize) -> (Server, RawWs) {
     let s = Server::start_with(
         ServerOpts::default()
             .ping(60_000, 120_000)
-            .env("PRESENCE_SEND_QUEUE_BYTES", &bound.to_string()),
+            .arg("--send-queue-bytes", bound),
     )
     .await;
     let (alice, _) = RawWs::connect_with_recv_buffer(&s, "alice", Some(16 * 1024)).await;
@@ -238,4 +238,60 @@ async fn a_consumer_that_stops_reading_is_closed_with_4003_once_its_queue_passes
         got += updates(std::slice::from_ref(&frame)).len();
     }
     assert_eq!(large.metric("presence_open_connections").await, 1.0);
+}
+
+#[tokio::test]
+async fn a_single_frame_larger_than_the_send_queue_bound_closes_even_an_empty_queue_with_4003() {
+    const BOUND: usize = 4096;
+    let s = Server::start_with(
+        ServerOpts::default()
+            .ping(60_000, 120_000)
+            .arg("--send-queue-bytes", BOUND),
+    )
+    .await;
+    s.upsert(&[json!({ "id": "alice" })]).await;
+    // A client that reads everything at once: its queue is empty whenever the server queues a frame.
+    let mut alice = s.connect("alice").await;
+    alice.drain(ms(200)).await;
+
+    // Well under the bound: delivered, the connection stays.
+    let small = "s".repeat(BOUND / 4);
+    s.partial_update(&Auth::Server, "alice", json!({ "status": small }), &[])
+        .await
+        .ok(200);
+    let ev = alice
+        .wait_for("user.updated with the small status", WAIT, |v| {
+            is_type_of(v, event_type::USER_UPDATED, "alice")
+        })
+        .await;
+    assert_eq!(ev["user"]["status"], small.as_str());
+    assert!(ev.to_string().len() < BOUND);
+
+    // One frame over the bound on its own: the connection is closed as a slow consumer, the frame never sent.
+    let large = "l".repeat(BOUND + 1);
+    s.partial_update(&Auth::Server, "alice", json!({ "status": large }), &[])
+        .await
+        .ok(200);
+    let mut updates = Vec::new();
+    let code = loop {
+        match alice.next(WAIT).await {
+            Some(Incoming::Json(v)) => updates.push(v),
+            Some(Incoming::Close(code, _)) => break code,
+            other => panic!(
+                "expected close 4003 after the oversized frame, got {other:?}; events: {updates:?}"
+            ),
+        }
+    };
+    assert_eq!(
+        code,
+        Some(close_code::SLOW_CONSUMER),
+        "events before the close: {updates:?}"
+    );
+    assert!(
+        updates
+            .iter()
+            .all(|v| v["user"]["status"] != large.as_str()),
+        "the frame over the bound was delivered: {updates:?}"
+    );
+    s.wait_metric("presence_open_connections", 0.0).await;
 }

@@ -260,7 +260,7 @@ async fn metrics_are_served_on_the_admin_address_only() {
 
 #[tokio::test]
 async fn the_admin_address_can_be_turned_off() {
-    let s = Server::start_with(ServerOpts::default().admin_off()).await;
+    let s = Server::binary(ServerOpts::default().admin_off()).await;
     s.get("/metrics")
         .no_api_key()
         .send()

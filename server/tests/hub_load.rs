@@ -19,7 +19,12 @@ async fn counter(s: &Server, name: &str) -> Option<f64> {
 #[ignore = "a measurement; run with --ignored --nocapture"]
 async fn group_commit_of_concurrent_upserts() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::start_with(ServerOpts::default().db(dir.path().join("presence.db"))).await;
+    let opts = ServerOpts::default().db(dir.path().join("presence.db"));
+    // strace needs the server's pid: the binary then.
+    let s = match std::env::var("LOAD_STRACE") {
+        Ok(_) => Server::binary(opts).await,
+        Err(_) => Server::start_with(opts).await,
+    };
     let concurrency: usize = std::env::var("LOAD_CONCURRENCY")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -573,3 +573,40 @@ async fn an_identical_upsert_changes_nothing_others_can_see() {
         "{user}"
     );
 }
+
+#[tokio::test]
+async fn unsetting_invisible_makes_an_invisible_user_visible_again() {
+    let s = Server::start().await;
+    setup(&s).await;
+    let mut bob = s.connect("bob").await;
+    s.subscribe_users(&bob, &["alice"]).await;
+    let mut alice = s.connect("alice").await;
+    bob.wait_presence("alice", true, WAIT).await;
+    for auth in [Auth::user("alice"), Auth::Server] {
+        s.partial_update(&auth, "alice", json!({ "invisible": true }), &[])
+            .await
+            .ok(200);
+        bob.wait_presence("alice", false, WAIT).await;
+        alice.drain(ms(200)).await;
+
+        // `unset` of the flag is the same as `false`: peers see her online again, and so does every read.
+        let r = s
+            .partial_update(&auth, "alice", json!({}), &["invisible"])
+            .await;
+        assert_ne!(
+            r.ok(200)["users"]["alice"]["invisible"],
+            true,
+            "{auth:?}: the answer to unset [\"invisible\"]: {}",
+            r.text
+        );
+        let ev = bob.wait_presence("alice", true, WAIT).await;
+        assert_public_user(&ev["user"], "alice");
+        assert_eq!(s.user_as(&Auth::user("bob"), "alice").await["online"], true);
+        let own = alice
+            .wait_for("own user.updated", WAIT, |v| {
+                is_type_of(v, event_type::USER_UPDATED, "alice")
+            })
+            .await;
+        assert_eq!(own["user"]["invisible"], false, "{auth:?}: {own}");
+    }
+}

@@ -74,7 +74,7 @@ fn crowd() -> Vec<String> {
 }
 
 async fn stop_after_connecting_everyone(opts: &ServerOpts, users: &[String]) {
-    let mut s = Server::start_with(opts.clone()).await;
+    let mut s = Server::binary(opts.clone()).await;
     let sockets = join_all(users.iter().map(|u| s.connect(u))).await;
     let status = s.terminate().await;
     assert!(status.success(), "SIGTERM exit status {status:?}");
@@ -90,7 +90,7 @@ async fn a_restarted_server_readmits_its_crowd_at_a_pace() {
     let users = crowd();
     stop_after_connecting_everyone(&opts, &users).await;
 
-    let s = Server::start_with(opts).await;
+    let s = Server::binary(opts).await;
     let started = Instant::now();
     // Everyone comes back at once.
     let first = join_all(users.iter().map(|u| attempt(&s, u))).await;
@@ -163,7 +163,7 @@ async fn a_fresh_database_and_a_small_crowd_are_not_paced() {
         "PRESENCE_READMIT_WINDOW_MS".into(),
         (2 * WINDOW_MS).to_string(),
     ));
-    let mut s = Server::start_with(opts.clone()).await;
+    let mut s = Server::binary(opts.clone()).await;
     let users = crowd();
     let first = join_all(users.iter().map(|u| attempt(&s, u))).await;
     assert!(first.iter().all(Result::is_ok), "a fresh database paced");
@@ -171,7 +171,7 @@ async fn a_fresh_database_and_a_small_crowd_are_not_paced() {
     assert!(status.success(), "SIGTERM exit status {status:?}");
     drop(first);
 
-    let s = Server::start_with(opts).await;
+    let s = Server::binary(opts).await;
     let again = join_all(users.iter().map(|u| attempt(&s, u))).await;
     assert!(again.iter().all(Result::is_ok), "a small crowd paced");
     assert_eq!(s.metric("presence_paced_connects_total").await, 0.0);

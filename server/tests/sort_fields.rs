@@ -146,13 +146,13 @@ async fn a_channel_sort_on_a_field_no_channel_has_is_refused() {
 async fn custom_fields_stored_before_a_restart_still_sort() {
     let dir = tempfile::tempdir().unwrap();
     let opts = ServerOpts::default().db(dir.path().join("presence.db"));
-    let mut s = Server::start_with(opts.clone()).await;
+    let mut s = Server::binary(opts.clone()).await;
     s.upsert(&[json!({ "id": "ann", "mood": 1 })]).await;
     s.create_channel("messaging", "c1", &["ann"], json!({ "rank": 1 }))
         .await;
     s.terminate().await;
 
-    let s = Server::start_with(opts).await;
+    let s = Server::binary(opts).await;
     users_sorted(&s, by("mood", 1)).await.ok(200);
     channels_sorted(&s, by("rank", 1)).await.ok(201);
     assert_unknown(&users_sorted(&s, by("rank", 1)).await, "QueryUsers", "rank");

@@ -704,3 +704,72 @@ async fn sorting_on_a_field_of_mixed_types_gives_one_total_order_both_ways() {
         assert_eq!(got, want, "sort on rank, direction {direction}");
     }
 }
+
+#[tokio::test]
+async fn range_filters_match_only_values_of_the_bounds_type() {
+    let s = Server::in_process().await;
+    // Numbers, strings that read as numbers, other strings and values of every other JSON type.
+    let values = [
+        json!(1),
+        json!(5),
+        json!(10.5),
+        json!(-3),
+        json!("1"),
+        json!("5"),
+        json!("10"),
+        json!("abc"),
+        json!(""),
+        json!(true),
+        json!(false),
+        json!([5]),
+        json!(["5"]),
+        json!({ "n": 5 }),
+        json!(null),
+    ];
+    let mut batch: Vec<Value> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| json!({ "id": format!("u{i:02}"), "rank": v }))
+        .collect();
+    batch.push(json!({ "id": "u-missing" }));
+    s.upsert(&batch).await;
+
+    // The claim: a range operator compares a value with its bound only when both are numbers or both strings.
+    let holds = |value: &Value, op: &str, bound: &Value| -> bool {
+        let order = match (value, bound) {
+            (Value::Number(a), Value::Number(b)) => {
+                a.as_f64().unwrap().partial_cmp(&b.as_f64().unwrap())
+            }
+            (Value::String(a), Value::String(b)) => Some(a.as_str().cmp(b.as_str())),
+            _ => None,
+        };
+        order.is_some_and(|o| match op {
+            "$gt" => o.is_gt(),
+            "$gte" => o.is_ge(),
+            "$lt" => o.is_lt(),
+            "$lte" => o.is_le(),
+            _ => unreachable!(),
+        })
+    };
+    for bound in [
+        json!(0),
+        json!(5),
+        json!(100),
+        json!("0"),
+        json!("5"),
+        json!("zzz"),
+    ] {
+        for op in ["$gt", "$gte", "$lt", "$lte"] {
+            let want: Vec<String> = batch
+                .iter()
+                .filter(|u| u.get("rank").is_some_and(|v| holds(v, op, &bound)))
+                .map(|u| u["id"].as_str().unwrap().to_string())
+                .collect();
+            let got = ids_for(&s, json!({ "rank": { op: bound } })).await;
+            assert_eq!(
+                got, want,
+                "rank {op} {bound}: only values of the bound's type may match"
+            );
+        }
+    }
+}

@@ -224,7 +224,7 @@ async fn frozen_client_with_a_full_socket_buffer_still_times_out() {
             .ping(ping, pong)
             .grace(grace)
             // A send queue bound far above the traffic: only the pong timeout may end the connection.
-            .env("PRESENCE_SEND_QUEUE_BYTES", &(64 * 1024 * 1024).to_string()),
+            .arg("--send-queue-bytes", 64 * 1024 * 1024),
     )
     .await;
     let (mut alice, first) = RawWs::connect_with_recv_buffer(&s, "alice", Some(16 * 1024)).await;
@@ -348,7 +348,7 @@ async fn a_client_close_is_answered_with_the_same_code() {
 
 #[tokio::test]
 async fn sigterm_closes_live_sockets_with_1001() {
-    let mut s = Server::start().await;
+    let mut s = Server::binary(ServerOpts::default()).await;
     let mut ws = s.connect("alice").await;
     let status = s.terminate().await;
     assert!(status.success(), "graceful shutdown exit status {status:?}");

@@ -121,7 +121,7 @@ async fn a_client_that_floods_pings_and_reads_nothing_is_closed_and_the_server_s
     const PINGS: usize = 400_000;
     const BATCH: usize = 1_000;
     // Keep-alive out of the way: the pings themselves keep the connection heard from.
-    let s = Server::start_with(
+    let s = Server::binary(
         ServerOpts::default()
             .ping(60_000, 120_000)
             .arg("--send-queue-bytes", 64 * 1024),

@@ -304,9 +304,9 @@ impl World {
         }
     }
 
-    /// SIGTERM, then the same database again; the viewer and the always-online user reconnect.
+    /// A shutdown as on SIGTERM, then the same database again; the viewer and the always-online user reconnect.
     async fn restart(&mut self) {
-        self.server.terminate().await;
+        self.server.shut_down().await;
         // What the viewer's old connection got before it closed still counts.
         let mut heard = Vec::new();
         loop {
