@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what building and testing need, skipping whatever is already there:
 # the wasm32 target, the wasm-bindgen CLI matching Cargo.lock, npm packages, (with --browser) Debian's Chromium
-# and ChromeDriver, (with --cluster) Debian's PostgreSQL and Redis for the cluster and PostgreSQL tests, and (with
-# --wasm-pack) wasm-pack, which the normal build and tests do not need.
+# and ChromeDriver, (with --cluster) Debian's PostgreSQL and Redis for the cluster and PostgreSQL tests and strace
+# (the storage tests count the server's syncs of the SQLite log), and (with --wasm-pack) wasm-pack, which the
+# normal build and tests do not need.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -71,6 +72,7 @@ if [ "$want_cluster" = 1 ]; then
   missing=()
   compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || missing+=(postgresql)
   command -v redis-server >/dev/null || missing+=(redis-server)
+  command -v strace >/dev/null || missing+=(strace)
   if [ "${#missing[@]}" -gt 0 ]; then
     step "installing ${missing[*]}"
     apt_get update -q
