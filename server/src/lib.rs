@@ -316,6 +316,61 @@ impl Service {
     pub async fn close(self) -> Result<(), Error> {
         self.state.hub.flush().await
     }
+
+    /// The connection limits of the public port under `settings` (the admin port holds
+    /// [`serve::ADMIN_MAX_CONNECTIONS`]).
+    pub fn serve_limits(settings: &Settings) -> serve::ServeLimits {
+        serve::ServeLimits {
+            header_read_timeout: settings.header_read_timeout,
+            idle_timeout: settings.idle_timeout,
+            max_connections: match settings.max_http_connections {
+                0 => serve::derived_max_connections(),
+                max => max,
+            },
+        }
+    }
+
+    /// Serves the API on `listener`, and the operator endpoints on `admin` if given, until `stop` resolves; then
+    /// closes every connection with 1001, lets their close frames out and makes every write durable.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        admin: Option<tokio::net::TcpListener>,
+        limits: serve::ServeLimits,
+        stop: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), Error> {
+        let admin = match admin {
+            Some(listener) => {
+                let bound = listener
+                    .local_addr()
+                    .map_err(|e| Error::internal(format!("cannot read the admin address: {e}")))?;
+                let limits = serve::ServeLimits {
+                    max_connections: serve::ADMIN_MAX_CONNECTIONS,
+                    ..limits
+                };
+                Some(tokio::spawn(serve::serve(
+                    listener,
+                    self.admin_router_bound_to(bound),
+                    limits,
+                    std::future::pending(),
+                )))
+            }
+            None => None,
+        };
+        let shutdown = self.shutdown_handle();
+        serve::serve(listener, self.router(), limits, async move {
+            stop.await;
+            tracing::info!("shutting down");
+            shutdown.shut_down();
+        })
+        .await;
+        if let Some(admin) = admin {
+            admin.abort();
+        }
+        // Let evicted connections send their close frames, then make every write durable.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        self.close().await
+    }
 }
 
 /// Users who may have been connected when the previous process ended: a connected user's stored `last_active`

@@ -9,7 +9,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use presence_server::serve::{self, ServeLimits};
 use presence_server::{auth, ClusterSettings, Service, Settings, StartupError, Storage};
 
 #[derive(Parser)]
@@ -384,48 +383,13 @@ async fn run(
         println!("admin listening on http://{}", local_addr(admin)?);
     }
     let _ = std::io::stdout().flush();
-    let limits = ServeLimits {
-        header_read_timeout: settings.header_read_timeout,
-        idle_timeout: settings.idle_timeout,
-        max_connections: match settings.max_http_connections {
-            0 => serve::derived_max_connections(),
-            max => max,
-        },
-    };
+    let limits = Service::serve_limits(&settings);
     tracing::info!(
         max_connections = limits.max_connections,
         "HTTP connection limits set"
     );
-    let admin = match admin {
-        Some(listener) => {
-            let router = service.admin_router_bound_to(local_addr(&listener)?);
-            let limits = ServeLimits {
-                max_connections: serve::ADMIN_MAX_CONNECTIONS,
-                ..limits
-            };
-            Some(tokio::spawn(serve::serve(
-                listener,
-                router,
-                limits,
-                std::future::pending(),
-            )))
-        }
-        None => None,
-    };
-    let shutdown = service.shutdown_handle();
-    serve::serve(listener, service.router(), limits, async move {
-        shutdown_signal().await;
-        tracing::info!("shutting down");
-        shutdown.shut_down();
-    })
-    .await;
-    if let Some(admin) = admin {
-        admin.abort();
-    }
-    // Let evicted connections send their close frames, then make every write durable.
-    tokio::time::sleep(Duration::from_millis(100)).await;
     service
-        .close()
+        .serve(listener, admin, limits, shutdown_signal())
         .await
         .map_err(|e| Stop::Failed(e.to_string()))
 }

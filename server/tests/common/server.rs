@@ -292,7 +292,6 @@ async fn serve_in_process(
     ready: tokio::sync::oneshot::Sender<Result<(u16, Option<u16>), String>>,
     stop: tokio::sync::oneshot::Receiver<()>,
 ) -> Result<(), String> {
-    use presence_server::serve::{self, ServeLimits};
     let opened = async {
         let service = presence_server::Service::open(&settings, &db)
             .map_err(|e| format!("cannot open database {db}: {e}"))?;
@@ -313,45 +312,19 @@ async fn serve_in_process(
         }
     };
     let port = listener.local_addr().map_err(|e| e.to_string())?.port();
-    let limits = ServeLimits {
-        header_read_timeout: settings.header_read_timeout,
-        idle_timeout: settings.idle_timeout,
-        max_connections: match settings.max_http_connections {
-            0 => serve::derived_max_connections(),
-            max => max,
-        },
-    };
-    let mut admin_port = None;
-    let admin = match admin {
-        Some(listener) => {
-            let bound = listener.local_addr().map_err(|e| e.to_string())?;
-            admin_port = Some(bound.port());
-            let limits = ServeLimits {
-                max_connections: serve::ADMIN_MAX_CONNECTIONS,
-                ..limits
-            };
-            let router = service.admin_router_bound_to(bound);
-            Some(tokio::spawn(serve::serve(
-                listener,
-                router,
-                limits,
-                std::future::pending(),
-            )))
-        }
+    let admin_port = match &admin {
+        Some(admin) => Some(admin.local_addr().map_err(|e| e.to_string())?.port()),
         None => None,
     };
     let _ = ready.send(Ok((port, admin_port)));
-    let shutdown = service.shutdown_handle();
-    serve::serve(listener, service.router(), limits, async move {
+    let limits = presence_server::Service::serve_limits(&settings);
+    let stop = async move {
         let _ = stop.await;
-        shutdown.shut_down();
-    })
-    .await;
-    if let Some(admin) = admin {
-        admin.abort();
-    }
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    service.close().await.map_err(|e| e.to_string())
+    };
+    service
+        .serve(listener, admin, limits, stop)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 impl Server {
