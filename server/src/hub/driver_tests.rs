@@ -1,12 +1,10 @@
 //! The driver's batching, group commit, undo and carry, on a store that fails on command and a manual clock.
 
 use presence_protocol::codes::error_code;
-use presence_protocol::QueryUsersPayload;
 
 use super::driver::{Driver, Input, Settled, StoreState, TIMEOUT_BACKUP};
 use super::log::{Entry, LogPos};
-use super::testkit::*;
-use crate::model::Caller;
+use super::testkit::{self, *};
 use crate::presence::command::Command;
 use crate::presence::{Ending, Engine};
 
@@ -21,22 +19,8 @@ fn driver(clock: &mut ManualClock) -> Driver {
     )
 }
 
-/// Ids of every user, sorted, as a server token sees them, with whether they are online.
 fn users(driver: &Driver) -> Vec<(String, bool)> {
-    let payload: QueryUsersPayload = serde_json::from_value(serde_json::json!({
-        "filter_conditions": {},
-        "sort": [{ "field": "id", "direction": 1 }],
-        "limit": 100,
-    }))
-    .unwrap();
-    driver
-        .engine()
-        .view()
-        .query_users(&Caller::Server, &payload)
-        .unwrap()
-        .into_iter()
-        .map(|u| (u.id, u.online))
-        .collect()
+    testkit::users(driver.engine())
 }
 
 fn user(id: &str, online: bool) -> (String, bool) {

@@ -7,7 +7,6 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 use presence_protocol::codes::close_code;
-use presence_protocol::QueryUsersPayload;
 use serde_json::Value;
 
 use super::driver::{Driver, Input, StoreState, TIMEOUT_BACKUP};
@@ -170,21 +169,7 @@ impl Cluster {
 
     /// Every user with whether they are online, as node `n` answers a server token.
     fn users(&self, n: usize) -> Vec<(String, bool)> {
-        let payload: QueryUsersPayload = serde_json::from_value(serde_json::json!({
-            "filter_conditions": {},
-            "sort": [{ "field": "id", "direction": 1 }],
-            "limit": 100,
-        }))
-        .unwrap();
-        self.nodes[n]
-            .driver
-            .engine()
-            .view()
-            .query_users(&Caller::Server, &payload)
-            .unwrap()
-            .into_iter()
-            .map(|u| (u.id, u.online))
-            .collect()
+        users(self.nodes[n].driver.engine())
     }
 
     /// The `online` of every `user.presence.changed` about `user` that reached `conn`, in order.

@@ -15,11 +15,13 @@ use super::pending::{Answer, Pending, Waiting};
 use crate::model::{Caller, Write};
 use crate::presence::command::{Command, Operation};
 use crate::presence::command::{Connect, Disconnect, UpsertUsers};
-use crate::presence::{Config, ConnId, Ending};
+use crate::presence::{Config, ConnId, Ending, Engine};
 use crate::store::{Stamped, Store, StoreError};
+use presence_protocol::QueryUsersPayload;
 
+/// A database failure with this message.
 #[derive(Debug)]
-struct Failure(&'static str);
+pub struct Failure(pub &'static str);
 
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -176,4 +178,21 @@ pub fn local(command: Command, pending: Option<Box<dyn Pending>>) -> Box<Entry> 
 pub fn waiting<O: Operation>(op: O) -> (Box<dyn Pending>, Answer<O>) {
     let (pending, rx) = Waiting::new(op);
     (pending, rx)
+}
+
+/// Every user, sorted by id, with whether they are online, as `engine` answers a server token.
+pub fn users(engine: &Engine) -> Vec<(String, bool)> {
+    let payload: QueryUsersPayload = serde_json::from_value(json!({
+        "filter_conditions": {},
+        "sort": [{ "field": "id", "direction": 1 }],
+        "limit": 100,
+    }))
+    .unwrap_or_default();
+    engine
+        .view()
+        .query_users(&Caller::Server, &payload)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|u| (u.id, u.online))
+        .collect()
 }

@@ -3,8 +3,6 @@
 //! commit succeeds again.
 
 use std::collections::BTreeMap;
-use std::error::Error as StdError;
-use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
@@ -13,6 +11,7 @@ use presence_protocol::codes::error_code;
 use presence_protocol::JsonMap;
 
 use super::sockets::Sockets;
+use super::testkit::Failure;
 use super::{Hub, LogChoice};
 use crate::model::{Caller, Write};
 use crate::presence::{Config, Delivery, SocketOrder};
@@ -20,17 +19,6 @@ use crate::store::{Snapshot, Stamped, Store, StoreError};
 
 /// Bounds every wait of these tests.
 const PATIENCE: Duration = Duration::from_secs(10);
-
-#[derive(Debug)]
-struct Failure(&'static str);
-
-impl fmt::Display for Failure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.0)
-    }
-}
-
-impl StdError for Failure {}
 
 /// A store that refuses any batch saving the user `poison` (as PostgreSQL refuses a key too large for its
 /// index), fails every batch while `down`, and can hold its next commit until released.

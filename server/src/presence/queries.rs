@@ -4,6 +4,7 @@
 //! for the at most 100 users or 30 channels returned.
 
 use chrono::{DateTime, Utc};
+use presence_protocol::user::{BUILT_IN_USER_FIELDS, RESERVED_USER_FIELDS};
 use presence_protocol::{
     ChannelConfig, ChannelMember, ChannelResponse, ChannelStateResponse, JsonMap, Pagination,
     QueryChannelsRequest, QueryUsersPayload, SortParam, User,
@@ -19,25 +20,13 @@ use crate::presence::view::{ChannelPage, Spent, View};
 use crate::presence::watch::caller_user;
 use crate::presence::{access, Engine};
 
-/// Fields a user query may sort on whether or not any user has them: the user object's own fields, and those
-/// Stream documents for users.
-const USER_SORT_FIELDS: &[&str] = &[
-    "id",
-    "name",
-    "image",
-    "role",
-    "language",
-    "teams",
-    "online",
-    "last_active",
-    "created_at",
-    "updated_at",
-    "banned",
-    "shadow_banned",
-    "deactivated_at",
-    "deleted_at",
-    "username",
-];
+/// Fields a user query may sort on whether or not any user has them: the user object's own fields (built-in and
+/// server-owned), and `username`, which Stream documents for users.
+fn user_sort_field(field: &str) -> bool {
+    BUILT_IN_USER_FIELDS.contains(&field)
+        || RESERVED_USER_FIELDS.contains(&field)
+        || field == "username"
+}
 
 /// Fields a channel query may sort on whether or not any channel has them: those the query reads from every
 /// channel, and those Stream documents for channel sorts.
@@ -135,7 +124,7 @@ impl View {
         spent: Spent<'_>,
     ) -> Result<Vec<User>, Error> {
         let filter = Filter::parse(&payload.filter_conditions, None)?;
-        let known = |f: &str| USER_SORT_FIELDS.contains(&f) || self.users.carry(f);
+        let known = |f: &str| user_sort_field(f) || self.users.carry(f);
         filter::check_sort(&payload.sort, Some(&known))?;
         let (limit, offset) = page_bounds(payload.limit, payload.offset, 30, 100)?;
         let viewer = caller_user(caller);
