@@ -11,10 +11,10 @@ use presence_protocol::codes::error_code;
 use presence_protocol::JsonMap;
 
 use super::sockets::Sockets;
-use super::testkit::Failure;
+use super::testkit::{self, Failure};
 use super::{Hub, LogChoice};
 use crate::model::{Caller, Write};
-use crate::presence::{Config, Delivery, SocketOrder};
+use crate::presence::{Delivery, SocketOrder};
 use crate::store::{Snapshot, Stamped, Store, StoreError};
 
 /// Bounds every wait of these tests.
@@ -75,17 +75,8 @@ impl Sockets for NoSockets {
 }
 
 fn start(store: &FakeStore) -> Arc<Hub> {
-    let config = Config {
-        offline_grace: Duration::from_secs(1),
-        watch_implies_presence: false,
-        max_connections_per_user: 5,
-        max_channels_per_user: 10,
-        last_active_refresh: Duration::from_secs(900),
-        max_follows_per_connection: 5000,
-        distinct_channel_key: crate::presence::distinct_channel_key("a secret"),
-    };
     Hub::start(
-        config,
+        testkit::config(),
         Snapshot::default(),
         Box::new(store.clone()),
         Arc::new(NoSockets),
