@@ -322,7 +322,7 @@ pub fn close_codes(views: &[Arc<Mutex<View>>]) -> Value {
 }
 
 pub async fn run(p: Params) -> Result<Value, Error> {
-    let http = reqwest::Client::new();
+    let http = super::http_client();
     let ids: Vec<String> = (0..p.clients).map(|n| format!("ch-{n:05}")).collect();
     seed_users(&p, &http, &ids).await?;
     let rss_start = rss_bytes(p.pid)?;

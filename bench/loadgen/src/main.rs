@@ -382,6 +382,16 @@ async fn open(url: &str, n: usize) -> Result<Socket, Error> {
     Ok(ws)
 }
 
+/// The HTTP client of every command. A pooled connection idle for 2 s is not used again: the server closes
+/// connections idle for 5 s, and a request sent on one just as it closes fails (`IncompleteMessage`), a race a
+/// client avoids by giving up its idle connections first.
+fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_idle_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap_or_default()
+}
+
 fn dev_token(id: &str) -> String {
     const HEADER: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9";
     format!(
@@ -531,7 +541,7 @@ async fn fanout(
     flips: usize,
     baseline: bool,
 ) -> Result<Value, Error> {
-    let http = reqwest::Client::new();
+    let http = http_client();
     let (arrivals_tx, mut arrivals) = mpsc::unbounded_channel();
     let control_id = "flipper";
     let servers: Arc<Vec<String>> = Arc::new(server.split(',').map(str::to_owned).collect());

@@ -234,7 +234,7 @@ async fn looper(
 }
 
 pub async fn run(p: Params) -> Result<Value, Error> {
-    let http = reqwest::Client::new();
+    let http = super::http_client();
     let seed_secs = if p.skip_seed {
         0.0
     } else {

@@ -192,7 +192,7 @@ fn mismatch_count(views: &[Arc<Mutex<View>>], expected: &dyn Fn(usize) -> bool) 
 /// Sets each client's planned status and invisibility by partial update (as that user); returns what the server
 /// acknowledged.
 async fn update_clients(p: &Params, url: &str, ids: &[String]) -> Result<Vec<Acked>, Error> {
-    let http = reqwest::Client::new();
+    let http = super::http_client();
     let gate = Arc::new(Semaphore::new(32));
     let mut tasks = Vec::new();
     for (n, id) in ids.iter().enumerate() {
@@ -297,7 +297,7 @@ pub async fn run(p: Params) -> Result<Value, Error> {
 
     let targets = Arc::new(ids.clone());
     let index = Arc::new(follow::index_of(&ids));
-    let http = reqwest::Client::new();
+    let http = super::http_client();
     let views: Vec<Arc<Mutex<View>>> = (0..p.observers).map(|_| Arc::default()).collect();
     for (k, view) in views.iter().enumerate() {
         let o = Observer {
