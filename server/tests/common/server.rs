@@ -343,22 +343,7 @@ impl Server {
             opts.env.is_empty() && opts.args.is_empty(),
             "an in-process server takes no environment and no arguments"
         );
-        let settings = presence_server::Settings {
-            api_key: API_KEY.to_string(),
-            api_secret: opts.api_secret.clone(),
-            dev_tokens: opts.dev_tokens,
-            static_dir: opts.static_dir.clone(),
-            offline_grace: Duration::from_millis(opts.grace_ms),
-            ping_interval: Duration::from_millis(opts.ping_ms),
-            pong_timeout: Duration::from_millis(opts.pong_ms),
-            watch_implies_presence: opts.watch_implies_presence,
-            max_channels_per_user: opts.max_channels_per_user.unwrap_or(1000),
-            last_active_refresh: Duration::from_millis(
-                opts.last_active_refresh_ms.unwrap_or(15 * 60 * 1000),
-            ),
-            readmit_window: Duration::from_secs(12),
-            ..presence_server::Settings::default()
-        };
+        let settings = in_process_settings(&opts).expect("settings without flags");
         let db = opts
             .db
             .as_ref()
