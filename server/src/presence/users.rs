@@ -60,6 +60,19 @@ impl UserEntry {
     }
 }
 
+/// Edits `entry`'s record, keeping `fields` in step with its profile fields.
+fn edit_counted<R>(
+    fields: &mut FieldCensus,
+    entry: &mut UserEntry,
+    f: impl FnOnce(&mut UserRecord) -> R,
+) -> R {
+    let rec = Arc::make_mut(&mut entry.rec);
+    fields.remove(&rec.data);
+    let result = f(rec);
+    fields.add(&rec.data);
+    result
+}
+
 #[derive(Clone, Default)]
 pub(super) struct Users {
     entries: HashMap<String, UserEntry>,
@@ -108,11 +121,7 @@ impl Users {
     /// Edits a user's record, profile included; None when there is no such user.
     pub fn edit<R>(&mut self, id: &str, f: impl FnOnce(&mut UserRecord) -> R) -> Option<R> {
         let entry = self.entries.get_mut(id)?;
-        let rec = Arc::make_mut(&mut entry.rec);
-        self.fields.remove(&rec.data);
-        let result = f(rec);
-        self.fields.add(&rec.data);
-        Some(result)
+        Some(edit_counted(&mut self.fields, entry, f))
     }
 
     /// [`Users::edit`], the user created first (offline, no fields) if they do not exist yet.
@@ -126,11 +135,7 @@ impl Users {
             .entries
             .entry(id.to_string())
             .or_insert_with(|| UserEntry::new(UserRecord::new(id, now)));
-        let rec = Arc::make_mut(&mut entry.rec);
-        self.fields.remove(&rec.data);
-        let result = f(rec);
-        self.fields.add(&rec.data);
-        result
+        edit_counted(&mut self.fields, entry, f)
     }
 
     /// Whether any user has `field` among their profile fields.
