@@ -318,13 +318,10 @@ impl Log for Node {
         (!self.redis_reachable()).then_some("redis")
     }
 
-    fn farewell(&self) -> Option<Command> {
-        Some(
-            NodeDown {
-                node: self.id.clone(),
-            }
-            .into(),
-        )
+    fn farewell(&self) -> Option<NodeDown> {
+        Some(NodeDown {
+            node: self.id.clone(),
+        })
     }
 }
 

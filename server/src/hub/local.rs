@@ -8,7 +8,7 @@ use futures_util::future::{self, BoxFuture};
 use super::log::{Entry, Log, LogPos, Sink};
 use super::pending::Pending;
 use crate::error::Error;
-use crate::presence::command::Command;
+use crate::presence::command::{Command, NodeDown};
 
 pub struct LocalLog {
     sink: Sink,
@@ -72,7 +72,7 @@ impl Log for LocalLog {
         None
     }
 
-    fn farewell(&self) -> Option<Command> {
+    fn farewell(&self) -> Option<NodeDown> {
         None
     }
 }

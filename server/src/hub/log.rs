@@ -10,7 +10,7 @@ use futures_util::future::BoxFuture;
 
 use super::pending::Pending;
 use crate::error::Error;
-use crate::presence::command::Command;
+use crate::presence::command::{Command, NodeDown};
 
 /// Where an entry sits in the log: for a shared log the stream id (milliseconds of the log's clock, then a
 /// sequence number), for the local log a sequence number alone.
@@ -99,5 +99,5 @@ pub trait Log: Send + Sync + 'static {
     fn failing(&self) -> Option<&'static str>;
 
     /// What to append when this process shuts down, so the others end its connections.
-    fn farewell(&self) -> Option<Command>;
+    fn farewell(&self) -> Option<NodeDown>;
 }

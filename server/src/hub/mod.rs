@@ -346,9 +346,9 @@ impl Hub {
         };
         let hub = Arc::clone(self);
         tokio::spawn(async move {
-            let (pending, answer) = Waiting::new(Farewell(farewell.clone()));
+            let (pending, answer) = Waiting::new(farewell.clone());
             let leave = async {
-                if hub.log.append(farewell, pending).await.is_ok() {
+                if hub.log.append(farewell.into(), pending).await.is_ok() {
                     let _ = answer.await;
                 }
             };
@@ -482,23 +482,4 @@ fn sink(inputs: &mpsc::Sender<Input>) -> Sink {
     Arc::new(move |entry| {
         let _ = inputs.send(Input::Entry(Box::new(entry)));
     })
-}
-
-/// The farewell command of a process leaving, waited on like a request.
-#[derive(Clone)]
-struct Farewell(presence::command::Command);
-
-impl From<Farewell> for presence::command::Command {
-    fn from(f: Farewell) -> presence::command::Command {
-        f.0
-    }
-}
-
-impl Operation for Farewell {
-    type Output = ();
-    const NAME: &'static str = "Shutdown";
-
-    fn apply(&self, engine: &mut Engine, now: chrono::DateTime<chrono::Utc>) -> Result<(), Error> {
-        self.0.apply(engine, now)
-    }
 }
