@@ -327,6 +327,16 @@ async fn serve_in_process(
         .map_err(|e| e.to_string())
 }
 
+/// The HTTP client of a server under test: every wait bounded, and no pooled connection, so no request races the
+/// server closing an idle one.
+fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap()
+}
+
 impl Server {
     pub async fn start() -> Server {
         Server::start_with(ServerOpts::default()).await
@@ -421,11 +431,7 @@ impl Server {
             ),
             Err(_) => panic!("the server was not listening within 30 s"),
         };
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(20))
-            .pool_max_idle_per_host(0)
-            .build()
-            .unwrap();
+        let http = http_client();
         Server {
             child: None,
             in_process: None,
@@ -567,11 +573,7 @@ impl Server {
             assert_ne!(admin_port, port, "{line}");
             format!("http://127.0.0.1:{admin_port}")
         });
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(20))
-            .pool_max_idle_per_host(0)
-            .build()
-            .unwrap();
+        let http = http_client();
         Server {
             child: Some(child),
             in_process: None,
