@@ -19,6 +19,20 @@ fn driver(clock: &mut ManualClock) -> Driver {
     )
 }
 
+/// One command of the local log, settled alone.
+fn settle_one(
+    driver: &mut Driver,
+    store: &mut FakeStore,
+    clock: &mut ManualClock,
+    command: impl Into<Command>,
+) -> Settled {
+    driver.settle(
+        vec![Input::Entry(local(command.into(), None))],
+        store,
+        clock,
+    )
+}
+
 fn users(driver: &Driver) -> Vec<(String, bool)> {
     testkit::users(driver.engine())
 }
@@ -98,10 +112,11 @@ fn a_refused_write_undoes_only_the_request_that_made_it() {
 fn a_database_that_is_down_undoes_the_requests_keeps_the_facts_and_carries_their_writes() {
     let (mut clock, mut store) = (ManualClock::new(), FakeStore::default());
     let mut driver = driver(&mut clock);
-    answer_all(driver.settle(
-        vec![Input::Entry(local(connect("c1", "u").into(), None))],
+    answer_all(settle_one(
+        &mut driver,
         &mut store,
         &mut clock,
+        connect("c1", "u"),
     ));
     store.down = true;
     let (pending, mut answer) = waiting(upsert("x"));
@@ -153,11 +168,7 @@ fn a_database_that_is_down_undoes_the_requests_keeps_the_facts_and_carries_their
 fn stamps_waiting_for_the_database_keep_only_the_last_of_each_user() {
     let (mut clock, mut store) = (ManualClock::new(), FakeStore::default());
     let mut driver = driver(&mut clock);
-    driver.settle(
-        vec![Input::Entry(local(connect("c1", "u").into(), None))],
-        &mut store,
-        &mut clock,
-    );
+    settle_one(&mut driver, &mut store, &mut clock, connect("c1", "u"));
     store.down = true;
     for _ in 0..3 {
         clock.advance_ms(1000);
@@ -254,18 +265,12 @@ fn a_shared_store_commits_only_this_node_s_entries() {
 fn the_end_of_a_grace_window_is_asked_for_once_in_time_then_again_if_it_is_not_applied() {
     let (mut clock, mut store) = (ManualClock::new(), FakeStore::default());
     let mut driver = driver(&mut clock);
-    driver.settle(
-        vec![Input::Entry(local(connect("c1", "u").into(), None))],
+    settle_one(&mut driver, &mut store, &mut clock, connect("c1", "u"));
+    settle_one(
+        &mut driver,
         &mut store,
         &mut clock,
-    );
-    driver.settle(
-        vec![Input::Entry(local(
-            disconnect("c1", Ending::Abnormal),
-            None,
-        ))],
-        &mut store,
-        &mut clock,
+        disconnect("c1", Ending::Abnormal),
     );
     let due = clock.now + chrono::TimeDelta::milliseconds(GRACE_MS);
     assert_eq!(driver.next_deadline(true), Some(due));
@@ -285,11 +290,7 @@ fn the_end_of_a_grace_window_is_asked_for_once_in_time_then_again_if_it_is_not_a
         "online until the end is applied"
     );
     clock.now = due + TIMEOUT_BACKUP;
-    driver.settle(
-        vec![Input::Entry(local(Command::Timeout, None))],
-        &mut store,
-        &mut clock,
-    );
+    settle_one(&mut driver, &mut store, &mut clock, Command::Timeout);
     assert_eq!(users(&driver), [user("u", false)]);
     assert_eq!(driver.next_deadline(true), None);
 }
