@@ -21,7 +21,7 @@ pub trait Pending: Send {
 }
 
 /// The answer to a request whose writes could not be stored.
-pub fn store_failure(e: &StoreError) -> Error {
+fn store_failure(e: &StoreError) -> Error {
     Error::internal(format!("database write failed, nothing was changed: {e}"))
 }
 
