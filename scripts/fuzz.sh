@@ -24,6 +24,15 @@ fi
 # from fresh clones on the same machine reuse it.
 target_dir=${PRESENCE_FUZZ_TARGET_DIR:-$HOME/.cache/presence-client/fuzz-target}
 mkdir -p ../artifacts/fuzz "$target_dir"
+# Cargo names a path crate's artifacts by its place in the workspace, the same in every checkout, so the project's
+# own crates built from another checkout could be taken for this one's (a build then mixes two versions of the
+# protocol crate). When the checkout using the directory changes, those crates are cleaned; the dependencies stay.
+here=$(cd .. && pwd)
+if [ "$(cat "$target_dir/.checkout" 2>/dev/null)" != "$here" ]; then
+  cargo +nightly clean --quiet --target-dir "$target_dir" --release --target x86_64-unknown-linux-gnu \
+    -p presence-fuzz -p presence-client -p presence-server -p presence-protocol
+  echo "$here" >"$target_dir/.checkout"
+fi
 if ! cargo +nightly fuzz build --target-dir "$target_dir" >../artifacts/fuzz/build.log 2>&1; then
   echo "fuzz.sh: building the fuzz targets failed; the last lines of artifacts/fuzz/build.log:" >&2
   tail -n 40 ../artifacts/fuzz/build.log >&2
