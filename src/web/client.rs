@@ -205,4 +205,12 @@ impl Client {
     pub fn off(&self, type_or_handler: JsValue, handler: Option<Function>) {
         self.state.listeners.off(type_or_handler, handler);
     }
+
+    /// `onStateChange(listener)`: `listener()` runs after anything `state.users`, `user`, `userID` or
+    /// `connectionId` shows may have changed (possibly several times in one task, possibly when nothing did);
+    /// returns `{ unsubscribe() }`. What `createPresenceStore` builds its snapshots on.
+    #[wasm_bindgen(js_name = onStateChange)]
+    pub fn on_state_change(&self, listener: JsValue) -> Result<EventSubscription, JsValue> {
+        self.state.changes.on(listener, None)
+    }
 }

@@ -72,6 +72,7 @@ pub async fn disconnect(client: Rc<ClientState>, timeout_ms: u32) {
     client.credentials.clear();
     client.cache.clear();
     client.channels.clear();
+    client.changed();
     if let Some(ws) = closing {
         if ws.ready_state() != web_sys::WebSocket::CLOSED {
             // Resolved by the close event or, at the latest, by the timeout.
@@ -155,6 +156,7 @@ fn carry_out(client: &Rc<ClientState>, frame: Option<&JsValue>, users: &[JsValue
         run(client, effect, frame, users);
     }
     arm_timer(client);
+    client.changed();
 }
 
 fn arm_timer(client: &Rc<ClientState>) {
@@ -429,6 +431,7 @@ fn handle_frame(
     pump(client, Some(inbound.event()));
     if verdict != FrameVerdict::Ignore {
         inbound::dispatch(client, inbound, &frame, verdict == FrameVerdict::Dispatch);
+        client.changed();
     }
     frame.user
 }

@@ -19,6 +19,8 @@ pub struct ClientState {
     timeout_ms: u32,
     pub session: RefCell<Session>,
     pub listeners: Emitter,
+    /// `onStateChange` listeners: told (with no argument) that what the client shows may have changed.
+    pub changes: Emitter,
     pub cache: UserCache,
     pub credentials: Credentials,
     pub channels: ChannelRegistry,
@@ -32,6 +34,7 @@ impl ClientState {
             timeout_ms,
             session: RefCell::new(Session::new(config, seed)),
             listeners: Emitter::default(),
+            changes: Emitter::default(),
             cache: UserCache::new(),
             credentials: Credentials::new(),
             channels: ChannelRegistry::default(),
@@ -46,5 +49,11 @@ impl ClientState {
     /// The REST timeout.
     pub fn timeout_ms(&self) -> u32 {
         self.timeout_ms
+    }
+
+    /// Tells the `onStateChange` listeners that the users, the connected user or the connection may have
+    /// changed. Called at the end of each change, so a listener reads a consistent client.
+    pub fn changed(&self) {
+        self.changes.emit("", &wasm_bindgen::JsValue::UNDEFINED);
     }
 }
