@@ -6,6 +6,7 @@
 import init, { initSync } from '../pkg/presence_client.js';
 
 export { Channel, Client, EventSubscription } from '../pkg/presence_client.js';
+export { createPresenceStore } from './store.js';
 export { init as default, initSync };
 
 const wasmURL = new URL('presence_client_bg.wasm', import.meta.url);

@@ -7,7 +7,11 @@ import init, {
   Channel,
   Client,
   EventSubscription,
+  createPresenceStore,
   type ChannelAPIResponse,
+  type ConnectionState,
+  type PresenceSnapshot,
+  type PresenceStore,
   type ConnectionOpen,
   type EventHandler,
   type OwnUserResponse,
@@ -218,6 +222,24 @@ function describe(event: PresenceEvent): void {
   }
 }
 
+// ---- the presence store ------------------------------------------------------------------------------------
+
+export function storeUse(client: Client): () => void {
+  const store: PresenceStore = createPresenceStore(client);
+  createPresenceStore(client, { interval: 0 });
+  const render = (snapshot: PresenceSnapshot): void => {
+    const connection: ConnectionState = snapshot.connection;
+    const me: OwnUserResponse | null = snapshot.me;
+    const bob: UserResponse | undefined = snapshot.users.get('bob');
+    show(connection, me?.invisible, bob?.online, snapshot.users.size);
+    for (const [id, user] of snapshot.users) show(id, user.status, user.last_active);
+  };
+  render(store.getServerSnapshot());
+  const subscription: EventSubscription = client.onStateChange(() => render(store.getSnapshot()));
+  subscription.unsubscribe();
+  return store.subscribe(() => render(store.getSnapshot()));
+}
+
 // ---- what must not type-check ---------------------------------------------------------------------------------
 
 export function misuse(client: Client, channel: Channel): void {
@@ -245,4 +267,12 @@ export function misuse(client: Client, channel: Channel): void {
   client.user = undefined;
   // @ts-expect-error channels come from client.channel()
   new Channel();
+  const snapshot = createPresenceStore(client).getSnapshot();
+  // @ts-expect-error snapshots are immutable
+  snapshot.users.set('bob', { id: 'bob' });
+  // @ts-expect-error no such connection state
+  const state: ConnectionState = 'online';
+  show(state);
+  // @ts-expect-error the store takes a Client
+  createPresenceStore({});
 }

@@ -403,6 +403,13 @@ export class Client {
   off<T extends EventType>(eventType: T, callback: EventHandler<EventOfType<T>>): void;
   off(eventType: 'all', callback: EventHandler): void;
   off(callback: EventHandler): void;
+
+  /**
+   * `listener()` runs after anything `state.users`, `user`, `userID` or `connectionId` shows may have changed
+   * (possibly several times in one task, possibly when nothing did). Low level: `createPresenceStore` builds
+   * comparable snapshots on it.
+   */
+  onStateChange(listener: () => void): EventSubscription;
 }
 
 export type ChannelEvent = UserWatchingStartEvent | UserWatchingStopEvent;
@@ -441,3 +448,45 @@ export class EventSubscription implements Unsubscribe {
   [Symbol.dispose](): void;
   unsubscribe(): void;
 }
+
+// ---- the presence store ----------------------------------------------------------------------------------------
+
+/**
+ * The client's connection: `connecting` until the first connection opens, `reconnecting` while a connection that
+ * was open is being made again (from the moment the socket is lost), `disconnected` with no user.
+ */
+export type ConnectionState = 'disconnected' | 'connecting' | 'connected' | 'reconnecting';
+
+/** What a client knows, immutable: a new snapshot only when something in it changed. */
+export interface PresenceSnapshot {
+  readonly connection: ConnectionState;
+  /** The connected user's own object; `null` when disconnected. */
+  readonly me: OwnUserResponse | null;
+  /**
+   * Every user the client knows (`client.state.users`), by id. A user whose fields did not change keeps its object
+   * from one snapshot to the next.
+   */
+  readonly users: ReadonlyMap<string, UserResponse>;
+}
+
+export interface PresenceStoreOptions {
+  /**
+   * The shortest time between two notifications, in ms (default 16). The first change after a quiet interval is
+   * told at the end of its task; the changes during an interval, once at its end. 0: after every task that changed
+   * something.
+   */
+  interval?: number;
+}
+
+/** React's `useSyncExternalStore` contract; Vue's `shallowRef` and Svelte's stores can follow it too. */
+export interface PresenceStore {
+  /** Calls `listener` (with no argument) after the snapshot changed; returns the function that unsubscribes. */
+  subscribe(listener: () => void): () => void;
+  /** The current snapshot: the same object until something in it changed. */
+  getSnapshot(): PresenceSnapshot;
+  /** For server rendering: disconnected, no user, no users. */
+  getServerSnapshot(): PresenceSnapshot;
+}
+
+/** A store of `client`'s presence state; it listens to the client while it has listeners. */
+export function createPresenceStore(client: Client, options?: PresenceStoreOptions): PresenceStore;
