@@ -45,9 +45,12 @@ export function tempDir() {
 
 /**
  * Starts presence-server serving `staticDir` (www/ by default) and resolves once it prints `listening on URL`.
- * Returns { url, port, stop() } where stop() sends SIGTERM and waits for the exit (SIGKILL after 5 s).
+ * Returns { url, port, adminURL, stop() } where stop() sends SIGTERM and waits for the exit (SIGKILL after 5 s);
+ * `admin: true` opens the operator endpoints (/metrics) on a port of their own, at `adminURL`.
  */
-export async function startServer({ port = 0, db, graceMs = 1500, staticDir = join(ROOT, 'www'), extraArgs = [] }) {
+export async function startServer({
+  port = 0, db, graceMs = 1500, staticDir = join(ROOT, 'www'), extraArgs = [], admin = false,
+}) {
   if (!existsSync(SERVER_BIN)) throw new Error(`no server binary at ${SERVER_BIN}: run scripts/test-e2e.sh`);
   const args = [
     '--addr', `127.0.0.1:${port}`,
@@ -57,7 +60,7 @@ export async function startServer({ port = 0, db, graceMs = 1500, staticDir = jo
     '--dev-tokens',
     '--static-dir', staticDir,
     '--offline-grace-ms', String(graceMs),
-    '--admin-addr', 'off',
+    '--admin-addr', admin ? '127.0.0.1:0' : 'off',
     ...extraArgs,
   ];
   const child = spawn(SERVER_BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -76,8 +79,8 @@ export async function startServer({ port = 0, db, graceMs = 1500, staticDir = jo
     const timer = setTimeout(() => fail(new Error(`server did not start within 15 s:\n${output}`)), 15_000);
     child.stdout.on('data', (chunk) => {
       keep(chunk);
-      const match = /listening on (http:\/\/\S+)/.exec(output);
-      if (match) {
+      const match = /^listening on (http:\/\/\S+)/m.exec(output);
+      if (match && (!admin || /admin listening on /.test(output))) {
         clearTimeout(timer);
         done(match[1]);
       }
@@ -91,6 +94,7 @@ export async function startServer({ port = 0, db, graceMs = 1500, staticDir = jo
   return {
     url,
     port: Number(new URL(url).port),
+    adminURL: admin ? /admin listening on (http:\/\/\S+)/.exec(output)[1] : undefined,
     output: () => output,
     async stop() {
       if (child.exitCode !== null || child.signalCode !== null) return exited;

@@ -67,7 +67,7 @@ test('the packed tarball installs into a fresh Vite app, type-checks, builds and
   const files = packed.files.map((f) => f.path).sort();
   assert.deepEqual(files, [
     'LICENSE', 'README.md', 'index.d.ts', 'package.json', 'presence_client.js', 'presence_client.js.map',
-    'presence_client_bg.wasm',
+    'presence_client_bg.wasm', 'react.d.ts', 'react.js',
   ]);
   const tarball = join(tmp.dir, packed.filename);
   const readme = readFileSync(join(ROOT, 'npm', 'README.md'), 'utf8');
@@ -91,6 +91,11 @@ test('the packed tarball installs into a fresh Vite app, type-checks, builds and
   run('npm', ['install', tarball, '--no-audit', '--no-fund', '--offline'], app);
   const installed = JSON.parse(readFileSync(join(app, 'node_modules', 'presence-client', 'package.json'), 'utf8'));
   assert.equal(installed.exports['.'].types, './index.d.ts');
+  // The React bindings are an entry of their own; React is an optional peer, so the install brought none.
+  const reactEntry = run('node', ['--input-type=module', '-e',
+    "console.log(import.meta.resolve('presence-client/react'))"], app).trim();
+  assert.ok(reactEntry.endsWith('/node_modules/presence-client/react.js'), reactEntry);
+  assert.ok(!existsSync(join(app, 'node_modules', 'react')), 'react is not installed by the package');
 
   // Node (SSR, tests): the module reads its wasm from disk when imported.
   const inNode = run('node', ['--input-type=module', '-e', `
