@@ -1,9 +1,13 @@
 // The presence-client demo: sign in as a user, watch a channel and a users query with presence, and show
 // everything the client reports as it happens.
 //
+// The page is drawn from the presence store (createPresenceStore): the connection, the own card and the roster
+// repaint from its snapshot when it changes, and a row is touched only when its user's object changed (the store
+// keeps an unchanged user's object). The client's events only feed the event log.
+//
 // URL parameters: user (connect at once as this user), status, invisible=1, channel (default "demo"),
 // api_key (default "demo-key"), base_url (default: this page's origin).
-import init, { Client } from './pkg/presence_client.js';
+import init, { Client, createPresenceStore } from './pkg/presence_client.js';
 import { relativeTime, clockTime } from './time.js';
 
 const DEMO_USERS = ['alice', 'bob', 'carol', 'dave', 'erin'];
@@ -48,15 +52,11 @@ const el = {
 
 // ----- session state -----
 
-/** The current sign-in, or null. A new one (with its own Client) is made for every connect. */
+/** The current sign-in, or null. A new one (with its own Client and store) is made for every connect. */
 let session = null;
-/** Latest known public state of every other user shown, by id. */
-const users = new Map();
-/** Rendered roster rows, by user id (each user appears once). */
+/** Rendered roster rows, by user id (each user appears once), and the user object each was last painted from. */
 const rows = new Map();
-/** Sequence number of the last event seen per user, so an older REST answer never overwrites an event. */
-const eventSeq = new Map();
-let seq = 0;
+const painted = new Map();
 
 // ----- connection state -----
 
@@ -66,6 +66,8 @@ const CONNECTION_TEXT = {
   connected: 'connected',
   reconnecting: 'reconnecting…',
 };
+/** The badge's state for the store's connection. */
+const BADGE = { disconnected: 'offline', connecting: 'connecting', connected: 'connected', reconnecting: 'reconnecting' };
 
 function setConnection(state) {
   el.badge.dataset.connection = state;
@@ -118,8 +120,10 @@ function setTime(node, iso, prefix) {
   setText(node, prefix + relativeTime(iso));
 }
 
-/** Writes one user's state into their row. Only changed attributes and texts are touched. */
+/** Writes one user's state into their row, unless the row shows this very object already. */
 function paintRow(row, user) {
+  if (painted.get(user.id) === user) return;
+  painted.set(user.id, user);
   const online = user.online === true;
   const status = typeof user.status === 'string' ? user.status : '';
   setAttr(row, 'data-user', user.id);
@@ -140,9 +144,9 @@ function byName(a, b) {
   return an < bn ? -1 : an > bn ? 1 : 0;
 }
 
-/** Rebuilds the two lists from `users` (membership), reusing rows so state changes stay in place. */
-function renderRoster() {
-  if (!session) return;
+/** Rebuilds the two lists from the snapshot's users (membership), reusing rows so state changes stay in place. */
+function renderRoster(users) {
+  if (!session || !session.listed) return;
   const members = [...session.members].filter((id) => id !== session.userId && users.has(id));
   const others = [...session.queried].filter(
     (id) => id !== session.userId && !session.members.has(id) && users.has(id),
@@ -177,16 +181,18 @@ function fillList(list, list_users) {
     const id = extra.dataset.user;
     if (!list_users.some((u) => u.id === id)) {
       extra.remove();
-      if (!extra.isConnected) rows.delete(id);
+      if (!extra.isConnected) {
+        rows.delete(id);
+        painted.delete(id);
+      }
     }
     extra = next;
   }
 }
 
 function clearRoster() {
-  users.clear();
   rows.clear();
-  eventSeq.clear();
+  painted.clear();
   el.channelList.replaceChildren();
   el.queryList.replaceChildren();
   el.channelGroup.hidden = true;
@@ -194,31 +200,18 @@ function clearRoster() {
   el.rosterEmpty.hidden = false;
 }
 
-/** Applies the latest state of one user (from an event). */
-function applyUser(user) {
-  if (!session || !user || typeof user.id !== 'string') return;
-  if (user.id === session.userId) {
-    paintMe();
-    return;
-  }
-  eventSeq.set(user.id, ++seq);
-  users.set(user.id, user);
-  const row = rows.get(user.id);
-  if (row) paintRow(row, user);
-}
-
-/** Takes users from a REST answer, unless an event about them arrived after the request went out. */
-function adoptUsers(list, startedAt) {
-  for (const user of list) {
-    if (!user || typeof user.id !== 'string' || user.id === session.userId) continue;
-    if ((eventSeq.get(user.id) ?? -1) > startedAt) continue;
-    users.set(user.id, user);
-  }
+/** Draws the session from its store's snapshot: the connection, the own card, the roster. */
+function paint(current) {
+  if (session !== current) return;
+  const snapshot = current.store.getSnapshot();
+  setConnection(BADGE[snapshot.connection]);
+  paintMe();
+  renderRoster(snapshot.users);
 }
 
 function paintMe() {
   if (!session) return;
-  const me = session.client.user || session.lastMe;
+  const me = session.store.getSnapshot().me || session.lastMe;
   if (!me) return;
   session.lastMe = me;
   const online = me.online === true;
@@ -332,41 +325,29 @@ async function connect(userId, { status, invisible } = {}) {
   if (session) return;
   showError(el.signInError, null);
   const client = new Client(config.apiKey, { baseURL: config.baseURL });
+  const store = createPresenceStore(client);
   const current = {
     client,
+    store,
     userId,
     subs: [],
     members: new Set(),
     queried: new Set(),
+    listed: false,
     lastMe: null,
     statusDirty: false,
   };
   session = current;
-  setConnection('connecting');
+  current.unsubscribe = store.subscribe(() => paint(current));
   setSignInBusy(true);
 
   const on = (type, handler) => current.subs.push(client.on(type, (event) => {
     if (session !== current) return;
     handler(event);
   }));
-  on('user.presence.changed', (event) => {
-    logEvent(event);
-    applyUser(event.user);
-  });
-  on('user.updated', (event) => {
-    logEvent(event);
-    applyUser(event.user);
-  });
-  on('connection.changed', (event) => {
-    logEvent(event);
-    setConnection(event.online ? 'connected' : 'reconnecting');
-    paintMe();
-  });
-  on('connection.recovered', (event) => {
-    logEvent(event);
-    setConnection('connected');
-    paintMe();
-  });
+  for (const type of ['user.presence.changed', 'user.updated', 'connection.changed', 'connection.recovered']) {
+    on(type, logEvent);
+  }
 
   const user = { id: userId };
   if (status) user.status = status;
@@ -384,20 +365,18 @@ async function connect(userId, { status, invisible } = {}) {
     return;
   }
   if (session !== current) return;
-  setConnection('connected');
   setUrl(userId, client.user && client.user.invisible === true);
   el.signIn.hidden = true;
   el.me.hidden = false;
   setSignInBusy(false);
   paintMe();
 
-  const startedAt = seq;
+  // Which users each list holds; their state is the store's (the client keeps the newest of answers and events).
   const channel = client.channel(CHANNEL_TYPE, config.channelId);
   const watching = channel.watch({ presence: true }).then((state) => {
     if (session !== current) return;
     const members = (state && state.members) || [];
     current.members = new Set(members.map((m) => (m.user && m.user.id) || m.user_id).filter(Boolean));
-    adoptUsers(members.map((m) => m.user), startedAt);
   });
   const querying = client
     .queryUsers({ id: { $ne: userId } }, [{ field: 'last_active', direction: -1 }], { presence: true, limit: 30 })
@@ -405,11 +384,11 @@ async function connect(userId, { status, invisible } = {}) {
       if (session !== current) return;
       const list = (answer && answer.users) || [];
       current.queried = new Set(list.map((u) => u.id));
-      adoptUsers(list, startedAt);
     });
   const results = await Promise.allSettled([watching, querying]);
   if (session !== current) return;
-  renderRoster();
+  current.listed = true;
+  paint(current);
   const failed = results.find((r) => r.status === 'rejected');
   showError(el.meError, failed ? failed.reason : null);
 }
@@ -417,6 +396,7 @@ async function connect(userId, { status, invisible } = {}) {
 function release(current) {
   for (const sub of current.subs) sub.unsubscribe();
   current.subs = [];
+  current.unsubscribe();
 }
 
 async function disconnect() {
