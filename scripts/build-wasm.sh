@@ -114,6 +114,15 @@ rm -rf "$measure_dir"
 # `Unexpected`), so it stays out of the bundle while the budget holds.
 # The user store as a hash table (std HashMap with FNV-1a) rather than a sorted list, so a presence frame's lookup
 # is one probe, not about fourteen cache-missing string comparisons among 10,000 users: +1,577 B, 54,498 B.
+# The design card's crates where they might be cheap, tried against 57,151 B and not kept, as none fits the budget:
+# chrono's `DateTime<Utc>` as the core's timestamp type, built from the byte reader's microseconds with
+# `from_timestamp_micros`, +610 B (57,761 B: its calendar from day numbers and year tables; built with
+# `NaiveDate::from_ymd_opt` in place of the reader's own calendar, +1,167 B); chrono formatting the
+# `user.presence.changed` event's `created_at` instead of `Date.toISOString`, +1,789 B (58,940 B: core's
+# formatting). serde-wasm-bindgen's `to_value` (the serializer only) on `#[derive(Serialize)]` structs for the ping
+# frame alone, +1,760 B (58,911 B), and also the `/connect` payload (`user_details` kept as a JS value) and the
+# `connection.changed` event, +2,256 B (59,407 B). It links no `Unexpected` or float formatting: the cost is its
+# serializer and its cache of object keys (a thread-local HashMap of its own, with a panic path).
 budget=57344
 printf '%-40s %9d %9d\n' "total in an app (budget $budget gzip)" "$total_raw" "$total_gz"
 if [ "$total_gz" -ge "$budget" ]; then
