@@ -11,5 +11,6 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
 fi
 rm -rf ../api
 node_modules/.bin/typedoc --options typedoc.json
-test -f ../api/index.html && test -f ../api/classes/Client.html
+test -f ../api/index.html && test -f ../api/classes/presence-client.Client.html
+test -f ../api/functions/presence-client_react.useUser.html
 echo "docs: API reference in docs/api/ ($(find ../api -name '*.html' | wc -l) pages)"

@@ -1,6 +1,11 @@
 // Types of the presence-client package: the presence subset of the `stream-chat` API, as a WebAssembly module.
 
 /**
+ * The client (`Client`, mirroring `stream-chat` for presence) and the presence store (`createPresenceStore`).
+ * @module presence-client
+ */
+
+/**
  * Initializes the module. Optional: the module starts itself when imported (a browser or bundle fetches
  * `presence_client_bg.wasm` from beside it; Node reads the file). Call it to load the `.wasm` from elsewhere;
  * after a successful automatic start it resolves at once.

@@ -1,5 +1,10 @@
 // Types of presence-client/react: a provider that owns or is given a client, and hooks over the presence store.
 
+/**
+ * React bindings: `PresenceProvider` and hooks over the presence store (React 18 or 19).
+ * @module presence-client/react
+ */
+
 import type { ReactNode } from 'react';
 import type {
   Client,
