@@ -1,5 +1,5 @@
 // A roster of online dots, status and last-active, written with presence-client/react as an app would, under
-// StrictMode. The page reads who it is from its URL (?key=…&user=…&token=…&watch=bob,carol) and shows what it counts
+// StrictMode. The page reads who it is from its URL (?key=…&user=…&token=…&watch=bob,carol&crowd=…) and shows what it counts
 // for the test on `window.app`: committed renders per component (React's Profiler), effect mounts, presence events,
 // the clients the provider gave, the WebSockets opened, and unhandled rejections.
 import { Profiler, StrictMode, memo, useEffect, useState } from 'react';
@@ -16,6 +16,7 @@ import {
 const params = new URLSearchParams(location.search);
 const me = params.get('user');
 const watched = (params.get('watch') ?? '').split(',').filter(Boolean);
+const crowdIds = (params.get('crowd') ?? '').split(',').filter(Boolean);
 
 const app = { renders: {}, mounts: 0, presenceEvents: 0, rejections: [], client: null, clients: new Set(), sockets: 0 };
 window.app = app;
@@ -64,6 +65,12 @@ function Watcher({ id }) {
   );
 }
 
+/** How many of the crowd are online. */
+function Crowd() {
+  const crowd = useUsers(crowdIds);
+  return <p data-testid="crowd" data-online={crowd.filter((user) => user.online === true).length} />;
+}
+
 function Connection() {
   const state = useConnectionState();
   return <p data-testid="connection" data-state={state}>{state}</p>;
@@ -95,6 +102,9 @@ function App() {
       <Probe />
       <Profiler id="roster" onRender={() => count('roster')}>
         <Roster />
+      </Profiler>
+      <Profiler id="crowd" onRender={() => count('crowd')}>
+        <Crowd />
       </Profiler>
       {watched.slice(0, 1).map((id) => (
         <Profiler key={id} id={`watch-${id}`} onRender={() => count(`watch-${id}`)}>
