@@ -245,7 +245,7 @@ fn assert_decoded(event: &Event, frame: &Frame<'_>) {
         .map(|mut user| {
             // A user with no time of its own is dated by the event.
             if user.state.since.is_none() {
-                user.state.since = event.created_at.as_deref().and_then(micros);
+                user.state.since = event.created_at.as_deref().and_then(stamp);
             }
             user
         });
@@ -274,15 +274,15 @@ fn presence_of(user: &User) -> UserPresence {
             since: user
                 .last_active
                 .as_deref()
-                .and_then(micros)
-                .or_else(|| user.updated_at.as_deref().and_then(micros)),
+                .and_then(stamp)
+                .or_else(|| user.updated_at.as_deref().and_then(stamp)),
         },
     }
 }
 
-/// An RFC 3339 time in microseconds since the epoch.
-fn micros(text: &str) -> Option<i64> {
+/// An RFC 3339 time, to the microsecond.
+fn stamp(text: &str) -> Option<chrono::DateTime<chrono::Utc>> {
     chrono::DateTime::parse_from_rfc3339(text)
         .ok()
-        .map(|at| at.timestamp_micros())
+        .and_then(|at| chrono::DateTime::from_timestamp_micros(at.timestamp_micros()))
 }

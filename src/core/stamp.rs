@@ -1,16 +1,18 @@
-//! Wire timestamps (RFC 3339, as the server writes `last_active`, `updated_at` and `created_at`) read as
-//! microseconds since the Unix epoch, so that two states of a user can be ordered in time.
+//! Wire timestamps (RFC 3339, as the server writes `last_active`, `updated_at` and `created_at`) read as chrono's
+//! `DateTime<Utc>`, so that two states of a user can be ordered in time.
 //!
 //! Hand-written rather than chrono's `parse_from_rfc3339`: chrono's parser slices strings by index, and its panic
 //! path links core's formatting and Unicode tables into a bundle that has none, 7,880 B of gzip (measured with
 //! scripts/build-wasm.sh) for a rule this small. This reader only walks bytes; the tests check it against chrono.
 //!
-//! A [`Stamp`] is plain microseconds rather than chrono's `DateTime<Utc>`: building that from what this reader
-//! reads (`DateTime::from_timestamp_micros`) links chrono's calendar and year tables, +610 B of gzip, over the
-//! bundle's budget (the ingest benchmark did not move either way).
+//! A [`Stamp`] is chrono's `DateTime<Utc>`, the timestamp type the design card names, built from the microseconds
+//! this reader reads (`DateTime::from_timestamp_micros`): it links chrono's calendar and year tables, +640 B of
+//! gzip; the ingest benchmark did not move, and `Option<Stamp>` is 12 bytes on wasm32 where `Option<i64>` is 16.
 
-/// When a user object was current, in microseconds since the Unix epoch.
-pub type Stamp = i64;
+use chrono::{DateTime, Utc};
+
+/// When a user object was current, to the microsecond.
+pub type Stamp = DateTime<Utc>;
 
 /// An RFC 3339 timestamp (`2026-06-24T11:44:48.171042Z`, `...+02:00`) as a [`Stamp`]; `None` for anything else.
 /// Digits past the microsecond are dropped, as the server stores none.
@@ -78,7 +80,7 @@ pub fn parse_stamp(text: &str) -> Option<Stamp> {
     }
     let seconds =
         days_from_civil(year, month, day) * 86_400 + hour * 3_600 + minute * 60 + second - offset;
-    Some(seconds * 1_000_000 + micros)
+    DateTime::from_timestamp_micros(seconds * 1_000_000 + micros)
 }
 
 /// The bytes not read yet.
@@ -134,12 +136,13 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_stamp;
+    use super::{parse_stamp, Stamp};
 
-    fn chrono_stamp(text: &str) -> Option<i64> {
+    /// chrono's reading of `text`, to the microsecond.
+    fn chrono_stamp(text: &str) -> Option<Stamp> {
         chrono::DateTime::parse_from_rfc3339(text)
             .ok()
-            .map(|at| at.timestamp_micros())
+            .and_then(|at| chrono::DateTime::from_timestamp_micros(at.timestamp_micros()))
     }
 
     #[test]
