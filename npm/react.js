@@ -123,7 +123,8 @@ function retain(key, props) {
     entry.props = props;
     return entry;
   }
-  const client = new Client(props.apiKey, { ...props.options, baseURL: props.baseURL });
+  const options = props.baseURL === undefined ? props.options : { ...props.options, baseURL: props.baseURL };
+  const client = new Client(props.apiKey, options);
   const store = createPresenceStore(client);
   entry = { key, client, store, refs: 1, props, closed: false, closing: undefined };
   entry.follower = follower(client, store);
@@ -162,7 +163,9 @@ function release(entry) {
  */
 export function PresenceProvider(props) {
   const { client, children } = props;
-  const key = client ? null : connectionKey(props.apiKey, props.baseURL, props.user, props.tokenOrProvider);
+  const key = client
+    ? null
+    : connectionKey(props.apiKey, props.baseURL ?? props.options?.baseURL, props.user, props.tokenOrProvider);
   const given = useMemo(() => {
     if (!client) return null;
     const store = createPresenceStore(client);
