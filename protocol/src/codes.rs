@@ -38,6 +38,9 @@ pub mod close_code {
     pub const SLOW_CONSUMER: u16 = 4003;
     /// The server closed a connection that sent a frame it refuses (binary, not JSON, breaking the protocol).
     pub const BAD_FRAME: u16 = 4004;
+    /// The server closed a connection whose client sent no frame of its own (its `health.check`) for the
+    /// silence limit, while the browser still answered pings: a frozen tab. Clients reconnect when they run again.
+    pub const CLIENT_SILENCE: u16 = 4005;
     /// The server closed a connection that sent a frame or message larger than it accepts.
     pub const MESSAGE_TOO_BIG: u16 = 1009;
 }

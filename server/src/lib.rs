@@ -78,6 +78,10 @@ pub struct Settings {
     pub ping_interval: Duration,
     /// A connection silent this long is closed with 4002.
     pub pong_timeout: Duration,
+    /// A connection whose client sends no frame of its own (its `health.check`, every 25 s from a live client)
+    /// for this long is closed with 4005, even while the browser still answers pings: a frozen tab goes offline.
+    /// Zero: never.
+    pub client_silence: Duration,
     /// Any watch of a channel subscribes to its members' presence.
     pub watch_implies_presence: bool,
     /// Open connections one user may hold; one more replaces the oldest that missed a pong, or is refused with
@@ -123,6 +127,7 @@ impl Default for Settings {
             offline_grace: Duration::from_millis(3000),
             ping_interval: Duration::from_millis(5000),
             pong_timeout: Duration::from_millis(10_000),
+            client_silence: Duration::from_millis(150_000),
             watch_implies_presence: false,
             max_connections_per_user: 50,
             max_channels_per_user: 1000,
@@ -272,7 +277,8 @@ impl Service {
         .with_write_limits(http::rate::WriteLimits::new(
             settings.user_writes_per_minute,
             settings.user_write_burst,
-        ));
+        ))
+        .with_client_silence(Some(settings.client_silence).filter(|s| !s.is_zero()));
         let service = Service {
             state: Arc::new(state),
             sockets,

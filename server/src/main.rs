@@ -84,6 +84,11 @@ struct ServeArgs {
     /// A connection silent this long (no pong, no frame) is closed with 4002.
     #[arg(long, env = "PRESENCE_PONG_TIMEOUT_MS", default_value_t = 10000)]
     pong_timeout_ms: u64,
+    /// A connection whose client sends no frame of its own for this long is closed with 4005 (a frozen tab,
+    /// whose browser still answers pings): live clients send a health.check every 25 s, hidden tabs' throttled
+    /// timers about once a minute. 0: never; otherwise at least 30000.
+    #[arg(long, env = "PRESENCE_CLIENT_SILENCE_MS", default_value_t = 150_000)]
+    client_silence_ms: u64,
     /// Any watch of a channel subscribes to its members' presence, even without `presence: true`.
     #[arg(long, env = "PRESENCE_WATCH_IMPLIES_PRESENCE")]
     watch_implies_presence: bool,
@@ -208,6 +213,11 @@ impl std::str::FromStr for AdminAddr {
 /// The shortest API secret the server starts with: shorter HS256 keys can be brute-forced from a single token.
 const MIN_API_SECRET_BYTES: usize = 16;
 
+/// The shortest client silence limit: live clients send a `health.check` 25 s after the last reply, so anything
+/// shorter closes them. (Tabs hidden for over five minutes run their timers about once a minute: a limit under
+/// two minutes closes those too, which is why the default is 150 s.)
+const MIN_CLIENT_SILENCE_MS: u64 = 30_000;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -269,6 +279,12 @@ fn settings(args: &ServeArgs) -> Result<Settings, StartupError> {
             "--ping-interval-ms must be > 0 and --pong-timeout-ms at least as long".into(),
         );
     }
+    if args.client_silence_ms != 0 && args.client_silence_ms < MIN_CLIENT_SILENCE_MS {
+        return wrong(format!(
+            "--client-silence-ms must be 0 (off) or at least {MIN_CLIENT_SILENCE_MS}: clients send a \
+             health.check only every 25 s, so a shorter limit closes live connections"
+        ));
+    }
     if args.header_read_timeout_ms == 0 || args.idle_timeout_ms == 0 {
         return wrong("--header-read-timeout-ms and --idle-timeout-ms must be > 0".into());
     }
@@ -289,6 +305,7 @@ fn settings(args: &ServeArgs) -> Result<Settings, StartupError> {
         offline_grace: Duration::from_millis(args.offline_grace_ms),
         ping_interval: Duration::from_millis(args.ping_interval_ms),
         pong_timeout: Duration::from_millis(args.pong_timeout_ms),
+        client_silence: Duration::from_millis(args.client_silence_ms),
         watch_implies_presence: args.watch_implies_presence,
         max_connections_per_user: args.max_connections_per_user,
         max_channels_per_user: args.max_channels_per_user,

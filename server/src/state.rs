@@ -16,6 +16,9 @@ pub struct AppState {
     pub verifier: TokenVerifier,
     pub ping_interval: Duration,
     pub pong_timeout: Duration,
+    /// A connection whose client sends no text frame (its `health.check`) for this long is closed with 4005;
+    /// `None`: never.
+    pub client_silence: Option<Duration>,
     /// Bytes of frames a connection may have queued.
     pub send_queue_bytes: usize,
     pub hub: Arc<Hub>,
@@ -42,6 +45,7 @@ impl AppState {
             verifier,
             ping_interval,
             pong_timeout,
+            client_silence: None,
             send_queue_bytes,
             hub,
             admission,
@@ -49,6 +53,12 @@ impl AppState {
             auth_failures: AtomicU64::new(0),
             paced_connects: AtomicU64::new(0),
         }
+    }
+
+    /// The state with connections closed after `silence` without a frame from their client (without it, never).
+    pub fn with_client_silence(mut self, silence: Option<Duration>) -> Self {
+        self.client_silence = silence;
+        self
     }
 
     /// The state with user writes paced by `write_limits` (without it, they are not paced).

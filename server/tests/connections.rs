@@ -1,6 +1,7 @@
 //! What the server does when connections pile up: at the per-user connection cap a new connection replaces a
 //! dead one (closed with 4002) or is refused with code 71 and a close the clients retry on; a consumer that
-//! stops reading is closed with 4003 once its queued frames pass the send queue's byte bound.
+//! stops reading is closed with 4003 once its queued frames pass the send queue's byte bound; a client that
+//! sends nothing of its own (a frozen tab, whose browser still answers pings) is closed with 4005.
 
 mod common;
 
@@ -294,4 +295,39 @@ async fn a_single_frame_larger_than_the_send_queue_bound_closes_even_an_empty_qu
         "the frame over the bound was delivered: {updates:?}"
     );
     s.wait_metric("presence_open_connections", 0.0).await;
+}
+
+#[tokio::test]
+async fn a_client_silent_past_the_limit_is_closed_with_4005_and_goes_offline_while_a_live_one_stays() {
+    const SILENCE_MS: u64 = 600;
+    let s = Server::start_with(
+        ServerOpts::default()
+            .ping(100, 60_000)
+            .grace(200)
+            .arg("--client-silence-ms", SILENCE_MS),
+    )
+    .await;
+    s.upsert(&[json!({ "id": "alice" }), json!({ "id": "carol" })])
+        .await;
+    let opened = Instant::now();
+    let mut alice = s.connect("alice").await;
+    let mut carol = s.connect("carol").await;
+    // carol's client runs: a health.check every 200 ms, for three times the limit.
+    while opened.elapsed().as_millis() < 3 * u128::from(SILENCE_MS) {
+        carol.health_ping().await;
+        sleep_ms(200).await;
+    }
+    // alice's socket is alive as far as pongs go (their timeout is far away), but her client sent nothing.
+    assert_eq!(
+        alice.wait_close_code(WAIT).await,
+        close_code::CLIENT_SILENCE
+    );
+    let deadline = Instant::now() + WAIT;
+    while s.user_as(&Auth::Server, "alice").await["online"] != false {
+        assert!(Instant::now() < deadline, "alice still online after the grace");
+        sleep_ms(50).await;
+    }
+    carol.health_ping().await;
+    assert_eq!(s.user_as(&Auth::Server, "carol").await["online"], true);
+    s.wait_metric("presence_open_connections", 1.0).await;
 }

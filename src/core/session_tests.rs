@@ -352,6 +352,30 @@ impl Harness {
 }
 
 #[test]
+fn closed_for_client_silence_the_client_reconnects_at_once_without_backoff() {
+    // A frozen tab's socket closed by the server (4005): the page runs again, so it reconnects within the wake
+    // delay, after a short connection as after a long one; any other close waits for the backoff.
+    for healthy in [1_000, 60_000] {
+        let mut h = Harness::new(no_pings());
+        h.connect();
+        h.stay_healthy(healthy, "conn-1");
+        h.close(close_code::CLIENT_SILENCE);
+        let delay = h.wait_for_attempt();
+        assert!(delay <= Config::default().wake_retry, "4005 after {healthy} ms: next attempt after {delay} ms");
+    }
+    let delays: Vec<Millis> = (0..20)
+        .map(|seed| {
+            let mut h = Harness::with_seed(no_pings(), seed);
+            h.connect();
+            h.stay_healthy(1_000, "conn-1");
+            h.close(close_code::PONG_TIMEOUT);
+            h.wait_for_attempt()
+        })
+        .collect();
+    assert!(delays.iter().all(|d| *d >= Config::default().backoff_floor), "{delays:?}");
+}
+
+#[test]
 fn reconnect_delays_grow_within_bounds_and_reset_after_a_healthy_connection() {
     // Full jitter above a floor: the n-th consecutive delay is uniform in [250 ms, min(25 s, 2.5 s * 2^n)]. Across
     // many seeds, each step stays within its bounds, comes close to both, and averages the middle: delays that

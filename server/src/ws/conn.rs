@@ -1,6 +1,7 @@
 //! The socket after the upgrade: a refused handshake answered, or one accepted connection: registration with
 //! the hub, then one task that reads (client frames and the liveness they show), writes (queued frames and
-//! protocol pings) and watches eviction and the pong deadline, and how each way of ending counts for presence.
+//! protocol pings) and watches eviction, the pong deadline and the client's silence, and how each way of ending
+//! counts for presence.
 
 use std::future::{poll_fn, Future};
 use std::pin::{pin, Pin};
@@ -87,6 +88,7 @@ pub(super) fn serve(
                 outlet: &outlet,
                 queue: &mut queue,
                 next_ping,
+                client_heard: opened,
                 ping_due: false,
                 unflushed: false,
                 held: 0,
@@ -148,6 +150,10 @@ struct Link<'a> {
     /// When the next protocol ping is due: `opened + k·ping_interval`, the schedule [`Liveness`] measures
     /// against.
     next_ping: Instant,
+    /// When the client last sent a frame of its own (text: its `health.check`), the opening if none. A browser
+    /// answers pings below JavaScript, so pongs keep coming from a frozen tab; only the client's own frames show
+    /// that it runs.
+    client_heard: Instant,
     /// A ping is due and not yet handed to the socket.
     ping_due: bool,
     /// A frame was handed to the socket (or a pong owed) and not yet flushed.
@@ -247,6 +253,7 @@ impl Link<'_> {
             liveness.heard(Instant::now());
             match msg {
                 Message::Text(text) => {
+                    self.client_heard = Instant::now();
                     if let Err(reason) = client_frame(self.app, self.id, text.as_str()) {
                         return Poll::Ready(Stop::Close(close_code::BAD_FRAME, reason));
                     }
@@ -270,7 +277,9 @@ impl Link<'_> {
         }
         loop {
             let pong_deadline = liveness.last_heard() + self.app.pong_timeout;
-            let deadline = pong_deadline.min(self.next_ping);
+            let silence_deadline = self.app.client_silence.map(|s| self.client_heard + s);
+            let deadline = silence_deadline.map_or(pong_deadline, |s| s.min(pong_deadline));
+            let deadline = deadline.min(self.next_ping);
             if timer.deadline() != deadline {
                 timer.as_mut().reset(deadline);
             }
@@ -281,6 +290,12 @@ impl Link<'_> {
                 return Poll::Ready(Stop::Close(
                     close_code::PONG_TIMEOUT,
                     "no pong within the timeout",
+                ));
+            }
+            if Some(deadline) == silence_deadline {
+                return Poll::Ready(Stop::Close(
+                    close_code::CLIENT_SILENCE,
+                    "no health.check from the client within the silence limit",
                 ));
             }
             // One ping however many were missed, then the next one on the schedule.

@@ -277,6 +277,8 @@ fn in_process_settings(opts: &ServerOpts) -> Option<presence_server::Settings> {
             "--idle-timeout-ms" => settings.idle_timeout = ms,
             "--last-active-refresh-ms" => settings.last_active_refresh = ms,
             "--readmit-window-ms" => settings.readmit_window = ms,
+            // In process, below the command line's floor of 30 s: the rule is the same at any scale.
+            "--client-silence-ms" => settings.client_silence = ms,
             _ => return None,
         }
     }
