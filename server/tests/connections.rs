@@ -298,7 +298,8 @@ async fn a_single_frame_larger_than_the_send_queue_bound_closes_even_an_empty_qu
 }
 
 #[tokio::test]
-async fn a_client_silent_past_the_limit_is_closed_with_4005_and_goes_offline_while_a_live_one_stays() {
+async fn a_client_silent_past_the_limit_is_closed_with_4005_and_goes_offline_while_a_live_one_stays(
+) {
     const SILENCE_MS: u64 = 600;
     let s = Server::start_with(
         ServerOpts::default()
@@ -324,7 +325,10 @@ async fn a_client_silent_past_the_limit_is_closed_with_4005_and_goes_offline_whi
     );
     let deadline = Instant::now() + WAIT;
     while s.user_as(&Auth::Server, "alice").await["online"] != false {
-        assert!(Instant::now() < deadline, "alice still online after the grace");
+        assert!(
+            Instant::now() < deadline,
+            "alice still online after the grace"
+        );
         sleep_ms(50).await;
     }
     carol.health_ping().await;

@@ -214,7 +214,9 @@ impl Session {
             }
             // Closed for the client's silence (4005): the page was frozen, and it runs again now. No backoff:
             // the server asked for nothing but a sign of life.
-            Phase::Open(ref open) if open.socket == socket && code == close_code::CLIENT_SILENCE => {
+            Phase::Open(ref open)
+                if open.socket == socket && code == close_code::CLIENT_SILENCE =>
+            {
                 self.end_cycle_if_healthy(now);
                 self.retry_after(now, self.config.wake_retry);
             }

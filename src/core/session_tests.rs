@@ -361,7 +361,10 @@ fn closed_for_client_silence_the_client_reconnects_at_once_without_backoff() {
         h.stay_healthy(healthy, "conn-1");
         h.close(close_code::CLIENT_SILENCE);
         let delay = h.wait_for_attempt();
-        assert!(delay <= Config::default().wake_retry, "4005 after {healthy} ms: next attempt after {delay} ms");
+        assert!(
+            delay <= Config::default().wake_retry,
+            "4005 after {healthy} ms: next attempt after {delay} ms"
+        );
     }
     let delays: Vec<Millis> = (0..20)
         .map(|seed| {
@@ -372,7 +375,10 @@ fn closed_for_client_silence_the_client_reconnects_at_once_without_backoff() {
             h.wait_for_attempt()
         })
         .collect();
-    assert!(delays.iter().all(|d| *d >= Config::default().backoff_floor), "{delays:?}");
+    assert!(
+        delays.iter().all(|d| *d >= Config::default().backoff_floor),
+        "{delays:?}"
+    );
 }
 
 #[test]
