@@ -67,8 +67,12 @@ impl Socket {
     }
 
     pub fn send(&self, text: &str) {
-        // A socket that is not open drops the frame; the session's deadlines notice a dead socket.
-        let _ = self.ws.send_with_str(text);
+        // A socket that is not open drops the frame; the session's deadlines notice a dead socket. Not even
+        // handed to it: a closed socket logs an error for each send (a page that ran again after a freeze has
+        // its ping due before it has read the close).
+        if self.ws.ready_state() == web_sys::WebSocket::OPEN {
+            let _ = self.ws.send_with_str(text);
+        }
     }
 
     /// Closes with `code` (`None`: without a code, as for an abandoned socket) and detaches the handlers.
