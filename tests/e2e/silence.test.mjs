@@ -1,9 +1,11 @@
 // End-to-end: the server's client silence rule (--client-silence-ms, close 4005) in headless Chromium. A browser
-// answers WebSocket pings below JavaScript, so a frozen tab (CDP Page.setWebLifecycleState) keeps its socket alive;
-// only the client's own health.check shows that the page runs. Shortened here to 45 s (150 s by default), with the
-// throttling of hidden tabs shortened alike: their timers run about once a minute, modelled as a tab frozen 12 s at
-// a time and let run for a moment. A peer on the official SDK, which keeps itself alive with its own health checks,
-// watches.
+// answers WebSocket pings below JavaScript, so a frozen tab keeps its socket alive; only the client's own
+// health.check shows that the page runs. A freeze is made by pausing the page's JavaScript through the debugger
+// (CDP Debugger.pause: no timer, no handler runs, the network stack still answers pings), because headless Chromium
+// does not freeze a visible page with Page.setWebLifecycleState (measured: its timers kept running). The limit is
+// shortened to 45 s (150 s by default), and the throttling of hidden tabs alike: their timers run about once a
+// minute, modelled as a tab paused 12 s at a time and let run for a moment. A peer on the official SDK, which keeps
+// itself alive with its own health checks, watches.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
@@ -47,7 +49,19 @@ async function tab(userId) {
   const page = await openClientPage(browser, server.url);
   assert.deepEqual(await connectClient(page, { userId, baseURL: server.url }), { ok: true });
   const cdp = await page.context().newCDPSession(page);
-  const lifecycle = (state) => cdp.send('Page.setWebLifecycleState', { state });
+  await cdp.send('Debugger.enable');
+  let stopped = null;
+  /** 'frozen': the page's JavaScript stops at a `debugger` statement, at once; 'active': it runs on. */
+  const lifecycle = async (state) => {
+    if (state === 'frozen') {
+      const paused = new Promise((done) => cdp.once('Debugger.paused', done));
+      stopped = cdp.send('Runtime.evaluate', { expression: 'debugger' });
+      await paused;
+    } else {
+      await cdp.send('Debugger.resume');
+      await stopped;
+    }
+  };
   return { page, lifecycle };
 }
 
