@@ -1,6 +1,7 @@
-//! The page lifecycle events the connection follows: `online`, `pageshow` and `visibilitychange` (to visible)
-//! wake it, `offline` drops its socket, `pagehide` suspends it. Listeners are removed when `PageEvents` is
-//! dropped.
+//! The page lifecycle events the connection follows: `online`, `pageshow`, `resume` and `visibilitychange` (to
+//! visible) wake it, `offline` drops its socket, `pagehide` and `freeze` suspend it (a frozen page runs no
+//! JavaScript: it closes as it goes, so that peers see it offline after the grace rather than after the server's
+//! client silence limit). Listeners are removed when `PageEvents` is dropped.
 
 use wasm_bindgen::prelude::*;
 use web_sys::EventTarget;
@@ -19,12 +20,12 @@ impl PageEvents {
     pub fn install(
         on_wake: impl Fn() + Clone + 'static,
         on_offline: impl Fn() + 'static,
-        on_hide: impl Fn() + 'static,
+        on_hide: impl Fn() + Clone + 'static,
     ) -> Option<PageEvents> {
         let window = web_sys::window()?;
         let document = window.document();
         let mut events = PageEvents {
-            registered: Vec::with_capacity(5),
+            registered: Vec::with_capacity(7),
         };
         let target: &EventTarget = window.as_ref();
         for name in ["online", "pageshow"] {
@@ -36,12 +37,24 @@ impl PageEvents {
             "offline",
             Closure::new(move |_: web_sys::Event| on_offline()),
         );
+        let hide = on_hide.clone();
         events.add(
             target,
             "pagehide",
-            Closure::new(move |_: web_sys::Event| on_hide()),
+            Closure::new(move |_: web_sys::Event| hide()),
         );
         if let Some(document) = document {
+            let wake = on_wake.clone();
+            events.add(
+                document.as_ref(),
+                "resume",
+                Closure::new(move |_: web_sys::Event| wake()),
+            );
+            events.add(
+                document.as_ref(),
+                "freeze",
+                Closure::new(move |_: web_sys::Event| on_hide()),
+            );
             let doc = document.clone();
             let listener = Closure::new(move |_: web_sys::Event| {
                 // Read as a string: the typed getter brings an enum table to the glue and a panic path here.
