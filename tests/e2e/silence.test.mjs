@@ -5,7 +5,9 @@
 // does not freeze a visible page with Page.setWebLifecycleState (measured: its timers kept running). The limit is
 // shortened to 45 s (150 s by default), and the throttling of hidden tabs alike: their timers run about once a
 // minute, modelled as a tab paused 12 s at a time and let run for a moment. A peer on the official SDK, which keeps
-// itself alive with its own health checks, watches.
+// itself alive with its own health checks, watches. Where the browser says it is about to freeze a page (its
+// `freeze` event, dispatched here), the client closes as a page going away does, and peers see it offline after the
+// grace only.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
@@ -22,6 +24,7 @@ let tmp;
 let server;
 let browser;
 let bob;
+let erin;
 let admin;
 
 before(async () => {
@@ -34,12 +37,13 @@ before(async () => {
   });
   admin = new StreamChat(API_KEY, API_SECRET, { baseURL: server.url, timeout: 5000 });
   admin.logger = () => {};
-  await admin.upsertUsers(['alice', 'bob', 'carol'].map((id) => ({ id, name: id })));
+  await admin.upsertUsers(['alice', 'bob', 'carol', 'dave', 'erin'].map((id) => ({ id, name: id })));
   browser = await launchBrowser();
 });
 
 after(async () => {
   await bob?.stop();
+  await erin?.stop();
   await browser?.close();
   await server?.stop();
   tmp?.cleanup();
@@ -113,4 +117,24 @@ test('a frozen tab reads offline after the silence limit and its grace; a thrott
   const { users } = await admin.queryUsers({ id: { $in: ['bob', 'carol'] } });
   assert.deepEqual(users.map((u) => [u.id, u.online]).sort(), [['bob', true], ['carol', true]]);
   for (const page of [alice.page, carol.page]) assert.deepEqual(page.problems, []);
+});
+
+test("a page told it is about to freeze closes at once: offline after the grace, back at once on resume", async () => {
+  erin = await startPeer(server.url, 'erin', ['dave']);
+  const dave = await tab('dave');
+  await erin.waitFor('dave', true, 10_000);
+  const frozeAt = Date.now();
+  await dave.page.evaluate(() => document.dispatchEvent(new Event('freeze')));
+  const offlineAt = await erin.waitFor('dave', false, 10_000, frozeAt);
+  console.log(`dave read offline ${offlineAt - frozeAt} ms after his freeze event (grace ${GRACE_MS} ms)`);
+  assert.ok(offlineAt - frozeAt >= GRACE_MS - 100, `offline ${offlineAt - frozeAt} ms after the freeze event`);
+  const [first] = await sockets(dave.page);
+  assert.equal(first.code, 4001, `closed as a page going away: ${JSON.stringify(first)}`);
+
+  const resumedAt = Date.now();
+  await dave.page.evaluate(() => document.dispatchEvent(new Event('resume')));
+  await erin.waitFor('dave', true, 5_000, resumedAt);
+  const next = (await sockets(dave.page)).find((s) => s.createdAt >= resumedAt);
+  assert.ok(next && next.createdAt - resumedAt < 1_000, `a new socket after resuming: ${JSON.stringify(next)}`);
+  assert.deepEqual(dave.page.problems, []);
 });
