@@ -137,8 +137,10 @@ for (const signal of ['SIGINT', 'SIGTERM']) {
 export async function startServer(extraArgs = [], bin = SERVER_BIN) {
   if (!existsSync(bin)) throw new Error(`no server binary at ${bin} (cargo build --release -p presence-server)`);
   // The load generator's clients write faster than the per-user write pace allows: the benchmarks measure the
-  // fan-out, not the limiter.
-  const defaults = [['--db', ':memory:'], ['--admin-addr', 'off'], ['--user-writes-per-minute', '0']]
+  // fan-out, not the limiter. Its connections answer pings but send no health.check of their own, which the
+  // client silence rule would close after 150 s.
+  const defaults = [['--db', ':memory:'], ['--admin-addr', 'off'], ['--user-writes-per-minute', '0'],
+    ['--client-silence-ms', '0']]
     .filter(([flag]) => !extraArgs.includes(flag));
   const admin = extraArgs.includes('--admin-addr') && extraArgs[extraArgs.indexOf('--admin-addr') + 1] !== 'off';
   const args = ['--addr', '127.0.0.1:0', '--api-key', API_KEY, '--api-secret', API_SECRET, '--dev-tokens',
