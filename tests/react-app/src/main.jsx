@@ -84,6 +84,7 @@ function Probe() {
   }, [client]);
   usePresenceEvent('user.presence.changed', () => {
     app.presenceEvents++;
+    app.lastEventAt = Date.now();
   });
   return null;
 }
