@@ -54,7 +54,7 @@ pub fn connect(
         });
     }
     install_page_events(client);
-    pump(client, None);
+    pump(client);
     Ok(waiting)
 }
 
@@ -66,8 +66,8 @@ pub async fn disconnect(client: Rc<ClientState>, timeout_ms: u32) {
         client.driver.ws_if(|id| session.is_current(id))
     };
     client.session.borrow_mut().disconnect(js::now());
-    // The close (1000) and the rejection of a pending connect.
-    pump(&client, None);
+    // The close (1000) and the rejection of a pending connect; the listeners are told once all is cleared.
+    carry_out(&client, None, &[]);
     client.driver.clear();
     client.credentials.clear();
     client.cache.clear();
@@ -100,19 +100,19 @@ fn install_page_events(client: &Rc<ClientState>) {
         move || {
             if let Some(client) = wake.upgrade() {
                 client.session.borrow_mut().handle_wake(js::now());
-                pump(&client, None);
+                pump(&client);
             }
         },
         move || {
             if let Some(client) = offline.upgrade() {
                 client.session.borrow_mut().handle_offline(js::now());
-                pump(&client, None);
+                pump(&client);
             }
         },
         move || {
             if let Some(client) = hide.upgrade() {
                 client.session.borrow_mut().handle_page_hide(js::now());
-                pump(&client, None);
+                pump(&client);
             }
         },
     );
@@ -120,10 +120,11 @@ fn install_page_events(client: &Rc<ClientState>) {
     drop(old);
 }
 
-/// The effect loop: carries out every pending effect of the session, then re-arms the one timer. `frame` is
-/// the frame being handled, which a `ConnectResolved` resolves `connectUser` with.
-pub fn pump(client: &Rc<ClientState>, frame: Option<&JsValue>) {
-    carry_out(client, frame, &[]);
+/// The effect loop: carries out every pending effect of the session, re-arms the one timer, and tells the
+/// `onStateChange` listeners.
+pub fn pump(client: &Rc<ClientState>) {
+    carry_out(client, None, &[]);
+    client.changed();
 }
 
 /// Hands an answer's users to the session, which decides what the client keeps of them, then carries out its
@@ -145,8 +146,11 @@ pub fn hand_over(
 /// which its `StoreUser` effects name.
 fn pump_answer(client: &Rc<ClientState>, users: &[JsValue]) {
     carry_out(client, None, users);
+    client.changed();
 }
 
+/// Carries out every pending effect and re-arms the timer. `frame` is the frame being handled, which a
+/// `ConnectResolved` resolves `connectUser` with.
 fn carry_out(client: &Rc<ClientState>, frame: Option<&JsValue>, users: &[JsValue]) {
     loop {
         let effect = client.session.borrow_mut().poll_effect();
@@ -156,7 +160,6 @@ fn carry_out(client: &Rc<ClientState>, frame: Option<&JsValue>, users: &[JsValue
         run(client, effect, frame, users);
     }
     arm_timer(client);
-    client.changed();
 }
 
 fn arm_timer(client: &Rc<ClientState>) {
@@ -175,7 +178,7 @@ fn arm_timer(client: &Rc<ClientState>) {
                     let fired = client.driver.arm(None);
                     drop_later(Box::new(fired));
                     client.session.borrow_mut().handle_timeout(js::now());
-                    pump(&client, None);
+                    pump(&client);
                 }
             }),
         );
@@ -231,7 +234,7 @@ fn run(client: &Rc<ClientState>, effect: Effect, frame: Option<&JsValue>, users:
                 // The connect it was asked for may have ended since (`disconnectUser`, a new `connectUser`).
                 if client.session.borrow().epoch() == epoch {
                     client.session.borrow_mut().fail_connect(error);
-                    pump(&client, None);
+                    pump(&client);
                 }
             }));
         }
@@ -341,7 +344,7 @@ async fn open_socket(
                 .session
                 .borrow_mut()
                 .handle_token_failure(js::now(), socket, error);
-            pump(&client, None);
+            pump(&client);
             return;
         }
     };
@@ -377,7 +380,7 @@ async fn open_socket(
                     .session
                     .borrow_mut()
                     .handle_socket_closed(js::now(), socket, event.code());
-                pump(&client, None);
+                pump(&client);
             }
         },
         move |_| {
@@ -386,7 +389,7 @@ async fn open_socket(
                     .session
                     .borrow_mut()
                     .handle_socket_error(js::now(), socket);
-                pump(&client, None);
+                pump(&client);
             }
         },
     );
@@ -410,7 +413,7 @@ async fn open_socket(
                     .borrow_mut()
                     .handle_socket_error(js::now(), socket);
             }
-            pump(&client, None);
+            pump(&client);
         }
     }
 }
@@ -428,11 +431,12 @@ fn handle_frame(
         .session
         .borrow_mut()
         .handle_frame(now, socket, &frame);
-    pump(client, Some(inbound.event()));
+    carry_out(client, Some(inbound.event()), &[]);
     if verdict != FrameVerdict::Ignore {
         inbound::dispatch(client, inbound, &frame, verdict == FrameVerdict::Dispatch);
-        client.changed();
     }
+    // Once per frame, after the cache took what it carries.
+    client.changed();
     frame.user
 }
 
