@@ -176,6 +176,7 @@ async fn metrics_reflect_connections_and_events() {
     for name in [
         "presence_open_connections",
         "presence_online_users",
+        "presence_follows",
         "presence_events_sent_total",
         "presence_auth_failures_total",
     ] {
@@ -186,11 +187,15 @@ async fn metrics_reflect_connections_and_events() {
     }
     assert_eq!(s.metric("presence_open_connections").await, 0.0);
     assert_eq!(s.metric("presence_online_users").await, 0.0);
+    assert_eq!(s.metric("presence_follows").await, 0.0);
 
     s.upsert(&[json!({ "id": "alice" }), json!({ "id": "bob" })])
         .await;
     let mut bob = s.connect("bob").await;
     s.subscribe_users(&bob, &["alice"]).await;
+    // Following alice again adds nothing; following bob too makes two.
+    s.subscribe_users(&bob, &["alice", "bob"]).await;
+    s.wait_metric("presence_follows", 2.0).await;
     let events_before = s.metric("presence_events_sent_total").await;
     let a1 = s.connect("alice").await;
     let a2 = s.connect("alice").await;
@@ -212,6 +217,7 @@ async fn metrics_reflect_connections_and_events() {
     bob.close(1000).await;
     s.wait_metric("presence_open_connections", 0.0).await;
     s.wait_metric("presence_online_users", 0.0).await;
+    s.wait_metric("presence_follows", 0.0).await;
 }
 
 #[tokio::test]

@@ -42,6 +42,12 @@ pub async fn metrics(State(app): State<Arc<AppState>>) -> Response {
             counts.online_users.to_string(),
         ),
         (
+            "presence_follows",
+            "gauge",
+            "Presence subscriptions: (connection, user) pairs followed through queryUsers with presence.",
+            counts.follows.to_string(),
+        ),
+        (
             "presence_events_sent_total",
             "counter",
             "Frames queued to connections.",

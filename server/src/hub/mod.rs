@@ -59,6 +59,7 @@ use crate::store::{Snapshot, Store, StoreError};
 pub struct Counts {
     pub open_connections: usize,
     pub online_users: usize,
+    pub follows: usize,
     pub frames_sent: u64,
     pub commits: u64,
     pub writes_committed: u64,
@@ -270,6 +271,7 @@ impl Hub {
         Counts {
             open_connections: view.open_connections(),
             online_users: view.online_users(),
+            follows: view.follows(),
             frames_sent: self.sockets.frames_sent(),
             commits: self.store_state.commits.load(Ordering::Relaxed),
             writes_committed: self.store_state.writes_committed.load(Ordering::Relaxed),

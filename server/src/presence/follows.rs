@@ -14,6 +14,8 @@ pub(super) struct Follows {
     followers: HashMap<String, ConnSet>,
     /// connection → users it follows.
     followed: ConnMap<HashSet<String>>,
+    /// (connection, user) pairs: what the server holds for presence subscriptions.
+    pairs: usize,
 }
 
 impl Follows {
@@ -22,10 +24,19 @@ impl Follows {
             .entry(user_id.to_string())
             .or_default()
             .insert(Arc::clone(conn));
-        self.followed
+        let before = self
+            .followed
             .entry(Arc::clone(conn))
             .or_default()
             .insert(user_id.to_string());
+        if before.is_none() {
+            self.pairs += 1;
+        }
+    }
+
+    /// (connection, followed user) pairs.
+    pub fn pairs(&self) -> usize {
+        self.pairs
     }
 
     /// Whether `conn` may follow `ids` too when a connection may follow `max` users: each entry costs memory
@@ -52,7 +63,9 @@ impl Follows {
 
     /// A connection ended: it follows nobody any more.
     pub fn forget(&mut self, conn: &ConnId) {
-        for user in self.followed.remove(conn).unwrap_or_default() {
+        let followed = self.followed.remove(conn).unwrap_or_default();
+        self.pairs -= followed.len();
+        for user in followed {
             if let Some(set) = self.followers.get_mut(&user) {
                 set.remove(conn);
                 if set.is_empty() {

@@ -93,7 +93,12 @@ impl Engine {
 
     /// Users and channels as they are now, for readers.
     pub fn view(&self) -> View {
-        View::new(self.users.clone(), self.channels.clone(), self.conns.len())
+        View::new(
+            self.users.clone(),
+            self.channels.clone(),
+            self.conns.len(),
+            self.follows.pairs(),
+        )
     }
 
     /// Frames to queue, in order. Drain after every operation.

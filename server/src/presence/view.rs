@@ -12,20 +12,32 @@ pub struct View {
     pub(super) users: Users,
     pub(super) channels: Channels,
     open_connections: usize,
+    follows: usize,
 }
 
 impl View {
-    pub(super) fn new(users: Users, channels: Channels, open_connections: usize) -> View {
+    pub(super) fn new(
+        users: Users,
+        channels: Channels,
+        open_connections: usize,
+        follows: usize,
+    ) -> View {
         View {
             users,
             channels,
             open_connections,
+            follows,
         }
     }
 
     /// Open connections when the view was taken.
     pub fn open_connections(&self) -> usize {
         self.open_connections
+    }
+
+    /// Presence subscriptions ((connection, followed user) pairs) when the view was taken.
+    pub fn follows(&self) -> usize {
+        self.follows
     }
 
     /// Whether a `queryUsers` filter pins `id` (the usual presence query): it then looks at those users only, so
