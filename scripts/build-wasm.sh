@@ -103,7 +103,8 @@ printf '%-40s %9d %9d\n' "  + createPresenceStore" "$(($(size "$with_store") - $
   "$(($(gz "$with_store") - $(gz "$app_glue")))"
 printf '%-40s %9d %9d\n' "presence-client/react (--minify)" "$(size "$react_min")" "$(gz "$react_min")"
 rm -rf "$measure_dir"
-# The budget: 57 KiB of gzip for wasm + glue as an app ships them (56 KiB until chrono's `DateTime<Utc>`, below),
+# The budget: 58.5 KiB of gzip for wasm + glue as an app ships them (56 KiB until chrono's `DateTime<Utc>`, 57 KiB
+# until tab sharing, below),
 # about half of stream-chat's 104.5 KB. Measured (this script, gzip -9 of both files): 48,486 B before wire
 # timestamps were read and before frames were parsed in JS; the JS frame handler
 # (src/web/frames.js, inlined by esbuild) and its reader add 2,340 B. chrono's RFC 3339 parsing (no default
@@ -128,7 +129,13 @@ rm -rf "$measure_dir"
 # frame alone, +1,760 B (58,911 B), and also the `/connect` payload (`user_details` kept as a JS value) and the
 # `connection.changed` event, +2,256 B (59,407 B). It links no `Unexpected` or float formatting: the cost is its
 # serializer and its cache of object keys (a thread-local HashMap of its own, with a panic path).
-budget=58368
+# Tab sharing (src/web/share.js: one socket per browser over Web Locks and BroadcastChannel, default on) costs
+# +1,479 B against 57,971 B (59,450 B): +1,352 B of glue (the file, bundled), +127 B of wasm (the option, the
+# client-local close code). Written against web-sys's bindings instead, the glue for LockManager, BroadcastChannel,
+# AbortController and the promise callbacks alone would weigh more than the file, and the link must be a JS object
+# the socket code can hold as a WebSocket. Property names minified by hand (esbuild --mangle-props) would save
+# 85 B: not done. The budget rose by 1.5 KiB for it, to 58.5 KiB.
+budget=59904
 printf '%-40s %9d %9d\n' "total in an app (budget $budget gzip)" "$total_raw" "$total_gz"
 if [ "$total_gz" -ge "$budget" ]; then
   echo "size budget exceeded: $total_gz bytes gzip >= $budget" >&2

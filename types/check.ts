@@ -49,8 +49,10 @@ export async function app(): Promise<void> {
     timeout: 10_000,
     lastActiveRefreshInterval: 900_000,
     connectTimeout: 15_000,
+    shareConnection: true,
   });
   new Client('API_KEY').free();
+  new Client('API_KEY', { shareConnection: false }).free();
 
   // ---- connecting -----------------------------------------------------------------------------------------
   const token: string = client.devToken('john');
@@ -253,6 +255,8 @@ export function misuse(client: Client, channel: Channel): void {
   client.on('user.presence.changed', (event) => event.user.toUpperCase());
   // @ts-expect-error the API key is a string
   new Client(42);
+  // @ts-expect-error shareConnection is a boolean
+  new Client('API_KEY', { shareConnection: 'no' });
   // @ts-expect-error connectUser needs a token or a token provider
   void client.connectUser({ id: 'john' });
   // @ts-expect-error a user needs an id

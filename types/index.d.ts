@@ -146,6 +146,12 @@ export interface ClientOptions {
   lastActiveRefreshInterval?: number;
   /** How long `connectUser` keeps trying before it rejects, in ms (default 15000). */
   connectTimeout?: number;
+  /**
+   * Share one WebSocket with the other tabs of this browser that connect the same user to the same server with the
+   * same API key (default true; only `false` opts out). Without Web Locks or BroadcastChannel, or outside a page,
+   * each client keeps its own socket.
+   */
+  shareConnection?: boolean;
 }
 
 export interface UserOptions {

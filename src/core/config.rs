@@ -29,6 +29,8 @@ pub struct Config {
     pub backoff_cap: Millis,
     /// A connection that stayed healthy this long ends the backoff cycle: the next drop starts from the first delay.
     pub healthy_reset: Millis,
+    /// Tabs of one browser connected as the same user to the same server share one socket (`shareConnection`).
+    pub share_connection: bool,
 }
 
 impl Default for Config {
@@ -46,6 +48,7 @@ impl Default for Config {
             backoff_base: 2_500,
             backoff_cap: timing::MAX_RECONNECT_DELAY_MS,
             healthy_reset: 30_000,
+            share_connection: true,
         }
     }
 }

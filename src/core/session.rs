@@ -26,6 +26,10 @@ use phase::{Open, Phase};
 use reconnect::Reconnect;
 use recovery::Recovery;
 
+/// The close code of a shared socket's link whose leader tab left (`src/web/share.js`): client-local, never on the
+/// wire. The session reconnects at once.
+pub const LEADER_LEFT: u16 = 4100;
+
 /// One client's connection and the state that must survive reconnects.
 #[derive(Debug)]
 pub struct Session {
@@ -213,9 +217,11 @@ impl Session {
                 }
             }
             // Closed for the client's silence (4005): the page was frozen, and it runs again now. No backoff:
-            // the server asked for nothing but a sign of life.
+            // the server asked for nothing but a sign of life. Nor when the tab that held a shared socket left
+            // (`LEADER_LEFT`): another tab holds it, or this one takes it over.
             Phase::Open(ref open)
-                if open.socket == socket && code == close_code::CLIENT_SILENCE =>
+                if open.socket == socket
+                    && (code == close_code::CLIENT_SILENCE || code == LEADER_LEFT) =>
             {
                 self.end_cycle_if_healthy(now);
                 self.retry_after(now, self.config.wake_retry);

@@ -352,19 +352,25 @@ impl Harness {
 }
 
 #[test]
-fn closed_for_client_silence_the_client_reconnects_at_once_without_backoff() {
+fn closed_for_client_silence_or_a_leaving_leader_the_client_reconnects_at_once_without_backoff() {
     // A frozen tab's socket closed by the server (4005): the page runs again, so it reconnects within the wake
     // delay, after a short connection as after a long one; any other close waits for the backoff.
-    for healthy in [1_000, 60_000] {
-        let mut h = Harness::new(no_pings());
-        h.connect();
-        h.stay_healthy(healthy, "conn-1");
-        h.close(close_code::CLIENT_SILENCE);
-        let delay = h.wait_for_attempt();
-        assert!(
-            delay <= Config::default().wake_retry,
-            "4005 after {healthy} ms: next attempt after {delay} ms"
-        );
+    // So does a shared socket's link whose leader tab left (LEADER_LEFT): another tab holds the socket now.
+    for code in [
+        close_code::CLIENT_SILENCE,
+        crate::core::session::LEADER_LEFT,
+    ] {
+        for healthy in [1_000, 60_000] {
+            let mut h = Harness::new(no_pings());
+            h.connect();
+            h.stay_healthy(healthy, "conn-1");
+            h.close(code);
+            let delay = h.wait_for_attempt();
+            assert!(
+                delay <= Config::default().wake_retry,
+                "{code} after {healthy} ms: next attempt after {delay} ms"
+            );
+        }
     }
     let delays: Vec<Millis> = (0..20)
         .map(|seed| {

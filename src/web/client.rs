@@ -49,7 +49,8 @@ fn option_string(options: &JsValue, key: &str) -> Result<Option<String>, JsValue
 
 #[wasm_bindgen]
 impl Client {
-    /// `new Client(apiKey, { baseURL, wsBaseURL, timeout, connectTimeout, lastActiveRefreshInterval })`.
+    /// `new Client(apiKey, { baseURL, wsBaseURL, timeout, connectTimeout, lastActiveRefreshInterval,
+    /// shareConnection })`.
     #[wasm_bindgen(constructor)]
     pub fn new(api_key: JsValue, options: JsValue) -> Result<Client, JsValue> {
         let api_key = api_key
@@ -70,6 +71,8 @@ impl Client {
         if let Some(budget) = option_u64(&options, "connectTimeout").filter(|v| *v > 0) {
             config.connect_budget = budget;
         }
+        // Only `false` opts out: tabs share by default.
+        config.share_connection = js::get(&options, "shareConnection").as_bool() != Some(false);
         // Clamped to what `setTimeout` holds: a longer delay would fire at once and abort every request.
         let timeout_ms = option_u64(&options, "timeout")
             .filter(|v| *v > 0)

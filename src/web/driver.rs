@@ -367,9 +367,18 @@ async fn open_socket(
         Rc::downgrade(&client),
         Rc::downgrade(&client),
     );
+    let share_id = {
+        let session = client.session.borrow();
+        if session.config().share_connection {
+            session.client_id().to_owned()
+        } else {
+            String::new()
+        }
+    };
     let opened = Socket::open(
         socket,
         &url,
+        &share_id,
         move |inbound: &Inbound, now| {
             let client = on_message.upgrade()?;
             handle_frame(&client, socket, inbound, now)

@@ -13,6 +13,14 @@ use crate::web::reader::{FrameReader, Inbound};
 /// handler is called with the parsed event, not an `Event`: the type only names the argument's ABI.)
 type Handler = Closure<dyn FnMut(Event)>;
 
+#[wasm_bindgen(module = "/src/web/share.js")]
+extern "C" {
+    /// A WebSocket to `url`, or a link over the one another tab holds for the same user, server and key (shared
+    /// by the client `share_id`; empty: a socket of its own).
+    #[wasm_bindgen(js_name = openSocket, catch)]
+    fn open_socket(url: &str, share_id: &str) -> Result<WebSocket, JsValue>;
+}
+
 #[must_use = "dropping a Socket closes it"]
 pub struct Socket {
     pub id: SocketId,
@@ -26,11 +34,12 @@ impl Socket {
     pub fn open(
         id: SocketId,
         url: &str,
+        share_id: &str,
         mut on_frame: impl FnMut(&Inbound, Millis) -> Option<UserPresence> + 'static,
         mut on_close: impl FnMut(CloseEvent) + 'static,
         on_error: impl FnMut(Event) + 'static,
     ) -> Result<Socket, JsValue> {
-        let ws = WebSocket::new(url)?;
+        let ws = open_socket(url, share_id)?;
         let mut reader = FrameReader::new();
         let (header, text, text_len) = reader.buffers();
         // The frame's user, decoded by the session, comes back so that its strings are reused.

@@ -133,10 +133,12 @@ export async function startPeer(baseURL, userId, watched) {
   };
 }
 
-/** Opens the test page in its own browser context and waits for the package to be loaded. */
-export async function openClientPage(browser, siteURL) {
-  const context = await browser.newContext();
-  const page = await context.newPage();
+/**
+ * Opens the test page in its own browser context (or as another tab of `context`) and waits for the package to be
+ * loaded.
+ */
+export async function openClientPage(browser, siteURL, context = null) {
+  const page = await (context ?? await browser.newContext()).newPage();
   page.problems = [];
   page.on('pageerror', (error) => page.problems.push(`uncaught: ${error.message}`));
   page.on('console', (message) => {
@@ -157,9 +159,11 @@ export async function openClientPage(browser, siteURL) {
  * recorded in `window.tokenCalls`). Every client event lands in `window.events` as { t, type, online, user }.
  * Resolves with the connectUser outcome: { ok: true } or { ok: false, code, message }.
  */
-export async function connectClient(page, { userId, baseURL, wsBaseURL, token = 'dev', watched = [] }) {
-  return page.evaluate(async ({ userId, baseURL, wsBaseURL, token, watched, apiKey }) => {
-    const client = new window.Client(apiKey, { baseURL, wsBaseURL });
+export async function connectClient(
+  page, { userId, baseURL, wsBaseURL, token = 'dev', watched = [], shareConnection },
+) {
+  return page.evaluate(async ({ userId, baseURL, wsBaseURL, token, watched, apiKey, shareConnection }) => {
+    const client = new window.Client(apiKey, { baseURL, wsBaseURL, shareConnection });
     window.client = client;
     window.events = [];
     window.tokenCalls = [];
@@ -184,7 +188,7 @@ export async function connectClient(page, { userId, baseURL, wsBaseURL, token = 
     }
     if (watched.length) await client.queryUsers({ id: { $in: watched } }, [], { presence: true });
     return { ok: true };
-  }, { userId, baseURL, wsBaseURL, token, watched, apiKey: API_KEY });
+  }, { userId, baseURL, wsBaseURL, token, watched, apiKey: API_KEY, shareConnection });
 }
 
 /** The page's record of its sockets: [{ url, createdAt, openedAt, closedAt, code, error }]. */

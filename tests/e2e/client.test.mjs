@@ -8,28 +8,11 @@ import { describe, before, after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { StreamChat } from 'stream-chat';
-import { API_KEY, API_SECRET, sleep, startServer, tempDir } from './harness.mjs';
+import { API_KEY, API_SECRET, launchBrowser, sleep, startServer, tempDir } from './harness.mjs';
 import {
   buildSite, clientEvents, connectClient, openClientPage, sockets, startPeer, startRelay, userToken,
   waitClientEvent,
 } from './client-harness.mjs';
-import { chromium } from 'playwright-core';
-
-const CHROMIUM_ARGS = [
-  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync',
-];
-
-/** Chromium with the back/forward cache on (playwright-core turns it off by default). */
-function launchBrowser() {
-  return chromium.launch({
-    executablePath: process.env.CHROMIUM_BIN || '/usr/bin/chromium',
-    headless: true,
-    args: CHROMIUM_ARGS,
-    ignoreDefaultArgs: ['--disable-back-forward-cache'],
-    timeout: 30_000,
-  });
-}
 
 let tmp;
 let site;
@@ -37,7 +20,7 @@ let browser;
 before(async () => {
   tmp = tempDir();
   site = buildSite(join(tmp.dir, 'site'));
-  browser = await launchBrowser();
+  browser = await launchBrowser({ backForwardCache: true });
 });
 after(async () => {
   await browser?.close().catch(() => {});

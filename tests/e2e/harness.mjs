@@ -107,8 +107,15 @@ export async function startServer({
   };
 }
 
-export async function launchBrowser() {
-  return chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, timeout: 30_000 });
+/** Headless Chromium; `backForwardCache`: with the back/forward cache on (playwright-core turns it off). */
+export async function launchBrowser({ backForwardCache = false } = {}) {
+  return chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: CHROMIUM_ARGS,
+    ignoreDefaultArgs: backForwardCache ? ['--disable-back-forward-cache'] : [],
+    timeout: 30_000,
+  });
 }
 
 /** Network noise Chromium logs by itself while the server is down; everything else counts as a page error. */
