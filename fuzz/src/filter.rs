@@ -163,6 +163,8 @@ fn query_users(doc: &Value, objects: &[&JsonMap]) {
             last_active_refresh: std::time::Duration::from_secs(15 * 60),
             max_follows_per_connection: 5000,
             distinct_channel_key: presence_server::fuzzing::distinct_channel_key(""),
+            webhook_url: None,
+            webhook_events: Vec::new(),
         },
         Vec::new(),
         Vec::new(),

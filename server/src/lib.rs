@@ -20,6 +20,7 @@ pub mod serve;
 mod startup;
 mod state;
 mod store;
+mod webhook;
 mod ws;
 
 use std::path::PathBuf;
@@ -33,6 +34,7 @@ use tower_http::services::ServeDir;
 pub use crate::cluster::ClusterSettings;
 pub use crate::error::{Error, ErrorKind};
 use crate::hub::{Hub, LogChoice};
+pub use crate::presence::check_webhook_url;
 pub use crate::startup::StartupError;
 pub use crate::state::AppState;
 use crate::store::postgres::PostgresStore;
@@ -114,6 +116,14 @@ pub struct Settings {
     /// HTTP connections (WebSockets included) the public port holds at once; 0: the open-file limit less a
     /// reserve for the database, Redis and the admin port.
     pub max_http_connections: usize,
+    /// Where webhook events go unless the app's settings (`PATCH /app`) name another URL.
+    pub webhook_url: Option<String>,
+    /// The event types sent to webhooks.
+    pub webhook_events: Vec<String>,
+    /// One webhook attempt's limit.
+    pub webhook_timeout: Duration,
+    /// Webhook events waiting at most; past it the oldest is dropped (and counted).
+    pub webhook_outbox_max: usize,
 }
 
 impl Default for Settings {
@@ -140,6 +150,13 @@ impl Default for Settings {
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(5),
             max_http_connections: 0,
+            webhook_url: None,
+            webhook_events: vec![
+                "user.presence.changed".to_string(),
+                "user.updated".to_string(),
+            ],
+            webhook_timeout: Duration::from_secs(5),
+            webhook_outbox_max: 1_000_000,
         }
     }
 }
@@ -234,9 +251,12 @@ impl Service {
     fn start(
         settings: &Settings,
         store: Box<dyn Store>,
-        snapshot: Snapshot,
+        mut snapshot: Snapshot,
         log: LogChoice,
     ) -> Result<(Service, Arc<Hub>), StoreError> {
+        let waiting = std::mem::take(&mut snapshot.outbox);
+        let (committed_tx, committed) = tokio::sync::mpsc::unbounded_channel();
+        let store = Box::new(webhook::Announcing::new(store, committed_tx));
         let (loaded_users, loaded_channels) = (snapshot.users.len(), snapshot.channels.len());
         let admission = admission::Admission::readmitting(
             returning_users(&snapshot, settings.last_active_refresh),
@@ -259,6 +279,8 @@ impl Service {
                 last_active_refresh: settings.last_active_refresh,
                 max_follows_per_connection: settings.max_follows_per_connection,
                 distinct_channel_key: presence::distinct_channel_key(&settings.api_secret),
+                webhook_url: settings.webhook_url.clone(),
+                webhook_events: settings.webhook_events.clone(),
             },
             snapshot,
             store,
@@ -279,6 +301,26 @@ impl Service {
             settings.user_write_burst,
         ))
         .with_client_silence(Some(settings.client_silence).filter(|s| !s.is_zero()));
+        let state = state.with_webhook_events(settings.webhook_events.clone());
+        let webhooks = Arc::clone(&state.webhooks);
+        if tokio::runtime::Handle::try_current().is_ok() {
+            webhook::spawn(
+                webhook::WebhookSettings {
+                    api_key: settings.api_key.clone(),
+                    api_secret: settings.api_secret.clone(),
+                    timeout: settings.webhook_timeout,
+                    outbox_max: settings.webhook_outbox_max,
+                },
+                Arc::clone(&hub),
+                waiting,
+                committed,
+                webhooks,
+            );
+        } else {
+            tracing::warn!(
+                "no async runtime: webhook events are kept in the outbox, not delivered"
+            );
+        }
         let service = Service {
             state: Arc::new(state),
             sockets,
@@ -411,6 +453,7 @@ fn app(state: Arc<AppState>, sockets: Arc<ws::Outlets>, static_dir: Option<PathB
     let connect = move |app, query, upgrade| ws::connect(app, Arc::clone(&sockets), query, upgrade);
     let api = Router::new()
         .route("/connect", get(connect))
+        .route("/app", get(http::app::get_app).patch(http::app::update_app))
         .route(
             "/users",
             post(http::users::upsert_users)

@@ -143,6 +143,24 @@ struct ServeArgs {
     /// reserve for the database, Redis and the admin port.
     #[arg(long, env = "PRESENCE_MAX_HTTP_CONNECTIONS", default_value_t = 0)]
     max_http_connections: usize,
+    /// Where webhook events go (one signed POST per event), unless the app's settings name another URL (a
+    /// server-token PATCH /app with webhook_url). Unset: no webhooks until PATCH /app sets one.
+    #[arg(long, env = "PRESENCE_WEBHOOK_URL")]
+    webhook_url: Option<String>,
+    /// The event types sent to webhooks, comma-separated.
+    #[arg(
+        long,
+        env = "PRESENCE_WEBHOOK_EVENTS",
+        default_value = "user.presence.changed,user.updated",
+        value_delimiter = ','
+    )]
+    webhook_events: Vec<String>,
+    /// One webhook attempt's limit; a receiver that has not answered by then is retried.
+    #[arg(long, env = "PRESENCE_WEBHOOK_TIMEOUT_MS", default_value_t = 5_000)]
+    webhook_timeout_ms: u64,
+    /// Webhook events waiting for delivery at most; past it the oldest is dropped (and counted).
+    #[arg(long, env = "PRESENCE_WEBHOOK_OUTBOX_MAX", default_value_t = 1_000_000)]
+    webhook_outbox_max: usize,
     /// Cluster mode: share presence, events and records with every other process on this Redis
     /// (redis://HOST:PORT).
     #[arg(long, env = "PRESENCE_REDIS_URL")]
@@ -297,6 +315,25 @@ fn settings(args: &ServeArgs) -> Result<Settings, StartupError> {
                 .into(),
         );
     }
+    if let Some(url) = &args.webhook_url {
+        if let Err(e) = presence_server::check_webhook_url(url) {
+            return wrong(format!("--webhook-url: {}", e.message()));
+        }
+    }
+    const WEBHOOK_EVENTS: [&str; 2] = ["user.presence.changed", "user.updated"];
+    if let Some(other) = args
+        .webhook_events
+        .iter()
+        .find(|e| !WEBHOOK_EVENTS.contains(&e.as_str()))
+    {
+        return wrong(format!(
+            "--webhook-events: {other:?} is not one of {}",
+            WEBHOOK_EVENTS.join(", ")
+        ));
+    }
+    if args.webhook_timeout_ms == 0 || args.webhook_outbox_max == 0 {
+        return wrong("--webhook-timeout-ms and --webhook-outbox-max must be > 0".into());
+    }
     Ok(Settings {
         api_key,
         api_secret,
@@ -318,6 +355,10 @@ fn settings(args: &ServeArgs) -> Result<Settings, StartupError> {
         header_read_timeout: Duration::from_millis(args.header_read_timeout_ms),
         idle_timeout: Duration::from_millis(args.idle_timeout_ms),
         max_http_connections: args.max_http_connections,
+        webhook_url: args.webhook_url.clone(),
+        webhook_events: args.webhook_events.clone(),
+        webhook_timeout: Duration::from_millis(args.webhook_timeout_ms),
+        webhook_outbox_max: args.webhook_outbox_max,
     })
 }
 

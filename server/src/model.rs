@@ -22,6 +22,30 @@ pub enum Write {
     SaveUser(Box<UserRecord>),
     TouchLastActive(String, DateTime<Utc>),
     SaveChannel(Box<ChannelRecord>),
+    /// The app's settings (`PATCH /app`).
+    SaveApp(AppSettings),
+    /// A webhook event into the outbox, in the commit of the change it tells of.
+    Webhook(Box<WebhookEvent>),
+    /// A webhook event delivered (or given up on): out of the outbox.
+    WebhookDone(String),
+}
+
+/// The app's settings, stored with its records and shared by a cluster's nodes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppSettings {
+    /// Where webhook events go; `None`: the `--webhook-url` flag's, if any.
+    pub webhook_url: Option<String>,
+}
+
+/// One webhook event, as the outbox holds it until a receiver acknowledged it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookEvent {
+    /// `X-Webhook-Id`: unique, the same on every attempt (receivers deduplicate on it).
+    pub id: String,
+    /// Whose event: events about one user are delivered in order.
+    pub user_id: String,
+    /// The event's JSON, exactly as signed and sent.
+    pub body: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]

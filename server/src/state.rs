@@ -9,6 +9,7 @@ use crate::admission::Admission;
 use crate::auth::TokenVerifier;
 use crate::http::rate::WriteLimits;
 use crate::hub::Hub;
+use crate::webhook::WebhookStats;
 
 pub struct AppState {
     /// Requests must carry it as `api_key`.
@@ -26,6 +27,10 @@ pub struct AppState {
     pub admission: Admission,
     /// The pace of each user token's user writes.
     pub write_limits: WriteLimits,
+    /// What webhook delivery did so far.
+    pub webhooks: Arc<WebhookStats>,
+    /// The event types sent to webhooks.
+    pub webhook_events: Vec<String>,
     auth_failures: AtomicU64,
     paced_connects: AtomicU64,
 }
@@ -50,6 +55,8 @@ impl AppState {
             hub,
             admission,
             write_limits: WriteLimits::new(0, 1),
+            webhooks: Arc::default(),
+            webhook_events: Vec::new(),
             auth_failures: AtomicU64::new(0),
             paced_connects: AtomicU64::new(0),
         }
@@ -58,6 +65,12 @@ impl AppState {
     /// The state with connections closed after `silence` without a frame from their client (without it, never).
     pub fn with_client_silence(mut self, silence: Option<Duration>) -> Self {
         self.client_silence = silence;
+        self
+    }
+
+    /// The state with the event types webhooks get (shown by `GET /app`).
+    pub fn with_webhook_events(mut self, events: Vec<String>) -> Self {
+        self.webhook_events = events;
         self
     }
 

@@ -45,7 +45,8 @@ export function tempDir() {
 
 /**
  * Starts presence-server serving `staticDir` (www/ by default) and resolves once it prints `listening on URL`.
- * Returns { url, port, adminURL, stop() } where stop() sends SIGTERM and waits for the exit (SIGKILL after 5 s);
+ * Returns { url, port, adminURL, stop(), kill() } where stop() sends SIGTERM and waits for the exit (SIGKILL after 5
+ * s), kill() sends SIGKILL;
  * `admin: true` opens the operator endpoints (/metrics) on a port of their own, at `adminURL`.
  */
 export async function startServer({
@@ -96,6 +97,11 @@ export async function startServer({
     port: Number(new URL(url).port),
     adminURL: admin ? /admin listening on (http:\/\/\S+)/.exec(output)[1] : undefined,
     output: () => output,
+    /** kill -9: the process ends at once, as in a crash. */
+    async kill() {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      return exited;
+    },
     async stop() {
       if (child.exitCode !== null || child.signalCode !== null) return exited;
       child.kill('SIGTERM');

@@ -1,6 +1,7 @@
 //! The REST edge: extractors (the authenticated caller, path, body), layers (timing, CORS, CORP), the handlers,
 //! and the one place a domain error becomes an HTTP status and the protocol's envelope.
 
+pub mod app;
 pub mod channels;
 pub mod error;
 pub mod extract;

@@ -2,6 +2,7 @@
 //! check of the `Host` it is asked for.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
@@ -28,6 +29,7 @@ pub async fn healthz(State(app): State<Arc<AppState>>) -> Response {
 
 pub async fn metrics(State(app): State<Arc<AppState>>) -> Response {
     let counts = app.hub.counts();
+    let hooks = &app.webhooks;
     let rows = [
         (
             "presence_open_connections",
@@ -70,6 +72,36 @@ pub async fn metrics(State(app): State<Arc<AppState>>) -> Response {
             "counter",
             "Rejected credentials, REST and WebSocket.",
             app.auth_failures().to_string(),
+        ),
+        (
+            "presence_webhook_delivered_total",
+            "counter",
+            "Webhook events acknowledged (2xx) by the receiver.",
+            hooks.delivered.load(Ordering::Relaxed).to_string(),
+        ),
+        (
+            "presence_webhook_failed_total",
+            "counter",
+            "Webhook attempts that failed (no 2xx, a timeout, a refused connection); each is retried.",
+            hooks.failed.load(Ordering::Relaxed).to_string(),
+        ),
+        (
+            "presence_webhook_dropped_total",
+            "counter",
+            "Webhook events given up: still failing after 24 h, or pushed out of a full outbox.",
+            hooks.dropped.load(Ordering::Relaxed).to_string(),
+        ),
+        (
+            "presence_webhook_outbox_depth",
+            "gauge",
+            "Webhook events waiting for delivery (in flight included).",
+            hooks.depth.load(Ordering::Relaxed).to_string(),
+        ),
+        (
+            "presence_webhook_delay_seconds_sum",
+            "counter",
+            "Time from each change to the receiver's acknowledgement of its event, summed.",
+            format!("{:.3}", hooks.delay_ms_sum.load(Ordering::Relaxed) as f64 / 1000.0),
         ),
         (
             "presence_paced_connects_total",

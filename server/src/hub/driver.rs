@@ -64,6 +64,8 @@ pub enum Input {
     Probe(Probe),
     /// Answered once the batch holding it is settled: every write before it is then durable (or failed).
     Flush(tokio::sync::oneshot::Sender<()>),
+    /// Webhook events this process delivered (or gave up on): out of the outbox.
+    WebhooksDone(Vec<String>),
 }
 
 /// What the driver tells of the store, shared with the hub's readers.
@@ -213,7 +215,7 @@ impl Driver {
                 }
                 Kind::Shutdown => settled.shutdown = true,
                 Kind::Flush(tx) => settled.flushed.push(tx),
-                Kind::HealthCheck(_) | Kind::Probe => {}
+                Kind::HealthCheck(_) | Kind::Probe | Kind::WebhooksDone(_) => {}
             }
         }
         settled
@@ -261,6 +263,7 @@ impl Driver {
                 Kind::Probe
             }
             Input::Flush(tx) => Kind::Flush(tx),
+            Input::WebhooksDone(ids) => Kind::WebhooksDone(ids),
         };
         Applied {
             now,
@@ -296,21 +299,33 @@ impl Driver {
                 let now = *now;
                 self.apply_entry(entry, now);
             }
-            Kind::Probe | Kind::Flush(_) => {}
+            Kind::Probe | Kind::Flush(_) | Kind::WebhooksDone(_) => {}
         }
         op.writes = self.take_writes(&op.kind);
     }
 
     /// The writes the engine made for `kind`, as this process commits them.
     fn take_writes(&mut self, kind: &Kind) -> Vec<Stamped> {
-        let writes = self.engine.poll_writes();
+        let mut writes = self.engine.poll_writes();
+        for write in &mut writes {
+            // Each webhook event gets its id where it is committed: the same on every delivery attempt.
+            if let Write::Webhook(event) = write {
+                event.id = uuid::Uuid::new_v4().to_string();
+            }
+        }
         match kind {
+            Kind::WebhooksDone(ids) => ids
+                .iter()
+                .map(|id| Stamped::unlogged(Write::WebhookDone(id.clone())))
+                .collect(),
             // A shared store holds what the entry's own process committed; an entry replayed at start (an
             // earlier process with this node id included) must not overwrite what came after it.
             Kind::Entry { entry, .. } if entry.shared && (entry.own || !self.shared_store) => {
                 let pos = Some(entry.pos.parts());
                 writes
                     .into_iter()
+                    // Each node applies every entry; only the one that appended it delivers its events.
+                    .filter(|write| entry.own || !matches!(write, Write::Webhook(_)))
                     .map(|write| Stamped { write, pos })
                     .collect()
             }
@@ -470,6 +485,7 @@ enum Kind {
     Shutdown,
     Probe,
     Flush(tokio::sync::oneshot::Sender<()>),
+    WebhooksDone(Vec<String>),
 }
 
 impl Kind {

@@ -45,11 +45,12 @@ use self::pending::Waiting;
 pub use self::sockets::Sockets;
 use self::thread::{HubThread, ViewSlot};
 use crate::error::Error;
+use crate::model::AppSettings;
 use crate::model::Caller;
 use crate::presence::command::Operation;
 use crate::presence::command::{
     ChannelStates, Connect, Disconnect, FollowUsers, PartialUpdateUsers, QueryChannel,
-    StopWatching, UpsertUsers,
+    StopWatching, UpdateApp, UpsertUsers,
 };
 use crate::presence::{self, ConnId, Ending, Engine, View};
 use crate::store::{Snapshot, Store, StoreError};
@@ -131,7 +132,8 @@ impl Hub {
         sockets: Arc<dyn Sockets>,
         log: LogChoice,
     ) -> Result<Arc<Hub>, StoreError> {
-        let engine = Engine::new(config, snapshot.users, snapshot.channels);
+        let mut engine = Engine::new(config, snapshot.users, snapshot.channels);
+        engine.restore_app(snapshot.app);
         let view: ViewSlot = Arc::new(RwLock::new(Arc::new(engine.view())));
         let store_state = StoreState::default();
         let (tx, rx) = mpsc::channel();
@@ -163,6 +165,32 @@ impl Hub {
             store_state,
             query_slots: QuerySlots::new(query_parallelism()),
         }))
+    }
+
+    /// `PATCH /app`.
+    pub async fn update_app(
+        &self,
+        caller: &Caller,
+        webhook_url: Option<String>,
+    ) -> Result<AppSettings, Error> {
+        self.run(UpdateApp {
+            caller: caller.clone(),
+            webhook_url,
+        })
+        .await
+    }
+
+    /// The app's settings and where webhook events go now, as of the last committed batch.
+    pub fn app(&self) -> (AppSettings, Option<Arc<str>>) {
+        let view = self.view();
+        (view.app().clone(), view.webhook_url())
+    }
+
+    /// Webhook events delivered (or given up on): deleted from the outbox in the hub's next commit.
+    pub fn webhooks_done(&self, ids: Vec<String>) {
+        if !ids.is_empty() {
+            let _ = self.inputs.send(Input::WebhooksDone(ids));
+        }
     }
 
     /// Where a shared log hands its entries (the hub's thread).

@@ -133,6 +133,8 @@ pub fn config() -> Config {
         last_active_refresh: Duration::from_secs(900),
         max_follows_per_connection: 5000,
         distinct_channel_key: crate::presence::distinct_channel_key("a secret"),
+        webhook_url: None,
+        webhook_events: Vec::new(),
     }
 }
 

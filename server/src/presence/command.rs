@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use super::types::{ConnId, Ending, SocketOrder};
 use super::{ChannelPage, Engine};
 use crate::error::Error;
-use crate::model::Caller;
+use crate::model::{AppSettings, Caller};
 
 /// One state-changing operation of the engine, with the result its caller waits for.
 pub trait Operation: Into<Command> + Clone + Send + 'static {
@@ -202,6 +202,22 @@ impl Operation for StopWatching {
     }
 }
 
+/// `PATCH /app`: the app's settings (`webhook_url`; an empty string clears it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UpdateApp {
+    pub caller: Caller,
+    pub webhook_url: Option<String>,
+}
+
+impl Operation for UpdateApp {
+    type Output = AppSettings;
+    const NAME: &'static str = "UpdateApp";
+
+    fn apply(&self, engine: &mut Engine, now: DateTime<Utc>) -> Result<AppSettings, Error> {
+        engine.update_app(&self.caller, self.webhook_url.as_deref(), now)
+    }
+}
+
 /// The grace windows due at the command's time end.
 #[derive(Debug, Clone, Copy)]
 pub struct EndGraces;
@@ -258,6 +274,7 @@ pub enum Command {
     StopWatching(StopWatching),
     Timeout,
     NodeDown(NodeDown),
+    UpdateApp(UpdateApp),
 }
 
 macro_rules! into_command {
@@ -279,7 +296,8 @@ into_command!(
     QueryChannel,
     ChannelStates,
     StopWatching,
-    NodeDown
+    NodeDown,
+    UpdateApp
 );
 
 impl From<EndGraces> for Command {
@@ -313,6 +331,7 @@ impl Command {
             Command::StopWatching(op) => run(op, engine, now),
             Command::Timeout => run(&EndGraces, engine, now),
             Command::NodeDown(op) => run(op, engine, now),
+            Command::UpdateApp(op) => run(op, engine, now),
         }
     }
 }

@@ -13,6 +13,11 @@ use crate::model::event_time;
 use crate::presence::types::{ConnHasher, ConnId, Delivery, StateEvent, StateKey};
 use crate::presence::Engine;
 
+/// An event as sent: serializing plain data to a string cannot fail.
+fn frame_of(event: &Event) -> String {
+    serde_json::to_string(event).unwrap_or_default()
+}
+
 /// An event of `kind` created at `now`, everything else empty.
 fn event(kind: &str, now: DateTime<Utc>) -> Event {
     Event {
@@ -33,8 +38,13 @@ impl Engine {
         if to.is_empty() {
             return;
         }
-        // Serializing plain data to a string cannot fail.
-        let frame = serde_json::to_string(event).unwrap_or_default();
+        self.deliver_frame(frame_of(event), to, supersedes);
+    }
+
+    fn deliver_frame(&mut self, frame: String, to: Vec<ConnId>, supersedes: Option<StateKey>) {
+        if to.is_empty() {
+            return;
+        }
         self.deliveries.push(Delivery {
             frame,
             to,
@@ -78,35 +88,36 @@ impl Engine {
         let Some(entry) = self.users.get(user_id) else {
             return;
         };
+        // What a server-side listener hears (webhooks): the public view, with the same rule for invisible users.
+        let silent = !others || (kind == event_type::USER_UPDATED && entry.rec.invisible);
         let own: HashSet<&ConnId, ConnHasher> = entry.conns().iter().collect();
         let reaches = |c: &&ConnId| !own.contains(c) && self.conns.contains(c);
         // A live update would tell others that an invisible user is active right now: while invisible, updates
         // reach only the user's own connections (others read the new fields from queries, or from the presence
         // event when the user becomes visible again).
-        let public_to: Vec<ConnId> =
-            if !others || (kind == event_type::USER_UPDATED && entry.rec.invisible) {
-                Vec::new()
-            } else if self.channels.memberships(user_id).next().is_none() {
-                // Followers only: a set already, so no other set is built for them.
-                self.follows
-                    .followers_of(user_id)
-                    .filter(reaches)
-                    .map(Arc::clone)
-                    .collect()
-            } else {
-                let mut audience: HashSet<&ConnId, ConnHasher> =
-                    self.follows.followers_of(user_id).collect();
-                for cid in self.channels.memberships(user_id) {
-                    audience.extend(
-                        self.channels
-                            .watchers(cid)
-                            .filter(|(_, presence)| *presence || self.config.watch_implies_presence)
-                            .map(|(c, _)| c),
-                    );
-                }
-                audience.retain(|c| reaches(c));
-                audience.into_iter().map(Arc::clone).collect()
-            };
+        let public_to: Vec<ConnId> = if silent {
+            Vec::new()
+        } else if self.channels.memberships(user_id).next().is_none() {
+            // Followers only: a set already, so no other set is built for them.
+            self.follows
+                .followers_of(user_id)
+                .filter(reaches)
+                .map(Arc::clone)
+                .collect()
+        } else {
+            let mut audience: HashSet<&ConnId, ConnHasher> =
+                self.follows.followers_of(user_id).collect();
+            for cid in self.channels.memberships(user_id) {
+                audience.extend(
+                    self.channels
+                        .watchers(cid)
+                        .filter(|(_, presence)| *presence || self.config.watch_implies_presence)
+                        .map(|(c, _)| c),
+                );
+            }
+            audience.retain(|c| reaches(c));
+            audience.into_iter().map(Arc::clone).collect()
+        };
         let own_to: Vec<ConnId> = own
             .into_iter()
             .filter(|c| self.conns.contains(c))
@@ -127,7 +138,11 @@ impl Engine {
             user_id: Arc::from(user_id),
             kind,
         });
-        self.deliver_keyed(&public, public_to, key);
+        let public = frame_of(&public);
+        if !silent {
+            self.webhook(user_id, kind, &public);
+        }
+        self.deliver_frame(public, public_to, key);
         self.deliver(&mine, own_to);
     }
 

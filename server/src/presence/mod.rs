@@ -22,6 +22,7 @@ mod types;
 mod users;
 mod view;
 mod watch;
+mod webhooks;
 mod writes;
 
 #[cfg(test)]
@@ -35,7 +36,7 @@ use presence_protocol::codes::event_type;
 use presence_protocol::JsonMap;
 
 use crate::error::{Error, ErrorKind};
-use crate::model::{ChannelRecord, UserRecord, Write};
+use crate::model::{AppSettings, ChannelRecord, UserRecord, Write};
 
 use self::channels::Channels;
 use self::connections::Connections;
@@ -49,6 +50,7 @@ pub use self::types::{
 };
 use self::users::Users;
 pub use self::view::{ChannelPage, Spent, View};
+pub use self::webhooks::check_webhook_url;
 
 /// The whole state. Cloning it is O(1) (persistent maps); the clone shares everything until either side changes.
 #[derive(Clone)]
@@ -61,6 +63,8 @@ pub struct Engine {
     /// Channels each user has created.
     channel_quota: ChannelQuota,
     lingering: LingeringWatches,
+    /// The app's settings (`PATCH /app`).
+    app: AppSettings,
     deliveries: Vec<Delivery>,
     writes: Vec<Write>,
     sockets: Vec<SocketOrder>,
@@ -77,6 +81,7 @@ impl Engine {
             follows: Follows::default(),
             channel_quota: ChannelQuota::default(),
             lingering: LingeringWatches::default(),
+            app: AppSettings::default(),
             deliveries: Vec::new(),
             writes: Vec::new(),
             sockets: Vec::new(),
@@ -98,6 +103,8 @@ impl Engine {
             self.channels.clone(),
             self.conns.len(),
             self.follows.pairs(),
+            self.app.clone(),
+            self.webhook_url().map(Arc::from),
         )
     }
 

@@ -47,6 +47,8 @@ impl Test {
             last_active_refresh: REFRESH,
             max_follows_per_connection: 5000,
             distinct_channel_key: distinct_channel_key("a secret"),
+            webhook_url: None,
+            webhook_events: Vec::new(),
         };
         let mut test = Test {
             engine: Engine::new(config, Vec::new(), Vec::new()),
@@ -280,6 +282,8 @@ fn a_user_at_a_limit_of_one_replacing_a_dead_connection_stays_online() {
             last_active_refresh: REFRESH,
             max_follows_per_connection: 5000,
             distinct_channel_key: distinct_channel_key("a secret"),
+            webhook_url: None,
+            webhook_events: Vec::new(),
         },
         Vec::new(),
         Vec::new(),

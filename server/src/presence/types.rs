@@ -75,6 +75,10 @@ pub struct Config {
     ///
     /// [`distinct_channel_key`]: crate::presence::distinct_channel_key
     pub distinct_channel_key: Arc<[u8]>,
+    /// Where webhook events go when the app's settings name no URL (`--webhook-url`).
+    pub webhook_url: Option<String>,
+    /// The event types sent to webhooks (`--webhook-events`).
+    pub webhook_events: Vec<String>,
 }
 
 /// What the engine asks of a connection's socket, carried out by the driver once the operation that asked is

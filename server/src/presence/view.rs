@@ -1,8 +1,11 @@
 //! A read-only copy of users and channels as of some moment, O(1) to take (the maps are persistent): queries
 //! filter, sort and serialize on it without holding up the engine.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
+use crate::model::AppSettings;
 use crate::presence::channels::Channels;
 use crate::presence::types::ConnId;
 use crate::presence::users::Users;
@@ -13,6 +16,8 @@ pub struct View {
     pub(super) channels: Channels,
     open_connections: usize,
     follows: usize,
+    app: AppSettings,
+    webhook_url: Option<Arc<str>>,
 }
 
 impl View {
@@ -21,13 +26,27 @@ impl View {
         channels: Channels,
         open_connections: usize,
         follows: usize,
+        app: AppSettings,
+        webhook_url: Option<Arc<str>>,
     ) -> View {
         View {
             users,
             channels,
             open_connections,
             follows,
+            app,
+            webhook_url,
         }
+    }
+
+    /// The app's settings when the view was taken.
+    pub fn app(&self) -> &AppSettings {
+        &self.app
+    }
+
+    /// Where webhook events went when the view was taken.
+    pub fn webhook_url(&self) -> Option<Arc<str>> {
+        self.webhook_url.clone()
     }
 
     /// Open connections when the view was taken.

@@ -10,13 +10,16 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::sync::Arc;
 
-use crate::model::{ChannelRecord, UserRecord, Write};
+use crate::model::{AppSettings, ChannelRecord, UserRecord, WebhookEvent, Write};
 
 /// Everything stored, as loaded at start.
 #[derive(Debug, Default)]
 pub struct Snapshot {
     pub users: Vec<UserRecord>,
     pub channels: Vec<ChannelRecord>,
+    pub app: AppSettings,
+    /// The webhook events not yet delivered, oldest first.
+    pub outbox: Vec<WebhookEvent>,
 }
 
 /// A write with the position in the cluster log of the entry that made it. A store the nodes share keeps, for

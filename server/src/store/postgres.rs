@@ -24,7 +24,7 @@ use presence_protocol::JsonMap;
 use serde_json::Value;
 use tokio_postgres::{Config, IsolationLevel, NoTls};
 
-use crate::model::{ChannelRecord, MemberRecord, UserRecord, Write};
+use crate::model::{AppSettings, ChannelRecord, MemberRecord, UserRecord, WebhookEvent, Write};
 use crate::store::{Snapshot, Stamped, Store, StoreError};
 
 /// Connections kept open: commits come from one thread, one at a time; the second serves a commit while the
@@ -78,6 +78,18 @@ const MIGRATIONS: &[(i32, &str)] = &[
             ADD COLUMN log_seq BIGINT NOT NULL DEFAULT 0;
         ALTER TABLE channels ADD COLUMN log_ms BIGINT NOT NULL DEFAULT 0,
             ADD COLUMN log_seq BIGINT NOT NULL DEFAULT 0;",
+    ),
+    // The app's settings, and the webhook outbox: events committed with the change they tell of, deleted once
+    // delivered.
+    (
+        3,
+        "CREATE TABLE app_settings (key TEXT PRIMARY KEY, value JSONB NOT NULL);
+        CREATE TABLE webhook_outbox (
+            seq BIGSERIAL PRIMARY KEY,
+            id TEXT NOT NULL UNIQUE,
+            user_id TEXT NOT NULL,
+            body TEXT NOT NULL
+        );",
     ),
 ];
 
@@ -298,6 +310,34 @@ async fn commit(
                 touch_last_active(&tx, &mut touches).await?;
                 save_channel(&tx, c, pos).await?;
             }
+            Write::SaveApp(app) => {
+                let value = serde_json::to_value(app).unwrap_or(Value::Null);
+                tx.execute(
+                    "INSERT INTO app_settings (key, value) VALUES ('app', $1)
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    &[&value],
+                )
+                .await?;
+            }
+            Write::Webhook(event) => {
+                let insert = tx
+                    .prepare_cached(
+                        "INSERT INTO webhook_outbox (id, user_id, body) VALUES ($1, $2, $3)
+                         ON CONFLICT (id) DO NOTHING",
+                    )
+                    .await?;
+                tx.execute(
+                    &insert,
+                    &[&event.id, &to_db(&event.user_id), &to_db(&event.body)],
+                )
+                .await?;
+            }
+            Write::WebhookDone(id) => {
+                let delete = tx
+                    .prepare_cached("DELETE FROM webhook_outbox WHERE id = $1")
+                    .await?;
+                tx.execute(&delete, &[id]).await?;
+            }
         }
     }
     touch_last_active(&tx, &mut touches).await?;
@@ -507,8 +547,35 @@ async fn load(client: &mut deadpool_postgres::Client) -> Result<Snapshot, tokio_
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let app = tx
+        .query_opt("SELECT value FROM app_settings WHERE key = 'app'", &[])
+        .await?
+        .map(|row| row.try_get::<_, Value>(0))
+        .transpose()?
+        .and_then(|value| serde_json::from_value::<AppSettings>(value).ok())
+        .unwrap_or_default();
+    let outbox = tx
+        .query(
+            "SELECT id, user_id, body FROM webhook_outbox ORDER BY seq",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|row| -> Result<WebhookEvent, tokio_postgres::Error> {
+            Ok(WebhookEvent {
+                id: row.try_get(0)?,
+                user_id: from_db(row.try_get(1)?),
+                body: from_db(row.try_get(2)?),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     tx.commit().await?;
-    Ok(Snapshot { users, channels })
+    Ok(Snapshot {
+        users,
+        channels,
+        app,
+        outbox,
+    })
 }
 
 /// Marks an escaped character in stored text: U+FFFF is a noncharacter, absent from any real text.

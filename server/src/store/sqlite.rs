@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use presence_protocol::JsonMap;
 use rusqlite::{params, Connection, ErrorCode, TransactionBehavior};
 
-use crate::model::{ChannelRecord, MemberRecord, UserRecord, Write};
+use crate::model::{AppSettings, ChannelRecord, MemberRecord, UserRecord, WebhookEvent, Write};
 use crate::store::{Snapshot, Stamped, Store, StoreError};
 
 /// How long one commit waits for a lock held by another connection before it fails (the hub retries).
@@ -52,6 +52,16 @@ CREATE TABLE IF NOT EXISTS members (
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL,
     PRIMARY KEY (cid, user_id)
+);
+CREATE TABLE IF NOT EXISTS app_settings (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS webhook_outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    user_id TEXT NOT NULL,
+    body TEXT NOT NULL
 );
 ";
 
@@ -107,6 +117,23 @@ fn commit(conn: &mut Connection, writes: &[Stamped]) -> rusqlite::Result<()> {
                     .execute(params![id, at.to_rfc3339()])?;
             }
             Write::SaveChannel(c) => save_channel(&tx, c)?,
+            Write::SaveApp(app) => {
+                tx.prepare_cached(
+                    "INSERT INTO app_settings (key, value) VALUES ('app', ?1)
+                     ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                )?
+                .execute(params![json_text(app)])?;
+            }
+            Write::Webhook(event) => {
+                tx.prepare_cached(
+                    "INSERT INTO webhook_outbox (id, user_id, body) VALUES (?1, ?2, ?3) ON CONFLICT(id) DO NOTHING",
+                )?
+                .execute(params![event.id, event.user_id, event.body])?;
+            }
+            Write::WebhookDone(id) => {
+                tx.prepare_cached("DELETE FROM webhook_outbox WHERE id = ?1")?
+                    .execute(params![id])?;
+            }
         }
     }
     tx.commit()
@@ -236,5 +263,29 @@ fn load(conn: &Connection) -> rusqlite::Result<Snapshot> {
             members,
         });
     }
-    Ok(Snapshot { users, channels })
+    let app = conn
+        .query_row(
+            "SELECT value FROM app_settings WHERE key = 'app'",
+            [],
+            |row| row.get::<_, String>(0),
+        )
+        .ok()
+        .and_then(|text| serde_json::from_str::<AppSettings>(&text).ok())
+        .unwrap_or_default();
+    let outbox = conn
+        .prepare("SELECT id, user_id, body FROM webhook_outbox ORDER BY seq")?
+        .query_map([], |row| {
+            Ok(WebhookEvent {
+                id: row.get(0)?,
+                user_id: row.get(1)?,
+                body: row.get(2)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(Snapshot {
+        users,
+        channels,
+        app,
+        outbox,
+    })
 }

@@ -5,6 +5,7 @@ in-memory database; users connect with the `websockets` package, the way a brows
 the SDK reads are live. Run by scripts/test-python.sh, which makes the private virtualenv.
 """
 
+import http.server
 import json
 import os
 import re
@@ -210,11 +211,11 @@ def test_calls_outside_the_subset_answer_json_and_keep_the_connection_usable(cli
     failures = []
     for i in range(200):
         try:
-            client.get_app_settings()
+            client.get_rate_limits()
         except StreamAPIException as e:
             assert e.json_response and e.status_code == 404, (e.status_code, e.response_text)
         else:
-            failures.append(f"round {i}: an app-settings call outside the subset succeeded")
+            failures.append(f"round {i}: a rate-limits call outside the subset succeeded")
         try:
             client.send_user_custom_event(uid, {"type": "ping"})
         except StreamAPIException as e:
@@ -235,3 +236,48 @@ def test_a_refused_token_answers_json_and_the_connection_stays_usable(server, cl
             bad.upsert_user({"id": unique("x"), "name": "x" * 2000})
         assert refused.value.status_code == 401 and refused.value.json_response
         assert client.query_users({"id": {"$eq": "nobody"}})["users"] == []
+
+
+def test_webhooks_set_by_update_app_settings_verify_with_verify_webhook(server, client):
+    received = []
+
+    class Receiver(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append((body, self.headers["X-Signature"], self.headers["X-Webhook-Id"]))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    receiver = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{receiver.server_address[1]}/hook"
+        client.update_app_settings(webhook_url=url)
+        assert client.get_app_settings()["app"]["webhook_url"] == url
+        uid = unique("hook")
+        client.upsert_user({"id": uid, "name": "Hook"})
+        conn = Connection(server, client, uid)
+        client.update_user_partial({"id": uid, "set": {"status": "Eating a veggie burger..."}})
+        conn.close()
+
+        def story():
+            events = [json.loads(body) for body, _, _ in received]
+            return [(e["type"], e["user"]["online"], e["user"].get("status")) for e in events if e["user"]["id"] == uid]
+
+        wait_for(lambda: len(story()) == 4, "four events about the user")
+        assert story() == [
+            ("user.updated", False, None),
+            ("user.presence.changed", True, None),
+            ("user.updated", True, "Eating a veggie burger..."),
+            ("user.presence.changed", False, "Eating a veggie burger..."),
+        ]
+        for body, signature, _ in received:
+            assert client.verify_webhook(body, signature)
+            assert not client.verify_webhook(body + b" ", signature)
+        assert len({webhook_id for _, _, webhook_id in received}) == len(received)
+    finally:
+        client.update_app_settings(webhook_url="")
+        receiver.shutdown()
