@@ -174,6 +174,12 @@ impl Queue {
         if line.jobs.is_empty() {
             self.lines.remove(user_id);
         }
+        if outcome == Outcome::Delivered {
+            // The receiver answers: what waits for a retry goes now, not after its backoff (up to a minute).
+            for line in self.lines.values_mut() {
+                line.retry_at = None;
+            }
+        }
         self.arrivals.remove(&job.seq);
         Some(match outcome {
             Outcome::Delivered => Leaving::Delivered(job.event),
@@ -253,6 +259,27 @@ mod tests {
         assert!(delays.windows(2).all(|w| w[1] >= w[0] / 2), "{delays:?}");
         assert!(delays.iter().all(|d| *d <= MAX_BACKOFF), "{delays:?}");
         assert!(*delays.last().unwrap() >= MAX_BACKOFF / 2, "{delays:?}");
+    }
+
+    #[test]
+    fn a_delivery_after_failures_sends_what_waited_for_its_retry_at_once() {
+        let now = Instant::now();
+        let mut q = Queue::new(100, Duration::from_secs(3600), 7);
+        q.push(event("a1", "a"));
+        q.push(event("b1", "b"));
+        assert_eq!(q.take_due(now, 10).len(), 2);
+        q.finish("a", Outcome::Failed, now);
+        q.finish("b", Outcome::Failed, now);
+        let later = q.next_retry().unwrap();
+        assert!(q.take_due(now, 10).is_empty());
+        let a_first = q.take_due(later + MAX_BACKOFF, 1);
+        let user = a_first[0].event.user_id.clone();
+        q.finish(&user, Outcome::Delivered, later);
+        assert_eq!(
+            q.take_due(later, 10).len(),
+            1,
+            "the other line goes at once"
+        );
     }
 
     #[test]
