@@ -1,7 +1,7 @@
 // `npm run bench`: builds what the benchmarks need, runs them, and writes BENCHMARKS.md (every table with the
 // commit it measured and the command that reproduces it; raw figures in artifacts/bench/*.json).
 // Usage: npm run bench [-- --quick] [-- --no-build]
-//        [-- --only bundle,ingest,detection,fanout,queryload,restart,churn,storage,cluster] [-- --whole]
+//        [-- --only bundle,ingest,detection,fanout,queryload,restart,churn,storage,cluster,webhooks] [-- --whole]
 //        [-- --out FILE] [-- --note "text"]
 //   --only      run these benchmarks only; an existing output file keeps its other sections and gets these
 //               replaced in place, each naming its own commit, date and load (--whole: write a new file instead).
@@ -25,12 +25,13 @@ import * as restart from './restart.mjs';
 import * as churn from './churn.mjs';
 import * as storage from './storage.mjs';
 import * as cluster from './cluster.mjs';
+import * as webhooks from './webhooks.mjs';
 import { updateSections } from './sections.mjs';
 import { ROOT, buildServer, buildServerAndLoadgen, buildWasm, commitInfo, fmt, machineInfo, parseArgs } from './lib.mjs';
 
 const args = parseArgs();
 const quick = Boolean(args.quick);
-const only = new Set(String(args.only || 'bundle,ingest,detection,fanout,queryload,restart,churn,storage,cluster').split(','));
+const only = new Set(String(args.only || 'bundle,ingest,detection,fanout,queryload,restart,churn,storage,cluster,webhooks').split(','));
 const outFile = resolve(ROOT, typeof args.out === 'string' ? args.out : 'BENCHMARKS.md');
 // `--only` on an existing file re-measures those benchmarks and updates their sections in place; `--whole`
 // writes a new file holding only them.
@@ -49,6 +50,7 @@ const plan = quick
     churn: { clients: 300, observers: 50, secs: 15, meanPauseMs: 3_000, rounds: 2 },
     storage: { users: 200, scale: 200, hours: 1 },
     cluster: cluster.QUICK,
+    webhooks: { users: 300, rounds: 5, outageSecs: 10, watchers: 1000, flips: 5, fanoutRounds: 1 },
   }
   : {
     ingest: { frames: 100_000, users: 10_000, runs: 3, profileFrames: 20_000 },
@@ -59,8 +61,9 @@ const plan = quick
     churn: { clients: 2000, observers: 200, secs: 60, meanPauseMs: 10_000, rounds: 2 },
     storage: { users: 1000, scale: 100, hours: 2 },
     cluster: cluster.FULL,
+    webhooks: { users: 1000, rounds: 20, outageSecs: 600, watchers: 1000, flips: 30, fanoutRounds: 3 },
   };
-const loadgenSteps = ['fanout', 'queryload', 'restart', 'churn', 'cluster'];
+const loadgenSteps = ['fanout', 'queryload', 'restart', 'churn', 'cluster', 'webhooks'];
 
 const started = Date.now();
 const step = (text) => console.log(`\n==> ${text} (${fmt((Date.now() - started) / 1000)} s)`);
@@ -302,6 +305,27 @@ if (only.has('cluster')) {
     cluster.markdown(result),
     '',
     `Reproduce: \`${cluster.command(p)}\``,
+  ].join('\n'));
+}
+if (only.has('webhooks')) {
+  const p = plan.webhooks;
+  step(`webhooks (${fmt(p.users)} users, ${p.rounds} status rounds, a ${fmt(p.outageSecs)} s receiver outage, fan-out to ${fmt(p.watchers)} with webhooks on and off)`);
+  const result = await webhooks.run(p);
+  save('webhooks', result);
+  goals.push(`Webhooks ≥ 1,000 events/s to one local receiver: ${fmt(result.throughput.perSecond)} events/s — ${result.throughput.perSecond >= 1000 ? 'met' : '**missed**'}; fan-out with webhooks on ≤ 1.05× off: ${fmt(result.fanout.ratio, 2)}× — ${result.fanout.ratio <= 1.05 ? 'met' : '**missed**'}.`);
+  sections.push([
+    '## 10. Webhooks',
+    '',
+    'The release server on a SQLite file sends every presence and profile change to a receiver in the benchmark\'s',
+    'own process (Node `http`, answering 200). Each event is timestamped on arrival; its delay is from the change',
+    '(the event\'s `created_at`) to the arrival. The outage stops the receiver while every user changes status three',
+    'times; once it listens again, the time until the last event arrived and whether each user\'s events came in',
+    'order. The fan-out row is the fan-out benchmark\'s measure on a server with `--webhook-url` and on one without,',
+    'alternated; the median of the rounds\' ratios.',
+    '',
+    webhooks.markdown(result),
+    '',
+    `Reproduce: \`cargo build --release -p presence-server -p presence-loadgen && node bench/webhooks.mjs --users ${p.users} --rounds ${p.rounds} --outage-secs ${p.outageSecs} --watchers ${p.watchers} --flips ${p.flips} --fanout-rounds ${p.fanoutRounds}\``,
   ].join('\n'));
 }
 const faultsSection = faults.length ? ['## 7. Faults and churn', '', ...faults.flatMap((f) => [f, ''])].join('\n').trimEnd() : null;

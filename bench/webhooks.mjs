@@ -194,6 +194,23 @@ export async function run({ users = 1000, rounds = 20, outageSecs = 60, watchers
   return { users, rounds, throughput: setup.result, outage, fanout: fan };
 }
 
+export function markdown(r) {
+  const t = r.throughput;
+  const f = r.fanout;
+  const lines = [
+    '| measure | result | goal |',
+    '|---|---|---|',
+    `| delivered to one local receiver (${fmt(t.events)} events: ${fmt(r.users)} users online and offline, ${r.rounds} status rounds) | **${fmt(t.perSecond)} events/s** | ≥ 1,000 events/s: ${t.perSecond >= 1000 ? 'met' : '**missed**'} |`,
+    `| delay from the change to the receiver | p50 ${fmt(t.delayMs.p50)} ms, p99 ${fmt(t.delayMs.p99)} ms, max ${fmt(t.delayMs.max)} ms | – |`,
+  ];
+  if (r.outage) {
+    const o = r.outage;
+    lines.push(`| receiver down ${fmt(o.secs)} s while ${fmt(o.events)} events were made | all delivered ${fmt(o.drainedMs / 1000, 1)} s after it came back, ${o.outOfOrder} out of order | drained in order: ${o.outOfOrder === 0 ? 'met' : '**missed**'} |`);
+  }
+  lines.push(`| fan-out to ${fmt(f.watchers)} watchers (last watcher p50), webhooks on / off | ${fmt(f.onMs, 1)} ms / ${fmt(f.offMs, 1)} ms: **${fmt(f.ratio, 2)}×** (rounds: ${f.rounds.map((x) => fmt(x.ratio, 2)).join(', ')}) | ≤ 1.05×: ${f.ratio <= 1.05 ? 'met' : '**missed**'} |`);
+  return lines.join('\n');
+}
+
 export function print(r) {
   const t = r.throughput;
   console.log(`webhooks to a local receiver: ${r.users} users online and offline, then ${r.rounds} status rounds`);
