@@ -209,7 +209,8 @@ impl Service {
     /// in-process log.
     pub fn open(settings: &Settings, db: &str) -> Result<Service, StoreError> {
         let (store, snapshot) = SqliteStore::open(db)?;
-        let (service, _) = Service::start(settings, Box::new(store), snapshot, LogChoice::Local)?;
+        let (service, _) =
+            Service::start(settings, Box::new(store), snapshot, LogChoice::Local, None)?;
         Ok(service)
     }
 
@@ -217,7 +218,8 @@ impl Service {
     /// in-process log.
     pub fn open_postgres(settings: &Settings, url: &str) -> Result<Service, StoreError> {
         let (store, snapshot) = PostgresStore::open(url)?;
-        let (service, _) = Service::start(settings, Box::new(store), snapshot, LogChoice::Local)?;
+        let (service, _) =
+            Service::start(settings, Box::new(store), snapshot, LogChoice::Local, None)?;
         Ok(service)
     }
 
@@ -239,6 +241,7 @@ impl Service {
             store,
             snapshot,
             LogChoice::Shared(Arc::clone(&node) as Arc<dyn hub::log::Log>),
+            Some(&cluster.node_id),
         )
         .map_err(|error| StartupError::Storage {
             db: storage.describe(),
@@ -253,8 +256,17 @@ impl Service {
         store: Box<dyn Store>,
         mut snapshot: Snapshot,
         log: LogChoice,
+        node: Option<&str>,
     ) -> Result<(Service, Arc<Hub>), StoreError> {
-        let waiting = std::mem::take(&mut snapshot.outbox);
+        let mut store = store;
+        let mut waiting = std::mem::take(&mut snapshot.outbox);
+        if let Some(node) = node {
+            store.set_node(node);
+            // A store the nodes share holds every node's events: this node delivers its own (a restart).
+            if store.shared() {
+                waiting = store.adopt_outbox(node)?;
+            }
+        }
         let (committed_tx, committed) = tokio::sync::mpsc::unbounded_channel();
         let store = Box::new(webhook::Announcing::new(store, committed_tx));
         let (loaded_users, loaded_channels) = (snapshot.users.len(), snapshot.channels.len());

@@ -20,7 +20,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use super::log::{Entry, LogPos};
 use super::pending::Pending;
 use crate::model::Write;
-use crate::presence::command::Command;
+use crate::presence::command::{conn_prefix, Command};
 use crate::presence::{ConnId, Delivery, Engine, SocketOrder};
 use crate::store::{Stamped, Store, StoreError};
 
@@ -184,6 +184,11 @@ impl Driver {
             .chain(ops.iter().flat_map(|op| op.writes.iter()))
             .cloned()
             .collect();
+        if self.shared_store {
+            // Before this batch's own events (a dead node's users going offline among them), so that each
+            // user's events keep their order.
+            self.adopt_dead_outboxes(&ops, store);
+        }
         let (deliveries, orders) = match self.commit(&writes, store, clock) {
             Ok(()) => {
                 if !writes.is_empty() {
@@ -219,6 +224,24 @@ impl Driver {
             }
         }
         settled
+    }
+
+    /// In a store the nodes share: a node found dead by this one (its `NodeDown` appended here) leaves webhook
+    /// events it had not delivered; this node delivers them.
+    fn adopt_dead_outboxes(&mut self, ops: &[Applied], store: &mut dyn Store) {
+        for op in ops {
+            let Kind::Entry { entry, .. } = &op.kind else {
+                continue;
+            };
+            let Some(Command::NodeDown(down)) = &entry.command else {
+                continue;
+            };
+            if entry.own && conn_prefix(&down.node) != self.prefix {
+                if let Err(e) = store.adopt_outbox(&down.node) {
+                    tracing::warn!(node = %down.node, error = %e, "webhooks: could not adopt a dead node's events");
+                }
+            }
+        }
     }
 
     /// While the database is failing and nothing tried it for a while (a ping-only load writes nothing), tries

@@ -50,6 +50,16 @@ pub trait Store: Send + 'static {
     fn shared(&self) -> bool {
         false
     }
+
+    /// This process's node id in a cluster: the webhook events it commits are its own to deliver (a store the
+    /// nodes share records whose they are).
+    fn set_node(&mut self, _node: &str) {}
+
+    /// The undelivered webhook events of `node` (a dead node's, or this node's own when it starts), oldest first,
+    /// made this node's to deliver. Only a store the nodes share has others' events.
+    fn adopt_outbox(&mut self, _node: &str) -> Result<Vec<WebhookEvent>, StoreError> {
+        Ok(Vec::new())
+    }
 }
 
 /// A storage failure.

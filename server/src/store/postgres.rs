@@ -91,12 +91,20 @@ const MIGRATIONS: &[(i32, &str)] = &[
             body TEXT NOT NULL
         );",
     ),
+    // Whose webhook events: the node that committed them delivers them, and a survivor adopts a dead node's.
+    (
+        4,
+        "ALTER TABLE webhook_outbox ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+        CREATE INDEX webhook_outbox_by_owner ON webhook_outbox (owner, seq);",
+    ),
 ];
 
 /// The PostgreSQL store: a small connection pool on a runtime of its own.
 pub struct PostgresStore {
     pool: Pool,
     io: Io,
+    /// This process's node id in a cluster (empty alone): the owner of the webhook events it commits.
+    node: String,
 }
 
 /// The store's runtime. Dropped without waiting, so dropping the store is safe on any thread, async or not.
@@ -205,7 +213,12 @@ impl PostgresStore {
         let snapshot = io
             .run(start)
             .unwrap_or_else(|| Err(open_error(Failure("the store's runtime stopped".into()))))?;
-        Ok((PostgresStore { pool, io }, snapshot))
+        let store = PostgresStore {
+            pool,
+            io,
+            node: String::new(),
+        };
+        Ok((store, snapshot))
     }
 
     /// `url` without its password, for logs and error messages.
@@ -237,16 +250,56 @@ impl Store for PostgresStore {
     fn commit(&mut self, writes: &[Stamped]) -> Result<(), StoreError> {
         let pool = self.pool.clone();
         let writes = writes.to_vec();
+        let node = self.node.clone();
         self.io
             .run(async move {
                 let mut client = pool.get().await.map_err(write_error)?;
-                commit(&mut client, &writes).await.map_err(commit_error)
+                commit(&mut client, &writes, &node)
+                    .await
+                    .map_err(commit_error)
             })
             .unwrap_or_else(|| Err(write_error(Failure("the store's runtime stopped".into()))))
     }
 
     fn shared(&self) -> bool {
         true
+    }
+
+    fn set_node(&mut self, node: &str) {
+        self.node = node.to_string();
+    }
+
+    fn adopt_outbox(&mut self, node: &str) -> Result<Vec<WebhookEvent>, StoreError> {
+        let pool = self.pool.clone();
+        let (from, to) = (node.to_string(), self.node.clone());
+        self.io
+            .run(async move {
+                let client = pool.get().await.map_err(write_error)?;
+                let rows = client
+                    .query(
+                        "UPDATE webhook_outbox SET owner = $2 WHERE owner = $1
+                         RETURNING seq, id, user_id, body",
+                        &[&from, &to],
+                    )
+                    .await
+                    .map_err(commit_error)?;
+                let mut events: Vec<(i64, WebhookEvent)> = rows
+                    .iter()
+                    .map(|row| {
+                        (
+                            row.get(0),
+                            WebhookEvent {
+                                id: row.get(1),
+                                user_id: from_db(row.get(2)),
+                                body: from_db(row.get(3)),
+                            },
+                        )
+                    })
+                    .collect();
+                events.sort_by_key(|(seq, _)| *seq);
+                Ok(events.into_iter().map(|(_, event)| event).collect())
+            })
+            .unwrap_or_else(|| Err(write_error(Failure("the store's runtime stopped".into()))))
     }
 }
 
@@ -291,6 +344,7 @@ async fn migrate(client: &mut deadpool_postgres::Client) -> Result<(), StoreErro
 async fn commit(
     client: &mut deadpool_postgres::Client,
     writes: &[Stamped],
+    node: &str,
 ) -> Result<(), tokio_postgres::Error> {
     let tx = client.transaction().await?;
     let mut touches: HashMap<&str, DateTime<Utc>> = HashMap::new();
@@ -322,13 +376,18 @@ async fn commit(
             Write::Webhook(event) => {
                 let insert = tx
                     .prepare_cached(
-                        "INSERT INTO webhook_outbox (id, user_id, body) VALUES ($1, $2, $3)
+                        "INSERT INTO webhook_outbox (id, user_id, body, owner) VALUES ($1, $2, $3, $4)
                          ON CONFLICT (id) DO NOTHING",
                     )
                     .await?;
                 tx.execute(
                     &insert,
-                    &[&event.id, &to_db(&event.user_id), &to_db(&event.body)],
+                    &[
+                        &event.id,
+                        &to_db(&event.user_id),
+                        &to_db(&event.body),
+                        &node,
+                    ],
                 )
                 .await?;
             }

@@ -86,6 +86,24 @@ impl Store for Announcing {
     fn shared(&self) -> bool {
         self.inner.shared()
     }
+
+    fn set_node(&mut self, node: &str) {
+        self.inner.set_node(node);
+    }
+
+    /// Adopts `node`'s undelivered events and hands them to the delivery task.
+    fn adopt_outbox(&mut self, node: &str) -> Result<Vec<WebhookEvent>, StoreError> {
+        let events = self.inner.adopt_outbox(node)?;
+        if !events.is_empty() {
+            tracing::info!(
+                node,
+                events = events.len(),
+                "webhooks: adopted the undelivered events of a node"
+            );
+            let _ = self.committed.send(events.clone());
+        }
+        Ok(events)
+    }
 }
 
 /// Starts delivering: first `waiting` (what the outbox held at start, oldest first), then what `committed`
