@@ -34,7 +34,7 @@ use tower_http::services::ServeDir;
 pub use crate::cluster::ClusterSettings;
 pub use crate::error::{Error, ErrorKind};
 use crate::hub::{Hub, LogChoice};
-pub use crate::presence::check_webhook_url;
+pub use crate::model::check_webhook_url;
 pub use crate::startup::StartupError;
 pub use crate::state::AppState;
 use crate::store::postgres::PostgresStore;

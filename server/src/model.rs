@@ -7,6 +7,8 @@ use presence_protocol::{JsonMap, User};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::error::Error;
+
 /// Who a request or connection acts as.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Caller {
@@ -35,6 +37,28 @@ pub enum Write {
 pub struct AppSettings {
     /// Where webhook events go; `None`: the `--webhook-url` flag's, if any.
     pub webhook_url: Option<String>,
+}
+
+/// The longest webhook URL accepted.
+const MAX_WEBHOOK_URL_LEN: usize = 2048;
+
+/// An absolute `http` or `https` URL with a host, of a sane length.
+pub fn check_webhook_url(url: &str) -> Result<(), Error> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
+    let host = rest.map(|r| r.split(['/', '?', '#']).next().unwrap_or(""));
+    let fine = url.len() <= MAX_WEBHOOK_URL_LEN
+        && host.is_some_and(|h| !h.is_empty() && !h.contains(char::is_whitespace))
+        && !url.contains(char::is_control);
+    if fine {
+        Ok(())
+    } else {
+        Err(Error::input(format!(
+            "UpdateApp failed with error: \"webhook_url must be an absolute http(s) URL of at most {MAX_WEBHOOK_URL_LEN} \
+             characters\""
+        )))
+    }
 }
 
 /// One webhook event, as the outbox holds it until a receiver acknowledged it.

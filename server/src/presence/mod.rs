@@ -50,7 +50,6 @@ pub use self::types::{
 };
 use self::users::Users;
 pub use self::view::{ChannelPage, Spent, View};
-pub use self::webhooks::check_webhook_url;
 
 /// The whole state. Cloning it is O(1) (persistent maps); the clone shares everything until either side changes.
 #[derive(Clone)]

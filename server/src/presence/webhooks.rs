@@ -5,11 +5,8 @@
 use chrono::{DateTime, Utc};
 
 use crate::error::Error;
-use crate::model::{AppSettings, Caller, WebhookEvent, Write};
+use crate::model::{check_webhook_url, AppSettings, Caller, WebhookEvent, Write};
 use crate::presence::Engine;
-
-/// The longest webhook URL accepted.
-const MAX_URL_LEN: usize = 2048;
 
 impl Engine {
     /// The settings loaded at start.
@@ -68,25 +65,6 @@ impl Engine {
             user_id: user_id.to_string(),
             body: body.to_string(),
         })));
-    }
-}
-
-/// An absolute `http` or `https` URL with a host, of a sane length.
-pub fn check_webhook_url(url: &str) -> Result<(), Error> {
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"));
-    let host = rest.map(|r| r.split(['/', '?', '#']).next().unwrap_or(""));
-    let fine = url.len() <= MAX_URL_LEN
-        && host.is_some_and(|h| !h.is_empty() && !h.contains(char::is_whitespace))
-        && !url.contains(char::is_control);
-    if fine {
-        Ok(())
-    } else {
-        Err(Error::input(format!(
-            "UpdateApp failed with error: \"webhook_url must be an absolute http(s) URL of at most {MAX_URL_LEN} \
-             characters\""
-        )))
     }
 }
 

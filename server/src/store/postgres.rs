@@ -11,6 +11,8 @@
 //! escape character) in every string stored, [`from_db`] undoes that, so no value a client sends makes a commit
 //! fail — which would fail every other write of its batch.
 
+mod outbox;
+
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::error::Error as StdError;
@@ -24,7 +26,7 @@ use presence_protocol::JsonMap;
 use serde_json::Value;
 use tokio_postgres::{Config, IsolationLevel, NoTls};
 
-use crate::model::{AppSettings, ChannelRecord, MemberRecord, UserRecord, WebhookEvent, Write};
+use crate::model::{ChannelRecord, MemberRecord, UserRecord, WebhookEvent, Write};
 use crate::store::{Snapshot, Stamped, Store, StoreError};
 
 /// Connections kept open: commits come from one thread, one at a time; the second serves a commit while the
@@ -275,29 +277,9 @@ impl Store for PostgresStore {
         self.io
             .run(async move {
                 let client = pool.get().await.map_err(write_error)?;
-                let rows = client
-                    .query(
-                        "UPDATE webhook_outbox SET owner = $2 WHERE owner = $1
-                         RETURNING seq, id, user_id, body",
-                        &[&from, &to],
-                    )
+                outbox::adopt(&client, &from, &to)
                     .await
-                    .map_err(commit_error)?;
-                let mut events: Vec<(i64, WebhookEvent)> = rows
-                    .iter()
-                    .map(|row| {
-                        (
-                            row.get(0),
-                            WebhookEvent {
-                                id: row.get(1),
-                                user_id: from_db(row.get(2)),
-                                body: from_db(row.get(3)),
-                            },
-                        )
-                    })
-                    .collect();
-                events.sort_by_key(|(seq, _)| *seq);
-                Ok(events.into_iter().map(|(_, event)| event).collect())
+                    .map_err(commit_error)
             })
             .unwrap_or_else(|| Err(write_error(Failure("the store's runtime stopped".into()))))
     }
@@ -364,39 +346,9 @@ async fn commit(
                 touch_last_active(&tx, &mut touches).await?;
                 save_channel(&tx, c, pos).await?;
             }
-            Write::SaveApp(app) => {
-                let value = serde_json::to_value(app).unwrap_or(Value::Null);
-                tx.execute(
-                    "INSERT INTO app_settings (key, value) VALUES ('app', $1)
-                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                    &[&value],
-                )
-                .await?;
-            }
-            Write::Webhook(event) => {
-                let insert = tx
-                    .prepare_cached(
-                        "INSERT INTO webhook_outbox (id, user_id, body, owner) VALUES ($1, $2, $3, $4)
-                         ON CONFLICT (id) DO NOTHING",
-                    )
-                    .await?;
-                tx.execute(
-                    &insert,
-                    &[
-                        &event.id,
-                        &to_db(&event.user_id),
-                        &to_db(&event.body),
-                        &node,
-                    ],
-                )
-                .await?;
-            }
-            Write::WebhookDone(id) => {
-                let delete = tx
-                    .prepare_cached("DELETE FROM webhook_outbox WHERE id = $1")
-                    .await?;
-                tx.execute(&delete, &[id]).await?;
-            }
+            Write::SaveApp(app) => outbox::save_app(&tx, app).await?,
+            Write::Webhook(event) => outbox::insert(&tx, event, node).await?,
+            Write::WebhookDone(id) => outbox::delete(&tx, id).await?,
         }
     }
     touch_last_active(&tx, &mut touches).await?;
@@ -606,28 +558,7 @@ async fn load(client: &mut deadpool_postgres::Client) -> Result<Snapshot, tokio_
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let app = tx
-        .query_opt("SELECT value FROM app_settings WHERE key = 'app'", &[])
-        .await?
-        .map(|row| row.try_get::<_, Value>(0))
-        .transpose()?
-        .and_then(|value| serde_json::from_value::<AppSettings>(value).ok())
-        .unwrap_or_default();
-    let outbox = tx
-        .query(
-            "SELECT id, user_id, body FROM webhook_outbox ORDER BY seq",
-            &[],
-        )
-        .await?
-        .iter()
-        .map(|row| -> Result<WebhookEvent, tokio_postgres::Error> {
-            Ok(WebhookEvent {
-                id: row.try_get(0)?,
-                user_id: from_db(row.try_get(1)?),
-                body: from_db(row.try_get(2)?),
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let (app, outbox) = outbox::load(&tx).await?;
     tx.commit().await?;
     Ok(Snapshot {
         users,
