@@ -50,6 +50,7 @@ export async function app(): Promise<void> {
     lastActiveRefreshInterval: 900_000,
     connectTimeout: 15_000,
     shareConnection: true,
+    batchMs: 10,
   });
   new Client('API_KEY').free();
   new Client('API_KEY', { shareConnection: false }).free();

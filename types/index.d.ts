@@ -152,6 +152,11 @@ export interface ClientOptions {
    * each client keeps its own socket.
    */
   shareConnection?: boolean;
+  /**
+   * The batching window asked of the server, in ms (default 10; 0: none; at most 50): events the server has for
+   * this client within it arrive as one WebSocket message, and listeners still get each on its own, in order.
+   */
+  batchMs?: number;
 }
 
 export interface UserOptions {

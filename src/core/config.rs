@@ -31,6 +31,9 @@ pub struct Config {
     pub healthy_reset: Millis,
     /// Tabs of one browser connected as the same user to the same server share one socket (`shareConnection`).
     pub share_connection: bool,
+    /// The batching window asked of the server (`batchMs`, `batch_ms` on the wire): frames may then hold the
+    /// events of up to this many milliseconds. 0: one event per frame.
+    pub batch_ms: u32,
 }
 
 impl Default for Config {
@@ -49,6 +52,7 @@ impl Default for Config {
             backoff_cap: timing::MAX_RECONNECT_DELAY_MS,
             healthy_reset: 30_000,
             share_connection: true,
+            batch_ms: 10,
         }
     }
 }

@@ -82,8 +82,9 @@ impl Endpoints {
     }
 
     /// The WebSocket handshake: `{ws base}/connect?json=…&api_key=…&authorization=…` with `payload_json`
-    /// (`{user_id, user_details, client_request_id}`) and the token.
-    pub fn connect(&self, payload_json: &str, token: &str) -> String {
+    /// (`{user_id, user_details, client_request_id}`) and the token; `&batch_ms=N` when `batch_ms` is not 0 (the
+    /// server may then send frames holding an array of the events of up to N ms).
+    pub fn connect(&self, payload_json: &str, token: &str, batch_ms: u32) -> String {
         let mut url = [&self.ws_url, "/connect?"].concat();
         push_param(&mut url, "json", payload_json);
         url.push('&');
@@ -92,6 +93,10 @@ impl Endpoints {
         push_param(&mut url, "authorization", token);
         url.push_str("&stream-auth-type=jwt&");
         push_param(&mut url, "X-Stream-Client", CLIENT_NAME);
+        if batch_ms > 0 {
+            url.push_str("&batch_ms=");
+            url.push_str(&crate::core::error::decimal(i64::from(batch_ms)));
+        }
         url
     }
 }
@@ -219,18 +224,18 @@ mod tests {
             "http://127.0.0.1:3030/users?api_key=key"
         );
         assert!(e
-            .connect("{}", "t")
+            .connect("{}", "t", 0)
             .starts_with("ws://127.0.0.1:3030/connect?json=%7B%7D&"));
         let e = Endpoints::new("key".into(), None, Some("wss://ws.example/".into())).unwrap();
         assert!(e
             .rest("/users", None, None, &[])
             .starts_with("https://chat.stream-io-api.com/users?"));
         assert!(e
-            .connect("{}", "t")
+            .connect("{}", "t", 0)
             .starts_with("wss://ws.example/connect?"));
         let e = Endpoints::new("key".into(), Some("https://api.example".into()), None).unwrap();
         assert!(e
-            .connect("{}", "t")
+            .connect("{}", "t", 0)
             .starts_with("wss://api.example/connect?"));
     }
 
@@ -242,7 +247,7 @@ mod tests {
             "http://h/users?user_id=jo%20hn&connection_id=c-1&api_key=k%20y&payload=%7B%22a%22%3A1%7D"
         );
         assert_eq!(
-            e.connect("{}", "a.b.c"),
+            e.connect("{}", "a.b.c", 0),
             [
                 "ws://h/connect?json=%7B%7D&api_key=k%20y&authorization=a.b.c&stream-auth-type=jwt",
                 "&X-Stream-Client=",
@@ -250,6 +255,9 @@ mod tests {
             ]
             .concat()
         );
+        assert!(e
+            .connect("{}", "a.b.c", 10)
+            .ends_with(&[CLIENT_NAME, "&batch_ms=10"].concat()));
     }
 
     #[test]

@@ -18,6 +18,8 @@ use crate::web::state::ClientState;
 pub use crate::web::events::EventSubscription;
 
 const DEFAULT_TIMEOUT_MS: u32 = 10_000;
+/// The longest batching window servers grant.
+const MAX_BATCH_MS: u64 = 50;
 /// The header segment of every HS256 JWT, and so of dev tokens.
 const DEV_TOKEN_HEADER: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9";
 
@@ -50,7 +52,7 @@ fn option_string(options: &JsValue, key: &str) -> Result<Option<String>, JsValue
 #[wasm_bindgen]
 impl Client {
     /// `new Client(apiKey, { baseURL, wsBaseURL, timeout, connectTimeout, lastActiveRefreshInterval,
-    /// shareConnection })`.
+    /// shareConnection, batchMs })`.
     #[wasm_bindgen(constructor)]
     pub fn new(api_key: JsValue, options: JsValue) -> Result<Client, JsValue> {
         let api_key = api_key
@@ -70,6 +72,14 @@ impl Client {
         }
         if let Some(budget) = option_u64(&options, "connectTimeout").filter(|v| *v > 0) {
             config.connect_budget = budget;
+        }
+        if let Some(batch) = option_u64(&options, "batchMs") {
+            if batch > MAX_BATCH_MS {
+                return Err(js::to_js_error(&js::invalid(
+                    "new Client(): batchMs must be from 0 (one event per frame) to 50",
+                )));
+            }
+            config.batch_ms = batch as u32;
         }
         // Only `false` opts out: tabs share by default.
         config.share_connection = js::get(&options, "shareConnection").as_bool() != Some(false);

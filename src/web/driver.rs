@@ -361,7 +361,10 @@ async fn open_socket(
         "client_request_id",
         &JsValue::from_str(&request_id),
     );
-    let url = client.endpoints().connect(&js::to_json(&payload), &token);
+    let batch_ms = client.session.borrow().config().batch_ms;
+    let url = client
+        .endpoints()
+        .connect(&js::to_json(&payload), &token, batch_ms);
     let (on_message, on_close, on_error) = (
         Rc::downgrade(&client),
         Rc::downgrade(&client),

@@ -29,8 +29,8 @@ const object = (value) => typeof value === 'object' && value !== null;
 const encoder = new TextEncoder();
 
 /**
- * Sets `ws.onmessage`: every text frame that holds a JSON object with a string `type` is stamped with
- * `received_at` and handed to `onFrame(event)`, its strings (`type`, `user.id`, `user.status`,
+ * Sets `ws.onmessage`: every event of a text frame (a JSON object with a string `type`, or an array of them: a batch,
+ * taken in order) is stamped with `received_at` and handed to `onFrame(event)`, its strings (`type`, `user.id`, `user.status`,
  * `user.last_active`, `connection_id`) written one after the other into the `length` bytes at `text` in `memory`,
  * and the `HEADER_LENGTH` doubles at `header` set to the flags, where each string ends, and the time.
  */
@@ -54,15 +54,24 @@ export function receiveFrames(ws, onFrame, memory, header, text, length) {
     at += n;
     return true;
   };
+  let now;
   ws.onmessage = (message) => {
     const data = message.data;
     if (typeof data !== 'string') return;
-    let event;
+    let parsed;
     try {
-      event = JSON.parse(data);
+      parsed = JSON.parse(data);
     } catch {
       return;
     }
+    now = new Date();
+    if (Array.isArray(parsed)) {
+      for (const event of parsed) take(event);
+    } else {
+      take(parsed);
+    }
+  };
+  const take = (event) => {
     const type = object(event) && event.type;
     if (typeof type !== 'string') return;
     // A grown memory detaches the old views.
@@ -105,7 +114,6 @@ export function receiveFrames(ws, onFrame, memory, header, text, length) {
     if (object(event.me)) flags |= ME;
     if (object(event.error)) flags |= ERROR;
     if (!fits) flags |= TOO_LONG;
-    const now = new Date();
     event.received_at = now;
     fields[FLAGS_AT] = flags;
     fields[ENDS_AT] = typeEnd;

@@ -168,9 +168,11 @@ class Participant {
 
   updated(data) {
     try {
-      const { user } = JSON.parse(data);
       const ok = JSON.parse(this.ok);
-      if (user?.id === ok.me?.id) this.ok = JSON.stringify({ ...ok, me: { ...ok.me, ...user } });
+      for (const { type, user } of [].concat(JSON.parse(data))) {
+        if (type === 'user.updated' && user?.id === ok.me?.id) ok.me = { ...ok.me, ...user };
+      }
+      this.ok = JSON.stringify(ok);
     } catch {
       // not this user's update
     }

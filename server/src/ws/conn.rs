@@ -34,6 +34,9 @@ enum Stop {
     Close(u16, &'static str),
 }
 
+/// What an accepted handshake gives: the user, the `user_details` to apply, and the batching window asked for.
+pub(super) type Handshake = (String, JsonMap, Option<Duration>);
+
 /// How long a connection that is being closed may take to get its close frame out before the socket is dropped.
 const CLOSE_WRITE_BUDGET: Duration = Duration::from_secs(1);
 
@@ -49,20 +52,22 @@ const CLOSE_WRITE_BUDGET: Duration = Duration::from_secs(1);
 pub(super) fn serve(
     app: Arc<AppState>,
     sockets: Arc<Outlets>,
-    auth: Box<Result<(String, JsonMap), Error>>,
+    auth: Box<Result<Handshake, Error>>,
     mut socket: WebSocket,
 ) -> impl Future<Output = ()> + Send {
     async move {
         let opened = Instant::now();
+        let batch = auth.as_ref().as_ref().ok().and_then(|(_, _, batch)| *batch);
         let (outlet, mut queue) = Outlet::new(
             app.send_queue_bytes,
             Liveness::new(opened, app.ping_interval),
+            batch.is_some(),
         );
         // The user and the details are scoped to the registration, so that the task keeps no room for them
         // while the connection runs; its id names the connection from here on (in the log too).
         let id = {
             let (user_id, details) = match *auth {
-                Ok(auth) => auth,
+                Ok((user_id, details, _)) => (user_id, details),
                 // Boxed, like the registration: a future is as large as its largest state, and these short-lived
                 // ones would otherwise size every idle connection's task.
                 Err(error) => return Box::pin(reject(socket, error)).await,
@@ -92,6 +97,10 @@ pub(super) fn serve(
                 ping_due: false,
                 unflushed: false,
                 held: 0,
+                batch,
+                batch_at: None,
+                batch_due: false,
+                greeted: false,
             };
             poll_fn(|cx| link.poll(cx, timer.as_mut())).await
         };
@@ -161,7 +170,19 @@ struct Link<'a> {
     /// Bytes handed to the socket since its last complete flush: frames and the pongs owed for the client's
     /// pings. With the queued frames, what the server holds for a client that does not read.
     held: usize,
+    /// The batching window the client asked for (`batch_ms`): frames queued within it go out as one.
+    batch: Option<Duration>,
+    /// When the open window ends.
+    batch_at: Option<Instant>,
+    /// The window ended: what is queued goes out, in batches of at most [`MAX_BATCH_BYTES`].
+    batch_due: bool,
+    /// The connection's first frame (its `health.check`, which a client's connect waits for) went out, alone
+    /// and at once: batching starts after it.
+    greeted: bool,
 }
+
+/// The largest batch frame (unless one event alone is larger).
+const MAX_BATCH_BYTES: usize = 64 * 1024;
 
 impl Link<'_> {
     /// Runs the connection until it stops. Reading never waits for writing: a peer that stopped reading
@@ -173,9 +194,18 @@ impl Link<'_> {
             return Poll::Ready(Stop::Close(code, eviction_reason(code)));
         }
         let liveness = self.outlet.liveness();
+        let mut io_woke = self.outlet.take_io_wake();
+        // A frame queued while no window is open opens one: it and whatever follows within the window go out
+        // together when it ends (the timer, re-armed by the io pass, says when).
+        if let Some(window) = self.batch.filter(|_| self.greeted) {
+            if self.batch_at.is_none() && !self.batch_due && !self.queue.is_empty() {
+                self.batch_at = Some(Instant::now() + window);
+                io_woke = true;
+            }
+        }
         // The socket and the timer are polled only when one of them woke the task (their waker is the
         // outlet's); only they change the deadlines.
-        if self.outlet.take_io_wake() {
+        if io_woke {
             let waker = Waker::from(Arc::clone(self.outlet));
             let mut io_cx = Context::from_waker(&waker);
             if let Poll::Ready(stop) = self.poll_io(&mut io_cx, liveness, timer) {
@@ -212,9 +242,23 @@ impl Link<'_> {
             let frame = if self.ping_due {
                 self.ping_due = false;
                 Message::Ping(Default::default())
+            } else if self.batch.is_some() && self.greeted {
+                if !self.batch_due {
+                    break;
+                }
+                match self.queue.take_batch(MAX_BATCH_BYTES) {
+                    Some(batch) => Message::Text(batch),
+                    None => {
+                        self.batch_due = false;
+                        break;
+                    }
+                }
             } else {
                 match self.queue.try_recv() {
-                    Some(frame) => Message::Text(frame),
+                    Some(frame) => {
+                        self.greeted = true;
+                        Message::Text(frame)
+                    }
                     None => break,
                 }
             };
@@ -223,6 +267,15 @@ impl Link<'_> {
                 return Poll::Ready(Stop::Lost);
             }
             self.unflushed = true;
+        }
+        // Frames that came behind the first one wait for a window, which the next pass opens.
+        if self.batch.is_some()
+            && self.greeted
+            && self.batch_at.is_none()
+            && !self.batch_due
+            && !self.queue.is_empty()
+        {
+            cx.waker().wake_by_ref();
         }
         Poll::Pending
     }
@@ -280,11 +333,17 @@ impl Link<'_> {
             let silence_deadline = self.app.client_silence.map(|s| self.client_heard + s);
             let deadline = silence_deadline.map_or(pong_deadline, |s| s.min(pong_deadline));
             let deadline = deadline.min(self.next_ping);
+            let deadline = self.batch_at.map_or(deadline, |at| at.min(deadline));
             if timer.deadline() != deadline {
                 timer.as_mut().reset(deadline);
             }
             if timer.as_mut().poll(cx).is_pending() {
                 break;
+            }
+            if Some(deadline) == self.batch_at {
+                self.batch_at = None;
+                self.batch_due = true;
+                continue;
             }
             if deadline == pong_deadline {
                 return Poll::Ready(Stop::Close(

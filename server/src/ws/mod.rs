@@ -54,7 +54,8 @@ pub async fn connect(
             &app.verifier,
             &q,
             chrono::Utc::now().timestamp(),
-        ),
+        )
+        .and_then(|(user_id, details)| Ok((user_id, details, batch_window(&q)?))),
         Err(e) => Err(Error::input(format!("invalid query string: {e}"))),
     };
     match &auth {
@@ -85,6 +86,24 @@ pub async fn connect(
         .max_message_size(MAX_CLIENT_MESSAGE)
         .max_frame_size(MAX_CLIENT_MESSAGE)
         .on_upgrade(move |socket| conn::serve(app, sockets, Box::new(auth), socket))
+}
+
+/// The longest batching window a client may ask for.
+pub const MAX_BATCH_MS: u64 = 50;
+
+/// `batch_ms=N` of the connect URL (1-50): the client takes frames that hold an array of the events of up to N ms.
+/// Absent or 0: one event per frame, as Stream's protocol has it.
+fn batch_window(q: &HashMap<String, String>) -> Result<Option<std::time::Duration>, Error> {
+    let Some(raw) = q.get("batch_ms") else {
+        return Ok(None);
+    };
+    match raw.parse::<u64>() {
+        Ok(0) => Ok(None),
+        Ok(ms) if ms <= MAX_BATCH_MS => Ok(Some(std::time::Duration::from_millis(ms))),
+        _ => Err(Error::input(format!(
+            "batch_ms must be a whole number of milliseconds from 0 to {MAX_BATCH_MS}, got {raw:?}"
+        ))),
+    }
 }
 
 /// Validates the connect URL's parameters at `now` (Unix seconds): API key, `json` payload, token, and that the

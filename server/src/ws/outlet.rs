@@ -53,6 +53,8 @@ struct Frames {
     /// have one frame more queued: the oldest, at the front.
     latest: HashMap<StateKey, u64, ConnHasher>,
     closed: bool,
+    /// The connection takes batches: the front frame waits for the window too, so it is indexed like the others.
+    batching: bool,
 }
 
 /// One entry of the queue: a frame, or the hole a superseded frame left.
@@ -94,7 +96,9 @@ impl Frames {
         self.bytes += frame.len();
         // Only an indexed frame keeps its key: on the common path (a connection keeping up) a fan-out adds no
         // reference count, no hashing and no allocation per recipient.
-        let supersedes = supersedes.filter(|_| !self.queue.is_empty()).cloned();
+        let supersedes = supersedes
+            .filter(|_| self.batching || !self.queue.is_empty())
+            .cloned();
         if let Some(key) = &supersedes {
             self.latest.insert(key.clone(), seq);
         }
@@ -103,6 +107,18 @@ impl Frames {
             frame: Some(frame),
             supersedes,
         });
+    }
+
+    /// Length of the frame at the front, skipping holes.
+    fn front_len(&mut self) -> Option<usize> {
+        while let Some(queued) = self.queue.front() {
+            if let Some(frame) = &queued.frame {
+                return Some(frame.len());
+            }
+            self.queue.pop_front();
+            self.holes -= 1;
+        }
+        None
     }
 
     /// The frame at the front, skipping holes.
@@ -145,6 +161,33 @@ impl OutletQueue {
     pub fn try_recv(&mut self) -> Option<Utf8Bytes> {
         self.outlet.lock_frames().pop()
     }
+
+    /// Whether a frame waits.
+    pub fn is_empty(&self) -> bool {
+        self.outlet.lock_frames().bytes == 0
+    }
+
+    /// The queued frames as one batch frame, `[frame,frame,...]` (each frame one event's JSON), in order, of at
+    /// most `max_len` bytes unless its first frame alone is longer; `None` when nothing waits.
+    pub fn take_batch(&mut self, max_len: usize) -> Option<Utf8Bytes> {
+        let mut frames = self.outlet.lock_frames();
+        let mut batch = String::new();
+        while let Some(len) = frames.front_len() {
+            if !batch.is_empty() && batch.len() + len + 2 > max_len {
+                break;
+            }
+            let Some(frame) = frames.pop() else {
+                break;
+            };
+            batch.push(if batch.is_empty() { '[' } else { ',' });
+            batch.push_str(frame.as_str());
+        }
+        if batch.is_empty() {
+            return None;
+        }
+        batch.push(']');
+        Some(Utf8Bytes::from(batch))
+    }
 }
 
 impl Drop for OutletQueue {
@@ -161,9 +204,16 @@ impl Drop for OutletQueue {
 impl Outlet {
     /// An outlet whose queued frames may total at most `max_queued_bytes`, and the receiving end the
     /// connection's task drains.
-    pub fn new(max_queued_bytes: usize, liveness: Liveness) -> (Arc<Outlet>, OutletQueue) {
+    pub fn new(
+        max_queued_bytes: usize,
+        liveness: Liveness,
+        batching: bool,
+    ) -> (Arc<Outlet>, OutletQueue) {
         let outlet = Arc::new(Outlet {
-            frames: Mutex::new(Frames::default()),
+            frames: Mutex::new(Frames {
+                batching,
+                ..Frames::default()
+            }),
             task: AtomicWaker::new(),
             max_queued_bytes,
             liveness,
@@ -279,7 +329,47 @@ mod tests {
         Outlet::new(
             max_queued_bytes,
             Liveness::new(Instant::now(), Duration::from_secs(5)),
+            false,
         )
+    }
+
+    #[test]
+    fn a_batch_holds_the_queued_frames_in_order_within_its_size_and_only_the_final_state_of_a_user()
+    {
+        let (outlet, mut queue) = Outlet::new(
+            1 << 20,
+            Liveness::new(Instant::now(), Duration::from_secs(5)),
+            true,
+        );
+        let u = key("u", StateEvent::PresenceChanged);
+        for (frame, key) in [
+            (r#"{"u":1}"#, Some(&u)),
+            (r#"{"x":1}"#, None),
+            (r#"{"u":2}"#, Some(&u)),
+            (r#"{"u":3}"#, Some(&u)),
+            (r#"{"y":1}"#, None),
+        ] {
+            assert!(outlet.deliver(Utf8Bytes::from(frame), key));
+        }
+        // Batching, the front frame waits for the window too: it is superseded like the others.
+        assert_eq!(
+            queue.take_batch(1 << 16).unwrap().as_str(),
+            r#"[{"x":1},{"u":3},{"y":1}]"#
+        );
+        assert!(queue.take_batch(1 << 16).is_none());
+        for i in 0..10 {
+            assert!(outlet.deliver(Utf8Bytes::from(format!(r#"{{"n":{i}}}"#)), None));
+        }
+        // 7 bytes a frame: three make 25 bytes with the brackets and commas, four would make 33.
+        let first = queue.take_batch(27).unwrap();
+        assert_eq!(first.as_str(), r#"[{"n":0},{"n":1},{"n":2}]"#);
+        let mut rest = Vec::new();
+        while let Some(batch) = queue.take_batch(27) {
+            rest.push(batch.to_string());
+        }
+        assert_eq!(rest.len(), 3);
+        assert_eq!(rest.last().unwrap(), r#"[{"n":9}]"#);
+        assert!(queue.is_empty());
     }
 
     fn key(user: &str, kind: StateEvent) -> StateKey {
