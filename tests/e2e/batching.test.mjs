@@ -41,6 +41,7 @@ async function watcher(userId, watched, options) {
     window.client = client;
     window.presence = [];
     client.on('user.presence.changed', (event) => {
+      if (event.user.id === userId) return;
       window.presence.push({
         user: event.user.id,
         online: event.user.online,
