@@ -253,3 +253,21 @@ export async function countEvents(page, type, user) {
 }
 
 export const sleep = (ms) => new Promise((done) => setTimeout(done, ms));
+
+/** The server's count of open WebSocket connections (its operator endpoint: `startServer({ admin: true })`). */
+export async function openConnections(server) {
+  const text = await (await fetch(`${server.adminURL}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith('presence_open_connections '));
+  if (!line) throw new Error(`no presence_open_connections in\n${text}`);
+  return Number(line.split(' ')[1]);
+}
+
+/** Waits (bounded) until the server holds `count` open connections. */
+export async function waitConnections(server, count, timeout = 10_000) {
+  const deadline = Date.now() + timeout;
+  let seen;
+  while ((seen = await openConnections(server)) !== count) {
+    if (Date.now() > deadline) throw new Error(`the server has ${seen} open connections, not ${count}`);
+    await sleep(50);
+  }
+}

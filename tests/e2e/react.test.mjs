@@ -6,7 +6,10 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { ROOT, API_KEY, API_SECRET, closePage, launchBrowser, openPage, startServer, tempDir, sleep } from './harness.mjs';
+import {
+  ROOT, API_KEY, API_SECRET, closePage, launchBrowser, openConnections, openPage, startServer, tempDir, sleep,
+  waitConnections,
+} from './harness.mjs';
 import { StreamChat } from 'stream-chat';
 import { startPeer, userToken } from './client-harness.mjs';
 
@@ -36,23 +39,6 @@ const rowOf = (page, id) => page.locator(`[data-testid="row"][data-user="${id}"]
 
 async function waitRow(page, id, attribute, value, timeout = 10_000) {
   await page.waitForSelector(`[data-testid="row"][data-user="${id}"][data-${attribute}="${value}"]`, { timeout });
-}
-
-/** The server's count of open WebSocket connections (its operator endpoint). */
-async function openConnections() {
-  const text = await (await fetch(`${server.adminURL}/metrics`)).text();
-  const line = text.split('\n').find((l) => l.startsWith('presence_open_connections '));
-  assert.ok(line, `presence_open_connections in\n${text}`);
-  return Number(line.split(' ')[1]);
-}
-
-async function waitConnections(count, timeout = 10_000) {
-  const deadline = Date.now() + timeout;
-  let seen;
-  while ((seen = await openConnections()) !== count) {
-    if (Date.now() > deadline) assert.fail(`the server has ${seen} open connections, not ${count}`);
-    await sleep(50);
-  }
 }
 
 const renders = (page) => page.evaluate(() => ({ ...window.app.renders }));
@@ -97,14 +83,14 @@ test('the Vite-built React app connects once under StrictMode: no rejection, no 
   const alice = await openApp('alice', ['bob', 'carol'], CROWD);
   // StrictMode mounted, unmounted and mounted the app again (React's development build).
   assert.equal(await alice.evaluate(() => window.app.mounts), 2);
-  await waitConnections(1);
+  await waitConnections(server, 1);
   await sleep(300);
-  assert.equal(await openConnections(), 1, 'the unmount between the two mounts closed nothing and opened nothing');
+  assert.equal(await openConnections(server), 1, 'the unmount between the two mounts closed nothing and opened nothing');
   // A provider unmounted and mounted again in one commit (a new key) keeps the connection too.
   await alice.evaluate(() => window.app.remount());
   await sleep(300);
   await alice.waitForSelector('[data-testid="connection"][data-state="connected"]');
-  assert.equal(await openConnections(), 1);
+  assert.equal(await openConnections(server), 1);
   assert.deepEqual(await alice.evaluate(() => ({ sockets: window.app.sockets, clients: window.app.clients.size })),
     { sockets: 1, clients: 1 });
   assert.deepEqual(await alice.evaluate(() => window.app.rejections), []);
@@ -116,7 +102,7 @@ test('the roster follows bob and carol live: online, status, last active, and in
   const before = Date.now();
   await openApp('bob', ['alice']);
   await openApp('carol', ['alice']);
-  await waitConnections(3);
+  await waitConnections(server, 3);
   // useUsers followed bob and carol (they were unknown): their rows appear, online, once they connect.
   await waitRow(alice, 'bob', 'online', 'true');
   await waitRow(alice, 'carol', 'online', 'true');
@@ -140,10 +126,10 @@ test('the roster follows bob and carol live: online, status, last active, and in
   await closePage(pages.bob);
   delete pages.bob;
   await waitRow(alice, 'bob', 'online', 'false');
-  await waitConnections(2);
+  await waitConnections(server, 2);
   await openApp('bob', ['alice']);
   await waitRow(alice, 'bob', 'online', 'true');
-  await waitConnections(3);
+  await waitConnections(server, 3);
   for (const page of Object.values(pages)) {
     assert.deepEqual(await page.evaluate(() => window.app.rejections), []);
     assert.deepEqual(page.problems, []);

@@ -5,7 +5,9 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { StreamChat } from 'stream-chat';
-import { API_KEY, API_SECRET, launchBrowser, startServer, tempDir, sleep } from './harness.mjs';
+import {
+  API_KEY, API_SECRET, launchBrowser, openConnections, startServer, tempDir, sleep, waitConnections,
+} from './harness.mjs';
 import { buildSite, connectClient, openClientPage, startPeer, userToken } from './client-harness.mjs';
 
 const GRACE_MS = 3_000;
@@ -44,23 +46,6 @@ async function peer(userId, watched) {
   const started = await startPeer(server.url, userId, watched);
   peers.push(started);
   return started;
-}
-
-/** The server's count of open WebSocket connections. */
-async function openConnections() {
-  const text = await (await fetch(`${server.adminURL}/metrics`)).text();
-  const line = text.split('\n').find((l) => l.startsWith('presence_open_connections '));
-  assert.ok(line, `presence_open_connections in\n${text}`);
-  return Number(line.split(' ')[1]);
-}
-
-async function waitConnections(count, timeout = 10_000) {
-  const deadline = Date.now() + timeout;
-  let seen;
-  while ((seen = await openConnections()) !== count) {
-    if (Date.now() > deadline) assert.fail(`the server has ${seen} open connections, not ${count}`);
-    await sleep(50);
-  }
 }
 
 /** A tab of `context` with a client of `userId` connected (options as connectClient's). */
@@ -113,12 +98,12 @@ async function waitPresenceIn(page, user, online, since) {
 
 test('three tabs of one user hold one connection, every tab gets every event, and a closed leader hands over', async () => {
   const bob = await peer('bob', ['alice']);
-  const base = await openConnections();
+  const base = await openConnections(server);
   const context = await browser.newContext();
   // Each tab follows a user of its own: the one socket carries the three subscriptions.
   const tabs = [];
   for (const watched of [['carol'], ['dave'], ['erin']]) tabs.push(await tab(context, 'alice', { watched }));
-  await waitConnections(base + 1);
+  await waitConnections(server, base + 1);
   await bob.waitFor('alice', true, 10_000);
   const ids = await Promise.all(tabs.map((page) => page.evaluate(() => window.client.connectionId)));
   assert.equal(new Set(ids).size, 1, `one connection id in every tab: ${ids}`);
@@ -146,7 +131,7 @@ test('three tabs of one user hold one connection, every tab gets every event, an
   const openedAt = await waitNewSocket(rest, closedAt);
   console.log(`the leader closed: a follower connected ${openedAt - closedAt} ms later`);
   assert.ok(openedAt - closedAt < 1_000, `handover took ${openedAt - closedAt} ms`);
-  await waitConnections(base + 1 + 3);
+  await waitConnections(server, base + 1 + 3);
   await sleep(GRACE_MS + 500);
   assert.deepEqual(bob.about('alice', closedAt), [], 'bob saw alice neither leave nor come back');
   const { users } = await admin.queryUsers({ id: 'alice' });
@@ -203,20 +188,20 @@ test('disconnectUser() in one of two tabs keeps the user online; in the last one
 });
 
 test('tabs of two users share nothing; shareConnection: false keeps a socket per tab', async () => {
-  const base = await openConnections();
+  const base = await openConnections(server);
   const context = await browser.newContext();
   const hank = await tab(context, 'hank');
   const ivy = await tab(context, 'ivy');
-  await waitConnections(base + 2);
+  await waitConnections(server, base + 2);
   assert.deepEqual([await openSockets(hank), await openSockets(ivy)], [1, 1]);
 
   const own = [await tab(context, 'jack', { shareConnection: false }), await tab(context, 'jack', { shareConnection: false })];
-  await waitConnections(base + 4);
+  await waitConnections(server, base + 4);
   assert.deepEqual(await Promise.all(own.map(openSockets)), [1, 1]);
   const ids = await Promise.all(own.map((page) => page.evaluate(() => window.client.connectionId)));
   assert.notEqual(ids[0], ids[1]);
   await context.close();
-  await waitConnections(base);
+  await waitConnections(server, base);
 });
 
 test('a leader told it is about to freeze hands over; on resume it rejoins as a follower', async () => {

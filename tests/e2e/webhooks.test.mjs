@@ -99,9 +99,8 @@ async function connect(base, user, details = {}) {
 /** The presence/update story of `user` as the receiver got it: [type, online, status]. */
 const story = (user, since) => receiver.delivered(user, since).map((r) => [r.event.type, r.event.user.online, r.event.user.status ?? null]);
 
-before(async () => {
-  tmp = tempDir();
-  receiver = await startReceiver();
+/** Starts the server on the test's database, sending webhooks to the receiver, and its server-side client. */
+async function serve() {
   server = await startServer({
     db: join(tmp.dir, 'hooks.db'),
     graceMs: GRACE_MS,
@@ -109,6 +108,12 @@ before(async () => {
   });
   admin = new StreamChat(API_KEY, API_SECRET, { baseURL: server.url, timeout: 5000 });
   admin.logger = () => {};
+}
+
+before(async () => {
+  tmp = tempDir();
+  receiver = await startReceiver();
+  await serve();
   const ids = ['alice', 'bob', 'carol', 'dave', 'erin'];
   await admin.upsertUsers(ids.map((id) => ({ id, name: id })));
   // Creating a user is an update of it: each one's user.updated arrives before the tests start.
@@ -213,13 +218,7 @@ test('kill -9 between the change and its delivery loses nothing: the restarted s
   const refused = await waitFor('a refused attempt', () => receiver.requests.find((r) => r.t >= since && r.event.user?.id === 'erin'), 5_000);
   await server.kill();
   receiver.setStatus(200);
-  server = await startServer({
-    db: join(tmp.dir, 'hooks.db'),
-    graceMs: GRACE_MS,
-    extraArgs: ['--webhook-url', receiver.url],
-  });
-  admin = new StreamChat(API_KEY, API_SECRET, { baseURL: server.url, timeout: 5000 });
-  admin.logger = () => {};
+  await serve();
   const [delivered] = await waitFor('erin delivered after the restart', () => receiver.delivered('erin', since), 10_000);
   assert.equal(delivered.id, refused.id, 'the same event, by its X-Webhook-Id');
   assert.equal(delivered.event.user.status, 'before the crash');
@@ -233,13 +232,7 @@ test('PATCH /app sets the webhook URL (stored: it survives a restart); an empty 
     const { app } = await admin.getAppSettings();
     assert.equal(app.webhook_url, other.url);
     await server.stop();
-    server = await startServer({
-      db: join(tmp.dir, 'hooks.db'),
-      graceMs: GRACE_MS,
-      extraArgs: ['--webhook-url', receiver.url],
-    });
-    admin = new StreamChat(API_KEY, API_SECRET, { baseURL: server.url, timeout: 5000 });
-    admin.logger = () => {};
+    await serve();
     const since = Date.now();
     await admin.partialUpdateUser({ id: 'erin', set: { status: 'to the other receiver' } });
     await waitFor('the other receiver', () => other.delivered('erin', since).length === 1, 5_000);
