@@ -320,6 +320,12 @@ test('a leader frozen without warning loses the socket to a follower, and follow
   // The follower's pings go unanswered; past its dead-socket deadline (35 s at most) it takes the lock over.
   const openedAt = await waitNewSocket([follower], frozeAt, 45_000);
   console.log(`a leader frozen without warning: the follower took over ${openedAt - frozeAt} ms later`);
+  // Its subscriptions made again on the new connection (mia's status is no presence change a recovery reports).
+  await follower.waitForFunction(
+    (since) => window.events.some((e) => e.type === 'connection.recovered' && e.t >= since),
+    frozeAt,
+    { timeout: 10_000 },
+  );
   const changedAt = Date.now();
   await mia.client.partialUpdateUser({ id: 'mia', set: { status: `at ${changedAt}` } });
   await follower.waitForFunction(
