@@ -253,12 +253,11 @@ impl Service {
 
     fn start(
         settings: &Settings,
-        store: Box<dyn Store>,
+        mut store: Box<dyn Store>,
         mut snapshot: Snapshot,
         log: LogChoice,
         node: Option<&str>,
     ) -> Result<(Service, Arc<Hub>), StoreError> {
-        let mut store = store;
         let mut waiting = std::mem::take(&mut snapshot.outbox);
         if let Some(node) = node {
             store.set_node(node);

@@ -329,14 +329,8 @@ impl Driver {
 
     /// The writes the engine made for `kind`, as this process commits them.
     fn take_writes(&mut self, kind: &Kind) -> Vec<Stamped> {
-        let mut writes = self.engine.poll_writes();
-        for write in &mut writes {
-            // Each webhook event gets its id where it is committed: the same on every delivery attempt.
-            if let Write::Webhook(event) = write {
-                event.id = uuid::Uuid::new_v4().to_string();
-            }
-        }
-        match kind {
+        let writes = self.engine.poll_writes();
+        let mut stamped: Vec<Stamped> = match kind {
             Kind::WebhooksDone(ids) => ids
                 .iter()
                 .map(|id| Stamped::unlogged(Write::WebhookDone(id.clone())))
@@ -354,7 +348,14 @@ impl Driver {
             }
             Kind::Entry { entry, .. } if entry.shared => Vec::new(),
             _ => writes.into_iter().map(Stamped::unlogged).collect(),
+        };
+        for Stamped { write, .. } in &mut stamped {
+            // Each webhook event this process commits gets its id here: the same on every delivery attempt.
+            if let Write::Webhook(event) = write {
+                event.id = uuid::Uuid::new_v4().to_string();
+            }
         }
+        stamped
     }
 
     /// After a batch failed to commit: applies its inputs again from the engine as it was before the batch,

@@ -186,6 +186,11 @@ impl Hub {
         (view.app().clone(), view.webhook_url())
     }
 
+    /// Where webhook events go now, as of the last committed batch.
+    pub fn webhook_url(&self) -> Option<Arc<str>> {
+        self.view().webhook_url()
+    }
+
     /// Webhook events delivered (or given up on): deleted from the outbox in the hub's next commit.
     pub fn webhooks_done(&self, ids: Vec<String>) {
         if !ids.is_empty() {

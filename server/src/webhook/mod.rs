@@ -146,7 +146,7 @@ async fn run(
     loop {
         let room = CONCURRENCY.saturating_sub(flights.len());
         for job in queue.take_due(Instant::now(), room) {
-            let url = hub.app().1;
+            let url = hub.webhook_url();
             flights.spawn(deliver(client.clone(), url, job, settings.clone()));
         }
         stats.depth.store(queue.len() as u64, Ordering::Relaxed);

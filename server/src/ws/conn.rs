@@ -197,11 +197,9 @@ impl Link<'_> {
         let mut io_woke = self.outlet.take_io_wake();
         // A frame queued while no window is open opens one: it and whatever follows within the window go out
         // together when it ends (the timer, re-armed by the io pass, says when).
-        if let Some(window) = self.batch.filter(|_| self.greeted) {
-            if self.batch_at.is_none() && !self.batch_due && !self.queue.is_empty() {
-                self.batch_at = Some(Instant::now() + window);
-                io_woke = true;
-            }
+        if let Some(window) = self.window_to_open() {
+            self.batch_at = Some(Instant::now() + window);
+            io_woke = true;
         }
         // The socket and the timer are polled only when one of them woke the task (their waker is the
         // outlet's); only they change the deadlines.
@@ -269,15 +267,18 @@ impl Link<'_> {
             self.unflushed = true;
         }
         // Frames that came behind the first one wait for a window, which the next pass opens.
-        if self.batch.is_some()
-            && self.greeted
-            && self.batch_at.is_none()
-            && !self.batch_due
-            && !self.queue.is_empty()
-        {
+        if self.window_to_open().is_some() {
             cx.waker().wake_by_ref();
         }
         Poll::Pending
+    }
+
+    /// The batching window to open now: the client asked for batches, its first frame went out, no window is open
+    /// or due, and a frame waits.
+    fn window_to_open(&self) -> Option<Duration> {
+        self.batch.filter(|_| {
+            self.greeted && self.batch_at.is_none() && !self.batch_due && !self.queue.is_empty()
+        })
     }
 
     /// Reads the socket until it is pending and runs the timer: the next ping, the pong deadline.
