@@ -8,7 +8,9 @@ import { StreamChat } from 'stream-chat';
 import {
   API_KEY, API_SECRET, launchBrowser, openConnections, startServer, tempDir, sleep, waitConnections,
 } from './harness.mjs';
-import { buildSite, connectClient, openClientPage, startPeer, userToken } from './client-harness.mjs';
+import {
+  buildSite, clientEvents, connectClient, openClientPage, startPeer, userToken, waitClientEvent,
+} from './client-harness.mjs';
 
 const GRACE_MS = 3_000;
 
@@ -80,22 +82,6 @@ async function waitNewSocket(pages, since, timeout = 5_000) {
   }
 }
 
-/** Presence events about `user` (`online` given: only those) in the page since `since`. */
-const presenceIn = (page, user, online, since = 0) => page.evaluate(
-  ({ user, online, since }) => window.events.filter((e) => e.type === 'user.presence.changed' && e.user === user
-    && e.online === online && e.t >= since).length,
-  { user, online, since },
-);
-
-async function waitPresenceIn(page, user, online, since) {
-  await page.waitForFunction(
-    ({ user, online, since }) => window.events.some((e) => e.type === 'user.presence.changed' && e.user === user
-      && e.online === online && e.t >= since),
-    { user, online, since },
-    { timeout: 10_000, polling: 50 },
-  );
-}
-
 test('three tabs of one user hold one connection, every tab gets every event, and a closed leader hands over', async () => {
   const bob = await peer('bob', ['alice']);
   const base = await openConnections(server);
@@ -113,14 +99,17 @@ test('three tabs of one user hold one connection, every tab gets every event, an
   const cameAt = Date.now();
   for (const id of ['carol', 'dave', 'erin']) await peer(id, []);
   for (const page of tabs) {
-    for (const id of ['carol', 'dave', 'erin']) await waitPresenceIn(page, id, true, cameAt);
+    for (const id of ['carol', 'dave', 'erin']) {
+      await waitClientEvent(page, { type: 'user.presence.changed', user: id, online: true }, 10_000, cameAt);
+    }
   }
   // A status change made in one tab reaches the others (and bob).
   await tabs[2].evaluate(() => window.client.partialUpdateUser({ id: 'alice', set: { status: 'in a meeting' } }));
   for (const page of tabs) {
     await page.waitForFunction(() => window.client.user?.status === 'in a meeting', null, { timeout: 5_000 });
   }
-  const counts = await Promise.all(tabs.map((page) => presenceIn(page, 'carol', true, cameAt)));
+  const counts = await Promise.all(tabs.map(async (page) => (await clientEvents(page, 'user.presence.changed', cameAt))
+    .filter((e) => e.user === 'carol' && e.online === true).length));
   assert.deepEqual(counts, [1, 1, 1], 'each tab got carol coming online once');
 
   // The leader closes: another tab opens the socket within 1 s, bob sees no flap, the union survives.
@@ -146,8 +135,8 @@ test('three tabs of one user hold one connection, every tab gets every event, an
     await started.client.disconnectUser();
   }
   for (const page of rest) {
-    await waitPresenceIn(page, 'dave', false, leftAt);
-    await waitPresenceIn(page, 'erin', false, leftAt);
+    await waitClientEvent(page, { type: 'user.presence.changed', user: 'dave', online: false }, 10_000, leftAt);
+    await waitClientEvent(page, { type: 'user.presence.changed', user: 'erin', online: false }, 10_000, leftAt);
   }
   for (const page of rest) assert.deepEqual(page.problems, []);
   await context.close();
@@ -221,11 +210,7 @@ test('a leader told it is about to freeze hands over; on resume it rejoins as a 
 
   const resumedAt = Date.now();
   await leader.evaluate(() => document.dispatchEvent(new Event('resume')));
-  await leader.waitForFunction(
-    (since) => window.events.some((e) => e.type === 'connection.recovered' && e.t >= since),
-    resumedAt,
-    { timeout: 5_000 },
-  );
+  await waitClientEvent(leader, { type: 'connection.recovered' }, 5_000, resumedAt);
   assert.equal(await openSockets(leader), 0, 'the resumed tab follows');
   await sleep(GRACE_MS + 500);
   assert.deepEqual(kate.about('erin', frozeAt), [], 'kate saw no flap');
@@ -233,11 +218,7 @@ test('a leader told it is about to freeze hands over; on resume it rejoins as a 
   const changedAt = Date.now();
   await kate.client.partialUpdateUser({ id: 'kate', set: { status: 'back' } });
   for (const page of [first, second]) {
-    await page.waitForFunction(
-      (since) => window.events.some((e) => e.type === 'user.updated' && e.user === 'kate' && e.t >= since),
-      changedAt,
-      { timeout: 5_000 },
-    );
+    await waitClientEvent(page, { type: 'user.updated', user: 'kate' }, 5_000, changedAt);
   }
   for (const page of [first, second]) assert.deepEqual(page.problems, []);
   await context.close();
@@ -260,20 +241,12 @@ test('a leader leaving into the back/forward cache hands over, and rejoins as a 
   await leader.goBack({ waitUntil: 'commit', timeout: 10_000 });
   const shown = await leader.waitForFunction(() => window.pageshows.find((s) => s.persisted), null, { timeout: 10_000 });
   const shownAt = (await shown.jsonValue()).t;
-  await leader.waitForFunction(
-    (since) => window.events.some((e) => e.type === 'connection.recovered' && e.t >= since),
-    shownAt,
-    { timeout: 5_000 },
-  );
+  await waitClientEvent(leader, { type: 'connection.recovered' }, 5_000, shownAt);
   assert.equal(await openSockets(leader), 0, 'restored from the cache, the tab follows');
   assert.equal(await openSockets(follower), 1);
   const changedAt = Date.now();
   await mia.client.partialUpdateUser({ id: 'mia', set: { status: 'here' } });
-  await leader.waitForFunction(
-    (since) => window.events.some((e) => e.type === 'user.updated' && e.user === 'mia' && e.t >= since),
-    changedAt,
-    { timeout: 5_000 },
-  );
+  await waitClientEvent(leader, { type: 'user.updated', user: 'mia' }, 5_000, changedAt);
   await sleep(Math.max(0, leftAt + GRACE_MS + 500 - Date.now()));
   assert.deepEqual(mia.about('liam', leftAt), [], 'mia saw no flap');
   for (const page of [first, second]) assert.deepEqual(page.problems, []);
@@ -321,27 +294,15 @@ test('a leader frozen without warning loses the socket to a follower, and follow
   const openedAt = await waitNewSocket([follower], frozeAt, 45_000);
   console.log(`a leader frozen without warning: the follower took over ${openedAt - frozeAt} ms later`);
   // Its subscriptions made again on the new connection (mia's status is no presence change a recovery reports).
-  await follower.waitForFunction(
-    (since) => window.events.some((e) => e.type === 'connection.recovered' && e.t >= since),
-    frozeAt,
-    { timeout: 10_000 },
-  );
+  await waitClientEvent(follower, { type: 'connection.recovered' }, 10_000, frozeAt);
   const changedAt = Date.now();
   await mia.client.partialUpdateUser({ id: 'mia', set: { status: `at ${changedAt}` } });
-  await follower.waitForFunction(
-    (since) => window.events.some((e) => e.type === 'user.updated' && e.user === 'mia' && e.t >= since),
-    changedAt,
-    { timeout: 5_000 },
-  );
+  await waitClientEvent(follower, { type: 'user.updated', user: 'mia' }, 5_000, changedAt);
 
   const resumedAt = Date.now();
   await cdp.send('Debugger.resume');
   await stopped;
-  await leader.waitForFunction(
-    (since) => window.events.some((e) => e.type === 'connection.recovered' && e.t >= since),
-    resumedAt,
-    { timeout: 5_000 },
-  );
+  await waitClientEvent(leader, { type: 'connection.recovered' }, 5_000, resumedAt);
   assert.equal(await openSockets(leader), 0, 'the tab that ran again follows');
   assert.equal(await openSockets(follower), 1);
   for (const page of [first, second]) assert.deepEqual(page.problems, []);
