@@ -102,7 +102,7 @@ async fn without_batch_ms_every_event_is_a_frame_of_its_own() {
 }
 
 #[tokio::test]
-async fn a_user_flipping_within_a_window_reaches_a_batching_watcher_as_the_final_state_only() {
+async fn flips_that_undo_each_other_within_a_window_reach_a_batching_watcher_as_nothing() {
     let s = Server::start().await;
     s.upsert(&[json!({ "id": "watcher" }), json!({ "id": "flipper" })])
         .await;
@@ -116,45 +116,53 @@ async fn a_user_flipping_within_a_window_reaches_a_batching_watcher_as_the_final
     w.handshake().await;
     s.subscribe_users(&w, &["flipper"]).await;
     let _flipper = s.connect("flipper").await;
-    let frames = w.drain(Duration::from_millis(300)).await;
-    assert_eq!(
-        events(&frames)
-            .iter()
-            .filter(|e| e["type"] == "user.presence.changed" && e["user"]["id"] == "flipper")
-            .count(),
-        1,
-        "{frames:?}"
-    );
-    // Invisible and back, twice, as fast as the API goes: inside one 50 ms window, the watcher hears the last
-    // state only. (A window boundary may fall between two flips: three tries.)
-    let mut heard = Vec::new();
-    for _ in 0..3 {
-        for invisible in [true, false, true, false] {
-            s.partial_update(
-                &Auth::Server,
-                "flipper",
-                json!({ "invisible": invisible }),
-                &[],
-            )
-            .await
-            .ok(200);
-        }
-        let frames = w.drain(Duration::from_millis(300)).await;
-        let presence: Vec<bool> = events(&frames)
+    let presence_of = |frames: &[Value]| -> Vec<bool> {
+        events(frames)
             .iter()
             .filter(|e| e["type"] == "user.presence.changed" && e["user"]["id"] == "flipper")
             .map(|e| e["user"]["online"].as_bool().unwrap())
-            .collect();
-        assert_eq!(
-            presence.last(),
-            Some(&true),
+            .collect()
+    };
+    let flip = |invisible: bool| {
+        s.partial_update(
+            &Auth::Server,
+            "flipper",
+            json!({ "invisible": invisible }),
+            &[],
+        )
+    };
+    assert_eq!(
+        presence_of(&w.drain(Duration::from_millis(300)).await),
+        [true]
+    );
+    // Invisible and back, twice, as fast as the API goes: inside one 50 ms window the flips cancel and the
+    // watcher hears nothing. (A window boundary may fall between two flips: three tries; whatever is heard
+    // then alternates and ends on the final state.)
+    let mut heard = Vec::new();
+    for _ in 0..3 {
+        for invisible in [true, false, true, false] {
+            flip(invisible).await.ok(200);
+        }
+        let presence = presence_of(&w.drain(Duration::from_millis(300)).await);
+        assert!(
+            presence.is_empty() || presence.last() == Some(&true),
             "ends on the final state: {presence:?}"
+        );
+        assert!(
+            presence.windows(2).all(|p| p[0] != p[1]),
+            "flips alternate: {presence:?}"
         );
         heard.push(presence.len());
     }
     assert!(
-        heard.contains(&1),
-        "four flips within a window read as one state at least once: {heard:?}"
+        heard.contains(&0),
+        "four flips within a window read as no event at least once: {heard:?}"
+    );
+    // The control: a flip that stays is heard, once.
+    flip(true).await.ok(200);
+    assert_eq!(
+        presence_of(&w.drain(Duration::from_millis(300)).await),
+        [false]
     );
 }
 

@@ -12,7 +12,7 @@ use futures_util::task::AtomicWaker;
 use presence_protocol::codes::close_code;
 
 use super::liveness::Liveness;
-use crate::presence::{ConnHasher, StateKey};
+use crate::presence::{ConnHasher, StateEvent, StateKey};
 
 /// The sending side of one connection: a queue of frames bounded in bytes, the connection's liveness as its
 /// task records it, and a way to ask its task to close. The queue is a plain deque (no allocation while empty,
@@ -88,6 +88,15 @@ impl Frames {
             self.holes = 0;
         }
         frame.len()
+    }
+
+    /// Whether a frame of `key` that has just superseded a queued one cancels it instead of replacing it: on a
+    /// batching connection, presence events about a user flip (online, offline, online, ...), so two of them
+    /// that the client has not read yet bring it back to the state it last read — a flip that lasted less
+    /// than the window is no event at all. Without batching the frames are written as they come, and only a
+    /// stalled queue holds two; those are replaced, as before.
+    fn cancels(&self, key: &StateKey) -> bool {
+        self.batching && key.kind == StateEvent::PresenceChanged
     }
 
     fn push(&mut self, frame: Utf8Bytes, supersedes: Option<&StateKey>) {
@@ -235,7 +244,7 @@ impl Outlet {
     /// Queues a frame, first dropping the queued frame it supersedes (if `supersedes` names a key with one).
     /// A consumer whose queued frames would exceed the byte bound with this one is evicted (4003) rather than
     /// buffered without bound; so is one sent a single frame larger than the bound. Returns whether the frame
-    /// was queued.
+    /// was taken: queued, or cancelled with the queued one it undoes.
     pub fn deliver(&self, frame: Utf8Bytes, supersedes: Option<&StateKey>) -> bool {
         {
             let mut frames = self.lock_frames();
@@ -244,7 +253,10 @@ impl Outlet {
                 return false;
             }
             if let Some(key) = supersedes {
-                frames.supersede(key);
+                if frames.supersede(key) > 0 && frames.cancels(key) {
+                    // The queued flip and this one undo each other: the client reads neither.
+                    return true;
+                }
             }
             let fits = frames
                 .bytes
@@ -323,7 +335,6 @@ mod tests {
     use tokio::time::Instant;
 
     use super::*;
-    use crate::presence::StateEvent;
 
     fn outlet(max_queued_bytes: usize) -> (Arc<Outlet>, OutletQueue) {
         Outlet::new(
@@ -370,6 +381,42 @@ mod tests {
         assert_eq!(rest.len(), 3);
         assert_eq!(rest.last().unwrap(), r#"[{"n":9}]"#);
         assert!(queue.is_empty());
+    }
+
+    #[test]
+    fn on_a_batching_connection_two_unread_presence_flips_of_a_user_cancel_out() {
+        let (outlet, mut queue) = Outlet::new(
+            1 << 20,
+            Liveness::new(Instant::now(), Duration::from_secs(5)),
+            true,
+        );
+        let u = key("u", StateEvent::PresenceChanged);
+        let v = key("v", StateEvent::PresenceChanged);
+        let profile = key("u", StateEvent::Updated);
+        for (frame, key) in [
+            ("u-off", Some(&u)),
+            ("v-off", Some(&v)),
+            ("u-on", Some(&u)),
+            ("u-status-1", Some(&profile)),
+            ("u-status-2", Some(&profile)),
+            ("x", None),
+        ] {
+            assert!(outlet.deliver(Utf8Bytes::from(frame), key));
+        }
+        // u went offline and back within the window: nothing about it; profile changes keep the newest.
+        assert_eq!(
+            queue.take_batch(1 << 16).unwrap().as_str(),
+            "[v-off,u-status-2,x]"
+        );
+        // Three flips are one: the last.
+        for frame in ["u-off", "u-on", "u-off"] {
+            assert!(outlet.deliver(Utf8Bytes::from(frame), Some(&u)));
+        }
+        assert_eq!(queue.take_batch(1 << 16).unwrap().as_str(), "[u-off]");
+        // A flip already read is past cancelling: the next one is sent.
+        assert!(outlet.deliver(Utf8Bytes::from("u-on"), Some(&u)));
+        assert_eq!(queue.take_batch(1 << 16).unwrap().as_str(), "[u-on]");
+        assert_eq!(outlet.queued_bytes(), 0);
     }
 
     fn key(user: &str, kind: StateEvent) -> StateKey {
