@@ -382,9 +382,9 @@ async fn open_socket(
         socket,
         &url,
         &share_id,
-        move |inbound: &Inbound, now| {
+        move |inbound: &Inbound, now, last| {
             let client = on_message.upgrade()?;
-            handle_frame(&client, socket, inbound, now)
+            handle_frame(&client, socket, inbound, now, last)
         },
         move |event: web_sys::CloseEvent| {
             if let Some(client) = on_close.upgrade() {
@@ -430,13 +430,15 @@ async fn open_socket(
     }
 }
 
-/// The hot path: frame → session → (effects first: `connection.changed`, the `connectUser` resolution) →
-/// cache and listeners. Returns the frame's user as the session decoded it, whose strings the reader reuses.
+/// The hot path: an event of a frame → session → (effects first: `connection.changed`, the `connectUser`
+/// resolution) → cache and listeners; after the `last` event of the frame, the state-change listeners. Returns
+/// the event's user as the session decoded it, whose strings the reader reuses.
 fn handle_frame(
     client: &Rc<ClientState>,
     socket: SocketId,
     inbound: &Inbound,
     now: Millis,
+    last: bool,
 ) -> Option<UserPresence> {
     let frame = inbound.frame();
     let verdict = client
@@ -447,8 +449,10 @@ fn handle_frame(
     if verdict != FrameVerdict::Ignore {
         inbound::dispatch(client, inbound, &frame, verdict == FrameVerdict::Dispatch);
     }
-    // Once per frame, after the cache took what it carries.
-    client.changed();
+    // Once per frame (a batch's events all taken), after the cache took what it carries.
+    if last {
+        client.changed();
+    }
     frame.user
 }
 

@@ -1,7 +1,7 @@
 // The socket's message handler, in JS so that a frame crosses into the module once and allocates nothing there:
 // the JS engine parses it, the strings the session decides on are written as UTF-8 into a buffer the module owns,
-// flags, their ends and the time into another, and the module is called with the event object. The module reads
-// them (src/web/reader.rs) and applies its rules.
+// each event's flags and their ends and the time into another, and the module is called once with the event (or
+// the events of a batch). The module reads them (src/web/reader.rs) and applies its rules.
 
 // The hand-off layout is defined here once: build.rs derives the module's constants (src/web/reader.rs) from
 // every top-level `const NAME = <integer>;` of this file.
@@ -17,22 +17,29 @@ const LAST_ACTIVE = 64; // `user.last_active`
 const CONNECTION_ID = 128;
 const TOO_LONG = 256; // the strings did not fit the buffer: the module reads them from the event
 
-// The header, doubles at `header`: the flags, where each string ends in the buffer (five of them, in this order:
-// `type`, `user.id`, `user.status`, `user.last_active`, `connection_id`, each starting where the one before
-// ends), and the time.
-const FLAGS_AT = 0;
+// The header, doubles at `header`: how many events the call hands over, the time, then one record per event: its
+// flags and where each of its strings ends in the buffer (five of them, in this order: `type`, `user.id`,
+// `user.status`, `user.last_active`, `connection_id`, each starting where the one before ends, the first where the
+// record before ends, or at 0). A batch frame is handed over in one call of up to `MAX_EVENTS` events (more calls
+// when their strings fill the buffer first).
+const COUNT_AT = 0;
+const TIME_AT = 1;
+const RECORDS_AT = 2;
+const RECORD_LENGTH = 6;
+const FLAGS_AT = 0; // in a record, as is the one below
 const ENDS_AT = 1;
-const TIME_AT = 6;
-const HEADER_LENGTH = 8;
+const MAX_EVENTS = 32;
+const HEADER_LENGTH = 194; // RECORDS_AT + MAX_EVENTS * RECORD_LENGTH
 
 const object = (value) => typeof value === 'object' && value !== null;
 const encoder = new TextEncoder();
 
 /**
  * Sets `ws.onmessage`: every event of a text frame (a JSON object with a string `type`, or an array of them: a batch,
- * taken in order) is stamped with `received_at` and handed to `onFrame(event)`, its strings (`type`, `user.id`, `user.status`,
- * `user.last_active`, `connection_id`) written one after the other into the `length` bytes at `text` in `memory`,
- * and the `HEADER_LENGTH` doubles at `header` set to the flags, where each string ends, and the time.
+ * taken in order) is stamped with `received_at`, its strings (`type`, `user.id`, `user.status`, `user.last_active`,
+ * `connection_id`) written one after the other into the `length` bytes at `text` in `memory` and its record (flags,
+ * where its strings end) into the `HEADER_LENGTH` doubles at `header`, with the count and the time; then
+ * `onFrame(events)` is called once for them all: with the event itself when it is one, else an array of them.
  */
 export function receiveFrames(ws, onFrame, memory, header, text, length) {
   let bytes;
@@ -55,6 +62,19 @@ export function receiveFrames(ws, onFrame, memory, header, text, length) {
     return true;
   };
   let now;
+  // The events written since the last call, and how many.
+  let pending = [];
+  let count = 0;
+  const flush = () => {
+    if (count === 0) return;
+    fields[COUNT_AT] = count;
+    fields[TIME_AT] = now.getTime();
+    const events = count === 1 ? pending[0] : pending;
+    pending = [];
+    count = 0;
+    at = 0;
+    onFrame(events);
+  };
   ws.onmessage = (message) => {
     const data = message.data;
     if (typeof data !== 'string') return;
@@ -70,16 +90,30 @@ export function receiveFrames(ws, onFrame, memory, header, text, length) {
     } else {
       take(parsed);
     }
+    flush();
   };
   const take = (event) => {
     const type = object(event) && event.type;
     if (typeof type !== 'string') return;
-    // A grown memory detaches the old views.
+    // A record that does not fit after others goes into the next call, alone in the buffer if need be.
+    if (!write(event, type) && count > 0) {
+      flush();
+      write(event, type);
+    }
+    event.received_at = now;
+    pending.push(event);
+    count += 1;
+    if (count === MAX_EVENTS) flush();
+  };
+  // Writes the record of `event` at `count`; false when its strings did not fit (it is then marked TOO_LONG, its
+  // strings read from the event).
+  const write = (event, type) => {
+    // A grown memory (the module allocates while it handles a call) detaches the old views.
     if (!fields || fields.length === 0) {
       bytes = new Uint8Array(memory.buffer, text, length);
       fields = new Float64Array(memory.buffer, header, HEADER_LENGTH);
     }
-    at = 0;
+    const start = at;
     let fits = put(type);
     const typeEnd = at;
     let flags = 0;
@@ -113,16 +147,18 @@ export function receiveFrames(ws, onFrame, memory, header, text, length) {
     }
     if (object(event.me)) flags |= ME;
     if (object(event.error)) flags |= ERROR;
-    if (!fits) flags |= TOO_LONG;
-    event.received_at = now;
-    fields[FLAGS_AT] = flags;
-    fields[ENDS_AT] = typeEnd;
-    fields[ENDS_AT + 1] = idEnd;
-    fields[ENDS_AT + 2] = statusEnd;
-    fields[ENDS_AT + 3] = lastActiveEnd;
-    fields[ENDS_AT + 4] = at;
-    fields[TIME_AT] = now.getTime();
-    onFrame(event);
+    if (!fits) {
+      flags |= TOO_LONG;
+      at = start;
+    }
+    const record = RECORDS_AT + count * RECORD_LENGTH;
+    fields[record + FLAGS_AT] = flags;
+    fields[record + ENDS_AT] = typeEnd;
+    fields[record + ENDS_AT + 1] = idEnd;
+    fields[record + ENDS_AT + 2] = statusEnd;
+    fields[record + ENDS_AT + 3] = lastActiveEnd;
+    fields[record + ENDS_AT + 4] = at;
+    return fits;
   };
 }
 

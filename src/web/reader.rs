@@ -16,13 +16,16 @@ mod layout {
     include!(concat!(env!("OUT_DIR"), "/frame_layout.rs"));
 }
 use layout::{
-    CONNECTION_ID, ENDS_AT, ERROR, FLAGS_AT, HEADER_LENGTH, ID, LAST_ACTIVE, ME, ONLINE, STATUS,
-    TIME_AT, TOO_LONG, USER,
+    CONNECTION_ID, COUNT_AT, ENDS_AT, ERROR, FLAGS_AT, HEADER_LENGTH, ID, LAST_ACTIVE, MAX_EVENTS,
+    ME, ONLINE, RECORDS_AT, RECORD_LENGTH, STATUS, TIME_AT, TOO_LONG, USER,
 };
 
-/// Bytes of the buffer the handler writes a frame's strings into; a frame with longer ones is read from the event.
-const SCRATCH_BYTES: usize = 1024;
-/// Strings kept for reuse: a frame takes at most five.
+const _: () = assert!(HEADER_LENGTH == RECORDS_AT + MAX_EVENTS * RECORD_LENGTH);
+
+/// Bytes of the buffer the handler writes the strings of a call's events into (a batch's events share it, more
+/// calls when they do not fit); an event whose strings alone do not fit is read from the event object.
+const SCRATCH_BYTES: usize = 4096;
+/// Strings kept for reuse: an event takes at most five.
 const SPARE_STRINGS: usize = 8;
 
 /// The `user` of a frame as the handler read it. Each field is handed over (moved) to the one decoding that reads
@@ -84,7 +87,7 @@ pub struct Inbound {
 /// What the socket's handler reads frames with: the buffer it writes their strings into, and strings of earlier
 /// frames to copy them into, so that a frame allocates nothing once those have grown to fit.
 pub struct FrameReader {
-    /// Flags, the ends of the five strings, the time.
+    /// The count of events handed over, the time, and each event's flags and where its strings start and end.
     header: Vec<f64>,
     scratch: Vec<u8>,
     spare: Vec<String>,
@@ -114,13 +117,24 @@ impl FrameReader {
         self.header[TIME_AT as usize] as Millis
     }
 
-    /// The frame the handler has just written: the header holds its flags and where the strings of `type`,
-    /// `user.id`, `user.status`, `user.last_active` and `connection_id` end in the buffer, each starting where the
-    /// one before ends (an absent one is empty). `None` only for an event without a string `type`, which the
-    /// handler never passes.
-    pub fn read(&mut self, event: JsValue) -> Option<Inbound> {
-        let flags = self.header[FLAGS_AT as usize] as u32;
-        let ends = [0, 1, 2, 3, 4].map(|i| self.header[ENDS_AT as usize + i] as u32);
+    /// How many events the handler has just handed over (at most `MAX_EVENTS`).
+    pub fn count(&self) -> u32 {
+        (self.header[COUNT_AT as usize] as u32).min(MAX_EVENTS)
+    }
+
+    /// Event `index` of those the handler has just written: its record holds its flags and where the strings of
+    /// `type`, `user.id`, `user.status`, `user.last_active` and `connection_id` end in the buffer, each starting
+    /// where the one before ends, the first where the record before ends (an absent one is empty). `None` only
+    /// for an event without a string `type`, which the handler never passes.
+    pub fn read(&mut self, index: u32, event: JsValue) -> Option<Inbound> {
+        let index = index.min(MAX_EVENTS - 1);
+        let record = (RECORDS_AT + index * RECORD_LENGTH) as usize;
+        let start = match index {
+            0 => 0,
+            _ => self.header[record - RECORD_LENGTH as usize + ENDS_AT as usize + 4] as u32,
+        };
+        let flags = self.header[record + FLAGS_AT as usize] as u32;
+        let ends = [0, 1, 2, 3, 4].map(|i| self.header[record + ENDS_AT as usize + i] as u32);
         let present = [
             true,
             flags & ID != 0,
@@ -129,7 +143,7 @@ impl FrameReader {
             flags & CONNECTION_ID != 0,
         ];
         let texts = (flags & TOO_LONG == 0)
-            .then(|| self.texts(ends, present))
+            .then(|| self.texts(start, ends, present))
             .flatten();
         if let Some([Some(kind), id, status, last_active, connection_id]) = texts {
             let user = (flags & USER != 0).then(|| ReadUser {
@@ -160,9 +174,14 @@ impl FrameReader {
     }
 
     /// The `present` strings, each copied into a spare one; `None` if one of them is not valid.
-    fn texts(&mut self, ends: [u32; 5], present: [bool; 5]) -> Option<[Option<String>; 5]> {
+    fn texts(
+        &mut self,
+        start: u32,
+        ends: [u32; 5],
+        present: [bool; 5],
+    ) -> Option<[Option<String>; 5]> {
         let mut texts: [Option<String>; 5] = Default::default();
-        let mut start = 0;
+        let mut start = start as usize;
         for (slot, (end, present)) in texts.iter_mut().zip(ends.into_iter().zip(present)) {
             let end = end as usize;
             if present {

@@ -1,6 +1,7 @@
 //! One browser WebSocket and its handlers. The handlers live exactly as long as the `Socket`: dropping it
 //! detaches them and closes the socket if it is still open.
 
+use js_sys::Array;
 use wasm_bindgen::prelude::*;
 use web_sys::{CloseEvent, Event, WebSocket};
 
@@ -10,7 +11,8 @@ use crate::web::frames::receive_frames;
 use crate::web::reader::{FrameReader, Inbound};
 
 /// Every handler has this one type, as have the page listeners: each closure type costs its own glue. (The frame
-/// handler is called with the parsed event, not an `Event`: the type only names the argument's ABI.)
+/// handler is called with the parsed event or an array of them, not an `Event`: the type only names the
+/// argument's ABI.)
 type Handler = Closure<dyn FnMut(Event)>;
 
 #[wasm_bindgen(module = "/src/web/share.js")]
@@ -35,18 +37,28 @@ impl Socket {
         id: SocketId,
         url: &str,
         share_id: &str,
-        mut on_frame: impl FnMut(&Inbound, Millis) -> Option<UserPresence> + 'static,
+        mut on_frame: impl FnMut(&Inbound, Millis, bool) -> Option<UserPresence> + 'static,
         mut on_close: impl FnMut(CloseEvent) + 'static,
         on_error: impl FnMut(Event) + 'static,
     ) -> Result<Socket, JsValue> {
         let ws = open_socket(url, share_id)?;
         let mut reader = FrameReader::new();
         let (header, text, text_len) = reader.buffers();
-        // The frame's user, decoded by the session, comes back so that its strings are reused.
-        let frame_handler = Handler::new(move |event: Event| {
-            if let Some(inbound) = reader.read(event.into()) {
-                let user = on_frame(&inbound, reader.now());
-                reader.recycle(inbound, user);
+        // One call for a frame's events (a batch's in order): the event itself when it is one, else an array.
+        // Each event's user, decoded by the session, comes back so that its strings are reused.
+        let frame_handler = Handler::new(move |events: Event| {
+            let events = JsValue::from(events);
+            let count = reader.count();
+            for index in 0..count {
+                let event = if count == 1 {
+                    events.clone()
+                } else {
+                    events.unchecked_ref::<Array>().get(index)
+                };
+                if let Some(inbound) = reader.read(index, event) {
+                    let user = on_frame(&inbound, reader.now(), index + 1 == count);
+                    reader.recycle(inbound, user);
+                }
             }
         });
         let on_close = Handler::new(move |event: Event| on_close(event.unchecked_into()));

@@ -1,6 +1,7 @@
 // End-to-end: batched delivery in headless Chromium against the real server. Our client asks for `batch_ms=10` by
 // default: a burst of peers coming online (official SDK clients in Node) reaches the page in fewer WebSocket
-// messages than events, and its listeners still get every event on its own, in order, with its usual shape.
+// messages than events, and its listeners still get every event on its own, in order, with its usual shape, while
+// its state-change listeners hear once per message.
 // `batchMs: 0` asks for nothing: one message per event, as the official SDK gets.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -51,13 +52,17 @@ async function watcher(userId, watched, options) {
       });
     });
     await client.connectUser({ id: userId }, client.devToken(userId));
+    window.stateChanges = 0;
+    client.onStateChange(() => {
+      window.stateChanges += 1;
+    });
     await client.queryUsers({ id: { $in: watched } }, [], { presence: true, limit: 100 });
   }, { apiKey: API_KEY, baseURL: server.url, userId, watched, options });
   return page;
 }
 
 async function burst(page, ids) {
-  const before = await page.evaluate(() => window.sockets.at(-1).messages);
+  const before = await page.evaluate(() => ({ messages: window.sockets.at(-1).messages, changes: window.stateChanges }));
   const started = await Promise.all(ids.map((id) => startPeer(server.url, id, [])));
   peers.push(...started);
   await page.waitForFunction(
@@ -67,7 +72,8 @@ async function burst(page, ids) {
   );
   return page.evaluate((before) => ({
     presence: window.presence,
-    messages: window.sockets.at(-1).messages - before,
+    messages: window.sockets.at(-1).messages - before.messages,
+    stateChanges: window.stateChanges - before.changes,
     url: window.sockets.at(-1).url,
   }), before);
 }
@@ -84,6 +90,11 @@ test('a burst of presence events arrives in fewer messages, every event still on
   }
   console.log(`batched: ${online.length} presence events in ${seen.messages} messages`);
   assert.ok(seen.messages < online.length, `${online.length} events came in ${seen.messages} messages`);
+  // The state-change listeners (and so the store) hear once per message, not once per event.
+  assert.ok(
+    seen.stateChanges > 0 && seen.stateChanges <= seen.messages,
+    `${seen.stateChanges} state changes for ${seen.messages} messages`,
+  );
   assert.deepEqual(page.problems, []);
 });
 
@@ -95,6 +106,7 @@ test('batchMs: 0 asks for no batching: one message per event', async () => {
   const online = seen.presence.filter((e) => e.online);
   assert.equal(online.length, PEERS);
   assert.ok(seen.messages >= PEERS, `${PEERS} events in ${seen.messages} messages`);
+  assert.ok(seen.stateChanges >= PEERS, `${seen.stateChanges} state changes for ${PEERS} events`);
   await assert.rejects(
     page.evaluate(() => new window.Client('k', { batchMs: 51 })),
     /batchMs must be from 0/,
