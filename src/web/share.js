@@ -14,6 +14,12 @@
 // with 4001, which the server treats as a page going away (offline only after the grace), so peers see no flap; the
 // last tab's `disconnectUser()` closes with 1000 and the user goes offline at once.
 //
+// A tab that goes (closed, crashed, `disconnectUser()`) takes its subscriptions with it: each tab holds a lock of its
+// own while it takes part, and the leader, told by a tab leaving or finding a tab's lock gone (checked every
+// `TABS_MS`), renews the connection: its socket closes with 4001 and every link with LEADER_LEFT, and the live tabs
+// re-subscribe what they follow on the new one, as after a handover (peers see no flap, the grace covers the gap).
+// Stream's protocol has no way to stop following a user, so a new connection is how the server forgets.
+//
 // Hand-written rather than built from web-sys bindings: the module's glue for locks and channels weighs more than
 // this whole file (see the README's "Size").
 
@@ -30,6 +36,8 @@ const STUCK_MS = 5_000;
  * stops leading or waiting to lead. Reconnect delays never exceed 25 s.
  */
 const IDLE_MS = 30_000;
+/** How often a leader with followers checks that their tabs still run (a crashed tab sends nothing). */
+const TABS_MS = 10_000;
 /** The close codes with which a client leaves for good (`disconnectUser()`) or for now (page hidden, frozen). */
 const NORMAL = 1000;
 const GOING_AWAY = 4001;
@@ -75,7 +83,34 @@ class Participant {
     this.stuck = false;
     this.channel = new BroadcastChannel(name);
     this.channel.onmessage = ({ data }) => this.heard(data);
+    /** This tab's own lock, held while it takes part; the other tabs' the leader saw held at its last check. */
+    this.tab = `${name} tab ${id}`;
+    this.tabs = null;
+    locks.request(this.tab, () => new Promise((release) => {
+      this.untab = release;
+      if (this.gone) release();
+    }));
     this.request(false);
+  }
+
+  /**
+   * As leader: renews the connection when a tab that took part is gone (`left`: one said so; else one whose lock
+   * was held at the last check no longer is).
+   */
+  check(left) {
+    if (!this.lead || !this.followed) return;
+    this.locks.query().then(({ held }) => {
+      const tabs = new Set(held.map((lock) => lock.name).filter((name) => name.startsWith(`${this.name} tab `)));
+      const gone = left || [...(this.tabs ?? [])].some((name) => !tabs.has(name));
+      this.tabs = tabs;
+      const ws = this.ws;
+      if (!gone || !this.lead || ws?.readyState !== OPEN) return;
+      this.ws = this.ok = null;
+      this.tabs = null;
+      this.post('close', LEADER_LEFT);
+      ws.close(GOING_AWAY);
+      this.link?.end(LEADER_LEFT);
+    }, () => {});
   }
 
   /**
@@ -94,6 +129,7 @@ class Participant {
         const link = this.link;
         if (link?.readyState === OPEN) link.end(LEADER_LEFT);
         else if (link?.readyState === CONNECTING) this.connect(link);
+        this.watch = setInterval(() => this.check(false), TABS_MS);
         return new Promise((release) => {
           this.release = release;
         });
@@ -103,6 +139,7 @@ class Participant {
         // Stolen: another tab holds the socket now.
         const ws = this.ws;
         this.lead = false;
+        clearInterval(this.watch);
         this.ws = this.ok = this.release = null;
         ws?.close(GOING_AWAY);
         this.link?.end(LEADER_LEFT);
@@ -186,6 +223,7 @@ class Participant {
     const link = this.link;
     if (this.lead) {
       if (type === 'hello' || type === 'send') this.followed = true;
+      if (type === 'bye' || type === 'hello') this.check(type === 'bye');
       if (type === 'hello') this.post(this.ok ? 'ok' : 'wait', this.ok);
       else if (type === 'send' && this.ws?.readyState === OPEN) this.ws.send(data);
       return;
@@ -239,11 +277,15 @@ class Participant {
 
   leave() {
     if (this.gone) return;
+    // A follower's subscriptions go with it (a leader's go with its socket).
+    if (!this.lead) this.post('bye');
     this.gone = true;
     clearTimeout(this.idle);
     participants.delete(this.id);
+    clearInterval(this.watch);
     this.abort.abort();
     this.release?.();
+    this.untab?.();
     this.channel.close();
   }
 }

@@ -50,11 +50,28 @@ async function peer(userId, watched) {
   return started;
 }
 
-/** A tab of `context` with a client of `userId` connected (options as connectClient's). */
-async function tab(context, userId, options = {}) {
-  const page = await openClientPage(browser, server.url, context);
-  assert.deepEqual(await connectClient(page, { userId, baseURL: server.url, ...options }), { ok: true });
+/** A tab of `context` with a client of `userId` connected to `on` (options as connectClient's). */
+async function tab(context, userId, options = {}, on = server) {
+  const page = await openClientPage(browser, on.url, context);
+  assert.deepEqual(await connectClient(page, { userId, baseURL: on.url, ...options }), { ok: true });
   return page;
+}
+
+/** `on`'s count of presence subscriptions (a connection following a user), from its operator endpoint. */
+async function follows(on) {
+  const text = await (await fetch(`${on.adminURL}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith('presence_follows '));
+  assert.ok(line, 'the server exports presence_follows');
+  return Number(line.split(' ')[1]);
+}
+
+async function waitFollows(on, count, timeout) {
+  const deadline = Date.now() + timeout;
+  let seen;
+  while ((seen = await follows(on)) !== count) {
+    if (Date.now() > deadline) assert.fail(`the server holds ${seen} subscriptions, not ${count}, after ${timeout} ms`);
+    await sleep(100);
+  }
 }
 
 /** The real sockets the page opened (the test page records each): a follower has none open. */
@@ -308,3 +325,45 @@ test('a leader frozen without warning loses the socket to a follower, and follow
   for (const page of [first, second]) assert.deepEqual(page.problems, []);
   await context.close();
 });
+
+test('a tab that goes takes its subscriptions with it, whether it closes or crashes', async () => {
+  // A server of its own: its count of subscriptions is this test's alone.
+  const own = await startServer({
+    db: join(tmp.dir, 'tabs-follows.db'), graceMs: GRACE_MS, admin: true, staticDir: buildSite(join(tmp.dir, 'site2')),
+  });
+  const context = await browser.newContext();
+  try {
+    await subscriptionsGo(own, context);
+  } finally {
+    await context.close();
+    await own.stop();
+  }
+});
+
+async function subscriptionsGo(own, context) {
+  const ownAdmin = new StreamChat(API_KEY, API_SECRET, { baseURL: own.url, timeout: 5000 });
+  ownAdmin.logger = () => {};
+  await ownAdmin.upsertUsers(['pia', 'quin', 'rosa', 'sam'].map((id) => ({ id })));
+  const stays = await tab(context, 'pia', { watched: ['quin'] }, own);
+  const closes = await tab(context, 'pia', { watched: ['rosa'] }, own);
+  const crashes = await tab(context, 'pia', { watched: ['sam'] }, own);
+  assert.equal(await leaderOf([stays, closes, crashes]), stays);
+  await waitFollows(own, 3, 5_000);
+
+  // A follower closes: the leader renews the connection, the tabs left re-subscribe theirs, rosa is forgotten.
+  await closes.close();
+  await waitFollows(own, 2, 10_000);
+  // One crashes (it says nothing): the leader finds its lock gone at its next check, within 10 s.
+  const cdp = await context.newCDPSession(crashes);
+  cdp.send('Page.crash').then(() => {}, () => {});
+  await waitFollows(own, 1, 25_000);
+
+  // What the staying tab hears: quin's change (the control), nothing of rosa's or sam's.
+  await stays.waitForFunction(() => window.client.connectionId, null, { timeout: 5_000 });
+  const changedAt = Date.now();
+  for (const id of ['rosa', 'sam', 'quin']) await ownAdmin.partialUpdateUser({ id, set: { status: `${id} moved` } });
+  await waitClientEvent(stays, { type: 'user.updated', user: 'quin' }, 10_000, changedAt);
+  const heard = (await clientEvents(stays, 'user.updated', changedAt)).map((e) => e.user);
+  assert.deepEqual(heard, ['quin'], 'only the staying tab\'s subscription is left');
+  assert.deepEqual(stays.problems, []);
+}
