@@ -103,8 +103,8 @@ printf '%-40s %9d %9d\n' "  + createPresenceStore" "$(($(size "$with_store") - $
   "$(($(gz "$with_store") - $(gz "$app_glue")))"
 printf '%-40s %9d %9d\n' "presence-client/react (--minify)" "$(size "$react_min")" "$(gz "$react_min")"
 rm -rf "$measure_dir"
-# The budget: 58.5 KiB of gzip for wasm + glue as an app ships them (56 KiB until chrono's `DateTime<Utc>`, 57 KiB
-# until tab sharing, below),
+# The budget: 59 KiB of gzip for wasm + glue as an app ships them (56 KiB until chrono's `DateTime<Utc>`, 57 KiB
+# until tab sharing, 58.5 KiB until one call per batch frame, below),
 # about half of stream-chat's 104.5 KB. Measured (this script, gzip -9 of both files): 48,486 B before wire
 # timestamps were read and before frames were parsed in JS; the JS frame handler
 # (src/web/frames.js, inlined by esbuild) and its reader add 2,340 B. chrono's RFC 3339 parsing (no default
@@ -135,7 +135,11 @@ rm -rf "$measure_dir"
 # AbortController and the promise callbacks alone would weigh more than the file, and the link must be a JS object
 # the socket code can hold as a WebSocket. Property names minified by hand (esbuild --mangle-props) would save
 # 85 B: not done. The budget rose by 1.5 KiB for it, to 58.5 KiB.
-budget=59904
+# Batched delivery, the wasm side, one call per frame (src/web/frames.js hands a batch's events over at once, with
+# a record per event, and the state-change listeners hear once per frame): +300 B (59,712 -> 60,012 B), and a tab
+# leaving releasing its subscriptions (share.js: a lock per tab, `bye`, the leader's renewal) +176 B. The budget
+# rose by 0.5 KiB for them, to 59 KiB.
+budget=60416
 printf '%-40s %9d %9d\n' "total in an app (budget $budget gzip)" "$total_raw" "$total_gz"
 if [ "$total_gz" -ge "$budget" ]; then
   echo "size budget exceeded: $total_gz bytes gzip >= $budget" >&2
