@@ -195,10 +195,13 @@ export function markdown({ plan, apply, log, redisBenchmark: cross, ceiling: c }
     `redis-server for ${log.secs} s per phase (median of ${plan.logRuns}); readers are the server's \`read\` (XREAD COUNT 1024 BLOCK), tailing.`,
     'The load generator, Redis and the readers share the 2 cores: Redis CPU per entry is its own cost.',
     '',
-    '| appenders × requests in flight | readers | appends/s | Redis CPU per entry appended |',
-    '|---|---:|---:|---:|',
+    '| appenders × requests in flight | readers | appends/s | Redis CPU per entry appended | runs (appends/s) |',
+    '|---|---:|---:|---:|---|',
   );
-  for (const ph of log.phases) lines.push(`| ${ph.appenders} × ${ph.in_flight} | ${ph.readers} | **${fmt(ph.append_rate)}** | ${fmt(ph.redis_cpu_us_per_entry, 2)} µs |`);
+  for (const ph of log.phases) {
+    const runs = ph.runs.map((r) => fmt(r.append_rate)).join(' / ');
+    lines.push(`| ${ph.appenders} × ${ph.in_flight} | ${ph.readers} | **${fmt(ph.append_rate)}** | ${fmt(ph.redis_cpu_us_per_entry, 2)} µs | ${runs} |`);
+  }
   const j = log.joining;
   lines.push(
     '',
