@@ -45,10 +45,13 @@ function example(args, log) {
     const child = spawn(CEILING_BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     let err = '';
+    let partial = '';
     child.stdout.on('data', (d) => { out += d; });
     child.stderr.on('data', (d) => {
       err = (err + d).slice(-8000);
-      for (const line of String(d).split('\n').filter(Boolean)) log(`  ${line.trim()}`);
+      const lines = (partial + d).split('\n');
+      partial = lines.pop();
+      for (const line of lines.filter((l) => l.trim())) log(`  ${line.trim()}`);
     });
     child.on('error', (e) => fail(new Error(`${CEILING_BIN}: ${e.message} (cargo build --release -p presence-server --example ceiling)`)));
     child.on('exit', (code) => {
