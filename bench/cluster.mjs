@@ -39,7 +39,7 @@ function track(proc) {
   return proc;
 }
 
-function tempDir() {
+export function tempDir() {
   const dir = mkdtempSync(join(tmpdir(), 'presence-bench-cluster-'));
   dirs.add(dir);
   return dir;
@@ -50,7 +50,8 @@ function rss(pid) {
   return Number(line.split(/\s+/)[1]) * 1024;
 }
 
-async function startRedis(dir) {
+/** A private redis-server in `dir` on a free loopback port, without persistence; stopped when the process leaves. */
+export async function startRedis(dir) {
   const port = await freePort();
   const proc = track(spawn(REDIS, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir],
     { stdio: ['ignore', 'pipe', 'pipe'] }));

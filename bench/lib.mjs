@@ -106,6 +106,12 @@ export function buildServerAndLoadgen() {
   if (packages.length) run('cargo', ['build', '--release', ...packages]);
 }
 
+/** Builds the cluster ceiling benchmark (server/examples/ceiling); apart from the server, as examples add the
+ *  dev-dependencies' features. */
+export function buildCeiling() {
+  if (process.env.PRESENCE_CEILING_BIN) return;
+  run('cargo', ['build', '--release', '-p', 'presence-server', '--example', 'ceiling']);
+}
 
 /** Builds the wasm package into pkg/ (scripts/build-wasm.sh, which also prints its size). */
 export function buildWasm() {

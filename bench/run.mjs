@@ -1,7 +1,7 @@
 // `npm run bench`: builds what the benchmarks need, runs them, and writes BENCHMARKS.md (every table with the
 // commit it measured and the command that reproduces it; raw figures in artifacts/bench/*.json).
 // Usage: npm run bench [-- --quick] [-- --no-build]
-//        [-- --only bundle,ingest,detection,fanout,queryload,restart,churn,storage,cluster,webhooks] [-- --whole]
+//        [-- --only bundle,ingest,detection,fanout,queryload,restart,churn,storage,cluster,webhooks,ceiling] [-- --whole]
 //        [-- --out FILE] [-- --note "text"]
 //   --only      run these benchmarks only; an existing output file keeps its other sections and gets these
 //               replaced in place, each naming its own commit, date and load (--whole: write a new file instead).
@@ -10,9 +10,10 @@
 //               for 10 s instead of 100,000 / 10,000 for 30 s, 700 clients through one restart instead of 1,000 through two,
 //               300 churning clients for 15 s instead of 2,000 for 60 s, 200 users pinging for one simulated hour
 //               instead of 1,000 for two, cluster fan-out to 1,000 watchers with 2 node deaths and 3 × 2,000
-//               connections instead of 1,000 and 5,000 watchers, 5 deaths and 3 × 10,000 (under 6 minutes once
-//               built); the full run takes about 25–30 minutes.
-//   --no-build  use the existing pkg/ and target/release/presence-server.
+//               connections instead of 1,000 and 5,000 watchers, 5 deaths and 3 × 10,000, the cluster ceiling over
+//               30,000 users and 1 run of its Redis phases instead of 100,000 and 3 (under 6 minutes once built);
+//               the full run takes about 25–30 minutes.
+//   --no-build  use the existing pkg/, target/release/presence-server and target/release/examples/ceiling.
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -26,12 +27,13 @@ import * as churn from './churn.mjs';
 import * as storage from './storage.mjs';
 import * as cluster from './cluster.mjs';
 import * as webhooks from './webhooks.mjs';
+import * as ceiling from './ceiling.mjs';
 import { updateSections } from './sections.mjs';
-import { ROOT, buildServer, buildServerAndLoadgen, buildWasm, commitInfo, fmt, machineInfo, parseArgs } from './lib.mjs';
+import { ROOT, buildCeiling, buildServer, buildServerAndLoadgen, buildWasm, commitInfo, fmt, machineInfo, parseArgs } from './lib.mjs';
 
 const args = parseArgs();
 const quick = Boolean(args.quick);
-const only = new Set(String(args.only || 'bundle,ingest,detection,fanout,queryload,restart,churn,storage,cluster,webhooks').split(','));
+const only = new Set(String(args.only || 'bundle,ingest,detection,fanout,queryload,restart,churn,storage,cluster,webhooks,ceiling').split(','));
 const outFile = resolve(ROOT, typeof args.out === 'string' ? args.out : 'BENCHMARKS.md');
 // `--only` on an existing file re-measures those benchmarks and updates their sections in place; `--whole`
 // writes a new file holding only them.
@@ -51,6 +53,7 @@ const plan = quick
     storage: { users: 200, scale: 200, hours: 1 },
     cluster: cluster.QUICK,
     webhooks: { users: 300, rounds: 5, outageSecs: 10, watchers: 1000, flips: 5, fanoutRounds: 1 },
+    ceiling: ceiling.QUICK,
   }
   : {
     ingest: { frames: 100_000, users: 10_000, runs: 3, profileFrames: 20_000 },
@@ -62,6 +65,7 @@ const plan = quick
     storage: { users: 1000, scale: 100, hours: 2 },
     cluster: cluster.FULL,
     webhooks: { users: 1000, rounds: 20, outageSecs: 600, watchers: 1000, flips: 30, fanoutRounds: 3 },
+    ceiling: ceiling.FULL,
   };
 const loadgenSteps = ['fanout', 'queryload', 'restart', 'churn', 'cluster', 'webhooks'];
 
@@ -77,6 +81,10 @@ if (!args.noBuild) {
   } else if (only.has('detection') || only.has('storage')) {
     step('building presence-server (release)');
     buildServer();
+  }
+  if (only.has('ceiling')) {
+    step('building the ceiling benchmark (release example of presence-server)');
+    buildCeiling();
   }
   if (only.has('bundle') || only.has('ingest')) {
     step('building the wasm package');
@@ -329,6 +337,24 @@ if (only.has('webhooks')) {
     webhooks.markdown(result),
     '',
     `Reproduce: \`cargo build --release -p presence-server -p presence-loadgen && node bench/webhooks.mjs --users ${p.users} --rounds ${p.rounds} --outage-secs ${p.outageSecs} --watchers ${p.watchers} --flips ${p.flips} --fanout-rounds ${p.fanoutRounds}\``,
+  ].join('\n'));
+}
+if (only.has('ceiling')) {
+  const p = plan.ceiling;
+  step(`cluster ceiling (apply rate over ${fmt(p.users)} users, Redis appends and reads, ${p.fanOutReaders.join(', ')} readers)`);
+  const result = await ceiling.run(p);
+  save('ceiling', result);
+  sections.push([
+    '## 11. Cluster ceiling',
+    '',
+    'Every node applies every entry of the cluster log, so one node\'s hub thread bounds the log\'s rate however many',
+    'nodes there are, and Redis\'s one core serves every entry to every node. Measured with the release build of the',
+    'server\'s own code paths (server/examples/ceiling: the log\'s `encode`, `decode`, `append` and `read`, the',
+    '`Driver`) and one private `redis-server` (free loopback port, no persistence).',
+    '',
+    ceiling.markdown(result),
+    '',
+    `Reproduce: \`${ceiling.command(p)}\``,
   ].join('\n'));
 }
 const faultsSection = faults.length ? ['## 7. Faults and churn', '', ...faults.flatMap((f) => [f, ''])].join('\n').trimEnd() : null;

@@ -54,6 +54,18 @@ pub mod fuzzing {
     pub use crate::ws::{authenticate, read_client_frame, ClientFrame};
 }
 
+/// What the cluster ceiling benchmark (`server/examples/ceiling`) drives: the commands of the cluster log, the
+/// log's Redis calls, and the driver applying entries as a node does. Re-exports only; not a stable API.
+#[doc(hidden)]
+pub mod ceiling {
+    pub use crate::cluster::log::{append, decode, encode, read, RawEntry, LOG_KEY};
+    pub use crate::hub::driver::{Driver, Input, StoreState, WallClock};
+    pub use crate::hub::log::{Entry, LogPos};
+    pub use crate::presence::command::Command;
+    pub use crate::presence::{distinct_channel_key, Config, Engine};
+    pub use crate::store::sqlite::SqliteStore;
+}
+
 /// What the store tests drive: the PostgreSQL store and the writes it commits, so two nodes' commits can be made
 /// in an order other than the log's. Re-exports only; not a stable API.
 #[doc(hidden)]

@@ -142,7 +142,8 @@ pub async fn read(
     }
 }
 
-fn decode(raw: &StreamId) -> Option<RawEntry> {
+/// An entry as read: who appended it, its sequence number there and its command; None when it cannot be decoded.
+pub fn decode(raw: &StreamId) -> Option<RawEntry> {
     let entry = (|| {
         Some(RawEntry {
             origin: raw.get("n")?,

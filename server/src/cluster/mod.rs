@@ -5,7 +5,7 @@
 //! The entry's stream id gives its time, so every node applies it at the same `now`. Each node delivers only to
 //! the connections it holds; membership and node death are in [`membership`].
 
-mod log;
+pub(crate) mod log;
 mod membership;
 
 use std::collections::{HashMap, HashSet};
