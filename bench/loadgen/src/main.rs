@@ -11,11 +11,13 @@
 //! - `queryload`: idle probes time `health.check` round trips while clients loop unpinned queries over a large store.
 //! - `restart`: clients and observers through a kill -9 and restart of the server on the same database.
 //! - `churn`: clients connecting, leaving and going invisible at random while observers follow them all.
+//! - `storm`: many users flip within a second while every watcher follows them all, with or without `batch_ms`.
 
 mod churn;
 mod follow;
 mod queryload;
 mod restart;
+mod storm;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -188,6 +190,8 @@ enum Command {
         #[arg(long, default_value_t = 600)]
         max_secs: u64,
     },
+    /// Presence storm: `users` users flip within `spread-ms` while `watchers` connections follow them all.
+    Storm(storm::Args),
 }
 
 #[tokio::main]
@@ -307,6 +311,7 @@ async fn main() {
             };
             bounded(max_secs, churn::run(params)).await
         }
+        Command::Storm(args) => bounded(args.max_secs, storm::run(args)).await,
     };
     match outcome {
         Ok(report) => println!("{report}"),
@@ -457,10 +462,21 @@ async fn connect_first_frame(
     id: &str,
     n: usize,
 ) -> Result<(Socket, Value), Error> {
+    connect_with(server, api_key, id, n, "").await
+}
+
+/// [`connect_first_frame`] with `extra` appended to the `/connect` query (such as `&batch_ms=10`).
+async fn connect_with(
+    server: &str,
+    api_key: &str,
+    id: &str,
+    n: usize,
+    extra: &str,
+) -> Result<(Socket, Value), Error> {
     let ws_base = server.replacen("http", "ws", 1);
     let payload = json!({ "user_id": id, "user_details": { "id": id } }).to_string();
     let url = format!(
-        "{ws_base}/connect?json={}&api_key={api_key}&authorization={}&stream-auth-type=jwt",
+        "{ws_base}/connect?json={}&api_key={api_key}&authorization={}&stream-auth-type=jwt{extra}",
         percent_encode(&payload),
         percent_encode(&dev_token(id))
     );
