@@ -1,7 +1,7 @@
 // `npm run bench`: builds what the benchmarks need, runs them, and writes BENCHMARKS.md (every table with the
 // commit it measured and the command that reproduces it; raw figures in artifacts/bench/*.json).
 // Usage: npm run bench [-- --quick] [-- --no-build]
-//        [-- --only bundle,ingest,detection,fanout,queryload,restart,churn,storage,cluster,webhooks] [-- --whole]
+//        [-- --only bundle,ingest,detection,fanout,queryload,restart,churn,storage,cluster,webhooks,storm] [-- --whole]
 //        [-- --out FILE] [-- --note "text"]
 //   --only      run these benchmarks only; an existing output file keeps its other sections and gets these
 //               replaced in place, each naming its own commit, date and load (--whole: write a new file instead).
@@ -11,7 +11,8 @@
 //               300 churning clients for 15 s instead of 2,000 for 60 s, 200 users pinging for one simulated hour
 //               instead of 1,000 for two, cluster fan-out to 1,000 watchers with 2 node deaths and 3 × 2,000
 //               connections instead of 1,000 and 5,000 watchers, 5 deaths and 3 × 10,000 (under 6 minutes once
-//               built); the full run takes about 25–30 minutes.
+//               built), and one storm round of 300 users × 1,000 watchers instead of five of 1,000 × 1,000 and
+//               300 × 1,000 (about 20 s more); the full run takes about 30–35 minutes.
 //   --no-build  use the existing pkg/ and target/release/presence-server.
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
@@ -26,12 +27,13 @@ import * as churn from './churn.mjs';
 import * as storage from './storage.mjs';
 import * as cluster from './cluster.mjs';
 import * as webhooks from './webhooks.mjs';
+import * as storm from './storm.mjs';
 import { updateSections } from './sections.mjs';
 import { ROOT, buildServer, buildServerAndLoadgen, buildWasm, commitInfo, fmt, machineInfo, parseArgs } from './lib.mjs';
 
 const args = parseArgs();
 const quick = Boolean(args.quick);
-const only = new Set(String(args.only || 'bundle,ingest,detection,fanout,queryload,restart,churn,storage,cluster,webhooks').split(','));
+const only = new Set(String(args.only || 'bundle,ingest,detection,fanout,queryload,restart,churn,storage,cluster,webhooks,storm').split(','));
 const outFile = resolve(ROOT, typeof args.out === 'string' ? args.out : 'BENCHMARKS.md');
 // `--only` on an existing file re-measures those benchmarks and updates their sections in place; `--whole`
 // writes a new file holding only them.
@@ -51,6 +53,7 @@ const plan = quick
     storage: { users: 200, scale: 200, hours: 1 },
     cluster: cluster.QUICK,
     webhooks: { users: 300, rounds: 5, outageSecs: 10, watchers: 1000, flips: 5, fanoutRounds: 1 },
+    storm: storm.QUICK,
   }
   : {
     ingest: { frames: 100_000, users: 10_000, runs: 3, profileFrames: 20_000 },
@@ -62,8 +65,9 @@ const plan = quick
     storage: { users: 1000, scale: 100, hours: 2 },
     cluster: cluster.FULL,
     webhooks: { users: 1000, rounds: 20, outageSecs: 600, watchers: 1000, flips: 30, fanoutRounds: 3 },
+    storm: storm.FULL,
   };
-const loadgenSteps = ['fanout', 'queryload', 'restart', 'churn', 'cluster', 'webhooks'];
+const loadgenSteps = ['fanout', 'queryload', 'restart', 'churn', 'cluster', 'webhooks', 'storm'];
 
 const started = Date.now();
 const step = (text) => console.log(`\n==> ${text} (${fmt((Date.now() - started) / 1000)} s)`);
@@ -329,6 +333,32 @@ if (only.has('webhooks')) {
     webhooks.markdown(result),
     '',
     `Reproduce: \`cargo build --release -p presence-server -p presence-loadgen && node bench/webhooks.mjs --users ${p.users} --rounds ${p.rounds} --outage-secs ${p.outageSecs} --watchers ${p.watchers} --flips ${p.flips} --fanout-rounds ${p.fanoutRounds}\``,
+  ].join('\n'));
+}
+if (only.has('storm')) {
+  const p = plan.storm;
+  step(`presence storm (${p.sizes.map((x) => `${fmt(x.users)} users × ${fmt(x.watchers)} watchers`).join(', ')}; batch_ms=${p.batchMs} and one event per frame, ${p.rounds} round(s))`);
+  const result = await storm.run(p);
+  save('storm', result);
+  for (const s of result.sizes) {
+    goals.push(`Storm, ${fmt(s.users)} users × ${fmt(s.watchers)} watchers: the last watcher's delay with \`batch_ms=${result.batchMs}\` ≤ one event per frame + ${result.batchMs} ms (p50 over the flips, median of ${s.rounds.length} round(s)): ${fmt(s.batched.lastP50 / 1000, 1)} ms vs ${fmt(s.unbatched.lastP50 / 1000, 1)} ms — ${s.goalMet ? 'met' : '**missed**'}; server CPU per event batched ÷ unbatched ${fmt(s.ratios.cpuPerEvent, 2)}×.`);
+  }
+  sections.push([
+    '## 11. Presence storm: batched delivery',
+    '',
+    'Many users flip within one second while every watcher follows all of them: the Rust load generator',
+    '(`presence-loadgen storm`) connects U users (so that they are online) and W watchers, each of which follows all U',
+    'users with `queryUsers(..., { presence: true })`, 100 ids a query (a page holds at most 100 users); then each user',
+    'turns `invisible` on by its own `PATCH /users` with a server token, the requests spread evenly over the second,',
+    'and each watcher timestamps every frame as it comes off its socket. The watchers connect with `batch_ms=N`, every',
+    'frame after the first an array of the events of an N ms window, or without it, one event per frame; each user',
+    'flips once, so no event is coalesced away and both deliver U × W events. A fresh server (in-memory database)',
+    'serves each run. The load generator runs on the same 2 cores as the server: a storm the machine cannot carry in',
+    'its second shows as delays of seconds, for both deliveries.',
+    '',
+    storm.markdown(result),
+    '',
+    `Reproduce: \`${storm.command(p)}\``,
   ].join('\n'));
 }
 const faultsSection = faults.length ? ['## 7. Faults and churn', '', ...faults.flatMap((f) => [f, ''])].join('\n').trimEnd() : null;
