@@ -5,14 +5,14 @@
 // array of events) or without (one event per frame). Each size runs `--rounds` times, both deliveries in each round
 // on fresh servers, their order alternating from round to round; the table gives medians over the rounds and the
 // medians of the per-round ratios batched ÷ unbatched.
-// Usage: node bench/storm.mjs [--sizes 1000x1000,300x1000] [--rounds 5] [--batch-ms 10] [--spread-ms 1000]
+// Usage: node bench/storm.mjs [--sizes 1000x1000,300x1000,50x1000] [--rounds 5] [--batch-ms 10] [--spread-ms 1000]
 //        [--json FILE]
 //        (builds nothing: cargo build --release -p presence-server -p presence-loadgen)
 import { writeFileSync } from 'node:fs';
 import { API_KEY, fmt, isMain, median, parseArgs, serverToken, startServer } from './lib.mjs';
 import { loadgen } from './fanout.mjs';
 
-export const FULL = { sizes: [{ users: 1000, watchers: 1000 }, { users: 300, watchers: 1000 }], rounds: 5, batchMs: 10, spreadMs: 1000 };
+export const FULL = { sizes: [{ users: 1000, watchers: 1000 }, { users: 300, watchers: 1000 }, { users: 50, watchers: 1000 }], rounds: 5, batchMs: 10, spreadMs: 1000 };
 export const QUICK = { sizes: [{ users: 300, watchers: 1000 }], rounds: 1, batchMs: 10, spreadMs: 1000 };
 
 /** `1000x1000,300x1000` into sizes. */
@@ -57,6 +57,7 @@ const figures = (r) => ({
   deliveryP50: r.delivery_us.p50,
   deliveryP99: r.delivery_us.p99,
   stormSecs: r.storm_secs,
+  perSecond: r.deliveries / r.storm_secs,
   missing: r.missing,
 });
 
@@ -101,19 +102,19 @@ export async function run({ sizes = FULL.sizes, rounds = FULL.rounds, batchMs = 
 
 export function markdown({ batchMs, spreadMs, roundsPerSize, sizes }) {
   const lines = [
-    `Each user flips once; the flips are spread evenly over ${fmt(spreadMs)} ms. ${roundsPerSize} round(s) per size, each`,
-    'running both deliveries on fresh servers (the first alternating); figures are medians over the rounds. Server CPU:',
-    'utime + stime from just before the first flip until the last watcher heard the last flip (the flips\' requests',
-    'included), divided by the events delivered (events inside batches counted one by one). Last watcher: per flip, from',
-    'the request\'s send to the slowest watcher\'s receipt; p50 and max over the flips. Per delivery: every watcher',
-    'of every flip.',
+    `Flips spread over ${fmt(spreadMs)} ms; ${roundsPerSize} round(s) per size, each running both deliveries on fresh servers (the`,
+    'first alternating); figures are medians over the rounds. Server CPU: utime + stime from just before the first flip',
+    'until the last watcher heard the last flip (the flips\' requests included), divided by the events delivered (events',
+    'inside batches counted one by one). Last watcher: per flip, from the request\'s send to the slowest watcher\'s',
+    'receipt; p50 and max over the flips. Per delivery: every watcher of every flip. Last event after: from the first',
+    'flip\'s request to the last delivery; delivered per second: the events over that time.',
     '',
-    '| users × watchers | delivery | server CPU per event | frames / watcher | events / watcher | last watcher p50 | max | per delivery p50 | p99 | last flip heard after | missing | load generator CPU |',
-    '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+    '| users × watchers | delivery | server CPU per event | frames / watcher | events / watcher | last watcher p50 | max | per delivery p50 | p99 | last event after | delivered per second | missing | load generator CPU |',
+    '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ];
   for (const s of sizes) {
     for (const [name, m] of [['one event per frame', s.unbatched], [`\`batch_ms=${batchMs}\``, s.batched]]) {
-      lines.push(`| ${fmt(s.users)} × ${fmt(s.watchers)} | ${name} | ${fmt(m.cpuPerEvent, 2)} µs | ${fmt(m.frames)} | ${fmt(m.events)} | ${ms(m.lastP50)} | ${ms(m.lastMax)} | ${ms(m.deliveryP50)} | ${ms(m.deliveryP99)} | ${fmt(m.stormSecs, 2)} s | ${fmt(m.missing)} | ${fmt(m.loadgenCpu, 1)} s |`);
+      lines.push(`| ${fmt(s.users)} × ${fmt(s.watchers)} | ${name} | ${fmt(m.cpuPerEvent, 2)} µs | ${fmt(m.frames)} | ${fmt(m.events)} | ${ms(m.lastP50)} | ${ms(m.lastMax)} | ${ms(m.deliveryP50)} | ${ms(m.deliveryP99)} | ${fmt(m.stormSecs, 2)} s | ${fmt(m.perSecond)} | ${fmt(m.missing)} | ${fmt(m.loadgenCpu, 1)} s |`);
     }
   }
   lines.push('', `Batched ÷ unbatched, median of the per-round ratios:`, '');
