@@ -126,7 +126,8 @@ export function markdown({ batchMs, spreadMs, roundsPerSize, sizes }) {
   lines.push('', `Goal: the last watcher's delay batched ≤ unbatched + ${batchMs} ms (p50 over the flips, medians over the rounds):`, '');
   for (const s of sizes) {
     const rounds = s.rounds.map((x) => (x.goalMet ? 'met' : 'missed')).join(' / ');
-    lines.push(`- ${fmt(s.users)} × ${fmt(s.watchers)}: ${ms(s.batched.lastP50)} ≤ ${ms(s.unbatched.lastP50)} + ${batchMs} ms — ${s.goalMet ? 'met' : '**missed**'} (per round: ${rounds}).`);
+    const over = s.batched.lastP50 - s.unbatched.lastP50;
+    lines.push(`- ${fmt(s.users)} × ${fmt(s.watchers)}: batched ${ms(s.batched.lastP50)}, bound ${ms(s.unbatched.lastP50)} + ${batchMs} ms = ${ms(s.unbatched.lastP50 + batchMs * 1000)} — ${s.goalMet ? 'met' : '**missed**'} (batched − unbatched ${over >= 0 ? '+' : '−'}${ms(Math.abs(over))}; per round: ${rounds}).`);
   }
   return lines.join('\n');
 }
