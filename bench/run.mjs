@@ -1,7 +1,7 @@
 // `npm run bench`: builds what the benchmarks need, runs them, and writes BENCHMARKS.md (every table with the
 // commit it measured and the command that reproduces it; raw figures in artifacts/bench/*.json).
 // Usage: npm run bench [-- --quick] [-- --no-build]
-//        [-- --only bundle,ingest,detection,fanout,queryload,restart,churn,storage,cluster,webhooks,ceiling] [-- --whole]
+//        [-- --only bundle,ingest,detection,fanout,queryload,restart,churn,storage,cluster,webhooks,ceiling,storm] [-- --whole]
 //        [-- --out FILE] [-- --note "text"]
 //   --only      run these benchmarks only; an existing output file keeps its other sections and gets these
 //               replaced in place, each naming its own commit, date and load (--whole: write a new file instead).
@@ -11,8 +11,9 @@
 //               300 churning clients for 15 s instead of 2,000 for 60 s, 200 users pinging for one simulated hour
 //               instead of 1,000 for two, cluster fan-out to 1,000 watchers with 2 node deaths and 3 × 2,000
 //               connections instead of 1,000 and 5,000 watchers, 5 deaths and 3 × 10,000, the cluster ceiling over
-//               30,000 users and 1 run of its Redis phases instead of 100,000 and 3 (under 6 minutes once built);
-//               the full run takes about 25–30 minutes.
+//               30,000 users and 1 run of its Redis phases instead of 100,000 and 3, and one storm round of 300
+//               users × 1,000 watchers instead of five each of 1,000, 300 and 50 users × 1,000 (under 7 minutes once
+//               built); the full run takes about 30–35 minutes.
 //   --no-build  use the existing pkg/, target/release/presence-server and target/release/examples/ceiling.
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
@@ -28,12 +29,13 @@ import * as storage from './storage.mjs';
 import * as cluster from './cluster.mjs';
 import * as webhooks from './webhooks.mjs';
 import * as ceiling from './ceiling.mjs';
+import * as storm from './storm.mjs';
 import { updateSections } from './sections.mjs';
 import { ROOT, buildCeiling, buildServer, buildServerAndLoadgen, buildWasm, commitInfo, fmt, machineInfo, parseArgs } from './lib.mjs';
 
 const args = parseArgs();
 const quick = Boolean(args.quick);
-const only = new Set(String(args.only || 'bundle,ingest,detection,fanout,queryload,restart,churn,storage,cluster,webhooks,ceiling').split(','));
+const only = new Set(String(args.only || 'bundle,ingest,detection,fanout,queryload,restart,churn,storage,cluster,webhooks,ceiling,storm').split(','));
 const outFile = resolve(ROOT, typeof args.out === 'string' ? args.out : 'BENCHMARKS.md');
 // `--only` on an existing file re-measures those benchmarks and updates their sections in place; `--whole`
 // writes a new file holding only them.
@@ -54,6 +56,7 @@ const plan = quick
     cluster: cluster.QUICK,
     webhooks: { users: 300, rounds: 5, outageSecs: 10, watchers: 1000, flips: 5, fanoutRounds: 1 },
     ceiling: ceiling.QUICK,
+    storm: storm.QUICK,
   }
   : {
     ingest: { frames: 100_000, users: 10_000, runs: 3, profileFrames: 20_000 },
@@ -66,8 +69,9 @@ const plan = quick
     cluster: cluster.FULL,
     webhooks: { users: 1000, rounds: 20, outageSecs: 600, watchers: 1000, flips: 30, fanoutRounds: 3 },
     ceiling: ceiling.FULL,
+    storm: storm.FULL,
   };
-const loadgenSteps = ['fanout', 'queryload', 'restart', 'churn', 'cluster', 'webhooks'];
+const loadgenSteps = ['fanout', 'queryload', 'restart', 'churn', 'cluster', 'webhooks', 'storm'];
 
 const started = Date.now();
 const step = (text) => console.log(`\n==> ${text} (${fmt((Date.now() - started) / 1000)} s)`);
@@ -355,6 +359,32 @@ if (only.has('ceiling')) {
     ceiling.markdown(result),
     '',
     `Reproduce: \`${ceiling.command(p)}\``,
+  ].join('\n'));
+}
+if (only.has('storm')) {
+  const p = plan.storm;
+  step(`presence storm (${p.sizes.map((x) => `${fmt(x.users)} users × ${fmt(x.watchers)} watchers`).join(', ')}; batch_ms=${p.batchMs} and one event per frame, ${p.rounds} round(s))`);
+  const result = await storm.run(p);
+  save('storm', result);
+  for (const s of result.sizes) {
+    goals.push(`Storm, ${fmt(s.users)} users × ${fmt(s.watchers)} watchers: the last watcher's delay with \`batch_ms=${result.batchMs}\` ≤ one event per frame + ${result.batchMs} ms (p50 over the flips, median of ${s.rounds.length} round(s)): ${fmt(s.batched.lastP50 / 1000, 1)} ms vs ${fmt(s.unbatched.lastP50 / 1000, 1)} ms — ${s.goalMet ? 'met' : '**missed**'}; server CPU per event batched ÷ unbatched ${fmt(s.ratios.cpuPerEvent, 2)}×.`);
+  }
+  sections.push([
+    '## 12. Presence storm: batched delivery',
+    '',
+    'Many users flip within one second while every watcher follows all of them: the Rust load generator',
+    '(`presence-loadgen storm`) connects U users (so that they are online) and W watchers, each of which follows all U',
+    'users with `queryUsers(..., { presence: true })`, 100 ids a query (a page holds at most 100 users); then each user',
+    'turns `invisible` on by its own `PATCH /users` with a server token, the requests spread evenly over the second,',
+    'and each watcher timestamps every frame as it comes off its socket. The watchers connect with `batch_ms=N`, every',
+    'frame after the first an array of the events of an N ms window, or without it, one event per frame; each user',
+    'flips once, so no event is coalesced away and both deliver U × W events. A fresh server (in-memory database)',
+    'serves each run. The load generator runs on the same 2 cores as the server: a storm larger than the machine carries',
+    'in its second backs up, and its delays are then those of the backlog (hundreds of milliseconds, seconds).',
+    '',
+    storm.markdown(result),
+    '',
+    `Reproduce: \`${storm.command(p)}\``,
   ].join('\n'));
 }
 const faultsSection = faults.length ? ['## 7. Faults and churn', '', ...faults.flatMap((f) => [f, ''])].join('\n').trimEnd() : null;
