@@ -1,4 +1,5 @@
-//! `POST /channels/{type}/{id}/query` (and its distinct-channel form), `POST /channels`, and stop-watching.
+//! `POST /channels/{type}/{id}/query` (and its distinct-channel form), `POST /channels`, stop-watching, and
+//! `POST /channels/{type}/{id}` (members added and removed).
 
 use std::sync::Arc;
 
@@ -8,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use presence_protocol::{
     ChannelQueryRequest, DurationResponse, QueryChannelsRequest, QueryChannelsResponse,
+    UpdateChannelRequest,
 };
 
 use crate::error::Error;
@@ -89,4 +91,21 @@ pub async fn stop_watching(
     Ok(created(DurationResponse {
         duration: duration(),
     }))
+}
+
+/// `POST /channels/{type}/{id}`: Stream's channel update, of which this server takes `add_members` and
+/// `remove_members` (what `channel.addMembers` / `removeMembers` send).
+pub async fn update_channel(
+    State(app): State<Arc<AppState>>,
+    ApiPath((channel_type, channel_id)): ApiPath<(String, String)>,
+    auth: Authenticated,
+    body: Result<JsonBody<UpdateChannelRequest>, Error>,
+) -> Result<Response, Error> {
+    let JsonBody(req) = body.map_err(|e| e.in_operation("UpdateChannel"))?;
+    let mut answer = app
+        .hub
+        .update_members(&auth.caller, &channel_type, &channel_id, &req)
+        .await?;
+    answer.duration = duration();
+    Ok(created(answer))
 }
