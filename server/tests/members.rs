@@ -391,3 +391,58 @@ async fn member_changes_survive_a_crash_and_restart() {
     let _bob = s.connect("bob").await;
     alice.expect_no_presence("bob", QUIET).await;
 }
+
+#[tokio::test]
+async fn in_a_cluster_a_change_made_on_one_node_reaches_the_watchers_of_another() {
+    let redis = common::redis::Redis::start();
+    let node = |id: &str| {
+        ServerOpts::default()
+            .arg("--redis-url", &redis.url)
+            .arg("--node-id", id)
+    };
+    let a = Server::start_with(node("a")).await;
+    let b = Server::start_with(node("b")).await;
+    users(&a, &["alice", "bob", "carol"]).await;
+    a.create_channel("messaging", "c1", &["alice"], json!({}))
+        .await;
+    let mut alice = b.connect("alice").await;
+    b.watch(&alice, "messaging", "c1", true).await;
+
+    // Refused on the node it reached: nothing goes into the log every node reads.
+    let entries = redis.xlen("presence:log").await;
+    a.update_channel(
+        &Auth::user("bob"),
+        "messaging",
+        "c1",
+        json!({ "add_members": ["bob"] }),
+    )
+    .await
+    .err(403, error_code::NOT_ALLOWED);
+    assert_eq!(redis.xlen("presence:log").await, entries);
+
+    a.update_channel(
+        &Auth::user("alice"),
+        "messaging",
+        "c1",
+        json!({ "add_members": ["carol"] }),
+    )
+    .await
+    .ok(201);
+    alice
+        .wait_for("member.added carol", WAIT, |v| {
+            is_type_of(v, event_type::MEMBER_ADDED, "carol")
+        })
+        .await;
+    let _carol = a.connect("carol").await;
+    alice.wait_presence("carol", true, WAIT).await;
+    let state = b
+        .query_channel(
+            &Auth::Server,
+            None,
+            "messaging",
+            Some("c1"),
+            json!({ "state": true }),
+        )
+        .await;
+    assert_eq!(member_ids(state.ok(201)), ["alice", "carol"]);
+}
