@@ -446,3 +446,49 @@ async fn in_a_cluster_a_change_made_on_one_node_reaches_the_watchers_of_another(
         .await;
     assert_eq!(member_ids(state.ok(201)), ["alice", "carol"]);
 }
+
+#[tokio::test]
+async fn a_users_member_changes_draw_on_its_write_pace_and_a_server_tokens_do_not() {
+    let s = Server::start_with(
+        ServerOpts::default()
+            .arg("--user-writes-per-minute", 1)
+            .arg("--user-write-burst", 2),
+    )
+    .await;
+    users(&s, &["alice", "bob", "carol"]).await;
+    s.create_channel("messaging", "c1", &["alice"], json!({}))
+        .await;
+    let change = |who: &'static str, body: Value| {
+        let who = if who == "server" {
+            Auth::Server
+        } else {
+            Auth::user(who)
+        };
+        let s = &s;
+        async move { s.update_channel(&who, "messaging", "c1", body).await }
+    };
+    let r = change("alice", json!({ "add_members": ["bob"] })).await;
+    r.ok(201);
+    assert_eq!(r.header("x-ratelimit-remaining").as_deref(), Some("1"));
+    change("alice", json!({ "remove_members": ["bob"] }))
+        .await
+        .ok(201);
+    let r = change("alice", json!({ "add_members": ["carol"] })).await;
+    r.err(429, error_code::RATE_LIMIT);
+    assert!(r.header("retry-after").is_some());
+    for _ in 0..5 {
+        change("server", json!({ "add_members": ["carol"] }))
+            .await
+            .ok(201);
+    }
+    let state = s
+        .query_channel(
+            &Auth::Server,
+            None,
+            "messaging",
+            Some("c1"),
+            json!({ "state": true }),
+        )
+        .await;
+    assert_eq!(member_ids(state.ok(201)), ["alice", "carol"]);
+}

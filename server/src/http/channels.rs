@@ -15,6 +15,7 @@ use presence_protocol::{
 use crate::error::Error;
 use crate::http::extract::{ApiPath, Authenticated, JsonBody};
 use crate::http::layers::duration;
+use crate::http::users::{take_write, with_quota};
 use crate::state::AppState;
 
 fn created(body: impl serde::Serialize) -> Response {
@@ -94,18 +95,21 @@ pub async fn stop_watching(
 }
 
 /// `POST /channels/{type}/{id}`: Stream's channel update, of which this server takes `add_members` and
-/// `remove_members` (what `channel.addMembers` / `removeMembers` send).
+/// `remove_members` (what `channel.addMembers` / `removeMembers` send). A user token's changes draw on its user
+/// write pace: each is an event to every watcher of the channel.
 pub async fn update_channel(
     State(app): State<Arc<AppState>>,
     ApiPath((channel_type, channel_id)): ApiPath<(String, String)>,
     auth: Authenticated,
     body: Result<JsonBody<UpdateChannelRequest>, Error>,
-) -> Result<Response, Error> {
-    let JsonBody(req) = body.map_err(|e| e.in_operation("UpdateChannel"))?;
+) -> Result<Response, Response> {
+    let JsonBody(req) = body.map_err(|e| e.in_operation("UpdateChannel").into_response())?;
+    let quota = take_write(&app, &auth).map_err(IntoResponse::into_response)?;
     let mut answer = app
         .hub
         .update_members(&auth.caller, &channel_type, &channel_id, &req)
-        .await?;
+        .await
+        .map_err(|e| with_quota(e.into_response(), quota))?;
     answer.duration = duration();
-    Ok(created(answer))
+    Ok(with_quota(created(answer), quota))
 }
