@@ -50,12 +50,13 @@ impl Channels {
         let Some(rec) = self.records.get_mut(cid) else {
             return false;
         };
+        if rec.members.contains(&member.user_id) {
+            return false;
+        }
         let user_id = member.user_id.clone();
         // Copies the record only if a reader's view still holds it: its members are a persistent map, so the
         // copy costs the custom data, not the member list.
-        if !Arc::make_mut(rec).members.insert(member) {
-            return false;
-        }
+        Arc::make_mut(rec).members.insert(member);
         self.member_of
             .entry(user_id)
             .or_default()
