@@ -55,6 +55,8 @@ pub mod event_type {
     pub const USER_UPDATED: &str = "user.updated";
     pub const USER_WATCHING_START: &str = "user.watching.start";
     pub const USER_WATCHING_STOP: &str = "user.watching.stop";
+    pub const MEMBER_ADDED: &str = "member.added";
+    pub const MEMBER_REMOVED: &str = "member.removed";
 }
 
 /// Timing defaults, in milliseconds.

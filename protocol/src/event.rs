@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{ApiError, User};
+use crate::{ApiError, ChannelMember, User};
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Event {
@@ -23,6 +23,9 @@ pub struct Event {
     pub user: Option<User>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub me: Option<User>,
+    /// The member a `member.added` / `member.removed` event is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member: Option<ChannelMember>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub watcher_count: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

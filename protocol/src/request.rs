@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{ChannelStateResponse, JsonMap, User};
+use crate::{ChannelMember, ChannelResponse, ChannelStateResponse, JsonMap, User};
 
 /// Paging numbers (`limit`, `offset`, `member_limit`): absent, `null` or a non-negative integer. Anything else
 /// (a negative or fractional number, a string) is refused with a message naming the field, not clamped.
@@ -197,6 +197,34 @@ pub struct QueryChannelsRequest {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct QueryChannelsResponse {
     pub channels: Vec<ChannelStateResponse>,
+    #[serde(default)]
+    pub duration: String,
+}
+
+/// `POST /channels/{type}/{id}`: Stream's channel update, of which this server takes the member changes, as the
+/// SDKs' `addMembers` / `removeMembers` (JS) and `add_members` / `remove_members` (Python) send them.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct UpdateChannelRequest {
+    /// Users to make members: ids or `{user_id, ...}` objects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub add_members: Option<serde_json::Value>,
+    /// Members to remove: ids (or `{user_id}` objects).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remove_members: Option<serde_json::Value>,
+    /// The system message an update may announce itself with (the Python SDK always sends `null`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<serde_json::Value>,
+    /// Every other field of the body (`hide_history`, `data`, `add_moderators`, ...), for the server to judge.
+    #[serde(flatten)]
+    pub other: JsonMap,
+}
+
+/// The answer to `POST /channels/{type}/{id}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UpdateChannelResponse {
+    pub channel: ChannelResponse,
+    #[serde(default)]
+    pub members: Vec<ChannelMember>,
     #[serde(default)]
     pub duration: String,
 }

@@ -70,7 +70,7 @@ pub mod ceiling {
 /// in an order other than the log's. Re-exports only; not a stable API.
 #[doc(hidden)]
 pub mod storage {
-    pub use crate::model::{ChannelRecord, MemberRecord, UserRecord, Write};
+    pub use crate::model::{ChannelRecord, MemberRecord, Members, UserRecord, Write};
     pub use crate::store::postgres::PostgresStore;
     pub use crate::store::{Snapshot, Stamped, Store};
 }
@@ -487,6 +487,10 @@ fn app(state: Arc<AppState>, sockets: Arc<ws::Outlets>, static_dir: Option<PathB
         .route(
             "/channels/{type}/query",
             post(http::channels::query_distinct_channel),
+        )
+        .route(
+            "/channels/{type}/{id}",
+            post(http::channels::update_channel),
         )
         .route(
             "/channels/{type}/{id}/query",

@@ -120,8 +120,8 @@ struct ServeArgs {
     /// connects beyond that pace are answered 429 (code 9) and the clients retry after their backoff. 0: no pacing.
     #[arg(long, env = "PRESENCE_READMIT_WINDOW_MS", default_value_t = 12_000)]
     readmit_window_ms: u64,
-    /// User writes (POST/PATCH /users) one user token may make per minute, sustained; one more is answered 429
-    /// (code 9) with Retry-After and X-RateLimit-* headers. Server tokens are not limited. 0: no limit.
+    /// User writes (POST/PATCH /users, member changes) one user token may make per minute, sustained; one more is
+    /// answered 429 (code 9) with Retry-After and X-RateLimit-* headers. Server tokens are not limited. 0: no limit.
     #[arg(long, env = "PRESENCE_USER_WRITES_PER_MINUTE", default_value_t = 60)]
     user_writes_per_minute: u32,
     /// User writes one user token may make at once after a quiet spell (the bucket's size); at least 1.

@@ -23,7 +23,12 @@ pub enum Caller {
 pub enum Write {
     SaveUser(Box<UserRecord>),
     TouchLastActive(String, DateTime<Utc>),
+    /// A new channel with its members (channels are saved whole only when created).
     SaveChannel(Box<ChannelRecord>),
+    /// Members joined a channel (cid): their rows, nothing else of the channel.
+    AddMembers(String, Vec<MemberRecord>),
+    /// Members (user ids) left a channel (cid).
+    RemoveMembers(String, Vec<String>),
     /// The app's settings (`PATCH /app`).
     SaveApp(AppSettings),
     /// A webhook event into the outbox, in the commit of the change it tells of.
@@ -105,7 +110,81 @@ pub struct ChannelRecord {
     pub created_by: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
-    pub members: Vec<MemberRecord>,
+    pub members: Members,
+}
+
+/// A channel's members in the order they joined (then by user id, the order storage reads them back in), each
+/// also found by user id. Both are persistent maps: a copy costs O(1), and a member joining or leaving costs
+/// O(log n) whatever the channel's size.
+#[derive(Clone, Default)]
+pub struct Members {
+    in_order: imbl::OrdMap<(DateTime<Utc>, String), MemberRecord>,
+    /// user id → when they joined: their key in `in_order`.
+    joined: imbl::HashMap<String, DateTime<Utc>>,
+}
+
+impl Members {
+    pub fn len(&self) -> usize {
+        self.joined.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.joined.is_empty()
+    }
+
+    /// In the order they joined.
+    pub fn iter(&self) -> impl Iterator<Item = &MemberRecord> {
+        self.in_order.values()
+    }
+
+    pub fn contains(&self, user_id: &str) -> bool {
+        self.joined.contains_key(user_id)
+    }
+
+    pub fn get(&self, user_id: &str) -> Option<&MemberRecord> {
+        let joined = *self.joined.get(user_id)?;
+        self.in_order.get(&(joined, user_id.to_string()))
+    }
+
+    /// Adds a member; false (and nothing changes) when the user is one already.
+    pub fn insert(&mut self, member: MemberRecord) -> bool {
+        if self.contains(&member.user_id) {
+            return false;
+        }
+        self.joined
+            .insert(member.user_id.clone(), member.created_at);
+        self.in_order
+            .insert((member.created_at, member.user_id.clone()), member);
+        true
+    }
+
+    /// Removes a member, returning their record; None when the user is not one.
+    pub fn remove(&mut self, user_id: &str) -> Option<MemberRecord> {
+        let joined = self.joined.remove(user_id)?;
+        self.in_order.remove(&(joined, user_id.to_string()))
+    }
+}
+
+impl FromIterator<MemberRecord> for Members {
+    fn from_iter<I: IntoIterator<Item = MemberRecord>>(members: I) -> Self {
+        let mut all = Members::default();
+        for m in members {
+            all.insert(m);
+        }
+        all
+    }
+}
+
+impl PartialEq for Members {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl std::fmt::Debug for Members {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
 }
 
 /// Stored times go out with microseconds, event times with nanoseconds, both in UTC with `Z`.

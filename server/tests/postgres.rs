@@ -60,6 +60,23 @@ async fn users_channels_and_members_survive_a_restart() {
     .await;
     s.create_channel("team", "t1", &["bob", "carol"], json!({}))
         .await;
+    // Members who joined and left after creation, row by row.
+    s.update_channel(
+        &Auth::Server,
+        "team",
+        "t1",
+        json!({ "add_members": ["alice"] }),
+    )
+    .await
+    .ok(201);
+    s.update_channel(
+        &Auth::Server,
+        "team",
+        "t1",
+        json!({ "remove_members": ["bob"] }),
+    )
+    .await
+    .ok(201);
     let distinct = s
         .query_channel(
             &Auth::Server,
@@ -81,6 +98,7 @@ async fn users_channels_and_members_survive_a_restart() {
     let users_after = all_users(&s).await;
     assert_eq!(users_after, users_before, "users changed across a restart");
     assert_eq!(all_channels(&s).await, channels_before);
+    assert_eq!(channels_before[2]["members"], json!(["alice", "carol"]));
     let bob = &users_after[1];
     assert_eq!(
         (&bob["name"], &bob["status"], &bob["role"]),
@@ -122,7 +140,7 @@ async fn users_channels_and_members_survive_a_restart() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(versions, [1, 2, 3, 4], "each migration applied once");
+    assert_eq!(versions, [1, 2, 3, 4, 5], "each migration applied once");
 }
 
 #[tokio::test]
@@ -573,5 +591,80 @@ mod log_order {
         // The position the record held stays: an entry older than it is still refused.
         commit(&pg, Some((2500, 0)), vec![user("stale", 50)]);
         assert_eq!(stored(&pg).0 .0, "single");
+    }
+
+    fn member_ids(pg: &Postgres) -> Vec<String> {
+        stored(pg).1 .1
+    }
+
+    fn add(ids: &[&str], joined: i64) -> Write {
+        Write::AddMembers(
+            "team:shared".into(),
+            ids.iter()
+                .map(|m| MemberRecord {
+                    user_id: (*m).into(),
+                    channel_role: "channel_member".into(),
+                    created_at: at(joined),
+                    updated_at: at(joined),
+                })
+                .collect(),
+        )
+    }
+
+    fn remove(ids: &[&str]) -> Write {
+        Write::RemoveMembers(
+            "team:shared".into(),
+            ids.iter().map(|m| (*m).into()).collect(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_member_write_of_an_earlier_log_position_committed_later_is_refused_per_member() {
+        let pg = Postgres::start();
+        commit(
+            &pg,
+            Some((1000, 0)),
+            vec![user("x", 1), channel("x", &["frank"])],
+        );
+        // The log: gina and hank join at 2000-0, gina leaves at 3000-0; the node of 3000-0 commits first.
+        commit(&pg, Some((3000, 0)), vec![remove(&["gina"])]);
+        commit(&pg, Some((2000, 0)), vec![add(&["gina", "hank"], 2)]);
+        assert_eq!(
+            member_ids(&pg),
+            ["frank", "hank"],
+            "gina's earlier join lost to her later leaving"
+        );
+        // Coming back later wins over having left.
+        commit(&pg, Some((4000, 0)), vec![add(&["gina"], 4)]);
+        assert_eq!(member_ids(&pg), ["frank", "hank", "gina"]);
+        // A whole-channel write sets the members as of its position: what joined or left later stays so.
+        commit(&pg, Some((1500, 0)), vec![channel("x", &["ivan"])]);
+        assert_eq!(member_ids(&pg), ["ivan", "hank", "gina"]);
+        // One process (no positions): a leaving member's row goes.
+        commit(&pg, None, vec![remove(&["ivan", "gina"])]);
+        assert_eq!(member_ids(&pg), ["hank"]);
+        let db = pg.client().await;
+        let rows: i64 = db
+            .query_one("SELECT count(*) FROM members", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(
+            rows, 1,
+            "no row kept for a member who left without a log position"
+        );
+        // A fresh server reads only current members.
+        let mut s = Server::start_with(on(&pg)).await;
+        let state = s
+            .query_channel(
+                &Auth::Server,
+                None,
+                "team",
+                Some("shared"),
+                json!({ "state": true }),
+            )
+            .await;
+        assert_eq!(state.ok(201)["channel"]["member_count"], 1);
+        s.terminate().await;
     }
 }

@@ -1,4 +1,5 @@
-//! `POST /channels/{type}/{id}/query` (and its distinct-channel form), `POST /channels`, and stop-watching.
+//! `POST /channels/{type}/{id}/query` (and its distinct-channel form), `POST /channels`, stop-watching, and
+//! `POST /channels/{type}/{id}` (members added and removed).
 
 use std::sync::Arc;
 
@@ -8,11 +9,13 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use presence_protocol::{
     ChannelQueryRequest, DurationResponse, QueryChannelsRequest, QueryChannelsResponse,
+    UpdateChannelRequest,
 };
 
 use crate::error::Error;
 use crate::http::extract::{ApiPath, Authenticated, JsonBody};
 use crate::http::layers::duration;
+use crate::http::users::{take_write, with_quota};
 use crate::state::AppState;
 
 fn created(body: impl serde::Serialize) -> Response {
@@ -89,4 +92,24 @@ pub async fn stop_watching(
     Ok(created(DurationResponse {
         duration: duration(),
     }))
+}
+
+/// `POST /channels/{type}/{id}`: Stream's channel update, of which this server takes `add_members` and
+/// `remove_members` (what `channel.addMembers` / `removeMembers` send). A user token's changes draw on its user
+/// write pace: each is an event to every watcher of the channel.
+pub async fn update_channel(
+    State(app): State<Arc<AppState>>,
+    ApiPath((channel_type, channel_id)): ApiPath<(String, String)>,
+    auth: Authenticated,
+    body: Result<JsonBody<UpdateChannelRequest>, Error>,
+) -> Result<Response, Response> {
+    let JsonBody(req) = body.map_err(|e| e.in_operation("UpdateChannel").into_response())?;
+    let quota = take_write(&app, &auth).map_err(IntoResponse::into_response)?;
+    let mut answer = app
+        .hub
+        .update_members(&auth.caller, &channel_type, &channel_id, &req)
+        .await
+        .map_err(|e| with_quota(e.into_response(), quota))?;
+    answer.duration = duration();
+    Ok(with_quota(created(answer), quota))
 }

@@ -1,5 +1,6 @@
 //! `POST /users`, `PATCH /users`, `GET /users`. A user write names each user at most once and is paced per user
-//! token ([`crate::http::rate`]): each write is an event to everyone following the user.
+//! token ([`crate::http::rate`]): each write is an event to everyone following the user. (A member change draws on
+//! the same pace: each is an event to every watcher of the channel.)
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -101,14 +102,14 @@ pub async fn partial_update_users(
 }
 
 /// Takes one write from the caller's quota: the quota left (none for callers without one), or the refusal.
-fn take_write(app: &AppState, auth: &Authenticated) -> Result<Option<Quota>, Limited> {
+pub(super) fn take_write(app: &AppState, auth: &Authenticated) -> Result<Option<Quota>, Limited> {
     app.write_limits
         .take(&auth.caller, Instant::now())
         .transpose()
 }
 
 /// `response` with the caller's `X-RateLimit-*` headers, if they have a quota.
-fn with_quota(mut response: Response, quota: Option<Quota>) -> Response {
+pub(super) fn with_quota(mut response: Response, quota: Option<Quota>) -> Response {
     if let Some(quota) = quota {
         quota.apply(&mut response);
     }

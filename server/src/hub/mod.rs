@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use presence_protocol::{
     ChannelQueryRequest, ChannelStateResponse, JsonMap, PartialUserUpdate, QueryChannelsRequest,
-    QueryUsersPayload, User,
+    QueryUsersPayload, UpdateChannelRequest, UpdateChannelResponse, User,
 };
 
 use self::driver::{Driver, Input, Probe, StoreState};
@@ -50,7 +50,7 @@ use crate::model::Caller;
 use crate::presence::command::Operation;
 use crate::presence::command::{
     ChannelStates, Connect, Disconnect, FollowUsers, PartialUpdateUsers, QueryChannel,
-    StopWatching, UpdateApp, UpsertUsers,
+    StopWatching, UpdateApp, UpdateMembers, UpsertUsers,
 };
 use crate::presence::{self, ConnId, Ending, Engine, View};
 use crate::store::{Snapshot, Store, StoreError};
@@ -492,6 +492,23 @@ impl Hub {
             caller: caller.clone(),
             conn_id: conn_id.map(str::to_string),
             page,
+        })
+        .await
+    }
+
+    /// `POST /channels/{type}/{id}`: members added and removed.
+    pub async fn update_members(
+        &self,
+        caller: &Caller,
+        channel_type: &str,
+        channel_id: &str,
+        req: &UpdateChannelRequest,
+    ) -> Result<UpdateChannelResponse, Error> {
+        self.run(UpdateMembers {
+            caller: caller.clone(),
+            channel_type: channel_type.to_string(),
+            channel_id: channel_id.to_string(),
+            req: req.clone(),
         })
         .await
     }

@@ -1,6 +1,7 @@
 //! Who may do what with channels (protocol section 10, Stream's default permissions for this subset): which
 //! channel types exist, who may read a channel (query it, get it, watch it, stop watching it, see it in
-//! `queryChannels`), who may create one, and which `data` fields a request may not set because the server owns them.
+//! `queryChannels`), who may create one, who may change its members, and which `data` fields a request may not set
+//! because the server owns them.
 //! Every channel path asks here; nothing else decides.
 
 use presence_protocol::ids::CHANNEL_TYPES;
@@ -55,7 +56,7 @@ pub fn may_read(caller: &Caller, channel: &ChannelRecord) -> bool {
 }
 
 fn is_member(channel: &ChannelRecord, user_id: &str) -> bool {
-    channel.members.iter().any(|m| m.user_id == user_id)
+    channel.members.contains(user_id)
 }
 
 /// [`may_read`] as a refusal naming the channel (403, code 17).
@@ -78,6 +79,20 @@ pub fn check_create(caller: &Caller, channel: &ChannelRecord) -> Result<(), Erro
     match caller {
         Caller::User(id) if !is_member(channel, id) => Err(Error::not_allowed(format!(
             "user {id} may not create channel {}: the creator must be one of its members",
+            channel.cid
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Who may add and remove a channel's members (403, code 17 otherwise): server tokens, and users who are members
+/// of it — Stream's default grant of `update-channel-members` to channel members. Reading a channel is not
+/// enough: on a `livestream` channel, which anyone may read and watch, a user who is not a member may not join or
+/// change its members either.
+pub fn check_update_members(caller: &Caller, channel: &ChannelRecord) -> Result<(), Error> {
+    match caller {
+        Caller::User(id) if !is_member(channel, id) => Err(Error::not_allowed(format!(
+            "user {id} may not change the members of channel {}: only its members may",
             channel.cid
         ))),
         _ => Ok(()),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use imbl::{HashMap, HashSet};
 
-use crate::model::ChannelRecord;
+use crate::model::{ChannelRecord, MemberRecord};
 use crate::presence::census::FieldCensus;
 use crate::presence::types::{ConnId, ConnMap};
 
@@ -29,19 +29,56 @@ impl Channels {
         self.fields.add(&rec.data);
         if let Some(old) = self.records.get(&rec.cid) {
             self.fields.remove(&old.data);
-            for m in &old.members {
+            for m in old.members.iter() {
                 if let Some(set) = self.member_of.get_mut(&m.user_id) {
                     set.remove(&rec.cid);
                 }
             }
         }
-        for m in &rec.members {
+        for m in rec.members.iter() {
             self.member_of
                 .entry(m.user_id.clone())
                 .or_default()
                 .insert(rec.cid.clone());
         }
         self.records.insert(rec.cid.clone(), Arc::new(rec));
+    }
+
+    /// Makes `member` a member of the channel, in the record and the user's index entry only (no other member is
+    /// looked at). False when there is no such channel or the user is a member already.
+    pub fn add_member(&mut self, cid: &str, member: MemberRecord) -> bool {
+        let Some(rec) = self.records.get_mut(cid) else {
+            return false;
+        };
+        if rec.members.contains(&member.user_id) {
+            return false;
+        }
+        let user_id = member.user_id.clone();
+        // Copies the record only if a reader's view still holds it: its members are a persistent map, so the
+        // copy costs the custom data, not the member list.
+        Arc::make_mut(rec).members.insert(member);
+        self.member_of
+            .entry(user_id)
+            .or_default()
+            .insert(cid.to_string());
+        true
+    }
+
+    /// Removes `user_id` from the channel's members, in the record and the user's index entry only. Returns the
+    /// member's record; None when there is no such channel or the user is not a member.
+    pub fn remove_member(&mut self, cid: &str, user_id: &str) -> Option<MemberRecord> {
+        let rec = self.records.get_mut(cid)?;
+        if !rec.members.contains(user_id) {
+            return None;
+        }
+        let removed = Arc::make_mut(rec).members.remove(user_id)?;
+        if let Some(set) = self.member_of.get_mut(user_id) {
+            set.remove(cid);
+            if set.is_empty() {
+                self.member_of.remove(user_id);
+            }
+        }
+        Some(removed)
     }
 
     /// Whether any channel has `field` in its custom data.

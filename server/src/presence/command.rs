@@ -11,7 +11,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use presence_protocol::codes::close_code;
 use presence_protocol::{
-    ChannelQueryRequest, ChannelStateResponse, JsonMap, PartialUserUpdate, User,
+    ChannelQueryRequest, ChannelStateResponse, JsonMap, PartialUserUpdate, UpdateChannelRequest,
+    UpdateChannelResponse, User,
 };
 use serde::{Deserialize, Serialize};
 
@@ -202,6 +203,30 @@ impl Operation for StopWatching {
     }
 }
 
+/// `POST /channels/{type}/{id}`: members added and removed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UpdateMembers {
+    pub caller: Caller,
+    pub channel_type: String,
+    pub channel_id: String,
+    pub req: UpdateChannelRequest,
+}
+
+impl Operation for UpdateMembers {
+    type Output = UpdateChannelResponse;
+    const NAME: &'static str = "UpdateChannel";
+
+    fn apply(&self, engine: &mut Engine, now: DateTime<Utc>) -> Result<Self::Output, Error> {
+        engine.update_members(
+            &self.caller,
+            &self.channel_type,
+            &self.channel_id,
+            &self.req,
+            now,
+        )
+    }
+}
+
 /// `PATCH /app`: the app's settings (`webhook_url`; an empty string clears it).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UpdateApp {
@@ -275,6 +300,7 @@ pub enum Command {
     Timeout,
     NodeDown(NodeDown),
     UpdateApp(UpdateApp),
+    UpdateMembers(UpdateMembers),
 }
 
 macro_rules! into_command {
@@ -297,7 +323,8 @@ into_command!(
     ChannelStates,
     StopWatching,
     NodeDown,
-    UpdateApp
+    UpdateApp,
+    UpdateMembers
 );
 
 impl From<EndGraces> for Command {
@@ -332,6 +359,7 @@ impl Command {
             Command::Timeout => run(&EndGraces, engine, now),
             Command::NodeDown(op) => run(op, engine, now),
             Command::UpdateApp(op) => run(op, engine, now),
+            Command::UpdateMembers(op) => run(op, engine, now),
         }
     }
 }
@@ -357,5 +385,38 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn member_updates_are_a_command_of_their_own_and_older_entries_still_read() {
+        let update = Command::from(UpdateMembers {
+            caller: Caller::User("alice".into()),
+            channel_type: "messaging".into(),
+            channel_id: "c1".into(),
+            req: serde_json::from_value(serde_json::json!({
+                "add_members": ["bob", { "user_id": "carol" }], "remove_members": ["dave"]
+            }))
+            .unwrap(),
+        });
+        let written = serde_json::to_value(&update).unwrap();
+        assert_eq!(
+            written,
+            serde_json::json!({ "UpdateMembers": {
+                "caller": { "User": "alice" }, "channel_type": "messaging", "channel_id": "c1",
+                "req": { "add_members": ["bob", { "user_id": "carol" }], "remove_members": ["dave"] }
+            }})
+        );
+        let read: Command = serde_json::from_value(written).unwrap();
+        assert!(
+            matches!(&read, Command::UpdateMembers(u) if u.req.remove_members.is_some()),
+            "{read:?}"
+        );
+        // A channel query as the log held it before member updates existed.
+        let old: Command = serde_json::from_value(serde_json::json!({ "QueryChannel": {
+            "caller": "Server", "conn_id": null, "channel_type": "messaging", "channel_id": "c1",
+            "req": { "data": { "members": ["bob"] }, "state": true, "watch": false, "presence": false }
+        }}))
+        .unwrap();
+        assert!(matches!(old, Command::QueryChannel(_)));
     }
 }

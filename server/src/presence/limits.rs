@@ -86,15 +86,61 @@ pub fn member_ids(data: &JsonMap) -> Result<Vec<String>, Error> {
     let Some(raw) = data.get("members") else {
         return Ok(Vec::new());
     };
-    let items = raw
-        .as_array()
-        .ok_or_else(|| Error::input("data.members must be an array"))?;
+    let items = member_array("data.members", raw)?;
     if items.len() > MAX_MEMBERS_PER_REQUEST {
         return Err(Error::input(format!(
             "data.members names {} members, over the limit of {MAX_MEMBERS_PER_REQUEST} per request",
             items.len()
         )));
     }
+    user_ids_of("data.members", items)
+}
+
+/// The ids of a member update (`add_members`, `remove_members`; each strings or `{user_id}` objects), at most 100
+/// in both lists together, each list in the order given with repeats dropped. The count is checked before anything
+/// else is looked at; an id in both lists is refused.
+pub fn member_changes(
+    add: Option<&Value>,
+    remove: Option<&Value>,
+) -> Result<(Vec<String>, Vec<String>), Error> {
+    let add = add.map(|v| member_array("add_members", v)).transpose()?;
+    let remove = remove
+        .map(|v| member_array("remove_members", v))
+        .transpose()?;
+    let (add, remove) = (add.unwrap_or(&[]), remove.unwrap_or(&[]));
+    let named = add.len() + remove.len();
+    if named > MAX_MEMBERS_PER_REQUEST {
+        return Err(Error::input(format!(
+            "add_members and remove_members name {named} users, over the limit of {MAX_MEMBERS_PER_REQUEST} per \
+             request: send them in several requests"
+        )));
+    }
+    let (add, remove) = (
+        user_ids_of("add_members", add)?,
+        user_ids_of("remove_members", remove)?,
+    );
+    if add.is_empty() && remove.is_empty() {
+        return Err(Error::input(
+            "add_members or remove_members must name at least one user",
+        ));
+    }
+    let adding: HashSet<&str> = add.iter().map(String::as_str).collect();
+    if let Some(both) = remove.iter().find(|id| adding.contains(id.as_str())) {
+        return Err(Error::input(format!(
+            "user {both} is named in both add_members and remove_members"
+        )));
+    }
+    Ok((add, remove))
+}
+
+fn member_array<'a>(field: &str, raw: &'a Value) -> Result<&'a [Value], Error> {
+    raw.as_array()
+        .map(Vec::as_slice)
+        .ok_or_else(|| Error::input(format!("{field} must be an array")))
+}
+
+/// The user ids of `field`'s items (strings or `{user_id}` objects), checked, in order, repeats dropped.
+fn user_ids_of(field: &str, items: &[Value]) -> Result<Vec<String>, Error> {
     let mut seen = HashSet::with_capacity(items.len());
     let mut ids = Vec::with_capacity(items.len());
     for item in items {
@@ -103,14 +149,14 @@ pub fn member_ids(data: &JsonMap) -> Result<Vec<String>, Error> {
             Value::Object(o) => o
                 .get("user_id")
                 .and_then(Value::as_str)
-                .ok_or_else(|| Error::input("data.members objects need a user_id"))?,
+                .ok_or_else(|| Error::input(format!("{field} objects need a user_id")))?,
             _ => {
-                return Err(Error::input(
-                    "data.members must hold user ids or {user_id} objects",
-                ))
+                return Err(Error::input(format!(
+                    "{field} must hold user ids or {{user_id}} objects"
+                )))
             }
         };
-        check_user_id("data.members user ids", id)?;
+        check_user_id(&format!("{field} user ids"), id)?;
         if seen.insert(id) {
             ids.push(id.to_string());
         }

@@ -16,6 +16,7 @@ mod follows;
 mod get_or_create;
 mod limits;
 mod linger;
+mod members;
 mod pick;
 mod queries;
 mod types;

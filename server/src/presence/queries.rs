@@ -312,16 +312,7 @@ impl Engine {
         let ch = self.channels.get(cid)?;
         let member_view = |m: &MemberRecord| -> Option<ChannelMember> {
             let user = self.users.get(&m.user_id)?.view_for(viewer);
-            Some(ChannelMember {
-                user_id: m.user_id.clone(),
-                user,
-                channel_role: m.channel_role.clone(),
-                created_at: record_time(m.created_at),
-                updated_at: record_time(m.updated_at),
-                banned: false,
-                shadow_banned: false,
-                notifications_muted: false,
-            })
+            Some(channel_member(m, user))
         };
         let (m_limit, m_offset) = members
             .map(|p| (p.limit.unwrap_or(100).min(100), p.offset.unwrap_or(0)))
@@ -333,9 +324,7 @@ impl Engine {
             .take(m_limit as usize)
             .filter_map(member_view)
             .collect();
-        let membership = viewer
-            .and_then(|v| ch.members.iter().find(|m| m.user_id == v))
-            .and_then(member_view);
+        let membership = viewer.and_then(|v| ch.members.get(v)).and_then(member_view);
         let watching = self.watching_users(cid);
         let watcher_count = watching.len() as u64;
         let watcher_list = watchers.map(|p| {
@@ -379,6 +368,20 @@ impl Engine {
             membership,
             duration: Some(String::new()),
         })
+    }
+}
+
+/// A member as channel answers and member events carry them, with `user` as the reader sees them.
+pub(super) fn channel_member(m: &MemberRecord, user: User) -> ChannelMember {
+    ChannelMember {
+        user_id: m.user_id.clone(),
+        user,
+        channel_role: m.channel_role.clone(),
+        created_at: record_time(m.created_at),
+        updated_at: record_time(m.updated_at),
+        banned: false,
+        shadow_banned: false,
+        notifications_muted: false,
     }
 }
 

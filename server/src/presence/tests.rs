@@ -14,6 +14,8 @@ use serde_json::{json, Value};
 use crate::model::{event_time, Caller, Write};
 use crate::presence::{distinct_channel_key, Config, ConnId, Ending, Engine};
 
+mod members;
+
 const GRACE: Duration = Duration::from_millis(3000);
 /// How old a connected user's stored `last_active` may grow before a ping writes it again.
 const REFRESH: Duration = Duration::from_secs(15 * 60);

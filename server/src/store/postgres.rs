@@ -11,6 +11,7 @@
 //! escape character) in every string stored, [`from_db`] undoes that, so no value a client sends makes a commit
 //! fail — which would fail every other write of its batch.
 
+mod channels;
 mod outbox;
 
 use std::borrow::Cow;
@@ -26,7 +27,7 @@ use presence_protocol::JsonMap;
 use serde_json::Value;
 use tokio_postgres::{Config, IsolationLevel, NoTls};
 
-use crate::model::{ChannelRecord, MemberRecord, UserRecord, WebhookEvent, Write};
+use crate::model::{ChannelRecord, MemberRecord, Members, UserRecord, WebhookEvent, Write};
 use crate::store::{Snapshot, Stamped, Store, StoreError};
 
 /// Connections kept open: commits come from one thread, one at a time; the second serves a commit while the
@@ -98,6 +99,15 @@ const MIGRATIONS: &[(i32, &str)] = &[
         4,
         "ALTER TABLE webhook_outbox ADD COLUMN owner TEXT NOT NULL DEFAULT '';
         CREATE INDEX webhook_outbox_by_owner ON webhook_outbox (owner, seq);",
+    ),
+    // Members join and leave one at a time: each row holds the log position of the write that last changed it,
+    // and a member who left stays as a row marked `removed`, so that an earlier join committed later by a slower
+    // node cannot bring them back.
+    (
+        5,
+        "ALTER TABLE members ADD COLUMN log_ms BIGINT NOT NULL DEFAULT 0,
+            ADD COLUMN log_seq BIGINT NOT NULL DEFAULT 0,
+            ADD COLUMN removed BOOLEAN NOT NULL DEFAULT false;",
     ),
 ];
 
@@ -344,7 +354,14 @@ async fn commit(
             }
             Write::SaveChannel(c) => {
                 touch_last_active(&tx, &mut touches).await?;
-                save_channel(&tx, c, pos).await?;
+                channels::save_channel(&tx, c, pos).await?;
+            }
+            Write::AddMembers(cid, members) => {
+                let members: Vec<&MemberRecord> = members.iter().collect();
+                channels::save_members(&tx, cid, &members, pos).await?;
+            }
+            Write::RemoveMembers(cid, user_ids) => {
+                channels::remove_members(&tx, cid, user_ids, pos).await?
             }
             Write::SaveApp(app) => outbox::save_app(&tx, app).await?,
             Write::Webhook(event) => outbox::insert(&tx, event, node).await?,
@@ -423,68 +440,6 @@ async fn save_user(
     Ok(())
 }
 
-/// Saves a channel with its members, unless the row holds the write of a later log position (then its members
-/// stay as they are too). A write without a position keeps the row's position.
-async fn save_channel(
-    tx: &deadpool_postgres::Transaction<'_>,
-    c: &ChannelRecord,
-    pos: Option<(i64, i64)>,
-) -> Result<(), tokio_postgres::Error> {
-    let upsert = tx
-        .prepare_cached(
-            "INSERT INTO channels (cid, type, id, data, created_by, created_at, updated_at, log_ms, log_seq)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, COALESCE($8::bigint, 0), COALESCE($9::bigint, 0))
-             ON CONFLICT (cid) DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at,
-               log_ms = COALESCE($8, channels.log_ms), log_seq = COALESCE($9, channels.log_seq)
-             WHERE $8::bigint IS NULL OR (channels.log_ms, channels.log_seq) <= ($8, $9)",
-        )
-        .await?;
-    let (ms, seq) = pos.unzip();
-    let saved = tx
-        .execute(
-            &upsert,
-            &[
-                &to_db(&c.cid),
-                &to_db(&c.channel_type),
-                &to_db(&c.id),
-                &map_to_db(&c.data),
-                &c.created_by.as_deref().map(to_db),
-                &c.created_at,
-                &c.updated_at,
-                &ms,
-                &seq,
-            ],
-        )
-        .await?;
-    if saved == 0 {
-        return Ok(());
-    }
-    let clear = tx
-        .prepare_cached("DELETE FROM members WHERE cid = $1")
-        .await?;
-    tx.execute(&clear, &[&to_db(&c.cid)]).await?;
-    if c.members.is_empty() {
-        return Ok(());
-    }
-    // All members in one statement, whatever their number.
-    let insert = tx
-        .prepare_cached(
-            "INSERT INTO members (cid, user_id, channel_role, created_at, updated_at)
-             SELECT $1, * FROM UNNEST($2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[])",
-        )
-        .await?;
-    let user_ids: Vec<Cow<str>> = c.members.iter().map(|m| to_db(&m.user_id)).collect();
-    let roles: Vec<Cow<str>> = c.members.iter().map(|m| to_db(&m.channel_role)).collect();
-    let created: Vec<DateTime<Utc>> = c.members.iter().map(|m| m.created_at).collect();
-    let updated: Vec<DateTime<Utc>> = c.members.iter().map(|m| m.updated_at).collect();
-    tx.execute(
-        &insert,
-        &[&to_db(&c.cid), &user_ids, &roles, &created, &updated],
-    )
-    .await?;
-    Ok(())
-}
-
 /// Everything stored, read in one consistent snapshot of the database.
 async fn load(client: &mut deadpool_postgres::Client) -> Result<Snapshot, tokio_postgres::Error> {
     let tx = client
@@ -516,10 +471,10 @@ async fn load(client: &mut deadpool_postgres::Client) -> Result<Snapshot, tokio_
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let mut members: HashMap<String, Vec<MemberRecord>> = HashMap::new();
+    let mut members: HashMap<String, Members> = HashMap::new();
     for row in tx
         .query(
-            "SELECT cid, user_id, channel_role, created_at, updated_at FROM members
+            "SELECT cid, user_id, channel_role, created_at, updated_at FROM members WHERE NOT removed
              ORDER BY cid, created_at, user_id",
             &[],
         )
@@ -528,7 +483,7 @@ async fn load(client: &mut deadpool_postgres::Client) -> Result<Snapshot, tokio_
         members
             .entry(row.try_get(0)?)
             .or_default()
-            .push(MemberRecord {
+            .insert(MemberRecord {
                 user_id: from_db(row.try_get(1)?),
                 channel_role: from_db(row.try_get(2)?),
                 created_at: row.try_get(3)?,

@@ -117,6 +117,18 @@ fn commit(conn: &mut Connection, writes: &[Stamped]) -> rusqlite::Result<()> {
                     .execute(params![id, at.to_rfc3339()])?;
             }
             Write::SaveChannel(c) => save_channel(&tx, c)?,
+            Write::AddMembers(cid, members) => {
+                for m in members {
+                    insert_member(&tx, cid, m)?;
+                }
+            }
+            Write::RemoveMembers(cid, user_ids) => {
+                let mut delete =
+                    tx.prepare_cached("DELETE FROM members WHERE cid = ?1 AND user_id = ?2")?;
+                for id in user_ids {
+                    delete.execute(params![cid, id])?;
+                }
+            }
             Write::SaveApp(app) => {
                 tx.prepare_cached(
                     "INSERT INTO app_settings (key, value) VALUES ('app', ?1)
@@ -181,18 +193,26 @@ fn save_channel(tx: &rusqlite::Transaction, c: &ChannelRecord) -> rusqlite::Resu
     ])?;
     tx.prepare_cached("DELETE FROM members WHERE cid = ?1")?
         .execute(params![c.cid])?;
-    let mut insert_member = tx.prepare_cached(
-        "INSERT INTO members (cid, user_id, channel_role, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?;
-    for m in &c.members {
-        insert_member.execute(params![
-            c.cid,
-            m.user_id,
-            m.channel_role,
-            m.created_at.to_rfc3339(),
-            m.updated_at.to_rfc3339()
-        ])?;
+    for m in c.members.iter() {
+        insert_member(tx, &c.cid, m)?;
     }
+    Ok(())
+}
+
+/// A member's row (replacing one of the same user in the channel).
+fn insert_member(tx: &rusqlite::Transaction, cid: &str, m: &MemberRecord) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO members (cid, user_id, channel_role, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT(cid, user_id) DO UPDATE SET channel_role = excluded.channel_role,
+           created_at = excluded.created_at, updated_at = excluded.updated_at",
+    )?
+    .execute(params![
+        cid,
+        m.user_id,
+        m.channel_role,
+        m.created_at.to_rfc3339(),
+        m.updated_at.to_rfc3339()
+    ])?;
     Ok(())
 }
 
@@ -251,7 +271,7 @@ fn load(conn: &Connection) -> rusqlite::Result<Snapshot> {
                     updated_at: parse_time(&u),
                 })
             })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
+            .collect::<rusqlite::Result<_>>()?;
         channels.push(ChannelRecord {
             cid: cid.clone(),
             channel_type: row.get(1)?,

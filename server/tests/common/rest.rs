@@ -169,6 +169,15 @@ impl Server {
         .clone()
     }
 
+    /// `POST /channels/{type}/{id}` (what `channel.addMembers` / `removeMembers` send).
+    pub async fn update_channel(&self, auth: &Auth, ctype: &str, id: &str, body: Value) -> Resp {
+        self.post(&format!("/channels/{ctype}/{id}"))
+            .auth(auth)
+            .json(body)
+            .send()
+            .await
+    }
+
     pub async fn query_channels(&self, auth: &Auth, conn: Option<&str>, body: Value) -> Resp {
         self.post("/channels")
             .auth(auth)

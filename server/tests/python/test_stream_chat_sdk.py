@@ -191,6 +191,30 @@ def test_query_channels_by_member(client):
     assert sorted(c["channel"]["id"] for c in found["channels"]) == sorted(ids)
 
 
+def test_add_members_and_remove_members(server, client):
+    owner, joiner, ghost = unique("owner"), unique("joiner"), unique("ghost")
+    client.upsert_users([{"id": owner}, {"id": joiner}])
+    channel = client.channel("messaging", unique("grow"), {"members": [owner]})
+    channel.create(owner)
+    added = channel.add_members([joiner])
+    assert added["channel"]["member_count"] == 2
+    assert [m["user_id"] for m in added["members"]] == [owner, joiner]
+    conn = Connection(server, client, joiner)
+    members = {m["user_id"]: m for m in channel.query()["members"]}
+    assert members[joiner]["user"]["online"] is True
+    removed = channel.remove_members([joiner])
+    assert removed["channel"]["member_count"] == 1
+    assert [m["user_id"] for m in channel.query()["members"]] == [owner]
+    # Member objects, as add_members also takes them.
+    again = channel.add_members([{"user_id": joiner}])
+    assert again["channel"]["member_count"] == 2
+    with pytest.raises(StreamAPIException) as refused:
+        channel.add_members([ghost])
+    assert refused.value.status_code == 400 and refused.value.error_code == 4
+    assert ghost in refused.value.error_message
+    conn.close()
+
+
 def test_bad_input_is_a_clear_json_error(client):
     with pytest.raises(StreamAPIException) as refused:
         client.upsert_users([{"id": "x" * 256}])

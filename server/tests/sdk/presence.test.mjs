@@ -290,6 +290,68 @@ test('distinct channels and queryChannels as the SDK sends them', { timeout: 200
   await bob.disconnectUser();
 });
 
+test('addMembers and removeMembers: watchers see members come and go, and follow the presence of members only', { timeout: 25000 }, async () => {
+  await server.upsertUsers([{ id: 'mia', name: 'Mia' }, { id: 'noel', name: 'Noel' }]);
+  await server.channel('messaging', 'sdk-members', { members: ['mia'], created_by_id: 'mia' }).create();
+  const mia = newClient(baseURL);
+  await mia.connectUser({ id: 'mia' }, server.createToken('mia'));
+  const channel = mia.channel('messaging', 'sdk-members');
+  await channel.watch({ presence: true });
+  assert.deepEqual(Object.keys(channel.state.members), ['mia']);
+  const channelEvent = (type, id) =>
+    new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no ${type} about ${id}`)), WAIT_MS);
+      const sub = channel.on(type, (e) => {
+        if (e.user?.id === id) {
+          clearTimeout(timer);
+          sub.unsubscribe();
+          resolve(e);
+        }
+      });
+    });
+
+  // A backend adds noel with the SDK's addMembers: mia's channel state gains him.
+  const added = channelEvent('member.added', 'noel');
+  const res = await server.channel('messaging', 'sdk-members').addMembers(['noel']);
+  assert.equal(res.channel.member_count, 2);
+  assert.deepEqual(res.members.map((m) => m.user_id), ['mia', 'noel']);
+  const ev = await added;
+  assert.equal(ev.member.user_id, 'noel');
+  assert.equal(channel.state.members.noel.user.name, 'Noel');
+  assert.equal(channel.state.members.noel.user.online, false);
+
+  // noel's presence now reaches mia.
+  const noel = newClient(baseURL);
+  const online = nextEvent(mia, 'user.presence.changed', presenceOf('noel', true));
+  await noel.connectUser({ id: 'noel' }, server.createToken('noel'));
+  const seen = await online;
+  assert.equal(seen.user.name, 'Noel');
+  // The SDK applies presence to the members it loaded with the channel only; its user cache has noel online.
+  assert.equal(mia.state.users.noel.online, true);
+
+  // mia, a member, removes him with removeMembers on her own token; his presence no longer reaches her.
+  const removed = channelEvent('member.removed', 'noel');
+  const after = await channel.removeMembers(['noel']);
+  assert.equal(after.channel.member_count, 1);
+  assert.equal(channel.data.member_count, 1, 'the SDK took the answer\'s channel');
+  await removed;
+  assert.equal(channel.state.members.noel, undefined);
+  const quiet = eventsDuring(mia, 'user.presence.changed', presenceOf('noel'), 1000);
+  await noel.disconnectUser();
+  assert.deepEqual(await quiet, [], 'a member who left is not followed');
+
+  // noel, no longer a member, may not add himself back.
+  const back = newClient(baseURL);
+  await back.connectUser({ id: 'noel' }, server.createToken('noel'));
+  await assert.rejects(back.channel('messaging', 'sdk-members').addMembers(['noel']), (err) => {
+    assert.equal(err.code, 17);
+    assert.equal(err.status, 403);
+    return true;
+  });
+  await back.disconnectUser();
+  await mia.disconnectUser();
+});
+
 test('at the connection cap a silent socket gives way, and a refused reconnect (71, close 1013) is retried', { timeout: 45000 }, async () => {
   const url = await startServer(['--max-connections-per-user', '1', '--ping-interval-ms', '300', '--pong-timeout-ms', '30000']);
   const admin = newServerClient(url);
