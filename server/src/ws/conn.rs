@@ -181,6 +181,9 @@ struct Link<'a> {
     greeted: bool,
 }
 
+/// The timer wheel's resolution: a deadline fires within this after it.
+const TIMER_TICK: Duration = Duration::from_millis(1);
+
 /// The largest batch frame (unless one event alone is larger).
 const MAX_BATCH_BYTES: usize = 64 * 1024;
 
@@ -198,7 +201,14 @@ impl Link<'_> {
         // A frame queued while no window is open opens one: it and whatever follows within the window go out
         // together when it ends (the timer, re-armed by the io pass, says when).
         if let Some(window) = self.window_to_open() {
-            self.batch_at = Some(Instant::now() + window);
+            // The window starts when its first frame was queued, not when the task got to run; and the timer
+            // wheel fires on whole milliseconds after a deadline, so the deadline is set that much earlier.
+            let since = self.queue.waiting_since().unwrap_or_else(Instant::now);
+            let armed = window
+                .saturating_sub(TIMER_TICK)
+                .max(TIMER_TICK.min(window));
+            self.batch_at = Some(since + armed);
+            self.queue.set_window_open(true);
             io_woke = true;
         }
         // The socket and the timer are polled only when one of them woke the task (their waker is the
@@ -248,6 +258,8 @@ impl Link<'_> {
                     Some(batch) => Message::Text(batch),
                     None => {
                         self.batch_due = false;
+                        // Closed before the last look below: a frame queued after it wakes the task.
+                        self.queue.set_window_open(false);
                         break;
                     }
                 }

@@ -10,6 +10,7 @@ use std::task::{Context, Wake};
 use axum::extract::ws::Utf8Bytes;
 use futures_util::task::AtomicWaker;
 use presence_protocol::codes::close_code;
+use tokio::time::Instant;
 
 use super::liveness::Liveness;
 use crate::presence::{ConnHasher, StateEvent, StateKey};
@@ -35,6 +36,9 @@ pub struct Outlet {
     /// The socket or the timer woke the task (through this outlet as their [`Wake`]r) since the task last
     /// polled them.
     io_woke: AtomicBool,
+    /// A batching connection's window is open: its timer wakes the task when it ends, so a frame queued meanwhile
+    /// wakes nothing (a storm would otherwise cost every recipient a wake-up and an empty poll per event).
+    window_open: AtomicBool,
 }
 
 /// The frames waiting for the connection's task, and whether it is gone.
@@ -55,6 +59,8 @@ struct Frames {
     closed: bool,
     /// The connection takes batches: the front frame waits for the window too, so it is indexed like the others.
     batching: bool,
+    /// When the queue last went from empty to holding a frame: where a batching window starts.
+    filled_at: Option<Instant>,
 }
 
 /// One entry of the queue: a frame, or the hole a superseded frame left.
@@ -100,6 +106,9 @@ impl Frames {
     }
 
     fn push(&mut self, frame: Utf8Bytes, supersedes: Option<&StateKey>) {
+        if self.bytes == 0 && self.batching {
+            self.filled_at = Some(Instant::now());
+        }
         let seq = self.next_seq;
         self.next_seq += 1;
         self.bytes += frame.len();
@@ -176,6 +185,18 @@ impl OutletQueue {
         self.outlet.lock_frames().bytes == 0
     }
 
+    /// When the frames waiting began to wait (batching connections only): `None` when none waits.
+    pub fn waiting_since(&self) -> Option<Instant> {
+        let frames = self.outlet.lock_frames();
+        frames.filled_at.filter(|_| frames.bytes > 0)
+    }
+
+    /// Tells the outlet whether the connection's batching window is open (see `Outlet::window_open`). The task
+    /// closes it before it looks at the queue a last time, so a frame queued after that look wakes it.
+    pub fn set_window_open(&self, open: bool) {
+        self.outlet.window_open.store(open, Ordering::SeqCst);
+    }
+
     /// The queued frames as one batch frame, `[frame,frame,...]` (each frame one event's JSON), in order, of at
     /// most `max_len` bytes unless its first frame alone is longer; `None` when nothing waits.
     pub fn take_batch(&mut self, max_len: usize) -> Option<Utf8Bytes> {
@@ -229,6 +250,7 @@ impl Outlet {
             evict_code: AtomicU16::new(0),
             // The socket and the timer have not been polled yet.
             io_woke: AtomicBool::new(true),
+            window_open: AtomicBool::new(false),
         });
         let queue = OutletQueue {
             outlet: Arc::clone(&outlet),
@@ -269,7 +291,9 @@ impl Outlet {
             }
             frames.push(frame, supersedes);
         }
-        self.task.wake();
+        if !self.window_open.load(Ordering::SeqCst) {
+            self.task.wake();
+        }
         true
     }
 
@@ -417,6 +441,55 @@ mod tests {
         assert!(outlet.deliver(Utf8Bytes::from("u-on"), Some(&u)));
         assert_eq!(queue.take_batch(1 << 16).unwrap().as_str(), "[u-on]");
         assert_eq!(outlet.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn while_a_window_is_open_a_queued_frame_wakes_nobody_and_the_window_starts_with_its_first_frame(
+    ) {
+        struct Count(std::sync::atomic::AtomicUsize);
+        impl Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let (outlet, queue) = Outlet::new(
+            1 << 20,
+            Liveness::new(Instant::now(), Duration::from_secs(5)),
+            true,
+        );
+        let count = Arc::new(Count(Default::default()));
+        let waker = std::task::Waker::from(Arc::clone(&count));
+        outlet.register(&Context::from_waker(&waker));
+        assert_eq!(queue.waiting_since(), None);
+        let before = Instant::now();
+        assert!(outlet.deliver(Utf8Bytes::from("a"), None));
+        let since = queue.waiting_since().expect("a frame waits");
+        assert!(since >= before && since <= Instant::now());
+        assert_eq!(
+            count.0.load(Ordering::SeqCst),
+            1,
+            "the first frame wakes the task"
+        );
+        queue.set_window_open(true);
+        outlet.register(&Context::from_waker(&waker));
+        for frame in ["b", "c", "d"] {
+            assert!(outlet.deliver(Utf8Bytes::from(frame), None));
+        }
+        assert_eq!(count.0.load(Ordering::SeqCst), 1, "the window's timer will");
+        assert_eq!(
+            queue.waiting_since(),
+            Some(since),
+            "the window began with the first"
+        );
+        queue.set_window_open(false);
+        outlet.register(&Context::from_waker(&waker));
+        assert!(outlet.deliver(Utf8Bytes::from("e"), None));
+        assert_eq!(count.0.load(Ordering::SeqCst), 2);
+        // An eviction always wakes.
+        queue.set_window_open(true);
+        outlet.register(&Context::from_waker(&waker));
+        outlet.evict(close_code::SLOW_CONSUMER);
+        assert_eq!(count.0.load(Ordering::SeqCst), 3);
     }
 
     fn key(user: &str, kind: StateEvent) -> StateKey {
