@@ -88,7 +88,8 @@ pub struct UserRecord {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub last_active: Option<DateTime<Utc>>,
-    /// While invisible: the `last_active` others see, frozen when invisibility began.
+    /// While hidden (invisible, or presence visible to nobody): the `last_active` others see, frozen when hiding
+    /// began.
     pub frozen_last_active: Option<DateTime<Utc>>,
 }
 
@@ -196,7 +197,49 @@ pub fn event_time(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Nanos, true)
 }
 
+/// Who may see a user's presence: `privacy_settings.presence.visible_to`, an own-only field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PresenceAudience {
+    /// Everyone (the default, and what an absent or unreadable setting means).
+    Everyone,
+    /// Nobody: others read the user as offline, as if invisible, and the choice lasts across sessions.
+    Nobody,
+}
+
+impl PresenceAudience {
+    /// The values `visible_to` may take.
+    pub const VALUES: [&'static str; 2] = ["everyone", "nobody"];
+
+    /// The setting in a `privacy_settings` value; `None` when it names none.
+    pub fn of_settings(settings: &Value) -> Option<&Value> {
+        settings.get("presence")?.get("visible_to")
+    }
+
+    pub fn parse(value: &str) -> Option<PresenceAudience> {
+        match value {
+            "everyone" => Some(PresenceAudience::Everyone),
+            "nobody" => Some(PresenceAudience::Nobody),
+            _ => None,
+        }
+    }
+}
+
 impl UserRecord {
+    /// Who may see the user's presence (`privacy_settings.presence.visible_to`).
+    pub fn presence_audience(&self) -> PresenceAudience {
+        self.data
+            .get("privacy_settings")
+            .and_then(PresenceAudience::of_settings)
+            .and_then(Value::as_str)
+            .and_then(PresenceAudience::parse)
+            .unwrap_or(PresenceAudience::Everyone)
+    }
+
+    /// Whether others read the user as offline whatever the user does: invisible, or presence visible to nobody.
+    pub fn hidden(&self) -> bool {
+        self.invisible || self.presence_audience() == PresenceAudience::Nobody
+    }
+
     pub fn new(id: &str, now: DateTime<Utc>) -> Self {
         UserRecord {
             id: id.to_string(),
@@ -212,9 +255,9 @@ impl UserRecord {
     }
 
     /// The user as others see them: `online` is their visible presence, invisibility and own-only fields hidden,
-    /// `last_active` frozen while invisible.
+    /// `last_active` frozen while hidden (invisible, or presence visible to nobody).
     pub fn public_view(&self, visible_online: bool) -> User {
-        let last_active = if self.invisible {
+        let last_active = if self.hidden() {
             self.frozen_last_active
         } else {
             self.last_active

@@ -6,7 +6,7 @@ use presence_protocol::JsonMap;
 use serde_json::Value;
 
 use crate::error::Error;
-use crate::model::UserRecord;
+use crate::model::{PresenceAudience, UserRecord};
 
 /// Fields only a server-side token may write.
 const SERVER_ONLY_FIELDS: &[&str] = &["role", "teams"];
@@ -45,7 +45,8 @@ pub fn check_field(
             .as_array()
             .is_some_and(|a| a.iter().all(Value::is_string)),
         "invisible" => value.is_boolean(),
-        "privacy_settings" => value.is_object() || value.is_null(),
+        "privacy_settings" if value.is_object() => return check_privacy_settings(user_id, value),
+        "privacy_settings" => value.is_null(),
         _ => true,
     };
     if ok {
@@ -54,6 +55,64 @@ pub fn check_field(
         Err(Error::input(format!(
             "users[{user_id}].{field} has the wrong type"
         )))
+    }
+}
+
+/// Checks `privacy_settings.presence` (Stream's `typing_indicators` and `read_receipts` beside it are stored as
+/// given): an object, whose `visible_to` is one of [`PresenceAudience::VALUES`].
+fn check_privacy_settings(user_id: &str, settings: &Value) -> Result<(), Error> {
+    match settings.get("presence") {
+        None | Some(Value::Null) => return Ok(()),
+        Some(presence) if presence.is_object() => {}
+        Some(_) => {
+            return Err(Error::input(format!(
+                "users[{user_id}].privacy_settings.presence must be an object"
+            )))
+        }
+    }
+    match PresenceAudience::of_settings(settings) {
+        None | Some(Value::Null) => Ok(()),
+        Some(Value::String(v)) if PresenceAudience::parse(v).is_some() => Ok(()),
+        Some(Value::String(v)) if v == "channel_members" => Err(Error::input(format!(
+            "users[{user_id}].privacy_settings.presence.visible_to \"channel_members\" is not supported by \
+             this server yet: use \"everyone\" or \"nobody\""
+        ))),
+        Some(other) => Err(Error::input(format!(
+            "users[{user_id}].privacy_settings.presence.visible_to must be one of {}, not {other}",
+            PresenceAudience::VALUES.map(|v| format!("\"{v}\"")).join(", ")
+        ))),
+    }
+}
+
+/// Fields only the user themselves reads (protocol §7.3): a change to them alone is no profile change for others.
+const OWN_ONLY_FIELDS: &[&str] = &["privacy_settings"];
+
+/// What a write changed: the profile others read, and the fields only the user reads.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Changed {
+    pub profile: bool,
+    pub own: bool,
+}
+
+impl Changed {
+    /// A write of `field` that `changed` it or not.
+    pub fn field(field: &str, changed: bool) -> Changed {
+        let own = OWN_ONLY_FIELDS.contains(&field);
+        Changed {
+            profile: changed && !own,
+            own: changed && own,
+        }
+    }
+
+    pub fn any(self) -> bool {
+        self.profile || self.own
+    }
+}
+
+impl std::ops::BitOrAssign for Changed {
+    fn bitor_assign(&mut self, other: Changed) {
+        self.profile |= other.profile;
+        self.own |= other.own;
     }
 }
 
@@ -98,13 +157,27 @@ pub fn unset_field(rec: &mut UserRecord, field: &str) -> bool {
 
 /// Replaces every writable field of a record with those of `obj` (upsert). `role` and `teams` are kept unless the
 /// object names them; `invisible` is handled by the caller.
-pub fn replace_fields(rec: &mut UserRecord, obj: &JsonMap, source: WriteSource) -> bool {
+pub fn replace_fields(rec: &mut UserRecord, obj: &JsonMap, source: WriteSource) -> Changed {
     let before = rec.clone();
     rec.data.clear();
     for (field, value) in obj {
         set_field(rec, field, value, source);
     }
-    *rec != before
+    let own = |r: &UserRecord| {
+        OWN_ONLY_FIELDS
+            .iter()
+            .map(|f| r.data.get(*f).cloned())
+            .collect::<Vec<_>>()
+    };
+    let profile = |r: &UserRecord| {
+        let mut data = r.data.clone();
+        data.retain(|k, _| !OWN_ONLY_FIELDS.contains(&k.as_str()));
+        (r.role.clone(), r.teams.clone(), data)
+    };
+    Changed {
+        profile: profile(rec) != profile(&before),
+        own: own(rec) != own(&before),
+    }
 }
 
 /// The `invisible` value a write asks for: only an explicit boolean changes it.
@@ -112,13 +185,12 @@ pub fn requested_invisible(obj: &JsonMap) -> Option<bool> {
     obj.get("invisible").and_then(Value::as_bool)
 }
 
-/// Turns invisibility on or off; `connected`: whether others see the user online (going invisible) or the user
-/// holds an open connection (coming back). Others keep seeing the `last_active` of the moment invisibility began,
-/// also after it ends while offline: whatever was stamped meanwhile stays hidden. Coming back while connected is
-/// like connecting: active now.
-pub fn set_invisible(rec: &mut UserRecord, invisible: bool, connected: bool, now: DateTime<Utc>) {
-    rec.invisible = invisible;
-    if invisible {
+/// Others' `last_active` once the user's hiding switched (`rec.hidden()` is the new state); `connected`: whether
+/// others saw the user online (going hidden) or the user holds an open connection (coming back). Others keep
+/// seeing the `last_active` of the moment hiding began, also after it ends while offline: whatever was stamped
+/// meanwhile stays hidden. Coming back while connected is like connecting: active now.
+pub fn switch_hidden(rec: &mut UserRecord, connected: bool, now: DateTime<Utc>) {
+    if rec.hidden() {
         if connected {
             rec.last_active = Some(now);
         }

@@ -42,7 +42,7 @@ use crate::model::{AppSettings, ChannelRecord, UserRecord, Write};
 use self::channels::Channels;
 use self::connections::Connections;
 pub use self::distinct::distinct_channel_key;
-use self::fields::WriteSource;
+use self::fields::{Changed, WriteSource};
 use self::follows::Follows;
 use self::limits::ChannelQuota;
 use self::linger::LingeringWatches;
@@ -211,24 +211,27 @@ impl Engine {
         };
         self.check_connect_details(user_id, details, now)?;
         let connected = self.users.get(user_id).is_some_and(|u| u.connected());
-        let (changed, invisible_changed) = self.users.edit_or_insert(user_id, now, |rec| {
-            let mut changed = false;
+        let (changed, hidden_changed) = self.users.edit_or_insert(user_id, now, |rec| {
+            let was_hidden = rec.hidden();
+            let mut changed = Changed::default();
             for (field, value) in details {
-                changed |= fields::set_field(rec, field, value, WriteSource::Connect);
+                let written = fields::set_field(rec, field, value, WriteSource::Connect);
+                changed |= Changed::field(field, written);
             }
-            let invisible_changed = match fields::requested_invisible(details) {
-                Some(inv) if inv != rec.invisible => {
-                    fields::set_invisible(rec, inv, connected, now);
-                    true
-                }
-                _ => false,
-            };
-            // Invisibility is not part of the profile: `updated_at` moving with it would date the switch.
-            if changed {
+            if let Some(inv) = fields::requested_invisible(details) {
+                rec.invisible = inv;
+            }
+            let hidden_changed = rec.hidden() != was_hidden;
+            if hidden_changed {
+                fields::switch_hidden(rec, connected, now);
+            }
+            // Hiding, and own-only fields, are not part of the profile: `updated_at` moving with them would date
+            // the switch.
+            if changed.profile {
                 rec.updated_at = now;
             }
             rec.last_active = Some(now);
-            (changed, invisible_changed)
+            (changed.profile, hidden_changed)
         });
         self.users.add_conn(user_id, Arc::clone(&conn));
         let Some(entry) = self.users.get(user_id) else {
@@ -240,15 +243,15 @@ impl Engine {
         self.users.last_active_stored(user_id, Some(now));
         self.health_check_reply(&conn, me, now);
         self.conns.insert(conn, user_id);
-        let went_invisible = invisible_changed && !self.is_visible(user_id);
-        if went_invisible {
+        let went_hidden = hidden_changed && !self.is_visible(user_id);
+        if went_hidden {
             self.watching_visibility_changed(user_id, now);
         }
         let flipped = self.settle_presence(user_id, now);
         if changed && !flipped {
             self.user_event(user_id, event_type::USER_UPDATED, now);
         }
-        if invisible_changed && !went_invisible {
+        if hidden_changed && !went_hidden {
             self.watching_visibility_changed(user_id, now);
         }
         if let Some(old) = &replaced {

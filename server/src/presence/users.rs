@@ -46,8 +46,9 @@ impl UserEntry {
         !self.conns.is_empty() || self.grace_until.is_some()
     }
 
+    /// Online as others see it: connected, and not hidden (invisible, or visible to nobody).
     pub fn visible_online(&self) -> bool {
-        self.connected() && !self.rec.invisible
+        self.connected() && !self.rec.hidden()
     }
 
     /// The user as `viewer` sees them.

@@ -119,7 +119,7 @@ impl Engine {
     }
 
     pub(super) fn is_visible(&self, user_id: &str) -> bool {
-        self.users.get(user_id).is_some_and(|u| !u.rec.invisible)
+        self.users.get(user_id).is_some_and(|u| !u.rec.hidden())
     }
 
     /// Distinct visible users watching a channel (lingering watches included), by id.
@@ -133,7 +133,7 @@ impl Engine {
         let lingering = self.lingering.users_on(cid).map(String::as_str);
         for uid in connected.chain(lingering) {
             if let Some(entry) = self.users.get(uid) {
-                if !entry.rec.invisible && seen.insert(uid) {
+                if !entry.rec.hidden() && seen.insert(uid) {
                     users.push(entry);
                 }
             }
@@ -142,14 +142,15 @@ impl Engine {
         users
     }
 
-    /// A user became invisible (or visible again): to other watchers they stop (or start) watching. Called
+    /// A user became hidden (invisible, or visible to nobody) or visible again: to other watchers they stop (or
+    /// start) watching. Called
     /// before the presence flip when going invisible and after it when coming back, so that for others it reads
-    /// like leaving (stop, offline) and arriving (online, start). An invisible user keeps no lingering watch.
+    /// like leaving (stop, offline) and arriving (online, start). A hidden user keeps no lingering watch.
     pub(super) fn watching_visibility_changed(&mut self, user_id: &str, now: DateTime<Utc>) {
         let Some(entry) = self.users.get(user_id) else {
             return;
         };
-        let kind = if entry.rec.invisible {
+        let kind = if entry.rec.hidden() {
             event_type::USER_WATCHING_STOP
         } else {
             event_type::USER_WATCHING_START

@@ -218,6 +218,25 @@ mod tests {
     }
 
     #[test]
+    fn presence_visible_to_nobody_reads_as_offline_while_the_profile_still_reaches_the_receiver() {
+        let mut e = engine(Some("http://127.0.0.1:9/hook"));
+        connect(&mut e, "n:1", at(0));
+        let _ = hooks(&mut e);
+        let nobody = json!({ "privacy_settings": { "presence": { "visible_to": "nobody" } } });
+        update(&mut e, nobody, at(10));
+        // Offline, and no update: the setting is the user's own.
+        assert_eq!(without_status(hooks(&mut e)), vec![presence(false)]);
+        update(&mut e, json!({ "status": "away" }), at(20));
+        assert_eq!(
+            hooks(&mut e),
+            vec![("user.updated".into(), "alice".into(), false, json!("away"))]
+        );
+        let everyone = json!({ "privacy_settings": { "presence": { "visible_to": "everyone" } } });
+        update(&mut e, everyone, at(30));
+        assert_eq!(without_status(hooks(&mut e)), vec![presence(true)]);
+    }
+
+    #[test]
     fn no_url_no_outbox_and_patch_app_turns_webhooks_on_and_off() {
         let mut e = engine(None);
         connect(&mut e, "n:1", at(0));

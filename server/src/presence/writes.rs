@@ -10,7 +10,7 @@ use presence_protocol::{JsonMap, PartialUserUpdate, User};
 
 use crate::error::Error;
 use crate::model::{Caller, UserRecord, Write};
-use crate::presence::fields::{self, set_invisible, WriteSource};
+use crate::presence::fields::{self, switch_hidden, Changed, WriteSource};
 use crate::presence::watch::caller_user;
 use crate::presence::{limits, Engine};
 
@@ -37,6 +37,16 @@ fn permit_write(caller: &Caller, user_id: &str) -> Result<(), Error> {
         ))),
         _ => Ok(()),
     }
+}
+
+/// What a REST write did to a user's record before [`Engine::finish_user_write`] finishes it.
+struct Written {
+    /// The fields written (not `invisible`).
+    changed: Changed,
+    /// Whether the user was hidden before the write (invisible, or presence visible to nobody).
+    was_hidden: bool,
+    /// The `invisible` the write asks for.
+    invisible: Option<bool>,
 }
 
 impl Engine {
@@ -72,12 +82,18 @@ impl Engine {
         let mut result = BTreeMap::new();
         for (id, obj) in users {
             let created = !self.users.contains(id);
-            let changed = self
+            let was_hidden = self.users.get(id).is_some_and(|e| e.rec.hidden());
+            let mut changed = self
                 .users
-                .edit_or_insert(id, now, |rec| fields::replace_fields(rec, obj, source))
-                || created;
+                .edit_or_insert(id, now, |rec| fields::replace_fields(rec, obj, source));
+            changed.profile |= created;
             let invisible = fields::requested_invisible(obj);
-            self.finish_user_write(caller, id, changed, invisible, now, &mut result);
+            let write = Written {
+                changed,
+                was_hidden,
+                invisible,
+            };
+            self.finish_user_write(caller, id, write, now, &mut result);
         }
         Ok(result)
     }
@@ -116,13 +132,14 @@ impl Engine {
         self.check_partial_sizes(updates, source)?;
         let mut result = BTreeMap::new();
         for u in updates {
+            let was_hidden = self.users.get(&u.id).is_some_and(|e| e.rec.hidden());
             let edited = self.users.edit(&u.id, |rec| {
-                let mut changed = false;
+                let mut changed = Changed::default();
                 for field in &u.unset {
-                    changed |= fields::unset_field(rec, field);
+                    changed |= Changed::field(field, fields::unset_field(rec, field));
                 }
                 for (field, value) in &u.set {
-                    changed |= fields::set_field(rec, field, value, source);
+                    changed |= Changed::field(field, fields::set_field(rec, field, value, source));
                 }
                 changed
             });
@@ -134,7 +151,12 @@ impl Engine {
                 None if u.unset.iter().any(|f| f == "invisible") => Some(false),
                 None => None,
             };
-            self.finish_user_write(caller, &u.id, changed, invisible, now, &mut result);
+            let write = Written {
+                changed,
+                was_hidden,
+                invisible,
+            };
+            self.finish_user_write(caller, &u.id, write, now, &mut result);
         }
         Ok(result)
     }
@@ -186,10 +208,12 @@ impl Engine {
     /// After a user's fields were written (`changed`: any but `invisible`): applies invisibility, persists, and
     /// tells everyone concerned.
     ///
-    /// A write that only switches invisibility is not a profile change: it moves no `updated_at` and sends others
-    /// no `user.updated` (either would date the switch, or tell that an offline user was secretly online). To
-    /// others, going invisible reads like leaving (stop watching, offline) and coming back like arriving
-    /// (online with a fresh `last_active`, start watching); while offline it shows nothing at all.
+    /// A write that only switches invisibility, or changes only own-only fields (`privacy_settings`, among them
+    /// who may see the user's presence), is not a profile change: it moves no `updated_at` and sends others no
+    /// `user.updated` (either would date the switch, or tell that an offline user was secretly online). To
+    /// others, going hidden (invisible, or visible to nobody) reads like leaving (stop watching, offline) and
+    /// coming back like arriving (online with a fresh `last_active`, start watching); while offline it shows
+    /// nothing at all.
     ///
     /// A write that changes nothing (an identical upsert, `invisible: true` again, as apps send at every start)
     /// is no write at all: nothing stored, no `updated_at` moved, no event — for an invisible user any of them
@@ -201,11 +225,15 @@ impl Engine {
         &mut self,
         caller: &Caller,
         user_id: &str,
-        changed: bool,
-        invisible: Option<bool>,
+        write: Written,
         now: DateTime<Utc>,
         result: &mut BTreeMap<String, User>,
     ) {
+        let Written {
+            changed,
+            was_hidden,
+            invisible,
+        } = write;
         let Some(entry) = self.users.get(user_id) else {
             return;
         };
@@ -215,18 +243,20 @@ impl Engine {
         let Some(rec) = self.users.record_mut(user_id) else {
             return;
         };
-        let switched = match invisible {
-            Some(v) if v != rec.invisible => {
-                set_invisible(rec, v, if v { in_view } else { has_conns }, now);
-                Some(v)
-            }
-            _ => None,
-        };
-        let profile_write = changed;
+        let flag_changed = invisible.is_some_and(|v| v != rec.invisible);
+        if let Some(v) = invisible {
+            rec.invisible = v;
+        }
+        let hidden = rec.hidden();
+        let switched = (hidden != was_hidden).then(|| {
+            switch_hidden(rec, if hidden { in_view } else { has_conns }, now);
+            hidden
+        });
+        let profile_write = changed.profile;
         if profile_write {
             rec.updated_at = now;
         }
-        if !profile_write && switched.is_none() {
+        if !changed.any() && !flag_changed && switched.is_none() {
             let entry = self.users.get(user_id);
             if let Some(entry) = entry {
                 result.insert(user_id.to_string(), entry.view_for(caller_user(caller)));
