@@ -1,4 +1,5 @@
-//! Twin users for the privacy matrix: `sx` goes invisible, `sy` is its offline twin. Both are built alike (same
+//! Twin users for the privacy matrices: `sx` hides (goes invisible, or makes its presence visible to nobody:
+//! [`Hiding`]), `sy` is its offline twin. Both are built alike (same
 //! fields, each a member of a channel of its own with the same viewer) and every step of a scenario acts on
 //! both, one after the other, in the same pattern: where `sx` goes invisible, `sy` goes offline. After each step a
 //! viewer reads every surface another user can reach, for `sx` and for `sy`, and the two readings must be equal
@@ -14,7 +15,10 @@ use serde_json::{json, Value};
 
 use crate::common::*;
 
-/// One subject's part of a step.
+pub mod scenarios;
+
+/// One subject's part of a step. (Each matrix builds some of them.)
+#[allow(dead_code)]
 #[derive(Debug, Clone, Copy)]
 pub enum Act {
     /// Connect with `user_details` {id, name, rank}: visible unless the stored flag says otherwise.
@@ -37,6 +41,38 @@ pub enum Act {
     Partial { server: bool, invisible: bool },
     /// `POST /users` (server token) with the same fields as always and `invisible`.
     Upsert { invisible: bool },
+    /// The subject's own `PATCH /users` of its `status` (a new value each time): a profile change.
+    Status,
+}
+
+/// How the hiding subject hides: what `invisible` in an [`Act`] sets. (Each matrix uses one.)
+#[allow(dead_code)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hiding {
+    /// The `invisible` flag.
+    Invisible,
+    /// `privacy_settings.presence.visible_to`: `"nobody"` for hidden, `"everyone"` for visible.
+    Nobody,
+}
+
+impl Hiding {
+    /// The fields that hide the subject (`hidden`) or show it again.
+    fn fields(self, hidden: bool) -> Value {
+        match self {
+            Hiding::Invisible => json!({ "invisible": hidden }),
+            Hiding::Nobody => json!({ "privacy_settings": { "presence": {
+                "visible_to": if hidden { "nobody" } else { "everyone" }
+            } } }),
+        }
+    }
+
+    /// `user` with the fields that hide it or show it again.
+    fn apply(self, mut user: Value, hidden: bool) -> Value {
+        if let (Value::Object(user), Value::Object(fields)) = (&mut user, self.fields(hidden)) {
+            user.extend(fields);
+        }
+        user
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -131,6 +167,9 @@ impl Timeline {
 
 struct World {
     scenario: &'static str,
+    hiding: Hiding,
+    /// Status updates each subject made so far.
+    statuses: [usize; 2],
     opts: ServerOpts,
     server: Server,
     _dir: tempfile::TempDir,
@@ -145,9 +184,9 @@ struct World {
     heard_about_offline: usize,
 }
 
-/// Runs a scenario; panics at the first surface where the two subjects differ.
-pub async fn run(scenario: &Scenario) {
-    let mut w = World::start(scenario.name).await;
+/// Runs a scenario, the subject hiding as `hiding` says; panics at the first surface where the two differ.
+pub async fn run_hiding(scenario: &Scenario, hiding: Hiding) {
+    let mut w = World::start(scenario.name, hiding).await;
     for (i, step) in scenario.steps.iter().enumerate() {
         let name = format!("step {}", i + 1);
         match step {
@@ -180,7 +219,7 @@ fn profile(id: &str) -> Value {
 }
 
 impl World {
-    async fn start(scenario: &'static str) -> World {
+    async fn start(scenario: &'static str, hiding: Hiding) -> World {
         let dir = tempfile::tempdir().unwrap();
         let opts = ServerOpts::default()
             .grace(GRACE_MS)
@@ -211,6 +250,8 @@ impl World {
         let viewer = server.connect(VIEWER).await;
         let mut w = World {
             scenario,
+            hiding,
+            statuses: [0, 0],
             opts,
             server,
             _dir: dir,
@@ -251,8 +292,8 @@ impl World {
         match act {
             Act::Connect => self.subject_ws[side] = Some(connect(profile(subject.id)).await),
             Act::ConnectInvisible | Act::ConnectVisible => {
-                let mut details = profile(subject.id);
-                details["invisible"] = json!(matches!(act, Act::ConnectInvisible));
+                let hidden = matches!(act, Act::ConnectInvisible);
+                let details = self.hiding.apply(profile(subject.id), hidden);
                 self.subject_ws[side] = Some(connect(details).await);
             }
             Act::Watch => {
@@ -292,14 +333,25 @@ impl World {
                 } else {
                     Auth::user(subject.id)
                 };
-                s.partial_update(&auth, subject.id, json!({ "invisible": invisible }), &[])
+                s.partial_update(&auth, subject.id, self.hiding.fields(invisible), &[])
                     .await
                     .ok(200);
             }
             Act::Upsert { invisible } => {
-                let mut user = profile(subject.id);
-                user["invisible"] = json!(invisible);
-                s.upsert(&[user]).await;
+                s.upsert(&[self.hiding.apply(profile(subject.id), invisible)])
+                    .await;
+            }
+            Act::Status => {
+                self.statuses[side] += 1;
+                let status = format!("status {}", self.statuses[side]);
+                s.partial_update(
+                    &Auth::user(subject.id),
+                    subject.id,
+                    json!({ "status": status }),
+                    &[],
+                )
+                .await
+                .ok(200);
             }
         }
     }
@@ -403,6 +455,7 @@ impl World {
             Surface::QueryChannelsByMember,
         ];
         for online in [None, Some(true), Some(false)] {
+            surfaces.push(Surface::ServerUsers { online });
             surfaces.push(Surface::Users { online, sort: None });
             for field in [
                 "id",
@@ -428,19 +481,28 @@ impl World {
         let subject = SUBJECTS[side];
         let s = &self.server;
         let viewer = Auth::user(VIEWER);
+        let users = |online: &Option<bool>| {
+            let mut ids: Vec<&str> = vec![ALWAYS_ONLINE, NEVER_SEEN, subject.id];
+            ids.extend(self.ticks.iter().map(String::as_str));
+            let mut filter = json!({ "id": { "$in": ids } });
+            if let Some(online) = online {
+                filter = json!({ "$and": [filter, { "online": online }] });
+            }
+            json!({ "filter_conditions": filter, "limit": 100 })
+        };
         let body = match surface {
             Surface::Users { online, sort } => {
-                let mut ids: Vec<&str> = vec![ALWAYS_ONLINE, NEVER_SEEN, subject.id];
-                ids.extend(self.ticks.iter().map(String::as_str));
-                let mut filter = json!({ "id": { "$in": ids } });
-                if let Some(online) = online {
-                    filter = json!({ "$and": [filter, { "online": online }] });
-                }
-                let mut payload = json!({ "filter_conditions": filter, "limit": 100 });
+                let mut payload = users(online);
                 if let Some((field, direction)) = sort {
                     payload["sort"] = json!([{ "field": field, "direction": direction }]);
                 }
                 s.query_users(&viewer, None, payload).await.ok(200)["users"].clone()
+            }
+            Surface::ServerUsers { online } => {
+                s.query_users(&Auth::Server, None, users(online))
+                    .await
+                    .ok(200)["users"]
+                    .clone()
             }
             Surface::Channel => s
                 .query_channel(
@@ -482,6 +544,10 @@ enum Surface {
         online: Option<bool>,
         sort: Option<(&'static str, i64)>,
     },
+    /// queryUsers with a server token (what a backend reads), maybe filtered on `online`.
+    ServerUsers {
+        online: Option<bool>,
+    },
     /// The subject's channel: members, watchers, `watcher_count`.
     Channel,
     QueryChannelsByCid,
@@ -495,6 +561,10 @@ impl Surface {
                 "queryUsers{}{}",
                 online.map_or(String::new(), |o| format!(" online:{o}")),
                 sort.map_or(String::new(), |(f, d)| format!(" sorted by {f} {d}"))
+            ),
+            Surface::ServerUsers { online } => format!(
+                "queryUsers with a server token{}",
+                online.map_or(String::new(), |o| format!(" online:{o}"))
             ),
             Surface::Channel => "channel query (members, watchers, watcher_count)".into(),
             Surface::QueryChannelsByCid => "queryChannels by cid".into(),
@@ -510,7 +580,7 @@ fn assert_same(when: &str, surface: &str, invisible: &Value, offline: &Value) {
     let mut diffs = Vec::new();
     differences(invisible, offline, "", &mut diffs);
     panic!(
-        "{when}: {surface}: the invisible user and the offline one differ\n{}\n\ninvisible: {}\noffline:   {}",
+        "{when}: {surface}: the hidden user and the offline one differ\n{}\n\nhidden:  {}\noffline: {}",
         diffs.join("\n"),
         serde_json::to_string_pretty(invisible).unwrap(),
         serde_json::to_string_pretty(offline).unwrap()
