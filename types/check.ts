@@ -90,6 +90,9 @@ export async function app(): Promise<void> {
   Object.values(upserted.users).forEach(showUser);
   await client.upsertUsers([{ id: 'jack', name: 'Jack' }, { id: 'jill', invisible: true }]);
   await client.partialUpdateUser({ id: 'john', set: { invisible: true, status: 'Away' }, unset: ['image'] });
+  await client.upsertUser({ id: 'john', privacy_settings: { presence: { visible_to: 'nobody' } } });
+  // @ts-expect-error: who may see presence is 'everyone' or 'nobody'
+  await client.upsertUser({ id: 'john', privacy_settings: { presence: { visible_to: 'friends' } } });
   await client.partialUpdateUsers([{ id: 'jack', set: { name: 'Jack B.' } }, { id: 'jill', unset: ['status'] }]);
 
   const found: QueryUsersAPIResponse = await client.queryUsers(

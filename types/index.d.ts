@@ -53,13 +53,30 @@ export interface UserResponse {
   banned?: boolean;
   shadow_banned?: boolean;
   blocked_user_ids?: string[];
-  [custom: string]: JSONValue | undefined;
+  [custom: string]: JSONValue | PrivacySettings | undefined;
+}
+
+/**
+ * Who may see a user's presence (`online`, `last_active`, presence and watching events):
+ * - `'everyone'` (the default);
+ * - `'nobody'`: everyone else reads the user as offline, exactly as if they had never connected since they chose it,
+ *   and the choice lasts across sessions (unlike `invisible`, the profile, `status` among it, stays visible).
+ */
+export type PresenceVisibility = 'everyone' | 'nobody';
+
+/** `privacy_settings`: Stream's `typing_indicators` and `read_receipts`, and who may see the user's presence. */
+export interface PrivacySettings {
+  typing_indicators?: { enabled?: boolean };
+  read_receipts?: { enabled?: boolean };
+  presence?: { visible_to?: PresenceVisibility };
+  [setting: string]: JSONValue | undefined;
 }
 
 /** The connected user's own object: the public fields plus the own-only ones. */
 export interface OwnUserResponse extends UserResponse {
   invisible?: boolean;
-  privacy_settings?: { [key: string]: JSONValue };
+  /** Read back by the user alone: nobody else ever sees it. */
+  privacy_settings?: PrivacySettings;
   devices?: JSONValue[];
   mutes?: JSONValue[];
   channel_mutes?: JSONValue[];
@@ -79,8 +96,9 @@ export interface UserInput {
   /** Appear offline to everyone else; persists until set to `false`. */
   invisible?: boolean;
   status?: string;
-  privacy_settings?: { [key: string]: JSONValue };
-  [custom: string]: JSONValue | undefined;
+  /** `{ presence: { visible_to: 'nobody' } }` hides the user's presence from everyone else, across sessions. */
+  privacy_settings?: PrivacySettings;
+  [custom: string]: JSONValue | PrivacySettings | undefined;
 }
 
 export interface PartialUserUpdate {

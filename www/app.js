@@ -38,6 +38,7 @@ const el = {
   meError: $('[data-testid="me-error"]'),
   statusForm: $('#status-form'),
   invisibleToggle: $('#invisible-toggle'),
+  visibleTo: $('#presence-visible-to'),
   disconnect: $('#disconnect'),
   rosterEmpty: $('[data-testid="roster-empty"]'),
   channelGroup: $('[data-testid="channel-group"]'),
@@ -216,12 +217,14 @@ function paintMe() {
   session.lastMe = me;
   const online = me.online === true;
   const invisible = me.invisible === true;
+  const visibleTo = me.privacy_settings?.presence?.visible_to === 'nobody' ? 'nobody' : 'everyone';
   paintAvatar($('.avatar', el.me), me);
   setText(el.meName, me.name || me.id);
   setText(el.meId, me.id);
   setAttr(el.me, 'data-user', me.id);
   setAttr(el.me, 'data-online', String(online));
   setAttr(el.me, 'data-invisible', String(invisible));
+  setAttr(el.me, 'data-visible-to', visibleTo);
   const connected = el.me.dataset.connection === 'connected';
   setAttr(el.meOnline, 'data-online', connected ? String(online) : 'unknown');
   setText(
@@ -229,13 +232,15 @@ function paintMe() {
     !connected
       ? 'Unknown until reconnected'
       : online
-        ? invisible ? 'Online, invisible — others see you offline' : 'Online'
+        ? invisible ? 'Online, invisible — others see you offline'
+          : visibleTo === 'nobody' ? 'Online, hidden from everyone — others see you offline' : 'Online'
         : 'Offline',
   );
   setTime(el.meLastActive, me.last_active, '');
   if (el.invisibleToggle.checked !== invisible && !el.invisibleToggle.disabled) {
     el.invisibleToggle.checked = invisible;
   }
+  if (el.visibleTo.value !== visibleTo && !el.visibleTo.disabled) el.visibleTo.value = visibleTo;
   const statusInput = $('input[name="status"]', el.statusForm);
   if (document.activeElement !== statusInput && !session.statusDirty) {
     statusInput.value = typeof me.status === 'string' ? me.status : '';
@@ -461,6 +466,23 @@ async function setInvisible(invisible) {
   }
 }
 
+/** Who may see the user's presence: `privacy_settings.presence.visible_to`, the other privacy settings kept. */
+async function setVisibleTo(visibleTo) {
+  const current = session;
+  if (!current || !current.client.user) return;
+  showError(el.meError, null);
+  el.visibleTo.disabled = true;
+  try {
+    const settings = { ...(current.client.user.privacy_settings || {}), presence: { visible_to: visibleTo } };
+    await current.client.partialUpdateUser({ id: current.userId, set: { privacy_settings: settings } });
+  } catch (error) {
+    showError(el.meError, error);
+  } finally {
+    el.visibleTo.disabled = false;
+    paintMe();
+  }
+}
+
 // ----- wiring -----
 
 function setupSignInForm() {
@@ -500,6 +522,7 @@ function setupMeCard() {
     saveStatus(statusInput.value.trim());
   });
   el.invisibleToggle.addEventListener('change', () => setInvisible(el.invisibleToggle.checked));
+  el.visibleTo.addEventListener('change', () => setVisibleTo(el.visibleTo.value));
   el.disconnect.addEventListener('click', () => disconnect());
   el.logClear.addEventListener('click', () => {
     el.log.replaceChildren();

@@ -123,6 +123,19 @@ describe('demo page, two people, real server', { timeout: 170_000 }, () => {
     assert.equal((await readRow(bob, 'alice')).status, 'Out for lunch');
   });
 
+  test('alice shows her presence to nobody: bob sees her offline, still with her status', STEP, async () => {
+    await alice.selectOption('[data-testid="presence-visible-to"]', 'nobody');
+    await alice.waitForSelector('[data-testid="me"][data-visible-to="nobody"]', { timeout: 10_000 });
+    assert.match(await alice.textContent('[data-testid="me-online"]'), /hidden from everyone/);
+    await waitOnline(bob, 'alice', false);
+    const look = await rowLook(bob, 'alice');
+    assert.equal(look.presence, 'Offline');
+    assert.equal((await readRow(bob, 'alice')).status, 'Out for lunch', 'her profile stays visible');
+    await alice.selectOption('[data-testid="presence-visible-to"]', 'everyone');
+    await alice.waitForSelector('[data-testid="me"][data-visible-to="everyone"]', { timeout: 10_000 });
+    await waitOnline(bob, 'alice', true);
+  });
+
   test('a reload of alice\'s page does not flash her offline on bob\'s page', STEP, async () => {
     const flipsBefore = await countEvents(bob, 'user.presence.changed', 'alice');
     await watchRow(bob, 'alice', 'reload');
