@@ -4,13 +4,14 @@
 //! watchers, `watcher_count`, queryChannels, and every event the viewer hears), in the invisibility matrix's
 //! scenarios with `visible_to` doing the hiding, plus profile changes while hidden (which, unlike an invisible
 //! user's, reach others, as an offline user's do). Then the setting itself: validated, read back by the user and
-//! by nobody else, and no profile change for others.
+//! by nobody else, and no profile change for others; and the same on every node of a cluster.
 
 mod common;
 mod twins;
 
 use std::time::Duration;
 
+use common::redis::Redis;
 use common::*;
 use serde_json::json;
 use twins::scenarios::{self, SELF_CLEARS, SELF_HIDES};
@@ -222,4 +223,68 @@ async fn the_setting_is_read_back_by_the_user_alone_and_is_no_profile_change_for
     .await
     .ok(200);
     cal.wait_presence("bea", true, WAIT).await;
+}
+
+#[tokio::test]
+async fn in_a_cluster_every_node_hides_whom_one_node_was_told_to_and_a_refused_value_reaches_no_log(
+) {
+    let redis = Redis::start();
+    let node = |id: &str| {
+        ServerOpts::default()
+            .arg("--redis-url", &redis.url)
+            .arg("--node-id", id)
+    };
+    let a = Server::start_with(node("a")).await;
+    let b = Server::start_with(node("b")).await;
+    a.upsert(&[json!({ "id": "dia" }), json!({ "id": "eli" })])
+        .await;
+    let _dia = a.connect("dia").await;
+    let mut eli = b.connect("eli").await;
+    b.subscribe_users(&eli, &["dia"]).await;
+    assert_eq!(b.user_as(&Auth::Server, "dia").await["online"], true);
+
+    let entries = redis.xlen("presence:log").await;
+    a.partial_update(
+        &Auth::user("dia"),
+        "dia",
+        json!({ "privacy_settings": { "presence": { "visible_to": "channel_members" } } }),
+        &[],
+    )
+    .await
+    .err(400, 4);
+    assert_eq!(
+        redis.xlen("presence:log").await,
+        entries,
+        "a refused value is no log entry"
+    );
+
+    a.partial_update(
+        &Auth::user("dia"),
+        "dia",
+        json!({ "privacy_settings": { "presence": { "visible_to": "nobody" } } }),
+        &[],
+    )
+    .await
+    .ok(200);
+    eli.wait_presence("dia", false, WAIT).await;
+    for auth in [Auth::user("eli"), Auth::Server] {
+        let seen = b.user_as(&auth, "dia").await;
+        assert_eq!(seen["online"], false, "{seen}");
+        assert_eq!(seen.get("privacy_settings"), None, "{seen}");
+    }
+    assert_eq!(
+        b.user_as(&Auth::user("dia"), "dia").await["privacy_settings"]["presence"]["visible_to"],
+        "nobody"
+    );
+    // The control: back to everyone through the other node.
+    b.partial_update(
+        &Auth::user("dia"),
+        "dia",
+        json!({ "privacy_settings": { "presence": { "visible_to": "everyone" } } }),
+        &[],
+    )
+    .await
+    .ok(200);
+    eli.wait_presence("dia", true, WAIT).await;
+    assert_eq!(a.user_as(&Auth::Server, "dia").await["online"], true);
 }
