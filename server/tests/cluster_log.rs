@@ -135,3 +135,39 @@ async fn a_write_acknowledged_by_one_node_is_seen_by_the_next_request_on_another
         .ok(200);
     }
 }
+
+#[tokio::test]
+async fn subscriptions_asked_of_one_node_for_a_connection_another_holds_take_effect_there() {
+    let redis = Redis::start();
+    let a = Server::start_with(node(&redis, "a")).await;
+    let b = Server::start_with(node(&redis, "b")).await;
+    a.upsert(&[
+        json!({ "id": "fay" }),
+        json!({ "id": "gus" }),
+        json!({ "id": "hal" }),
+        json!({ "id": "ivy" }),
+    ])
+    .await;
+    b.create_channel("messaging", "room", &["fay", "hal"], json!({}))
+        .await;
+    let mut fay = a.connect("fay").await;
+    // The REST calls go to `b`, naming the connection `a` holds: `a` applies them as entries it answers nobody.
+    b.subscribe_users(&fay, &["gus"]).await;
+    b.watch(&fay, "messaging", "room", true).await;
+    let _gus = b.connect("gus").await;
+    fay.wait_presence("gus", true, WAIT).await;
+    let _hal = b.connect("hal").await;
+    fay.wait_presence("hal", true, WAIT).await;
+    // queryChannels watching with presence, likewise.
+    b.create_channel("messaging", "hall", &["fay", "ivy"], json!({}))
+        .await;
+    b.query_channels(
+        &Auth::user("fay"),
+        Some(&fay.connection_id),
+        json!({ "filter_conditions": { "cid": "messaging:hall" }, "watch": true, "presence": true }),
+    )
+    .await
+    .ok(201);
+    let _ivy = b.connect("ivy").await;
+    fay.wait_presence("ivy", true, WAIT).await;
+}

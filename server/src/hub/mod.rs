@@ -242,7 +242,7 @@ impl Hub {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let probe: Probe = Box::new(move |engine, now| {
             let mut copy = engine.clone();
-            let verdict = op.apply(&mut copy, now).map(drop);
+            let verdict = op.apply_unanswered(&mut copy, now);
             let _ = tx.send((op, verdict));
         });
         self.inputs

@@ -31,6 +31,12 @@ pub trait Operation: Into<Command> + Clone + Send + 'static {
 
     fn apply(&self, engine: &mut Engine, now: DateTime<Utc>) -> Result<Self::Output, Error>;
 
+    /// Applies the operation for nobody waiting on its result: the same changes to the engine, its result not
+    /// built where building it costs (every cluster node applies every node's entries, and answers only its own).
+    fn apply_unanswered(&self, engine: &mut Engine, now: DateTime<Utc>) -> Result<(), Error> {
+        self.apply(engine, now).map(drop)
+    }
+
     /// What to apply when the caller has gone by the time its answer is ready (a connection whose socket
     /// nobody serves any more must end again).
     fn abandoned(&self) -> Option<Command> {
@@ -141,6 +147,12 @@ impl Operation for FollowUsers {
     fn apply(&self, engine: &mut Engine, _now: DateTime<Utc>) -> Result<Self::Output, Error> {
         engine.follow_user_ids(&self.caller, Some(&self.conn), &self.ids)
     }
+
+    fn apply_unanswered(&self, engine: &mut Engine, _now: DateTime<Utc>) -> Result<(), Error> {
+        engine
+            .follow_ids(&self.caller, Some(&self.conn), &self.ids)
+            .map(drop)
+    }
 }
 
 /// `POST /channels/{type}/{id}/query` (or the distinct-channel path without an id).
@@ -183,6 +195,11 @@ impl Operation for ChannelStates {
 
     fn apply(&self, engine: &mut Engine, now: DateTime<Utc>) -> Result<Self::Output, Error> {
         Ok(engine.channel_states(&self.caller, self.conn_id.as_deref(), &self.page, now))
+    }
+
+    fn apply_unanswered(&self, engine: &mut Engine, now: DateTime<Utc>) -> Result<(), Error> {
+        engine.watch_page(&self.caller, self.conn_id.as_deref(), &self.page, now);
+        Ok(())
     }
 }
 
@@ -345,7 +362,7 @@ impl Command {
     /// Applies the command to `engine` at `now`, for nobody waiting on its result.
     pub fn apply(&self, engine: &mut Engine, now: DateTime<Utc>) -> Result<(), Error> {
         fn run<O: Operation>(op: &O, engine: &mut Engine, now: DateTime<Utc>) -> Result<(), Error> {
-            op.apply(engine, now).map(drop)
+            op.apply_unanswered(engine, now)
         }
         match self {
             Command::Connect(op) => run(op, engine, now),

@@ -256,20 +256,52 @@ impl Engine {
         conn_id: Option<&str>,
         ids: &[String],
     ) -> Result<Option<Vec<User>>, Error> {
-        let Some(conn) = self.subscribable_conn(caller, conn_id) else {
+        if !self.follow_ids(caller, conn_id, ids)? {
             return Ok(None);
-        };
-        self.follows
-            .check_room(&conn, ids, self.config.max_follows_per_connection)?;
+        }
         let viewer = caller_user(caller);
         Ok(Some(
             ids.iter()
-                .filter_map(|id| {
-                    self.follows.follow(&conn, id);
-                    self.users.get(id).map(|entry| entry.view_for(viewer))
-                })
+                .filter_map(|id| self.users.get(id).map(|entry| entry.view_for(viewer)))
                 .collect(),
         ))
+    }
+
+    /// What [`Engine::follow_user_ids`] changes, without the users' views (a cluster node applying another
+    /// node's entry answers nobody). Returns whether the connection may subscribe.
+    pub fn follow_ids(
+        &mut self,
+        caller: &Caller,
+        conn_id: Option<&str>,
+        ids: &[String],
+    ) -> Result<bool, Error> {
+        let Some(conn) = self.subscribable_conn(caller, conn_id) else {
+            return Ok(false);
+        };
+        self.follows
+            .check_room(&conn, ids, self.config.max_follows_per_connection)?;
+        for id in ids {
+            self.follows.follow(&conn, id);
+        }
+        Ok(true)
+    }
+
+    /// What [`Engine::channel_states`] changes (the page's channels watched, if it asks for it), without the
+    /// channels' states.
+    pub fn watch_page(
+        &mut self,
+        caller: &Caller,
+        conn_id: Option<&str>,
+        page: &ChannelPage,
+        now: DateTime<Utc>,
+    ) {
+        if page.watch {
+            if let Some(conn) = self.subscribable_conn(caller, conn_id) {
+                for cid in &page.cids {
+                    self.watch(cid, &conn, page.presence, now);
+                }
+            }
+        }
     }
 
     /// The channels of `page` as the caller sees them now, watched first if the page asks for it.
@@ -280,13 +312,7 @@ impl Engine {
         page: &ChannelPage,
         now: DateTime<Utc>,
     ) -> Vec<ChannelStateResponse> {
-        if page.watch {
-            if let Some(conn) = self.subscribable_conn(caller, conn_id) {
-                for cid in &page.cids {
-                    self.watch(cid, &conn, page.presence, now);
-                }
-            }
-        }
+        self.watch_page(caller, conn_id, page, now);
         let members = Pagination {
             limit: page.member_limit,
             offset: None,
