@@ -32,4 +32,4 @@ elif [ ! -x "$bin" ]; then
 fi
 
 step "end-to-end tests (headless Chromium)"
-PRESENCE_SERVER_BIN="$bin" bash scripts/node-tests.sh 360 180000 tests/e2e/
+PRESENCE_SERVER_BIN="$bin" bash scripts/node-tests.sh 600 180000 tests/e2e/
