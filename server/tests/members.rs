@@ -20,6 +20,20 @@ fn member_ids(state: &Value) -> Vec<String> {
         .collect()
 }
 
+/// The members of `messaging:{id}` as a server token reads them.
+async fn members_of(s: &Server, id: &str) -> Vec<String> {
+    let state = s
+        .query_channel(
+            &Auth::Server,
+            None,
+            "messaging",
+            Some(id),
+            json!({ "state": true }),
+        )
+        .await;
+    member_ids(state.ok(201))
+}
+
 async fn users(s: &Server, ids: &[&str]) {
     let users: Vec<Value> = ids.iter().map(|id| json!({ "id": id })).collect();
     s.upsert(&users).await;
@@ -72,16 +86,7 @@ async fn a_server_token_and_a_members_token_add_and_remove_members() {
         )
         .await;
     assert_eq!(r.ok(201)["channel"]["member_count"], 2);
-    let state = s
-        .query_channel(
-            &Auth::Server,
-            None,
-            "messaging",
-            Some("c1"),
-            json!({ "state": true }),
-        )
-        .await;
-    assert_eq!(member_ids(state.ok(201)), ["alice", "dave"]);
+    assert_eq!(members_of(&s, "c1").await, ["alice", "dave"]);
     // bob left: his token may neither read the channel nor change it any more.
     s.update_channel(
         &Auth::user("bob"),
@@ -267,16 +272,7 @@ async fn refused_changes_carry_the_protocols_codes_and_change_nothing() {
         .send()
         .await;
     r.err(400, error_code::INPUT);
-    let state = s
-        .query_channel(
-            &Auth::Server,
-            None,
-            "messaging",
-            Some("c1"),
-            json!({ "state": true }),
-        )
-        .await;
-    assert_eq!(member_ids(state.ok(201)), ["alice"]);
+    assert_eq!(members_of(&s, "c1").await, ["alice"]);
 }
 
 #[tokio::test]
@@ -435,16 +431,7 @@ async fn in_a_cluster_a_change_made_on_one_node_reaches_the_watchers_of_another(
         .await;
     let _carol = a.connect("carol").await;
     alice.wait_presence("carol", true, WAIT).await;
-    let state = b
-        .query_channel(
-            &Auth::Server,
-            None,
-            "messaging",
-            Some("c1"),
-            json!({ "state": true }),
-        )
-        .await;
-    assert_eq!(member_ids(state.ok(201)), ["alice", "carol"]);
+    assert_eq!(members_of(&b, "c1").await, ["alice", "carol"]);
 }
 
 #[tokio::test]
@@ -481,14 +468,5 @@ async fn a_users_member_changes_draw_on_its_write_pace_and_a_server_tokens_do_no
             .await
             .ok(201);
     }
-    let state = s
-        .query_channel(
-            &Auth::Server,
-            None,
-            "messaging",
-            Some("c1"),
-            json!({ "state": true }),
-        )
-        .await;
-    assert_eq!(member_ids(state.ok(201)), ["alice", "carol"]);
+    assert_eq!(members_of(&s, "c1").await, ["alice", "carol"]);
 }
