@@ -223,6 +223,20 @@ async fn the_setting_is_read_back_by_the_user_alone_and_is_no_profile_change_for
     .await
     .ok(200);
     cal.wait_presence("bea", true, WAIT).await;
+    // Set on connect from a second device: the first one hears her own update, the follower only the flip.
+    let nobody =
+        json!({ "id": "bea", "privacy_settings": { "presence": { "visible_to": "nobody" } } });
+    let _phone = s.connect_with("bea", nobody).await;
+    bea.wait_for("her own update", WAIT, |e| {
+        e["type"] == "user.updated"
+            && e["user"]["privacy_settings"]["presence"]["visible_to"] == "nobody"
+    })
+    .await;
+    cal.wait_presence("bea", false, WAIT).await;
+    let later = cal
+        .collect(Duration::from_millis(300), |e| e["user"]["id"] == "bea")
+        .await;
+    assert!(later.is_empty(), "{later:?}");
 }
 
 #[tokio::test]

@@ -231,7 +231,7 @@ impl Engine {
                 rec.updated_at = now;
             }
             rec.last_active = Some(now);
-            (changed.profile, hidden_changed)
+            (changed, hidden_changed)
         });
         self.users.add_conn(user_id, Arc::clone(&conn));
         let Some(entry) = self.users.get(user_id) else {
@@ -248,8 +248,11 @@ impl Engine {
             self.watching_visibility_changed(user_id, now);
         }
         let flipped = self.settle_presence(user_id, now);
-        if changed && !flipped {
+        if changed.profile && !flipped {
             self.user_event(user_id, event_type::USER_UPDATED, now);
+        } else if changed.own {
+            // The user's other connections learn of their own settings.
+            self.own_user_event(user_id, event_type::USER_UPDATED, now);
         }
         if hidden_changed && !went_hidden {
             self.watching_visibility_changed(user_id, now);
