@@ -86,10 +86,11 @@ class Participant {
     /** This tab's own lock, held while it takes part; the other tabs' the leader saw held at its last check. */
     this.tab = `${name} tab ${id}`;
     this.tabs = null;
+    // Refused only when the page is going away, and then nobody needs to see the lock.
     locks.request(this.tab, () => new Promise((release) => {
       this.untab = release;
       if (this.gone) release();
-    }));
+    })).catch(() => {});
     this.request(false);
   }
 
