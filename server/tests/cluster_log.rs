@@ -11,17 +11,11 @@ use serde_json::json;
 /// The cluster log's stream key.
 const LOG_KEY: &str = "presence:log";
 
-fn node(redis: &Redis, id: &str) -> ServerOpts {
-    ServerOpts::default()
-        .arg("--redis-url", &redis.url)
-        .arg("--node-id", id)
-}
-
 #[tokio::test]
 async fn refused_requests_leave_nothing_in_redis_and_accepted_ones_reach_the_other_node() {
     let redis = Redis::start();
-    let a = Server::start_with(node(&redis, "a")).await;
-    let b = Server::start_with(node(&redis, "b")).await;
+    let a = Server::start_with(redis.node("a")).await;
+    let b = Server::start_with(redis.node("b")).await;
     a.upsert(&[json!({ "id": "alice" }), json!({ "id": "bob" })])
         .await;
     let alice = Auth::User("alice".into());
@@ -86,7 +80,7 @@ async fn refused_requests_leave_nothing_in_redis_and_accepted_ones_reach_the_oth
 #[tokio::test]
 async fn a_request_larger_than_an_entry_may_be_is_refused_before_the_log() {
     let redis = Redis::start();
-    let a = Server::start_with(node(&redis, "a")).await;
+    let a = Server::start_with(redis.node("a")).await;
     // A body of exactly the largest size taken (1 MiB) whose users' teams (not part of the 5 KB of fields)
     // fill it: as a log entry it takes a few bytes more (the command's name and caller).
     const MAX_BODY: usize = 1024 * 1024;
@@ -119,8 +113,8 @@ async fn a_request_larger_than_an_entry_may_be_is_refused_before_the_log() {
 #[tokio::test]
 async fn a_write_acknowledged_by_one_node_is_seen_by_the_next_request_on_another() {
     let redis = Redis::start();
-    let a = Server::start_with(node(&redis, "a")).await;
-    let b = Server::start_with(node(&redis, "b")).await;
+    let a = Server::start_with(redis.node("a")).await;
+    let b = Server::start_with(redis.node("b")).await;
     for i in 0..30 {
         let id = format!("user-{i}");
         a.upsert(&[json!({ "id": id })]).await;
@@ -139,8 +133,8 @@ async fn a_write_acknowledged_by_one_node_is_seen_by_the_next_request_on_another
 #[tokio::test]
 async fn subscriptions_asked_of_one_node_for_a_connection_another_holds_take_effect_there() {
     let redis = Redis::start();
-    let a = Server::start_with(node(&redis, "a")).await;
-    let b = Server::start_with(node(&redis, "b")).await;
+    let a = Server::start_with(redis.node("a")).await;
+    let b = Server::start_with(redis.node("b")).await;
     a.upsert(&[
         json!({ "id": "fay" }),
         json!({ "id": "gus" }),

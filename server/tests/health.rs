@@ -92,12 +92,7 @@ async fn an_unwritable_database_shows_as_failing_until_it_takes_writes_again() {
 #[tokio::test]
 async fn a_cluster_node_without_redis_shows_as_failing_until_redis_is_back() {
     let mut redis = Redis::start();
-    let s = Server::start_with(
-        ServerOpts::default()
-            .arg("--redis-url", &redis.url)
-            .arg("--node-id", "a"),
-    )
-    .await;
+    let s = Server::start_with(redis.node("a")).await;
     assert_ok(&health(&s).await);
 
     redis.kill();

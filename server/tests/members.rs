@@ -391,13 +391,8 @@ async fn member_changes_survive_a_crash_and_restart() {
 #[tokio::test]
 async fn in_a_cluster_a_change_made_on_one_node_reaches_the_watchers_of_another() {
     let redis = common::redis::Redis::start();
-    let node = |id: &str| {
-        ServerOpts::default()
-            .arg("--redis-url", &redis.url)
-            .arg("--node-id", id)
-    };
-    let a = Server::start_with(node("a")).await;
-    let b = Server::start_with(node("b")).await;
+    let a = Server::start_with(redis.node("a")).await;
+    let b = Server::start_with(redis.node("b")).await;
     users(&a, &["alice", "bob", "carol"]).await;
     a.create_channel("messaging", "c1", &["alice"], json!({}))
         .await;

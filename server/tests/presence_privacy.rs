@@ -243,13 +243,8 @@ async fn the_setting_is_read_back_by_the_user_alone_and_is_no_profile_change_for
 async fn in_a_cluster_every_node_hides_whom_one_node_was_told_to_and_a_refused_value_reaches_no_log(
 ) {
     let redis = Redis::start();
-    let node = |id: &str| {
-        ServerOpts::default()
-            .arg("--redis-url", &redis.url)
-            .arg("--node-id", id)
-    };
-    let a = Server::start_with(node("a")).await;
-    let b = Server::start_with(node("b")).await;
+    let a = Server::start_with(redis.node("a")).await;
+    let b = Server::start_with(redis.node("b")).await;
     a.upsert(&[json!({ "id": "dia" }), json!({ "id": "eli" })])
         .await;
     let _dia = a.connect("dia").await;

@@ -52,10 +52,7 @@ async fn receiver() -> (String, Received, Arc<AtomicU16>) {
 }
 
 fn node(redis: &Redis, id: &str, hook: &str) -> ServerOpts {
-    ServerOpts::default()
-        .arg("--redis-url", &redis.url)
-        .arg("--node-id", id)
-        .arg("--webhook-url", hook)
+    redis.node(id).arg("--webhook-url", hook)
 }
 
 /// The (type, online) of every event about `user`, in arrival order.

@@ -25,6 +25,13 @@ fn free_port() -> u16 {
 }
 
 impl Redis {
+    /// The options of a cluster node `id` on this Redis.
+    pub fn node(&self, id: &str) -> super::ServerOpts {
+        super::ServerOpts::default()
+            .arg("--redis-url", &self.url)
+            .arg("--node-id", id)
+    }
+
     /// An empty Redis of its own.
     pub fn start() -> Redis {
         let mut redis = Redis {
