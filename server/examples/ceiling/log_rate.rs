@@ -16,6 +16,17 @@ use serde_json::{json, Value};
 /// How long a caught-up reader may take past the last append before the phase gives up on it.
 const CATCH_UP_LIMIT: Duration = Duration::from_secs(30);
 
+/// A connection for the phase's own calls, once the log is emptied for it.
+async fn emptied_log(client: &redis::Client) -> ConnectionManager {
+    let mut admin = manager(client, Duration::from_secs(10)).await;
+    let _: () = redis::cmd("DEL")
+        .arg(LOG_KEY)
+        .query_async(&mut admin)
+        .await
+        .expect("DEL");
+    admin
+}
+
 async fn manager(client: &redis::Client, timeout: Duration) -> ConnectionManager {
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(2)))
@@ -101,12 +112,7 @@ async fn run_phase(
     phase: &Phase,
     secs: f64,
 ) -> Value {
-    let mut admin = manager(client, Duration::from_secs(10)).await;
-    let _: () = redis::cmd("DEL")
-        .arg(LOG_KEY)
-        .query_async(&mut admin)
-        .await
-        .expect("DEL");
+    let mut admin = emptied_log(client).await;
     let mut readers = Vec::new();
     for _ in 0..phase.readers {
         readers.push(Reader::start(client).await);
@@ -217,12 +223,7 @@ async fn fan_out(
     readers: usize,
     secs: f64,
 ) -> Value {
-    let mut admin = manager(client, Duration::from_secs(10)).await;
-    let _: () = redis::cmd("DEL")
-        .arg(LOG_KEY)
-        .query_async(&mut admin)
-        .await
-        .expect("DEL");
+    let mut admin = emptied_log(client).await;
     let mut counts = Vec::new();
     let mut tasks = Vec::new();
     for _ in 0..readers {
