@@ -7,9 +7,10 @@ use wasm_bindgen::prelude::*;
 
 #[wasm_bindgen(module = "/src/web/frames.js")]
 extern "C" {
-    /// Installs `ws.onmessage`, which parses each frame, writes its strings into the `text_len` bytes at `text`
-    /// and its flags, string ends and time into the doubles at `header` in `memory`, then calls `on_frame` with
-    /// the event (see [`crate::web::reader::FrameReader::read`]).
+    /// Installs `ws.onmessage`, which parses each frame, writes its events' strings into the `text_len` bytes at
+    /// `text` and their count, the time and each one's flags and string ends into the doubles at `header` in
+    /// `memory`, then calls `on_frame` once with the event, or an array of a batch's events (see
+    /// [`crate::web::reader::FrameReader::read`]).
     #[wasm_bindgen(js_name = receiveFrames)]
     pub fn receive_frames(
         ws: &web_sys::WebSocket,
