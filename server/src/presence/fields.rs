@@ -163,20 +163,21 @@ pub fn replace_fields(rec: &mut UserRecord, obj: &JsonMap, source: WriteSource) 
     for (field, value) in obj {
         set_field(rec, field, value, source);
     }
-    let own = |r: &UserRecord| {
-        OWN_ONLY_FIELDS
+    // A profile field changed when one of either record's is not the other's.
+    let profile = |a: &UserRecord, b: &UserRecord| {
+        a.data
             .iter()
-            .map(|f| r.data.get(*f).cloned())
-            .collect::<Vec<_>>()
-    };
-    let profile = |r: &UserRecord| {
-        let mut data = r.data.clone();
-        data.retain(|k, _| !OWN_ONLY_FIELDS.contains(&k.as_str()));
-        (r.role.clone(), r.teams.clone(), data)
+            .filter(|(k, _)| !OWN_ONLY_FIELDS.contains(&k.as_str()))
+            .any(|(k, v)| b.data.get(k) != Some(v))
     };
     Changed {
-        profile: profile(rec) != profile(&before),
-        own: own(rec) != own(&before),
+        profile: rec.role != before.role
+            || rec.teams != before.teams
+            || profile(rec, &before)
+            || profile(&before, rec),
+        own: OWN_ONLY_FIELDS
+            .iter()
+            .any(|f| rec.data.get(*f) != before.data.get(*f)),
     }
 }
 
