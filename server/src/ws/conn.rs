@@ -207,11 +207,10 @@ impl Link<'_> {
         // A frame queued while no window is open opens one: it and whatever follows within the window go out
         // together when it ends (the timer, re-armed below, says when).
         let mut window_opened = false;
-        if let Some(window) = self.window_to_open() {
+        if let Some((window, since)) = self.window_to_open() {
             // The window starts when its first frame was queued, not when the task got to run; and it closes
             // early by what passes between its deadline and the frame's send (the timer fires on the wheel's
             // next tick after a deadline, then the task waits for its turn), so the frame leaves within N ms.
-            let since = self.queue.waiting_since().unwrap_or_else(Instant::now);
             let armed = window
                 .saturating_sub(WINDOW_SLACK)
                 .max(TIMER_TICK.min(window));
@@ -298,12 +297,13 @@ impl Link<'_> {
         Poll::Pending
     }
 
-    /// The batching window to open now: the client asked for batches, its first frame went out, no window is open
-    /// or due, and a frame waits.
-    fn window_to_open(&self) -> Option<Duration> {
-        self.batch.filter(|_| {
-            self.greeted && self.batch_at.is_none() && !self.batch_due && !self.queue.is_empty()
-        })
+    /// The batching window to open now, and since when its first frame waits: the client asked for batches, its
+    /// first frame went out, no window is open or due, and a frame waits.
+    fn window_to_open(&self) -> Option<(Duration, Instant)> {
+        let window = self
+            .batch
+            .filter(|_| self.greeted && self.batch_at.is_none() && !self.batch_due)?;
+        Some((window, self.queue.waiting_since()?))
     }
 
     /// Reads the socket until it is pending and runs the timer.
