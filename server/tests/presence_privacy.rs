@@ -19,6 +19,11 @@ use twins::Act::*;
 use twins::Step::*;
 use twins::{run_hiding, Hiding, Scenario};
 
+/// A write of who may see the user's presence.
+fn visible_to(value: impl Into<serde_json::Value>) -> serde_json::Value {
+    json!({ "privacy_settings": { "presence": { "visible_to": value.into() } } })
+}
+
 async fn run(scenario: &Scenario) {
     run_hiding(scenario, Hiding::Nobody).await;
 }
@@ -81,11 +86,9 @@ async fn nobody_changing_the_profile_reads_like_an_offline_user_doing_so() {
 async fn visible_to_takes_everyone_or_nobody_and_a_clear_error_otherwise() {
     let s = Server::start().await;
     s.upsert(&[json!({ "id": "ann" })]).await;
-    let setting =
-        |v: serde_json::Value| json!({ "privacy_settings": { "presence": { "visible_to": v } } });
     for bad in [json!("sometimes"), json!(true), json!(["nobody"])] {
         let e = s
-            .partial_update(&Auth::user("ann"), "ann", setting(bad.clone()), &[])
+            .partial_update(&Auth::user("ann"), "ann", visible_to(bad.clone()), &[])
             .await
             .err(400, 4);
         assert!(
@@ -96,7 +99,7 @@ async fn visible_to_takes_everyone_or_nobody_and_a_clear_error_otherwise() {
         );
     }
     let e = s
-        .partial_update(&Auth::Server, "ann", setting(json!("channel_members")), &[])
+        .partial_update(&Auth::Server, "ann", visible_to("channel_members"), &[])
         .await
         .err(400, 4);
     assert!(
@@ -177,14 +180,9 @@ async fn the_setting_is_read_back_by_the_user_alone_and_is_no_profile_change_for
     let mut cal = s.connect("cal").await;
     s.subscribe_users(&cal, &["bea"]).await;
     let before = s.user_as(&Auth::user("bea"), "bea").await;
-    s.partial_update(
-        &Auth::user("bea"),
-        "bea",
-        json!({ "privacy_settings": { "presence": { "visible_to": "nobody" } } }),
-        &[],
-    )
-    .await
-    .ok(200);
+    s.partial_update(&Auth::user("bea"), "bea", visible_to("nobody"), &[])
+        .await
+        .ok(200);
     // Her own connection hears her own update, with the setting.
     let own = bea.wait_type("user.updated", WAIT).await;
     assert_eq!(
@@ -214,14 +212,9 @@ async fn the_setting_is_read_back_by_the_user_alone_and_is_no_profile_change_for
         assert_eq!(seen["status"], "here", "the profile stays visible");
     }
     // The control: back to everyone, and the follower sees her online again.
-    s.partial_update(
-        &Auth::user("bea"),
-        "bea",
-        json!({ "privacy_settings": { "presence": { "visible_to": "everyone" } } }),
-        &[],
-    )
-    .await
-    .ok(200);
+    s.partial_update(&Auth::user("bea"), "bea", visible_to("everyone"), &[])
+        .await
+        .ok(200);
     cal.wait_presence("bea", true, WAIT).await;
     // Set on connect from a second device: the first one hears her own update, the follower only the flip.
     let nobody =
@@ -256,7 +249,7 @@ async fn in_a_cluster_every_node_hides_whom_one_node_was_told_to_and_a_refused_v
     a.partial_update(
         &Auth::user("dia"),
         "dia",
-        json!({ "privacy_settings": { "presence": { "visible_to": "channel_members" } } }),
+        visible_to("channel_members"),
         &[],
     )
     .await
@@ -267,14 +260,9 @@ async fn in_a_cluster_every_node_hides_whom_one_node_was_told_to_and_a_refused_v
         "a refused value is no log entry"
     );
 
-    a.partial_update(
-        &Auth::user("dia"),
-        "dia",
-        json!({ "privacy_settings": { "presence": { "visible_to": "nobody" } } }),
-        &[],
-    )
-    .await
-    .ok(200);
+    a.partial_update(&Auth::user("dia"), "dia", visible_to("nobody"), &[])
+        .await
+        .ok(200);
     eli.wait_presence("dia", false, WAIT).await;
     for auth in [Auth::user("eli"), Auth::Server] {
         let seen = b.user_as(&auth, "dia").await;
@@ -286,14 +274,9 @@ async fn in_a_cluster_every_node_hides_whom_one_node_was_told_to_and_a_refused_v
         "nobody"
     );
     // The control: back to everyone through the other node.
-    b.partial_update(
-        &Auth::user("dia"),
-        "dia",
-        json!({ "privacy_settings": { "presence": { "visible_to": "everyone" } } }),
-        &[],
-    )
-    .await
-    .ok(200);
+    b.partial_update(&Auth::user("dia"), "dia", visible_to("everyone"), &[])
+        .await
+        .ok(200);
     eli.wait_presence("dia", true, WAIT).await;
     assert_eq!(a.user_as(&Auth::Server, "dia").await["online"], true);
 }
